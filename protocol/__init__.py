@@ -1,0 +1,22 @@
+"""gymwire protocol v1: sans-I/O message models, codecs, versions, errors and the session state machine.
+
+Nothing here opens a socket or imports asyncio; server and client runtimes live in `gymwire.sdk`.
+"""
+
+from .codec import Codec, error_from_message, error_message, message_from_object
+from .errors import ErrorCode, ProtocolError, error_table
+from .messages import *  # noqa: F403
+from .messages import CAPABILITIES, CLIENT_MESSAGES, MESSAGE_TYPES, SERVER_MESSAGES
+from .session import Decision, SessionMachine, SessionState
+from .version import (
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
+    PROTOCOL_VERSION,
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    SUBPROTOCOLS,
+    Encoding,
+    negotiate_version,
+    select_subprotocol,
+    subprotocol_for,
+)

@@ -1,0 +1,134 @@
+"""Codecs: msgpack (binary frames) and JSON (text frames) over the same message models.
+
+`decode` raises nothing but ProtocolError, whatever bytes it is given: undecodable input and
+schema violations are BAD_FRAME, an unknown `type` is UNKNOWN_MESSAGE, an oversized frame is
+FRAME_TOO_LARGE. The request id is attached to the error whenever it can be read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pydantic
+import pydantic_core
+
+from .errors import ErrorCode, ProtocolError
+from .messages import MAX_ID, MESSAGE_TYPES, Error, Message
+from .version import Encoding
+
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+_MAX_ERROR_DETAIL = 300
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+def _request_id(obj: Any) -> int | None:
+    if isinstance(obj, dict):
+        rid = obj.get("id")
+        if type(rid) is int and 0 <= rid <= MAX_ID:
+            return rid
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        text = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'frame'}: {e['msg']}" for e in exc.errors()[:5])
+    else:
+        text = str(exc).replace("\n", "; ")
+    return text if len(text) <= _MAX_ERROR_DETAIL else text[:_MAX_ERROR_DETAIL] + "..."
+
+
+def message_from_object(obj: Any) -> Message:
+    """Validate a decoded map into its message model (shared by both codecs)."""
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"a frame must hold a map, got {type(obj).__name__}")
+    kind = obj.get("type")
+    request_id = _request_id(obj)
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "the frame has no string 'type' field", request_id=request_id)
+    model = MESSAGE_TYPES.get(kind)
+    if model is None:
+        known = ", ".join(sorted(MESSAGE_TYPES))
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_MESSAGE,
+            f"unknown message type {kind[:64]!r}; this version knows: {known}",
+            request_id=request_id,
+        )
+    try:
+        return model.model_validate(obj)
+    except (pydantic.ValidationError, ValueError, TypeError, RecursionError) as exc:
+        raise ProtocolError(
+            ErrorCode.BAD_FRAME, f"invalid {kind!r} message: {_short(exc)}", request_id=request_id
+        ) from None
+
+
+class Codec:
+    """Encode and decode messages in one encoding. Stateless; safe to share."""
+
+    def __init__(self, encoding: Encoding | str = Encoding.MSGPACK, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        self.encoding = Encoding(encoding)
+        self.max_frame_bytes = max_frame_bytes
+        self.binary = self.encoding is Encoding.MSGPACK
+
+    def encode(self, message: Message) -> bytes | str:
+        """bytes for msgpack (a binary frame), str for JSON (a text frame)."""
+        if self.binary:
+            return msgpack.packb(message.model_dump(exclude_none=True), use_bin_type=True)
+        return message.model_dump_json(exclude_none=True)
+
+    def encode_object(self, obj: dict[str, Any]) -> bytes | str:
+        """Encode a raw map (used by tests and the conformance suite to send what models forbid)."""
+        if self.binary:
+            return msgpack.packb(obj, use_bin_type=True)
+        return pydantic_core.to_json(obj).decode()
+
+    def decode(self, frame: bytes | str) -> Message:
+        size = len(frame)
+        if size > self.max_frame_bytes:
+            raise ProtocolError(
+                ErrorCode.FRAME_TOO_LARGE, f"frame of {size} bytes exceeds max_frame_bytes={self.max_frame_bytes}"
+            )
+        return message_from_object(self.decode_object(frame))
+
+    def decode_object(self, frame: bytes | str) -> Any:
+        """Decode a frame to plain Python objects without schema validation."""
+        try:
+            if self.binary:
+                if not isinstance(frame, (bytes, bytearray, memoryview)):
+                    raise ProtocolError(ErrorCode.BAD_FRAME, "text frame on a msgpack connection; send binary frames")
+                return msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_reject_ext)
+            if isinstance(frame, str):
+                frame = frame.encode("utf-8", "surrogatepass")
+            return pydantic_core.from_json(frame, allow_inf_nan=False)
+        except ProtocolError:
+            raise
+        except (ValueError, TypeError, RecursionError, OverflowError, UnicodeError, msgpack.ExtraData) as exc:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"undecodable {self.encoding.value} frame: {_short(exc)}") from None
+        except Exception as exc:  # msgpack may raise its own exception types on hostile input
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"undecodable {self.encoding.value} frame: {_short(exc)}") from None
+
+
+def error_message(error: ProtocolError) -> Error:
+    return Error(
+        id=error.request_id,
+        code=error.code.code,
+        name=error.code.name,
+        message=error.message,
+        retryable=error.code.retryable,
+        retry_after_ms=error.retry_after_ms,
+        session=error.session,
+    )
+
+
+def error_from_message(message: Error) -> ProtocolError:
+    """Turn a received error message back into a ProtocolError (unknown codes become INTERNAL)."""
+    return ProtocolError(
+        ErrorCode.from_code(message.code),
+        message.message,
+        request_id=message.id,
+        session=message.session,
+        retry_after_ms=message.retry_after_ms,
+    )

@@ -1,0 +1,132 @@
+"""The one class an environment author writes.
+
+Subclass `Environment`, fill in the metadata, implement `reset` and `step` (plain or `async def`),
+and `gymwire serve mypkg.myenv:MyEnv` serves it. No protocol or networking code is needed: the
+runtime creates one instance per session, calls `reset(task)` and `step(action)`, counts turns,
+enforces the turn limit and reports episode metrics.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, ClassVar, Union
+
+from gymwire.protocol import EnvInfo, Image, Observation, TaskRef
+
+__all__ = ["Environment", "Task", "StepResult", "Observation", "Image", "TaskError", "ObservationLike"]
+
+ObservationLike = Union[str, Observation]
+
+
+class TaskError(ValueError):
+    """Raise from `reset` when the task cannot be played (unknown split, index out of range)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What `reset` is asked to play. Either `split` and `index`, or `seed`, or neither."""
+
+    split: str | None = None
+    index: int | None = None
+    seed: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_ref(cls, ref: TaskRef, options: dict[str, Any] | None = None) -> "Task":
+        return cls(split=ref.split, index=ref.index, seed=ref.seed, options=dict(options or {}))
+
+
+@dataclass
+class StepResult:
+    """What `step` returns. `success`/`score` feed the episode metrics when the episode ends;
+    left as None, success is `reward > 0` and score is the episode's total reward."""
+
+    observation: ObservationLike
+    reward: float = 0.0
+    terminated: bool = False
+    truncated: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    success: bool | None = None
+    score: float | None = None
+
+
+def as_observation(value: ObservationLike) -> Observation:
+    if isinstance(value, Observation):
+        return value
+    if isinstance(value, str):
+        return Observation.model_construct(text=value, data=None, images=None)
+    raise TypeError(f"an environment must return str or Observation, got {type(value).__name__}")
+
+
+class Environment:
+    """Base class of every gymwire environment. One instance plays one session.
+
+    Class attributes describe the environment to clients (`gymwire envs URL` shows them):
+    `name`, `version`, `description`, `instructions` (how an LLM should write actions),
+    `splits` (split name -> number of tasks), `default_max_turns`, `seedable`, `images`.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0.1.0"
+    description: ClassVar[str] = ""
+    instructions: ClassVar[str] = ""
+    action_format: ClassVar[str] = "text"
+    splits: ClassVar[dict[str, int]] = {}
+    default_max_turns: ClassVar[int] = 20
+    observation_fields: ClassVar[list[str]] = ["text"]
+    seedable: ClassVar[bool] = True
+    images: ClassVar[bool] = False
+
+    def reset(self, task: Task) -> ObservationLike | Awaitable[ObservationLike]:
+        """Start an episode of `task`; return the first observation."""
+        raise NotImplementedError
+
+    def step(self, action: str) -> StepResult | Awaitable[StepResult]:
+        """Apply one action (the agent's raw text); return what happened."""
+        raise NotImplementedError
+
+    def close(self) -> None | Awaitable[None]:
+        """Release what the episode holds. Called once, when the session closes or is reaped."""
+
+    # -- helpers for subclasses and the runtime --------------------------------------------------
+
+    @classmethod
+    def info(cls) -> EnvInfo:
+        if not cls.name:
+            raise TypeError(f"{cls.__qualname__} must set the class attribute `name`")
+        return EnvInfo(
+            name=cls.name,
+            version=cls.version,
+            description=cls.description,
+            action_format=cls.action_format,
+            instructions=cls.instructions,
+            splits=dict(cls.splits),
+            default_max_turns=cls.default_max_turns,
+            observation_fields=list(cls.observation_fields),
+            seedable=cls.seedable,
+            images=cls.images,
+        )
+
+    @classmethod
+    def is_async(cls) -> bool:
+        """True when reset and step are coroutines: they then run on the event loop itself."""
+        return inspect.iscoroutinefunction(cls.step) and inspect.iscoroutinefunction(cls.reset)
+
+    @classmethod
+    def task_index(cls, task: Task, default_split: str | None = None) -> tuple[str, int]:
+        """Resolve a task to (split, index) against `splits`, raising TaskError with what is valid.
+
+        A seed picks an index of `default_split` (or the first split) deterministically."""
+        if not cls.splits:
+            raise TaskError(f"{cls.name} has no task splits; open it with a seed")
+        if task.split is None:
+            split = default_split or next(iter(cls.splits))
+            seed = task.seed or 0
+            return split, seed % cls.splits[split]
+        if task.split not in cls.splits:
+            raise TaskError(f"unknown split {task.split!r}; {cls.name} has splits {sorted(cls.splits)}")
+        size = cls.splits[task.split]
+        if not 0 <= (task.index or 0) < size:
+            raise TaskError(f"index {task.index} out of range: split {task.split!r} has tasks 0..{size - 1}")
+        return task.split, int(task.index or 0)

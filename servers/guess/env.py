@@ -1,0 +1,46 @@
+"""Guess the hidden number. The complete example of a gymwire environment.
+
+Options (per session, in `open`'s options): `low` and `high` bound the number (default 1..100).
+Reward 1 on the correct guess; the turn limit comes from the session (default 7 = log2(100)).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from gymwire.sdk.environment import Environment, StepResult, Task
+
+_NUMBER = re.compile(r"-?\d+")
+
+
+class GuessEnv(Environment):
+    name = "guess"
+    version = "1.0.0"
+    description = "Guess a hidden whole number; after each guess you hear 'higher' or 'lower'."
+    instructions = "Answer with one whole number, e.g. `Action: 42`. Only the last number you write counts."
+    splits = {"train": 10_000, "test": 100}
+    default_max_turns = 7
+
+    def reset(self, task: Task) -> str:
+        self.low = int(task.options.get("low", 1))
+        self.high = int(task.options.get("high", 100))
+        if self.low >= self.high:
+            raise ValueError(f"option low={self.low} must be below high={self.high}")
+        if task.split is not None:
+            split, index = self.task_index(task)
+            rng = random.Random(f"guess:{split}:{index}")
+        else:
+            rng = random.Random(task.seed)
+        self.target = rng.randint(self.low, self.high)
+        return f"I am thinking of a whole number from {self.low} to {self.high}. Guess it."
+
+    def step(self, action: str) -> StepResult:
+        numbers = _NUMBER.findall(action.rsplit("Action:", 1)[-1])
+        if not numbers:
+            return StepResult(f"I did not see a number. Answer with one whole number from {self.low} to {self.high}.")
+        guess = int(numbers[-1])
+        if guess == self.target:
+            return StepResult(f"Correct! The number was {guess}.", reward=1.0, terminated=True)
+        hint = "higher" if guess < self.target else "lower"
+        return StepResult(f"{guess} is wrong. Go {hint}.")
