@@ -37,7 +37,8 @@ def _short(exc: BaseException) -> str:
     if isinstance(exc, pydantic.ValidationError):
         text = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'frame'}: {e['msg']}" for e in exc.errors()[:5])
     else:
-        text = str(exc).replace("\n", "; ")
+        # Some msgpack errors carry no text; the class name still tells what went wrong.
+        text = str(exc).replace("\n", "; ") or type(exc).__name__
     return text if len(text) <= _MAX_ERROR_DETAIL else text[:_MAX_ERROR_DETAIL] + "..."
 
 
@@ -86,6 +87,9 @@ class Codec:
         return pydantic_core.to_json(obj).decode()
 
     def decode(self, frame: bytes | str) -> Message:
+        if isinstance(frame, str) and not self.binary:
+            # max_frame_bytes counts UTF-8 bytes, not characters.
+            frame = frame.encode("utf-8", "surrogatepass")
         size = len(frame)
         if size > self.max_frame_bytes:
             raise ProtocolError(

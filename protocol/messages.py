@@ -18,7 +18,16 @@ __all__ = [
     "Resumed", "Notice",
 ]
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SerializationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
 from .version import PROTOCOL_VERSION
 
@@ -47,7 +56,13 @@ def _bytes_to_wire(value: bytes, info: SerializationInfo) -> Any:
     return base64.b64encode(value).decode("ascii") if info.mode == "json" else value
 
 
-WireBytes = Annotated[bytes, BeforeValidator(_bytes_from_wire), PlainSerializer(_bytes_to_wire)]
+# The JSON Schemas describe JSON frames, where bytes travel as base64 text.
+WireBytes = Annotated[
+    bytes,
+    BeforeValidator(_bytes_from_wire),
+    PlainSerializer(_bytes_to_wire),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+]
 
 
 class Model(BaseModel):

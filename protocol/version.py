@@ -26,8 +26,9 @@ SUBPROTOCOL_MSGPACK = f"gymwire.v{PROTOCOL_MAJOR}+msgpack"
 SUBPROTOCOL_JSON = f"gymwire.v{PROTOCOL_MAJOR}+json"
 SUBPROTOCOLS: dict[str, Encoding] = {SUBPROTOCOL_MSGPACK: Encoding.MSGPACK, SUBPROTOCOL_JSON: Encoding.JSON}
 
-_SUBPROTOCOL_RE = re.compile(r"^gymwire\.v(\d+)\+([a-z0-9]+)$")
-_VERSION_RE = re.compile(r"^(\d+)\.(\d+)$")
+# Bounded digit counts: int() refuses strings of more than 4300 digits with an untyped ValueError.
+_SUBPROTOCOL_RE = re.compile(r"gymwire\.v(\d{1,9})\+([a-z0-9]+)")
+_VERSION_RE = re.compile(r"(\d{1,9})\.(\d{1,9})")
 
 
 def subprotocol_for(encoding: Encoding | str) -> str:
@@ -42,7 +43,7 @@ def select_subprotocol(offered: list[str]) -> str:
     for name in offered:
         if name in SUBPROTOCOLS:
             return name
-    majors = sorted({int(m.group(1)) for m in map(_SUBPROTOCOL_RE.match, offered) if m})
+    majors = sorted({int(m.group(1)) for m in map(_SUBPROTOCOL_RE.fullmatch, offered) if m})
     supported = ", ".join(SUBPROTOCOLS)
     if majors:
         raise ProtocolError(
@@ -51,14 +52,17 @@ def select_subprotocol(offered: list[str]) -> str:
         )
     raise ProtocolError(
         ErrorCode.UNSUPPORTED_VERSION,
-        f"no gymwire subprotocol offered ({offered or 'none'}); offer one of: {supported}",
+        f"no gymwire subprotocol offered ({', '.join(o[:64] for o in offered[:8]) or 'none'}); "
+        f"offer one of: {supported}",
     )
 
 
 def parse_version(text: str) -> tuple[int, int]:
-    match = _VERSION_RE.match(text)
+    match = _VERSION_RE.fullmatch(text)
     if not match:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"version {text!r} is not of the form MAJOR.MINOR")
+        raise ProtocolError(
+            ErrorCode.BAD_FRAME, f"version {text[:32]!r} is not of the form MAJOR.MINOR (e.g. {PROTOCOL_VERSION!r})"
+        )
     return int(match.group(1)), int(match.group(2))
 
 
@@ -69,6 +73,6 @@ def negotiate_version(client_version: str, server_version: str = PROTOCOL_VERSIO
     if c_major != s_major:
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"client speaks {client_version}, server speaks {server_version}: major versions differ",
+            f"client speaks {client_version[:32]}, server speaks {server_version}: major versions differ",
         )
     return f"{s_major}.{min(c_minor, s_minor)}"
