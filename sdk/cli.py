@@ -15,6 +15,8 @@ from typing import Sequence
 
 from gymwire.protocol import PROTOCOL_VERSION, SUBPROTOCOLS
 
+from . import commands
+
 
 def package_version() -> str:
     try:
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("spec", help="print the protocol version and where the spec and schemas are").set_defaults(
         handler=_spec
     )
+    commands.register(sub)
     for entry in sorted(metadata.entry_points(group="gymwire.commands"), key=lambda e: e.name):
         entry.load()(sub)
     return parser

@@ -77,6 +77,9 @@ class Environment:
     observation_fields: ClassVar[list[str]] = ["text"]
     seedable: ClassVar[bool] = True
     images: ClassVar[bool] = False
+    # Sync environments run in a thread pool so they never block the server. One whose steps take
+    # microseconds may set `inline = True` to run on the event loop: a thread hop would cost more.
+    inline: ClassVar[bool] = False
 
     def reset(self, task: Task) -> ObservationLike | Awaitable[ObservationLike]:
         """Start an episode of `task`; return the first observation."""

@@ -21,6 +21,7 @@ class GuessEnv(Environment):
     instructions = "Answer with one whole number, e.g. `Action: 42`. Only the last number you write counts."
     splits = {"train": 10_000, "test": 100}
     default_max_turns = 7
+    inline = True  # a step is a comparison: cheaper than a thread hop
 
     def reset(self, task: Task) -> str:
         self.low = int(task.options.get("low", 1))

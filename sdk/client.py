@@ -1,0 +1,454 @@
+"""The async gymwire client: one connection, many sessions, pipelined requests.
+
+    async with GymClient("ws://127.0.0.1:8765") as client:
+        async with client.session("guess", split="test", index=3) as env:
+            result = await env.step("Action: 50")
+
+A dropped connection costs the caller nothing: the client reconnects, resumes every session with
+its token and re-sends what was unanswered with the same sequence numbers, which the server
+executes once or answers from its record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from typing import Any, AsyncIterator, Sequence
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from gymwire.protocol import (
+    PROTOCOL_VERSION,
+    SUBPROTOCOLS,
+    BatchStep,
+    Close,
+    Codec,
+    DescribeEnv,
+    Encoding,
+    EnvInfo,
+    Error,
+    ErrorCode,
+    Hello,
+    Limits,
+    ListEnvs,
+    Message,
+    Notice,
+    Observation,
+    Open,
+    PeerInfo,
+    Ping,
+    Pong,
+    ProtocolError,
+    Reset,
+    Resume,
+    Step,
+    StepBatch,
+    StepResult,
+    TaskRef,
+    Welcome,
+    error_from_message,
+    subprotocol_for,
+)
+
+log = logging.getLogger("gymwire.client")
+
+_UNCERTAIN = (ErrorCode.TIMEOUT, ErrorCode.CANCELLED)
+
+
+class ConnectionLost(ConnectionError):
+    """The server could not be reached again within the reconnect budget."""
+
+
+class GymClient:
+    """An async client of one gymwire server.
+
+    `reconnect_attempts`: how many times to reconnect (exponential backoff with jitter) before
+    pending requests fail with ConnectionLost. `request_timeout`: a local cap in seconds on every
+    request (None: rely on server deadlines).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        encoding: Encoding | str = Encoding.MSGPACK,
+        name: str = "gymwire-client",
+        reconnect_attempts: int = 8,
+        request_timeout: float | None = None,
+        open_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.encoding = Encoding(encoding)
+        self.codec = Codec(self.encoding)
+        self.name = name
+        self.reconnect_attempts = reconnect_attempts
+        self.request_timeout = request_timeout
+        self.open_timeout = open_timeout
+        self.welcome: Welcome | None = None
+        self.sessions: dict[str, ClientSession] = {}
+        self.draining = False
+        self._ws: ClientConnection | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[Message, asyncio.Future[Message]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closed = False
+        self._last_heard = time.monotonic()
+
+    # ------------------------------------------------------------------ connection
+
+    @property
+    def limits(self) -> Limits:
+        return self.welcome.limits if self.welcome else Limits()
+
+    async def connect(self) -> "GymClient":
+        await self._connect_once()
+        return self
+
+    async def __aenter__(self) -> "GymClient":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _connect_once(self) -> None:
+        try:
+            ws = await websockets.connect(
+                self.url,
+                subprotocols=[subprotocol_for(self.encoding)],  # type: ignore[list-item]
+                max_size=None,
+                ping_interval=None,
+                compression=None,
+                open_timeout=self.open_timeout,
+                close_timeout=2,
+            )
+        except websockets.InvalidStatus as exc:
+            body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
+            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"server refused the upgrade: {body}") from None
+        hello = Hello(
+            id=next(self._ids),
+            version=PROTOCOL_VERSION,
+            client=PeerInfo(name=self.name, version="1"),
+            capabilities=["batch", "resume", "cancel", "deadlines", "heartbeat"],
+            token=self.token,
+        )
+        await ws.send(self.codec.encode(hello))
+        reply = self.codec.decode(await asyncio.wait_for(ws.recv(), self.open_timeout))
+        if isinstance(reply, Error):
+            await ws.close()
+            raise error_from_message(reply)
+        if not isinstance(reply, Welcome):
+            await ws.close()
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"expected welcome, got {reply.type}")
+        self.welcome = reply
+        self._ws = ws
+        self._last_heard = time.monotonic()
+        self._reader = asyncio.get_running_loop().create_task(self._read_forever(ws))
+        self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_forever(ws))
+        self._connected.set()
+
+    async def close(self) -> None:
+        """Close the connection. Sessions still open are closed on the server first."""
+        if self._closed:
+            return
+        if self._ws is not None and self._connected.is_set():
+            for session in list(self.sessions.values()):
+                with contextlib.suppress(ProtocolError, ConnectionError, asyncio.TimeoutError):
+                    await asyncio.wait_for(session.close(), 5)
+        self._closed = True
+        for task in (self._reader, self._heartbeat, self._reconnecting):
+            if task is not None:
+                task.cancel()
+        if self._ws is not None:
+            await self._ws.close()
+        self._fail_pending(ConnectionLost("client closed"))
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+
+    async def _read_forever(self, ws: ClientConnection) -> None:
+        try:
+            async for frame in ws:
+                self._last_heard = time.monotonic()
+                try:
+                    message = self.codec.decode(frame)
+                except ProtocolError as exc:
+                    log.warning("undecodable frame from server: %s", exc)
+                    continue
+                await self._on_message(ws, message)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if ws is self._ws:
+                self._on_disconnect()
+
+    async def _on_message(self, ws: ClientConnection, message: Message) -> None:
+        if isinstance(message, Ping):
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send(self.codec.encode(Pong(id=message.id)))
+            return
+        if isinstance(message, Notice):
+            log.info("server notice %s: %s", message.kind, message.message)
+            if message.kind == "drain":
+                self.draining = True
+            return
+        request_id = getattr(message, "id", None)
+        entry = self._pending.pop(request_id, None) if request_id is not None else None
+        if entry is None:
+            if isinstance(message, Error):
+                log.warning("server error: %s %s", message.name, message.message)
+            return
+        if not entry[1].done():
+            entry[1].set_result(message)
+
+    async def _heartbeat_forever(self, ws: ClientConnection) -> None:
+        interval = self.limits.heartbeat_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval / 2)
+            silent = time.monotonic() - self._last_heard
+            if silent > 3 * interval:
+                log.warning("server silent for %.1fs: treating the connection as dead", silent)
+                ws.transport.abort()
+                return
+            if silent > interval:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await ws.send(self.codec.encode(Ping(id=next(self._ids))))
+
+    def _on_disconnect(self) -> None:
+        self._connected.clear()
+        self._ws = None
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._closed:
+            return
+        if self.reconnect_attempts <= 0:
+            self._fail_pending(ConnectionLost(f"connection to {self.url} lost"))
+            return
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        for attempt in range(1, self.reconnect_attempts + 1):
+            try:
+                await self._connect_once()
+            except (OSError, websockets.WebSocketException, asyncio.TimeoutError, ProtocolError) as exc:
+                log.info("reconnect %d/%d to %s failed: %s", attempt, self.reconnect_attempts, self.url, exc)
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 5.0)
+                continue
+            log.info("reconnected to %s; resuming %d session(s)", self.url, len(self.sessions))
+            await self._resume_all()
+            return
+        self._fail_pending(ConnectionLost(f"could not reconnect to {self.url} after {self.reconnect_attempts} attempts"))
+
+    async def _resume_all(self) -> None:
+        assert self._ws is not None
+        lost: set[str] = set()
+        for session in list(self.sessions.values()):
+            try:
+                await self._roundtrip(Resume(id=next(self._ids), session=session.id, resume_token=session.resume_token))
+            except ProtocolError as exc:
+                log.warning("session %s could not be resumed: %s", session.id, exc)
+                lost.add(session.id)
+                self.sessions.pop(session.id, None)
+        for request_id, (message, future) in list(self._pending.items()):
+            if getattr(message, "session", None) in lost:
+                self._pending.pop(request_id)
+                future.set_exception(
+                    ProtocolError(ErrorCode.UNKNOWN_SESSION, "session lost while disconnected", session=message.session)  # type: ignore[attr-defined]
+                )
+                continue
+            await self._ws.send(self.codec.encode(message))
+
+    async def _roundtrip(self, message: Message) -> Message:
+        """Send on the current connection and wait for the answer; no re-send on reconnect."""
+        assert self._ws is not None
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        request_id = message.id  # type: ignore[attr-defined]
+        self._pending[request_id] = (message, future)
+        try:
+            await self._ws.send(self.codec.encode(message))
+            reply = await asyncio.wait_for(future, self.open_timeout)
+        finally:
+            self._pending.pop(request_id, None)
+        if isinstance(reply, Error):
+            raise error_from_message(reply)
+        return reply
+
+    # ------------------------------------------------------------------ requests
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    async def request(self, message: Message, timeout: float | None = None) -> Message:
+        """Send a request and wait for its answer; an error answer raises ProtocolError.
+
+        While disconnected the request waits for the reconnect and is then sent."""
+        if self._closed:
+            raise ConnectionLost("client is closed")
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        request_id = message.id  # type: ignore[attr-defined]
+        self._pending[request_id] = (message, future)
+        if self._connected.is_set() and self._ws is not None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await self._ws.send(self.codec.encode(message))  # on failure, the reconnect re-sends it
+        timeout = timeout if timeout is not None else self.request_timeout
+        try:
+            reply = await (asyncio.wait_for(future, timeout) if timeout else future)
+        finally:
+            self._pending.pop(request_id, None)
+        if isinstance(reply, Error):
+            raise error_from_message(reply)
+        return reply
+
+    async def list_envs(self) -> list[EnvInfo]:
+        return (await self.request(ListEnvs(id=self.next_id()))).envs  # type: ignore[attr-defined]
+
+    async def describe(self, env: str) -> EnvInfo:
+        return (await self.request(DescribeEnv(id=self.next_id(), env=env))).env  # type: ignore[attr-defined]
+
+    async def open(
+        self,
+        env: str,
+        *,
+        split: str | None = None,
+        index: int | None = None,
+        seed: int | None = None,
+        options: dict[str, Any] | None = None,
+        max_turns: int | None = None,
+        reset: bool = True,
+        deadline_ms: int | None = None,
+    ) -> "ClientSession":
+        message = Open(
+            id=self.next_id(),
+            env=env,
+            task=TaskRef(split=split, index=index, seed=seed),
+            options=options or {},
+            max_turns=max_turns,
+            reset=reset,
+            deadline_ms=deadline_ms,
+        )
+        opened = await self.request(message)
+        session = ClientSession(self, opened)  # type: ignore[arg-type]
+        self.sessions[session.id] = session
+        return session
+
+    @contextlib.asynccontextmanager
+    async def session(self, env: str, **kwargs: Any) -> AsyncIterator["ClientSession"]:
+        session = await self.open(env, **kwargs)
+        try:
+            yield session
+        finally:
+            if session.id in self.sessions and not self._closed:
+                with contextlib.suppress(ProtocolError, ConnectionError):
+                    await session.close()
+
+    async def step_batch(
+        self, steps: Sequence[tuple["ClientSession", str]], deadline_ms: int | None = None
+    ) -> list[StepResult | ProtocolError]:
+        """Step many sessions in one frame. Each entry is the step's result or its typed error."""
+        items = []
+        for session, action in steps:
+            await session._sync_if_uncertain()
+            session.seq += 1
+            items.append(BatchStep(session=session.id, seq=session.seq, action=action))
+        reply = await self.request(StepBatch(id=self.next_id(), steps=items, deadline_ms=deadline_ms))
+        out: list[StepResult | ProtocolError] = []
+        for (session, _), result in zip(steps, reply.results):  # type: ignore[attr-defined]
+            if isinstance(result, Error):
+                error = error_from_message(result)
+                session._note_error(error)
+                out.append(error)
+            else:
+                session._note_result(result)
+                out.append(result)
+        return out
+
+
+class ClientSession:
+    """One environment session on a GymClient. Not for concurrent steps: an episode is sequential."""
+
+    def __init__(self, client: GymClient, opened: Any) -> None:
+        self.client = client
+        self.id: str = opened.session
+        self.resume_token: str = opened.resume_token
+        self.env: str = opened.env
+        self.max_turns: int = opened.max_turns
+        self.observation: Observation | None = opened.observation
+        self.info: dict[str, Any] = opened.info
+        self.seq = 0
+        self.turns = 0
+        self.done = False
+        self.last_result: StepResult | None = None
+        self._uncertain = False
+
+    async def _sync_if_uncertain(self) -> None:
+        # After a TIMEOUT or CANCELLED the server may or may not have run the request: ask it.
+        if not self._uncertain:
+            return
+        resumed = await self.client.request(
+            Resume(id=self.client.next_id(), session=self.id, resume_token=self.resume_token)
+        )
+        self.seq = resumed.last_seq  # type: ignore[attr-defined]
+        self.turns = resumed.turns  # type: ignore[attr-defined]
+        self.done = resumed.state == "finished"  # type: ignore[attr-defined]
+        self._uncertain = False
+
+    def _note_error(self, error: ProtocolError) -> None:
+        if error.code in _UNCERTAIN:
+            self._uncertain = True
+        elif error.code is not ErrorCode.EPISODE_FINISHED:
+            self.seq -= 1  # refused before execution: the number was not used
+
+    def _note_result(self, result: StepResult) -> None:
+        self.last_result = result
+        self.observation = result.observation
+        self.turns += 1
+        self.done = result.terminated or result.truncated
+
+    async def step(self, action: str, deadline_ms: int | None = None) -> StepResult:
+        await self._sync_if_uncertain()
+        self.seq += 1
+        message = Step(id=self.client.next_id(), session=self.id, seq=self.seq, action=action, deadline_ms=deadline_ms)
+        try:
+            result = await self.client.request(message)
+        except ProtocolError as exc:
+            self._note_error(exc)
+            raise
+        self._note_result(result)  # type: ignore[arg-type]
+        return result  # type: ignore[return-value]
+
+    async def reset(
+        self, *, split: str | None = None, index: int | None = None, seed: int | None = None, deadline_ms: int | None = None
+    ) -> Observation:
+        await self._sync_if_uncertain()
+        task = TaskRef(split=split, index=index, seed=seed) if (split is not None or seed is not None) else None
+        self.seq += 1
+        message = Reset(id=self.client.next_id(), session=self.id, seq=self.seq, task=task, deadline_ms=deadline_ms)
+        try:
+            result = await self.client.request(message)
+        except ProtocolError as exc:
+            self._note_error(exc)
+            raise
+        self.observation = result.observation  # type: ignore[attr-defined]
+        self.turns = 0
+        self.done = False
+        self.last_result = None
+        return self.observation  # type: ignore[return-value]
+
+    async def close(self) -> None:
+        self.client.sessions.pop(self.id, None)
+        await self.client.request(Close(id=self.client.next_id(), session=self.id))

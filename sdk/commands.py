@@ -1,0 +1,169 @@
+"""`gymwire serve`, `gymwire envs` and `gymwire play`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from gymwire.protocol import Limits, ProtocolError
+
+from .client import GymClient
+from .registry import builtin_envs, resolve_env
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("gymwire")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _limit_args(parser: argparse.ArgumentParser) -> None:
+    defaults = Limits()
+    group = parser.add_argument_group("limits (announced to clients in the welcome)")
+    for name, value in defaults.model_dump().items():
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, metavar="N", help=f"default {value}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import GymServer
+
+    setup_logging(args.log_level, args.log_format)
+    try:
+        classes = [resolve_env(spec) for spec in args.envs]
+    except ValueError as exc:
+        print(f"gymwire serve: {exc}", file=sys.stderr)
+        return 2
+    limits = Limits(**{name: getattr(args, name) for name in Limits.model_fields})
+    server = GymServer(
+        classes,
+        host=args.host,
+        port=args.port,
+        token=args.token or os.environ.get("GYMWIRE_TOKEN") or None,
+        limits=limits,
+        isolation=args.isolation,
+        metrics_port=args.metrics_port,
+    )
+    names = ", ".join(sorted(server.envs))
+    print(f"gymwire: serving {names} on {server.url} (Ctrl-C or SIGTERM drains and stops)", file=sys.stderr)
+    try:
+        asyncio.run(server.serve_forever())
+    except OSError as exc:
+        print(f"gymwire serve: cannot listen on {args.host}:{args.port}: {exc}; choose another --port", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _envs_async(args: argparse.Namespace) -> int:
+    async with GymClient(args.url, token=args.token, reconnect_attempts=0) as client:
+        envs = await client.list_envs()
+    if args.json:
+        print(json.dumps([e.model_dump() for e in envs], indent=2))
+        return 0
+    for env in envs:
+        splits = ", ".join(f"{k}={v}" for k, v in env.splits.items()) or "seeds only"
+        print(f"{env.name} {env.version}  (splits: {splits}; default max turns {env.default_max_turns})")
+        if env.description:
+            print(f"    {env.description}")
+        if env.instructions:
+            print(f"    actions: {env.instructions.splitlines()[0]}")
+    return 0
+
+
+def _envs(args: argparse.Namespace) -> int:
+    return _run_client_command(_envs_async(args))
+
+
+def _run_client_command(coro: Any) -> int:
+    try:
+        return asyncio.run(coro)
+    except ProtocolError as exc:
+        print(f"gymwire: server answered {exc.code.name}: {exc.message}", file=sys.stderr)
+    except OSError as exc:
+        print(f"gymwire: cannot reach the server: {exc}; is `gymwire serve` running there?", file=sys.stderr)
+    return 1
+
+
+async def _play_async(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    async with GymClient(args.url, token=args.token) as client:
+        info = await client.describe(args.env)
+        if info.instructions:
+            print(f"[{info.name}] {info.instructions}\n")
+        session = await client.open(
+            args.env, split=args.split, index=args.index if args.split else None, seed=args.seed, max_turns=args.max_turns
+        )
+        print(session.observation.text if session.observation else "")
+        total = 0.0
+        while not session.done:
+            try:
+                action = await loop.run_in_executor(None, input, "\naction> ")
+            except EOFError:
+                print("\n(end of input: closing the session)")
+                break
+            if not action.strip():
+                continue
+            result = await session.step(action)
+            total += result.reward
+            print(result.observation.text)
+            print(f"  reward {result.reward:g}  (total {total:g}, turn {session.turns}/{session.max_turns})")
+            if result.metrics is not None:
+                end = "terminated" if result.terminated else "truncated (turn limit)"
+                m = result.metrics
+                print(f"\nEpisode {end}: success={m.success} score={m.score:g} turns={m.turns}")
+        await session.close()
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    return _run_client_command(_play_async(args))
+
+
+def register(sub: Any) -> None:
+    known = ", ".join(sorted(builtin_envs())) or "none installed"
+    serve = sub.add_parser(
+        "serve",
+        help="serve environments over gymwire v1",
+        description=f"Serve environments: built-in names ({known}) or import paths like mypkg.myenv:MyEnv.",
+    )
+    serve.add_argument("envs", nargs="+", metavar="ENV_OR_MODULE:CLASS")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--token", help="require this bearer token in hello (or set GYMWIRE_TOKEN)")
+    serve.add_argument("--isolation", choices=["thread", "process"], default="thread",
+                       help="run sync environments in a thread pool, or one process per session")
+    serve.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this HTTP port")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", default="text", choices=["text", "json"])
+    _limit_args(serve)
+    serve.set_defaults(handler=_serve)
+
+    envs = sub.add_parser("envs", help="list what a server offers")
+    envs.add_argument("url", help="ws://host:port")
+    envs.add_argument("--token")
+    envs.add_argument("--json", action="store_true", help="print the environment descriptions as JSON")
+    envs.set_defaults(handler=_envs)
+
+    play = sub.add_parser("play", help="play an environment yourself in the terminal")
+    play.add_argument("url", help="ws://host:port")
+    play.add_argument("env")
+    play.add_argument("--split", help="task split (with --index)")
+    play.add_argument("--index", type=int, default=0)
+    play.add_argument("--seed", type=int)
+    play.add_argument("--max-turns", type=int)
+    play.add_argument("--token")
+    play.set_defaults(handler=_play)

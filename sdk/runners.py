@@ -1,0 +1,168 @@
+"""Where an environment's code runs: on the event loop, in a thread pool, or in its own process.
+
+The server talks to every session through an `EnvRunner` with three coroutines (reset, step,
+close), so the transport never knows how the environment is isolated.
+
+- `InlineRunner`: async environments, and sync ones that declare `inline = True` (microsecond
+  steps: a thread hop would cost more than the step).
+- `ThreadRunner`: sync environments by default. The loop stays free while they compute.
+- `ProcessRunner`: one child process per session, for environments that can crash, leak or hold
+  the GIL. A dead child becomes EnvCrashed for that session alone; close kills it for sure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import multiprocessing
+import multiprocessing.connection
+import traceback
+from concurrent.futures import Executor
+from typing import Any
+
+from .environment import Environment, ObservationLike, StepResult, Task, TaskError
+
+
+class EnvCrashed(Exception):
+    """The environment raised or its process died; the message says which."""
+
+
+class EnvRunner:
+    async def reset(self, task: Task) -> ObservationLike:
+        raise NotImplementedError
+
+    async def step(self, action: str) -> StepResult:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+def _crash(exc: BaseException) -> EnvCrashed:
+    return EnvCrashed(f"{type(exc).__name__}: {exc}")
+
+
+class InlineRunner(EnvRunner):
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    async def _call(self, method: Any, *args: Any) -> Any:
+        try:
+            result = method(*args)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+        except TaskError:
+            raise
+        except Exception as exc:
+            raise _crash(exc) from exc
+
+    async def reset(self, task: Task) -> ObservationLike:
+        return await self._call(self.env.reset, task)
+
+    async def step(self, action: str) -> StepResult:
+        return await self._call(self.env.step, action)
+
+    async def close(self) -> None:
+        await self._call(self.env.close)
+
+
+class ThreadRunner(InlineRunner):
+    def __init__(self, env: Environment, executor: Executor) -> None:
+        super().__init__(env)
+        self.executor = executor
+
+    async def _call(self, method: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, method, *args)
+        except TaskError:
+            raise
+        except Exception as exc:
+            raise _crash(exc) from exc
+
+
+def env_path(cls: type[Environment]) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def load_env_class(path: str) -> type[Environment]:
+    module_name, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _child_main(conn: multiprocessing.connection.Connection, path: str) -> None:
+    """The child's loop: one request in, one reply out, until close or the pipe ends."""
+    env = load_env_class(path)()
+    while True:
+        try:
+            op, arg = conn.recv()
+        except EOFError:
+            return
+        try:
+            result = getattr(env, op)(arg) if op != "close" else env.close()
+            if asyncio.iscoroutine(result):
+                result = asyncio.run(result)
+            conn.send(("ok", result))
+        except TaskError as exc:
+            conn.send(("task_error", str(exc)))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+        if op == "close":
+            return
+
+
+class ProcessRunner(EnvRunner):
+    _context: Any = None
+
+    def __init__(self, cls: type[Environment], executor: Executor) -> None:
+        if ProcessRunner._context is None:
+            # forkserver: children fork from a clean, pre-imported server, cheap and thread-safe.
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["gymwire.sdk.environment", cls.__module__])
+            ProcessRunner._context = ctx
+        self.executor = executor
+        self.parent, child = ProcessRunner._context.Pipe()
+        self.process = ProcessRunner._context.Process(target=_child_main, args=(child, env_path(cls)), daemon=True)
+        self.process.start()
+        child.close()
+
+    def _roundtrip(self, op: str, arg: Any) -> Any:
+        self.parent.send((op, arg))
+        return self.parent.recv()
+
+    async def _call(self, op: str, arg: Any = None) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            status, value = await loop.run_in_executor(self.executor, self._roundtrip, op, arg)
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            code = self.process.exitcode
+            raise EnvCrashed(f"environment process died (exit code {code})") from exc
+        if status == "task_error":
+            raise TaskError(value)
+        if status == "error":
+            raise EnvCrashed(value)
+        return value
+
+    async def reset(self, task: Task) -> ObservationLike:
+        return await self._call("reset", task)
+
+    async def step(self, action: str) -> StepResult:
+        return await self._call("step", action)
+
+    async def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                await asyncio.wait_for(self._call("close"), timeout=2.0)
+            except (EnvCrashed, asyncio.TimeoutError):
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.parent.close()
+        self.process.close()

@@ -1,0 +1,138 @@
+"""Blocking facades over the async client: for scripts, notebooks and Gymnasium-style code.
+
+    with SyncGymClient(url) as client:
+        env = client.open("guess", split="test", index=0)
+        result = env.step("50")
+
+    env = GymnasiumEnv(url, "guess", split="test")
+    obs, info = env.reset(seed=3)
+    obs, reward, terminated, truncated, info = env.step("50")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Coroutine, TypeVar
+
+from gymwire.protocol import EnvInfo, Observation, StepResult
+
+from .client import ClientSession, GymClient
+
+T = TypeVar("T")
+
+
+class SyncGymClient:
+    """A GymClient driven from ordinary blocking code; its event loop runs on a private thread."""
+
+    def __init__(self, url: str, **client_kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gymwire-client", daemon=True)
+        self._thread.start()
+        self._client = GymClient(url, **client_kwargs)
+        try:
+            self._run(self._client.connect())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def list_envs(self) -> list[EnvInfo]:
+        return self._run(self._client.list_envs())
+
+    def open(self, env: str, **kwargs: Any) -> "SyncSession":
+        return SyncSession(self, self._run(self._client.open(env, **kwargs)))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._client.close())
+        self._stop_loop()
+
+    def __enter__(self) -> "SyncGymClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class SyncSession:
+    def __init__(self, client: SyncGymClient, session: ClientSession) -> None:
+        self._client = client
+        self.session = session
+
+    @property
+    def observation(self) -> Observation | None:
+        return self.session.observation
+
+    @property
+    def done(self) -> bool:
+        return self.session.done
+
+    def step(self, action: str, deadline_ms: int | None = None) -> StepResult:
+        return self._client._run(self.session.step(action, deadline_ms))
+
+    def reset(self, **task: Any) -> Observation:
+        return self._client._run(self.session.reset(**task))
+
+    def close(self) -> None:
+        self._client._run(self.session.close())
+
+
+class GymnasiumEnv:
+    """The Gymnasium calling convention over a gymwire session (text observations and actions).
+
+    `reset(seed=None, options=None)` -> (observation text, info); `options` may hold `split` and
+    `index`. `step(action)` -> (observation text, reward, terminated, truncated, info). The full
+    Observation (structured data, images) is in `info["observation"]`.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, url: str, env: str, *, split: str | None = None, max_turns: int | None = None, **client_kwargs: Any):
+        self._client = SyncGymClient(url, **client_kwargs)
+        self.env_name = env
+        self.split = split
+        self.max_turns = max_turns
+        self._session: SyncSession | None = None
+        self._next_index = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        options = dict(options or {})
+        split = options.pop("split", self.split)
+        index = options.pop("index", None)
+        if split is not None and index is None and seed is None:
+            index, self._next_index = self._next_index, self._next_index + 1
+        if seed is not None and index is None:
+            split = None
+        if self._session is not None:
+            self._session.close()
+        self._session = self._client.open(
+            self.env_name, split=split, index=index, seed=seed, options=options, max_turns=self.max_turns
+        )
+        observation = self._session.observation
+        assert observation is not None
+        return observation.text, {"observation": observation, "session": self._session.session.id}
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self._session is None:
+            raise RuntimeError("call reset() before step()")
+        result = self._session.step(action)
+        info = dict(result.info)
+        info["observation"] = result.observation
+        if result.metrics is not None:
+            info["episode"] = result.metrics.model_dump()
+        return result.observation.text, result.reward, result.terminated, result.truncated, info
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        self._client.close()
