@@ -7,6 +7,7 @@ FRAME_TOO_LARGE. The request id is attached to the error whenever it can be read
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgpack
@@ -23,6 +24,25 @@ _MAX_ERROR_DETAIL = 300
 
 def _reject_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+# msgpack decodes extension type -1 (timestamp) itself, without calling ext_hook. A timestamp's
+# header ends in a length byte (4, 8, 12) or a fixext marker followed by the type byte 0xff, so
+# only frames holding such a pair pay for a search of the decoded object.
+_MAYBE_TIMESTAMP = re.compile(rb"[\x04\x08\x0c\xd6\xd7]\xff")
+
+
+def _holds_timestamp(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, msgpack.Timestamp):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _request_id(obj: Any) -> int | None:
@@ -103,7 +123,10 @@ class Codec:
             if self.binary:
                 if not isinstance(frame, (bytes, bytearray, memoryview)):
                     raise ProtocolError(ErrorCode.BAD_FRAME, "text frame on a msgpack connection; send binary frames")
-                return msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_reject_ext)
+                obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_reject_ext)
+                if _MAYBE_TIMESTAMP.search(frame) and _holds_timestamp(obj):
+                    raise ValueError("msgpack extension type -1 (timestamp) is not allowed")
+                return obj
             if isinstance(frame, str):
                 frame = frame.encode("utf-8", "surrogatepass")
             return pydantic_core.from_json(frame, allow_inf_nan=False)
@@ -128,11 +151,18 @@ def error_message(error: ProtocolError) -> Error:
 
 
 def error_from_message(message: Error) -> ProtocolError:
-    """Turn a received error message back into a ProtocolError (unknown codes become INTERNAL)."""
+    """Turn a received error message back into a ProtocolError.
+
+    An unknown code (from a newer minor version) becomes INTERNAL that keeps the sender's
+    `retryable` flag, and the received code and name in `details`."""
+    code = ErrorCode.from_code(message.code)
+    known = code.code == message.code
     return ProtocolError(
-        ErrorCode.from_code(message.code),
+        code,
         message.message,
         request_id=message.id,
         session=message.session,
         retry_after_ms=message.retry_after_ms,
+        details=None if known else {"code": message.code, "name": message.name},
+        retryable=None if known else message.retryable,
     )

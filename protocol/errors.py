@@ -76,6 +76,7 @@ class ProtocolError(Exception):
         session: str | None = None,
         retry_after_ms: int | None = None,
         details: dict[str, Any] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
@@ -84,10 +85,12 @@ class ProtocolError(Exception):
         self.session = session
         self.retry_after_ms = retry_after_ms
         self.details = details
+        # Set only for errors received with a code this version does not know (see module doc).
+        self._retryable = retryable
 
     @property
     def retryable(self) -> bool:
-        return self.code.retryable
+        return self.code.retryable if self._retryable is None else self._retryable
 
 
 def error_table() -> list[dict[str, Any]]:
