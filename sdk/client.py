@@ -346,15 +346,9 @@ class GymClient:
         self.sessions[session.id] = session
         return session
 
-    @contextlib.asynccontextmanager
-    async def session(self, env: str, **kwargs: Any) -> AsyncIterator["ClientSession"]:
-        session = await self.open(env, **kwargs)
-        try:
-            yield session
-        finally:
-            if session.id in self.sessions and not self._closed:
-                with contextlib.suppress(ProtocolError, ConnectionError):
-                    await session.close()
+    def session(self, env: str, **kwargs: Any) -> contextlib.AbstractAsyncContextManager["ClientSession"]:
+        """`async with client.session(env, ...) as s:` opens a session and closes it at the end."""
+        return _closing_session(self.open(env, **kwargs))
 
     async def step_batch(
         self, steps: Sequence[tuple["ClientSession", str]], deadline_ms: int | None = None
@@ -410,7 +404,7 @@ class ClientSession:
     def _note_error(self, error: ProtocolError) -> None:
         if error.code in _UNCERTAIN:
             self._uncertain = True
-        elif error.code is not ErrorCode.EPISODE_FINISHED:
+        else:
             self.seq -= 1  # refused before execution: the number was not used
 
     def _note_result(self, result: StepResult) -> None:
@@ -452,3 +446,61 @@ class ClientSession:
     async def close(self) -> None:
         self.client.sessions.pop(self.id, None)
         await self.client.request(Close(id=self.client.next_id(), session=self.id))
+
+
+class GymPool:
+    """Spread sessions over several servers (replicas of the same environments).
+
+    A session opens on the connected server holding the fewest of this pool's sessions; a
+    CAPACITY or DRAINING refusal moves the open to the next server, and when all refuse the pool
+    waits the advised retry_after_ms and tries again, up to `open_attempts` rounds.
+    """
+
+    def __init__(self, urls: Sequence[str], *, open_attempts: int = 5, **client_kwargs: Any) -> None:
+        if not urls:
+            raise ValueError("a pool needs at least one server URL")
+        self.clients = [GymClient(url, **client_kwargs) for url in urls]
+        self.open_attempts = open_attempts
+
+    async def __aenter__(self) -> "GymPool":
+        await asyncio.gather(*(client.connect() for client in self.clients))
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(client.close() for client in self.clients), return_exceptions=True)
+
+    def _by_load(self) -> list[GymClient]:
+        return sorted(self.clients, key=lambda c: (c.draining, len(c.sessions)))
+
+    async def open(self, env: str, **kwargs: Any) -> ClientSession:
+        last_error: ProtocolError | None = None
+        for _ in range(self.open_attempts):
+            wait_ms = 0
+            for client in self._by_load():
+                try:
+                    return await client.open(env, **kwargs)
+                except ProtocolError as exc:
+                    if exc.code not in (ErrorCode.CAPACITY, ErrorCode.DRAINING):
+                        raise
+                    last_error = exc
+                    wait_ms = max(wait_ms, exc.retry_after_ms or 100)
+            await asyncio.sleep(wait_ms / 1000)
+        assert last_error is not None
+        raise last_error
+
+    def session(self, env: str, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[ClientSession]:
+        return _closing_session(self.open(env, **kwargs))
+
+
+@contextlib.asynccontextmanager
+async def _closing_session(opening: Any) -> AsyncIterator[ClientSession]:
+    session: ClientSession = await opening
+    try:
+        yield session
+    finally:
+        if session.id in session.client.sessions and not session.client._closed:
+            with contextlib.suppress(ProtocolError, ConnectionError):
+                await session.close()

@@ -137,7 +137,8 @@ class ProcessRunner(EnvRunner):
         loop = asyncio.get_running_loop()
         try:
             status, value = await loop.run_in_executor(self.executor, self._roundtrip, op, arg)
-        except (EOFError, OSError, BrokenPipeError) as exc:
+        except (EOFError, OSError) as exc:
+            await loop.run_in_executor(self.executor, self.process.join, 1.0)  # reap it to read the exit code
             code = self.process.exitcode
             raise EnvCrashed(f"environment process died (exit code {code})") from exc
         if status == "task_error":

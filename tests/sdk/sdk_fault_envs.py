@@ -1,0 +1,94 @@
+"""Environments that misbehave on purpose, for the server's fault tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+from gymwire.sdk import Environment, StepResult, Task
+
+
+class CountingEnv(Environment):
+    """Counts executed steps per task seed across all instances (exactly-once checks)."""
+
+    name = "counting"
+    splits = {"test": 10}
+    default_max_turns = 50
+    executed: dict[int, int] = {}
+    instances = 0
+    closed = 0
+    step_delay = 0.0
+    lock = threading.Lock()
+
+    def __init__(self) -> None:
+        with CountingEnv.lock:
+            CountingEnv.instances += 1
+
+    def reset(self, task: Task) -> str:
+        self.key = task.seed if task.seed is not None else (task.index or 0)
+        self.n = 0
+        return f"counting {self.key}"
+
+    def step(self, action: str) -> StepResult:
+        if action.startswith("sleep "):
+            time.sleep(float(action.split()[1]))
+        elif self.step_delay:
+            time.sleep(self.step_delay)
+        self.n += 1
+        with CountingEnv.lock:
+            CountingEnv.executed[self.key] = CountingEnv.executed.get(self.key, 0) + 1
+        done = action == "finish"
+        return StepResult(f"step {self.n}: {action}", reward=1.0 if done else 0.0, terminated=done, info={"n": self.n})
+
+    def close(self) -> None:
+        with CountingEnv.lock:
+            CountingEnv.closed += 1
+
+
+class FaultyEnv(Environment):
+    """`raise` raises, `hang S` blocks S seconds, `die` kills its own process, else echoes."""
+
+    name = "faulty"
+    default_max_turns = 100
+
+    def reset(self, task: Task) -> str:
+        return "ready"
+
+    def step(self, action: str) -> StepResult:
+        if action == "raise":
+            raise RuntimeError("environment bug")
+        if action.startswith("hang "):
+            time.sleep(float(action.split()[1]))
+        if action == "die":
+            os._exit(3)
+        if action == "bad-return":
+            return "not a StepResult"  # type: ignore[return-value]
+        return StepResult(f"echo {action}", info={"pid": os.getpid()})
+
+
+class AsyncSleepEnv(Environment):
+    """An async environment: `S` sleeps S seconds on the event loop (without blocking it)."""
+
+    name = "async-sleep"
+    default_max_turns = 100
+
+    async def reset(self, task: Task) -> str:
+        return "async ready"
+
+    async def step(self, action: str) -> StepResult:
+        await asyncio.sleep(float(action))
+        return StepResult(f"slept {action}")
+
+
+class BadTaskEnv(Environment):
+    name = "strict"
+    splits = {"test": 3}
+
+    def reset(self, task: Task) -> str:
+        split, index = self.task_index(task)
+        return f"{split} {index}"
+
+    def step(self, action: str) -> StepResult:
+        return StepResult("ok", terminated=True, reward=1.0)
