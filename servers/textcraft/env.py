@@ -1,0 +1,255 @@
+"""TextCraft: craft a goal item from Minecraft recipes, one text command per turn (ADaPT / AgentGym).
+
+The first observation lists crafting commands (every recipe needed for the goal plus up to 10
+distractors that share its ingredients, shuffled) and the goal. Actions: `get N item` for base
+items, `craft N item using N a, N b, ...` and `inventory`. Crafting a multiple of a recipe at once
+is allowed (`craft 8 stick using 4 oak planks`). Reward 1, and the episode ends, when the goal
+item is in the inventory. A command that cannot be read or carried out is answered with what was
+wrong and what is valid, and changes nothing.
+
+Tasks: each goal is a craftable item of crafting depth 1-4; the test split holds 100 goals spread
+over the depths, the train split the rest; both are ordered by depth (the env's `info().metadata`
+gives the index range of each depth). A seed picks a train task.
+
+Recipe data: the `textcraft` package's ADaPT recipe set by default; another directory of recipe
+JSON files can be given per process ($GYMWIRE_TEXTCRAFT_RECIPES), per class
+(`TextCraftEnv.with_recipes(path)`) or per session (option `recipes_dir`). Each directory's recipe
+book is built once per process and shared by all sessions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import ClassVar, Iterator
+
+from gymwire.protocol import EnvInfo, Observation
+from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
+
+from .actions import ActionParseError, Craft, Get, ShowInventory, USAGE, parse_action
+from .recipes import Ingredient, Recipe, RecipeBook, RecipeDataError, load_book
+
+__all__ = ["TextCraftEnv", "ActionFailed"]
+
+MAX_DISTRACTORS = 10
+
+
+class ActionFailed(Exception):
+    """A well-formed command that cannot be carried out; the message is the observation."""
+
+
+class _LazySplitsMeta(type):
+    # `splits` is class metadata, but computing it means reading the recipe data; doing that on
+    # first use (not at import) keeps `import gymwire.servers.textcraft` cheap and lets the
+    # environment variable or `with_recipes` choose the data first.
+    @property
+    def splits(cls) -> dict[str, int]:
+        return {name: len(goals) for name, goals in cls.book().splits.items()}
+
+
+class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
+    name = "textcraft"
+    version = "1.0.0"
+    description = "Craft a Minecraft item from the listed crafting commands (ADaPT TextCraft recipes)."
+    instructions = (
+        "Craft the goal item. Actions: `get N item` gets a base item (one that has no crafting command); "
+        "`craft N item using N ingredient, N ingredient` crafts with exactly the ingredients of one crafting "
+        "command (or the same multiple of all of them); `inventory` lists what you hold. A kind such as "
+        "`planks` in a command means any item of that kind, e.g. `oak planks`. Answer with "
+        "`Thought: ...` then `Action: <one action>`."
+    )
+    default_max_turns = 30
+    seedable = True
+    recipes_dir: ClassVar[str | None] = None  # None: $GYMWIRE_TEXTCRAFT_RECIPES, else the textcraft package
+
+    @classmethod
+    def book(cls) -> RecipeBook:
+        return load_book(cls.recipes_dir)
+
+    @classmethod
+    def with_recipes(cls, recipes_dir: str, name: str | None = None) -> type["TextCraftEnv"]:
+        """A TextCraft environment class over another recipe directory (optionally under another name)."""
+        load_book(recipes_dir)  # fail now, with the file at fault, rather than at the first session
+        return type(cls.__name__, (cls,), {"recipes_dir": str(recipes_dir), "name": name or cls.name})
+
+    @classmethod
+    def info(cls) -> EnvInfo:
+        book = cls.book()
+        depth_ranges = {}
+        for split, goals in book.splits.items():
+            ranges: dict[str, list[int]] = {}
+            for index, goal in enumerate(goals):
+                ranges.setdefault(str(book.depth[goal]), [index, index])[1] = index
+            depth_ranges[split] = ranges
+        return super().info().model_copy(
+            update={"metadata": {"depth_index_ranges": depth_ranges, "recipes": book.source}}
+        )
+
+    # -- episode --------------------------------------------------------------------------------
+
+    def reset(self, task: Task) -> Observation:
+        self._book = self._book_for(task)
+        split, index = self._resolve(task)
+        self.goal = self._book.splits[split][index]
+        self.inventory: Counter[str] = Counter()
+        rng = random.Random(f"textcraft:{split}:{index}")
+        needed = self._book.closure(self.goal)
+        pool = self._book.distractor_pool(self.goal)
+        shown = [r.command for r in needed] + [r.command for r in rng.sample(pool, min(MAX_DISTRACTORS, len(pool)))]
+        rng.shuffle(shown)
+        self.commands = "\n".join(dict.fromkeys(shown))  # two files may hold the same recipe
+        text = f"Crafting commands:\n{self.commands}\n\nGoal: craft {self.goal}."
+        return Observation(text=text, data={"goal": self.goal, "depth": self._book.depth[self.goal], "split": split, "index": index})
+
+    def step(self, action: str) -> StepResult:
+        try:
+            command = parse_action(action)
+            if isinstance(command, ShowInventory):
+                return self._result(self._inventory_text())
+            if isinstance(command, Get):
+                return self._result(self._get(command))
+            return self._craft(command)
+        except (ActionParseError, ActionFailed) as exc:
+            return self._result(str(exc))
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _book_for(self, task: Task) -> RecipeBook:
+        recipes_dir = task.options.get("recipes_dir")
+        if recipes_dir is None:
+            return self.book()
+        if not isinstance(recipes_dir, str):
+            raise TaskError(f"option recipes_dir must be a directory path (string), got {type(recipes_dir).__name__}")
+        try:
+            return load_book(recipes_dir)
+        except RecipeDataError as exc:
+            raise TaskError(f"option recipes_dir: {exc}") from None
+
+    def _resolve(self, task: Task) -> tuple[str, int]:
+        # Sizes come from the session's own book, which the option `recipes_dir` may change.
+        sizes = {name: len(goals) for name, goals in self._book.splits.items()}
+        if task.split is None:
+            return "train", (task.seed or 0) % sizes["train"]
+        if task.split not in sizes:
+            raise TaskError(f"unknown split {task.split!r}; textcraft has splits {sorted(sizes)}")
+        index = task.index or 0
+        if not 0 <= index < sizes[task.split]:
+            raise TaskError(f"index {index} out of range: split {task.split!r} has tasks 0..{sizes[task.split] - 1}")
+        return task.split, index
+
+    def _result(self, text: str, done: bool = False) -> StepResult:
+        return StepResult(text, reward=1.0 if done else 0.0, terminated=done, success=done, score=1.0 if done else 0.0)
+
+    def _inventory_text(self) -> str:
+        if not self.inventory:
+            return "Inventory: You are not carrying anything."
+        return "Inventory: " + " ".join(f"[{item}] ({count})" for item, count in sorted(self.inventory.items()))
+
+    def _lookup(self, name: str) -> str:
+        """The item or kind `name` means, forgiving a plural or singular last word."""
+        book = self._book
+        last = name.rsplit(" ", 1)[-1]
+        stem = name[: len(name) - len(last)]
+        variants = [name, stem + last + "s", stem + last + "es"]
+        if last.endswith("ies"):
+            variants.append(stem + last[:-3] + "y")
+        if last.endswith("es"):
+            variants.append(stem + last[:-2])
+        if last.endswith("s"):
+            variants.append(stem + last[:-1])
+        for variant in variants:
+            if variant in book.items or variant in book.kinds:
+                return variant
+        raise ActionFailed(f"There is no item called {name!r}. Use the names in the crafting commands. {USAGE}")
+
+    def _get(self, command: Get) -> str:
+        item = self._lookup(command.item)
+        if item in self._book.kinds:
+            raise ActionFailed(f"{item} is a kind of item, not an item; get a specific one, e.g. {self._kind_examples(item)}.")
+        if self._book.is_craftable(item):
+            raise ActionFailed(
+                f"You cannot get {item}: it is crafted, not gathered. Craft it with: {self._recipes_text(item)}."
+            )
+        self.inventory[item] += command.count
+        return f"Got {command.count} {item}."
+
+    def _craft(self, command: Craft) -> StepResult:
+        item = self._lookup(command.item)
+        if item in self._book.kinds:
+            raise ActionFailed(f"{item} is a kind of item; craft a specific one, e.g. {self._kind_examples(item)}.")
+        if not self._book.is_craftable(item):
+            raise ActionFailed(f"{item} cannot be crafted; it is a base item: get it with `get N {item}`.")
+        given: dict[str, int] = {}
+        for name, count in command.ingredients:
+            part = self._lookup(name)
+            if part in self._book.kinds:
+                raise ActionFailed(
+                    f"{part} is a kind of item; name the specific one you use, e.g. {self._kind_examples(part)}."
+                )
+            given[part] = given.get(part, 0) + count
+        recipe, multiple = self._match(item, given)
+        made = recipe.count * multiple
+        if command.count is not None and command.count != made:
+            raise ActionFailed(self._wrong_output_count(recipe, given, command.count, made))
+        missing = [f"{need} {part} (you have {self.inventory[part]})" for part, need in given.items() if self.inventory[part] < need]
+        if missing:
+            raise ActionFailed(f"You do not have enough to craft {item}: you need {', '.join(missing)}. Get or craft them first.")
+        for part, need in given.items():
+            self.inventory[part] -= need
+            if not self.inventory[part]:
+                del self.inventory[part]
+        self.inventory[item] += made
+        if item == self.goal:
+            return self._result(f"Crafted {made} {item}. You have the goal item: task complete.", done=True)
+        return self._result(f"Crafted {made} {item}.")
+
+    def _match(self, item: str, given: dict[str, int]) -> tuple[Recipe, int]:
+        """The recipe of `item` the given ingredients fill, and how many times over; else why not."""
+        same_items = []
+        for recipe in self._book.recipes[item]:
+            for assignment in _assignments(recipe.ingredients, list(given)):
+                if recipe not in same_items:
+                    same_items.append(recipe)
+                multiples = {given[part] // slot.count if given[part] % slot.count == 0 else 0 for slot, part in assignment}
+                if len(multiples) == 1 and 0 not in multiples:
+                    return recipe, multiples.pop()
+        if same_items:
+            per_craft = "; or ".join(r.command for r in same_items)
+            raise ActionFailed(
+                f"Wrong quantities for {item}: one craft takes exactly {per_craft}. "
+                "Use those counts, or the same multiple of every one of them."
+            )
+        raise ActionFailed(f"No recipe makes {item} from those ingredients. {item} is crafted with: {self._recipes_text(item)}.")
+
+    def _wrong_output_count(self, recipe: Recipe, given: dict[str, int], asked: int, made: int) -> str:
+        advice = f"Those ingredients make {made} {recipe.output}, not {asked}: write `craft {made} {recipe.output} using ...`"
+        if asked % recipe.count == 0:
+            times = asked // recipe.count
+            assignment = next(_assignments(recipe.ingredients, list(given)))
+            parts = ", ".join(f"{slot.count * times} {part}" for slot, part in assignment)
+            advice += f", or for {asked} use `craft {asked} {recipe.output} using {parts}`"
+        return advice + "."
+
+    def _recipes_text(self, item: str) -> str:
+        return "; or ".join(f"`{r.command}`" for r in self._book.recipes[item])
+
+    def _kind_examples(self, kind: str) -> str:
+        members = self._book.kinds[kind]
+        return ", ".join(members[:5]) + (f" ({len(members)} in all)" if len(members) > 5 else "")
+
+
+def _assignments(slots: tuple[Ingredient, ...], items: list[str]) -> Iterator[list[tuple[Ingredient, str]]]:
+    """Every way to pair each slot with a distinct given item it accepts, using every item."""
+    if len(slots) != len(items):
+        return
+
+    def extend(index: int, used: frozenset[str]) -> Iterator[list[tuple[Ingredient, str]]]:
+        if index == len(slots):
+            yield []
+            return
+        for item in items:
+            if item not in used and item in slots[index].accepts:
+                for rest in extend(index + 1, used | {item}):
+                    yield [(slots[index], item), *rest]
+
+    yield from extend(0, frozenset())
