@@ -142,3 +142,25 @@ def test_serve_a_user_module_by_import_path(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_the_environment_authoring_page_example_runs(tmp_path, monkeypatch):
+    import importlib
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "environments.md").read_text()
+    source = re.search(r"```python\n(# mygames/coin.py\n.*?)```", page, re.S).group(1)
+    (tmp_path / "coin_example.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    coin = importlib.import_module("coin_example").CoinFlip
+    with GymServer([coin], port=0).run_in_thread() as url, SyncGymClient(url) as client:
+        session = client.open("coin", split="test", index=0)
+        assert session.observation.text == "I flip a coin. Call it."
+        assert session.step("maybe").observation.text == "Say heads or tails."
+        while not session.done:
+            result = session.step("Action: heads")
+        assert result.metrics.turns <= 5
+        with pytest.raises(ProtocolError) as info:
+            client.open("coin", split="test", index=50)
+        assert info.value.code is ErrorCode.INVALID_TASK
