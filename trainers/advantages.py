@@ -147,7 +147,8 @@ def masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
     count = mask.sum()
     if count == 0:
         return torch.zeros_like(values)
-    centred = torch.where(mask, values - values[mask].mean(), 0.0)
+    mean = torch.where(mask, values, 0.0).sum() / count
+    centred = torch.where(mask, values - mean, 0.0)
     std = (centred.square().sum() / (count - 1).clamp(min=1)).sqrt()
     return centred / (std + eps)
 
