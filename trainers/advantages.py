@@ -11,7 +11,7 @@ generated tokens and a reward reaches every earlier action token however many ob
 tokens lie in between.
 
 Estimators (`compute_advantages(estimator, ...)`):
-    grpo                   (score - group mean) / (group std + eps), on every action token
+    grpo                   (score - group mean) / (unbiased group std + eps), on every action token
     rloo                   score - mean score of the other members of the group
     reinforce_pp           discounted return-to-go, whitened over all action tokens of the batch
     reinforce_pp_baseline  group mean score subtracted from the terminal reward, then as above
