@@ -82,8 +82,11 @@ class GymClient:
         reconnect_attempts: int = 8,
         request_timeout: float | None = None,
         open_timeout: float = 10.0,
+        capabilities: Sequence[str] = (),
     ) -> None:
         self.url = url
+        # Features this client uses; "images" asks the server to send observation images.
+        self.capabilities = sorted({"batch", "resume", "cancel", "deadlines", "heartbeat", *capabilities})
         self.token = token
         self.encoding = Encoding(encoding)
         self.codec = Codec(self.encoding)
@@ -138,7 +141,7 @@ class GymClient:
             id=next(self._ids),
             version=PROTOCOL_VERSION,
             client=PeerInfo(name=self.name, version="1"),
-            capabilities=["batch", "resume", "cancel", "deadlines", "heartbeat"],
+            capabilities=self.capabilities,
             token=self.token,
         )
         await ws.send(self.codec.encode(hello))
@@ -359,7 +362,12 @@ class GymClient:
             await session._sync_if_uncertain()
             session.seq += 1
             items.append(BatchStep(session=session.id, seq=session.seq, action=action))
-        reply = await self.request(StepBatch(id=self.next_id(), steps=items, deadline_ms=deadline_ms))
+        try:
+            reply = await self.request(StepBatch(id=self.next_id(), steps=items, deadline_ms=deadline_ms))
+        except ProtocolError as exc:
+            for session, _ in steps:
+                session._note_error(exc)
+            raise
         out: list[StepResult | ProtocolError] = []
         for (session, _), result in zip(steps, reply.results):  # type: ignore[attr-defined]
             if isinstance(result, Error):

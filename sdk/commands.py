@@ -167,3 +167,7 @@ def register(sub: Any) -> None:
     play.add_argument("--max-turns", type=int)
     play.add_argument("--token")
     play.set_defaults(handler=_play)
+
+    from .bench.cli import register as register_bench  # argparse only; the bench loads its modules when run
+
+    register_bench(sub)

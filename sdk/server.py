@@ -118,6 +118,7 @@ class Connection:
         self.ws = ws
         self.codec = codec
         self.welcomed = False
+        self.wants_images = False
         self.sessions: set[str] = set()
         self.opening = 0  # opens in progress, counted against the per-connection cap
         self.inflight: dict[int, Inflight] = {}
@@ -126,6 +127,10 @@ class Connection:
         self.peer = f"{ws.remote_address}" if ws.remote_address else "?"
 
     async def send(self, message: Message) -> None:
+        observation = getattr(message, "observation", None)
+        if observation is not None and observation.images and not self.wants_images:
+            # Images go only to clients that asked for them in hello (they can be large).
+            message = message.model_copy(update={"observation": observation.model_copy(update={"images": None})})
         try:
             frame = self.codec.encode(message)
         except Exception as exc:  # an environment put something unencodable in info/data
@@ -354,6 +359,10 @@ class GymServer:
         while True:
             await asyncio.sleep(interval / 2)
             silent = _now() - conn.last_heard
+            if not conn.welcomed and silent > interval:
+                log.info("connection from %s sent no hello within %.1fs: closing", conn.peer, interval)
+                await conn.ws.close(1002, "no hello")
+                return
             if silent > 3 * interval:
                 log.info("connection from %s silent for %.1fs: closing as half-open", conn.peer, silent)
                 conn.ws.transport.abort()
@@ -427,6 +436,7 @@ class GymServer:
             await conn.ws.close(1008, "unauthorized")
             return
         conn.welcomed = True
+        conn.wants_images = "images" in hello.capabilities
         await conn.send(
             Welcome(
                 id=hello.id,
@@ -467,8 +477,7 @@ class GymServer:
                 try:
                     reply = await asyncio.wait_for(asyncio.shield(work), deadline / 1000)
                 except asyncio.TimeoutError:
-                    if not inflight.env_started:
-                        work.cancel()
+                    self._abandon(work, inflight)
                     reply = error_message(
                         ProtocolError(
                             ErrorCode.TIMEOUT,
@@ -478,8 +487,7 @@ class GymServer:
                         )
                     )
         except asyncio.CancelledError:
-            if not inflight.env_started:
-                work.cancel()
+            self._abandon(work, inflight)
             reply = error_message(
                 ProtocolError(
                     ErrorCode.CANCELLED,
@@ -499,6 +507,25 @@ class GymServer:
         if isinstance(reply, Error):
             self.metrics.error(reply.name)
         await conn.send(reply)
+
+    def _abandon(self, work: asyncio.Future[Any], inflight: Inflight) -> None:
+        """The client gets TIMEOUT or CANCELLED now. Work that has not touched the environment is
+        cancelled; work that has runs on and records its result (a re-sent seq gets it), except an
+        open: nobody will learn that session's id, so it is closed as soon as it exists."""
+        if not inflight.env_started:
+            work.cancel()
+            return
+
+        def close_orphan(done: asyncio.Future[Any]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            reply = done.result()
+            if isinstance(reply, Opened) and reply.session in self.sessions:
+                asyncio.get_running_loop().create_task(
+                    self._destroy_session(self.sessions[reply.session], "its open was answered TIMEOUT/CANCELLED")
+                )
+
+        work.add_done_callback(close_orphan)
 
     async def _cancel(self, conn: Connection, message: Cancel) -> None:
         inflight = conn.inflight.get(message.target)
@@ -687,7 +714,10 @@ class GymServer:
 
     async def _step_batch(self, conn: Connection, message: StepBatch, inflight: Inflight) -> StepBatchResult:
         if len(message.steps) > self.limits.max_batch:
-            raise ProtocolError(ErrorCode.CAPACITY, f"batch of {len(message.steps)} exceeds max_batch={self.limits.max_batch}")
+            raise ProtocolError(
+                ErrorCode.INVALID_ACTION,
+                f"batch of {len(message.steps)} steps exceeds max_batch={self.limits.max_batch}; split it",
+            )
 
         async def one(item: Any) -> StepResult | Error:
             try:

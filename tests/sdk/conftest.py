@@ -2,13 +2,13 @@ import contextlib
 from typing import AsyncIterator
 
 import pytest
-from sdk_fault_envs import AsyncSleepEnv, BadTaskEnv, CountingEnv, FaultyEnv
+from sdk_fault_envs import AsyncSleepEnv, BadTaskEnv, CountingEnv, FaultyEnv, PictureEnv
 
 from gymwire.protocol import Limits
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 
-ALL_ENVS = [GuessEnv, CountingEnv, FaultyEnv, AsyncSleepEnv, BadTaskEnv]
+ALL_ENVS = [GuessEnv, CountingEnv, FaultyEnv, AsyncSleepEnv, BadTaskEnv, PictureEnv]
 
 
 @contextlib.asynccontextmanager

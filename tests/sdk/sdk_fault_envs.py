@@ -7,7 +7,7 @@ import os
 import threading
 import time
 
-from gymwire.sdk import Environment, StepResult, Task
+from gymwire.sdk import Environment, Image, Observation, StepResult, Task
 
 
 class CountingEnv(Environment):
@@ -92,3 +92,17 @@ class BadTaskEnv(Environment):
 
     def step(self, action: str) -> StepResult:
         return StepResult("ok", terminated=True, reward=1.0)
+
+
+class PictureEnv(Environment):
+    """Returns a tiny image with every observation; `slow_reset` option delays the reset."""
+
+    name = "picture"
+    images = True
+
+    def reset(self, task: Task) -> Observation:
+        time.sleep(float(task.options.get("slow_reset", 0)))
+        return Observation(text="look", images=[Image(mime="image/png", data=b"\x89PNG fake")])
+
+    def step(self, action: str) -> StepResult:
+        return StepResult(Observation(text="again", images=[Image(data=b"\x00" * 16)]))

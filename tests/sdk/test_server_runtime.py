@@ -413,3 +413,45 @@ async def test_no_threads_or_sessions_leak(make_server):
         assert CountingEnv.closed == 20
     await asyncio.sleep(0.1)
     assert threading.active_count() <= before + 1
+
+
+async def test_images_only_for_clients_that_ask(make_server):
+    async with make_server() as server:
+        async with GymClient(server.url) as plain:
+            session = await plain.open("picture")
+            assert session.observation.text == "look" and session.observation.images is None
+        async with GymClient(server.url, capabilities=["images"]) as viewer:
+            session = await viewer.open("picture")
+            assert session.observation.images[0].data == b"\x89PNG fake"
+            assert (await session.step("x")).observation.images[0].data == b"\x00" * 16
+
+
+async def test_an_open_answered_timeout_leaves_no_session(make_server):
+    async with make_server() as server, GymClient(server.url) as client:
+        with pytest.raises(ProtocolError) as info:
+            await client.open("picture", options={"slow_reset": 0.3}, deadline_ms=50)
+        assert info.value.code is ErrorCode.TIMEOUT
+        await asyncio.sleep(0.5)
+        assert server.stats()["sessions"] == 0
+
+
+async def test_oversized_batch_and_action_are_refused_unexecuted(make_server):
+    async with make_server(limits=Limits(max_batch=2, max_action_bytes=10)) as server, GymClient(server.url) as client:
+        sessions = [await client.open("counting", seed=i) for i in range(3)]
+        with pytest.raises(ProtocolError) as info:
+            await client.step_batch([(s, "go") for s in sessions])
+        assert info.value.code is ErrorCode.INVALID_ACTION
+        with pytest.raises(ProtocolError) as info:
+            await sessions[0].step("x" * 11)
+        assert info.value.code is ErrorCode.INVALID_ACTION
+        assert CountingEnv.executed == {}
+        assert (await sessions[0].step("fits")).observation.text == "step 1: fits"
+
+
+async def test_a_connection_that_never_says_hello_is_closed(make_server):
+    async with make_server(limits=Limits(heartbeat_interval_ms=100)) as server:
+        ws = await websockets.connect(server.url, subprotocols=["gymwire.v1+json"])
+        await asyncio.sleep(0.4)
+        assert server.stats()["connections"] == 0
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()

@@ -1,0 +1,82 @@
+"""`gymwire bench`: argument parsing and the printed report. Imports nothing heavy until run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="measure round trips, concurrency, memory and batching against raw TCP and HTTP baselines",
+        description="Benchmark gymwire on this machine against a raw TCP floor and an AgentGym-style "
+        "HTTP/JSON server; print the figures and write them as JSON. Needs 'gymwire[bench]'.",
+    )
+    bench.add_argument("--quick", action="store_true", help="tiny sizes, every section (about 15 s)")
+    bench.add_argument("--json", type=Path, default=Path("gymwire-bench.json"), metavar="PATH",
+                       help="where to write the figures (default gymwire-bench.json)")
+    bench.add_argument("--plot", type=Path, metavar="PATH", help="also draw latency vs concurrent sessions to this PNG")
+    bench.add_argument("--think-ms", type=float, default=1000.0,
+                       help="mean pause between a session's steps in the paced runs (default 1000)")
+    bench.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        from .run import Plan, run
+    except ImportError as exc:
+        print(f"gymwire bench: {exc}; install the extra: pip install 'gymwire[bench]'", file=sys.stderr)
+        return 2
+    think_s = args.think_ms / 1000
+    plan = Plan.quick(think_s) if args.quick else Plan.full(think_s)
+    results = run(plan)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(report(results))
+    print(f"\nfigures written to {args.json}")
+    if args.plot:
+        from .plot import plot_latency
+
+        plot_latency(results, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def report(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [f"machine: {m['nproc']} cores, {m['cpu_model']}, Python {m['python']}", ""]
+    lines.append("1. sequential step round trip (us)          p50      mean       p99")
+    for label, row in results["roundtrip"].items():
+        if label != "ratios_p50":
+            lines.append(f"   {label:36} {row['p50_us']:>8} {row['mean_us']:>9} {row['p99_us']:>9}")
+    for label, ratio in results["roundtrip"]["ratios_p50"].items():
+        lines.append(f"   {label:48} {ratio}x")
+    lines.append("\n2a. pipelined over one connection")
+    for row in results["pipelined"]:
+        lines.append(f"   {row['in_flight']:>6} in flight: {row['steps_per_s']:>8} steps/s")
+    lines.append("\n2b. concurrent sessions        sessions  steps/s   p50 ms   p99 ms  errors  server us/step")
+    for kind, rows in results["concurrency"].items():
+        for row in rows:
+            lines.append(
+                f"   {kind:26} {row['sessions']:>8} {row['steps_per_s']:>8} {row.get('p50_ms', '-'):>8} "
+                f"{row.get('p99_ms', '-'):>8} {row['errors']:>7} {row['server_cpu_us_per_step'] or '-':>15}"
+            )
+    mem = results["memory"]
+    lines.append("\n3. server memory (bytes; traced = Python allocations, rss = resident set)")
+    for key in ("per_idle_session", "per_session_after_one_step", "per_connection"):
+        lines.append(f"   {key:28} traced {mem[key]['traced_bytes']:>8}   rss {mem[key]['rss_bytes']:>8}")
+    lines.append("\n4. connect to first observation (us)      p50      p99")
+    for label, row in results["first_observation"].items():
+        lines.append(f"   {label:36} {row['p50_us']:>8} {row['p99_us']:>8}")
+    b = results["batching"]
+    lines.append(f"\n5. batches of {b['batch_size']}: step_batch {b['step_batch_steps_per_s']} steps/s, "
+                 f"concurrent singles {b['concurrent_single_steps_per_s']}, sequential {b['sequential_single_steps_per_s']} "
+                 f"({b['batch_vs_concurrent_singles']}x / {b['batch_vs_sequential_singles']}x)")
+    lines.append("\ntargets")
+    for name, t in results["targets"].items():
+        lines.append(f"   {name:36} {t['value']:>10}  target {t['target']:<8} {'met' if t['met'] else 'MISSED'}")
+    return "\n".join(lines)

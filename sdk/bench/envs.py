@@ -1,0 +1,36 @@
+"""No-op environments: every figure measured with them is pure protocol and runtime overhead."""
+
+from __future__ import annotations
+
+from gymwire.sdk.environment import Environment, StepResult, Task
+
+OBSERVATION = "ok"
+
+
+class NoopEnv(Environment):
+    """Sync, runs on the event loop (`inline`): a step costs nothing but the runtime around it."""
+
+    name = "noop"
+    description = "Does nothing; for benchmarks."
+    splits = {"test": 1}
+    default_max_turns = 1_000_000_000
+    inline = True
+
+    def reset(self, task: Task) -> str:
+        return OBSERVATION
+
+    def step(self, action: str) -> StepResult:
+        return StepResult(OBSERVATION)
+
+
+class AsyncNoopEnv(NoopEnv):
+    """The same as `NoopEnv` written with `async def`."""
+
+    name = "noop_async"
+    inline = False
+
+    async def reset(self, task: Task) -> str:
+        return OBSERVATION
+
+    async def step(self, action: str) -> StepResult:
+        return StepResult(OBSERVATION)

@@ -1,0 +1,125 @@
+"""Concurrent load from client processes: many sessions, each stepping as fast as answers come
+(closed loop) or after a think time (paced), measured over one shared time window.
+
+A worker opens its sessions, reports ready, and waits for the window, given in
+`time.monotonic()` seconds (one clock for all processes on Linux). It records the latency of
+every step that starts inside the window and counts the steps that finish inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from .procs import raise_fd_limit
+
+OPEN_CONCURRENCY = 200  # opens in flight per worker: keeps every connection under max_inflight
+
+
+@dataclass
+class LoadSpec:
+    kind: str  # "gymwire" or "http"
+    port: int
+    sessions: int
+    connections: int = 1  # gymwire connections of this worker (HTTP opens one per request in flight)
+    encoding: str = "msgpack"
+    env: str = "noop"
+    think_s: float = 0.0  # mean pause between a session's steps; 0 is a closed loop
+
+
+async def _drive(
+    spec: LoadSpec,
+    conn: Any,
+    sessions: list[Any],
+    step: Callable[[Any], Awaitable[Any]],
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    conn.send({"ready": len(sessions)})
+    start, warmup, duration = await loop.run_in_executor(None, conn.recv)
+    window_start, window_end = start + warmup, start + warmup + duration
+    latencies: list[float] = []
+    completed = errors = 0
+    rng = random.Random(1)
+
+    async def run(session: Any) -> None:
+        nonlocal completed, errors
+        # Spread the first steps (and paced steps) so sessions do not march in lockstep.
+        await asyncio.sleep(max(0.0, start - time.monotonic()) + rng.random() * (2 * spec.think_s or 0.01))
+        while True:
+            began = time.monotonic()
+            if began >= window_end:
+                return
+            try:
+                await step(session)
+            except Exception:
+                errors += 1
+                return
+            ended = time.monotonic()
+            if began >= window_start:
+                latencies.append(ended - began)
+            if window_start <= ended < window_end:
+                completed += 1
+            if spec.think_s:
+                await asyncio.sleep(rng.uniform(0, 2 * spec.think_s))
+
+    await asyncio.gather(*(run(s) for s in sessions))
+    return {"latencies": latencies, "completed": completed, "errors": errors}
+
+
+async def _gymwire_load(spec: LoadSpec, conn: Any) -> dict[str, Any]:
+    from gymwire.sdk.client import GymClient
+
+    url = f"ws://127.0.0.1:{spec.port}"
+    clients = [GymClient(url, encoding=spec.encoding, reconnect_attempts=0) for _ in range(spec.connections)]
+    for client in clients:
+        await client.connect()
+    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+
+    async def open_one(index: int) -> Any:
+        async with gate:
+            return await clients[index % len(clients)].open(spec.env)
+
+    sessions = await asyncio.gather(*(open_one(i) for i in range(spec.sessions)))
+    result = await _drive(spec, conn, sessions, lambda session: session.step("noop"))
+    for client in clients:
+        client.sessions.clear()  # the server is discarded after this run: no need to close each session
+        await client.close()
+    return result
+
+
+async def _http_load(spec: LoadSpec, conn: Any) -> dict[str, Any]:
+    from .http_baseline import HttpEnvClient, new_http_session
+
+    base = f"http://127.0.0.1:{spec.port}"
+    async with new_http_session(spec.sessions) as http:
+        gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+        opened: list[Any] = []
+        failed = 0
+
+        async def open_one() -> None:
+            nonlocal failed
+            env = HttpEnvClient(http, base)
+            async with gate:
+                try:
+                    await env.open()
+                    opened.append(env)
+                except Exception:
+                    failed += 1
+
+        await asyncio.gather(*(open_one() for _ in range(spec.sessions)))
+        result = await _drive(spec, conn, opened, lambda env: env.step("noop"))
+        result["open_failures"] = failed
+        return result
+
+
+def worker_main(conn: Any, spec: LoadSpec) -> None:
+    raise_fd_limit()
+    load = _gymwire_load if spec.kind == "gymwire" else _http_load
+    try:
+        result = asyncio.run(load(spec, conn))
+    except Exception as exc:  # reported to the parent, which fails the run with it
+        result = {"failure": f"{type(exc).__name__}: {exc}"}
+    conn.send(result)

@@ -1,0 +1,42 @@
+"""Latency vs concurrent sessions, drawn from the bench's JSON figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_SERIES = (
+    ("gymwire", "gymwire msgpack, closed loop", "tab:blue"),
+    ("gymwire_paced", "gymwire msgpack, paced (think time)", "tab:green"),
+    ("http", "HTTP/JSON FastAPI, closed loop", "tab:red"),
+)
+
+
+def plot_latency(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (latency_ax, rate_ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
+    for key, label, color in _SERIES:
+        rows = [r for r in results["concurrency"].get(key, []) if "p99_ms" in r]
+        if not rows:
+            continue
+        sessions = [r["sessions"] for r in rows]
+        latency_ax.plot(sessions, [r["p99_ms"] for r in rows], "o-", color=color, label=f"{label} p99")
+        latency_ax.plot(sessions, [r["p50_ms"] for r in rows], "x--", color=color, alpha=0.6, label=f"{label} p50")
+        rate_ax.plot(sessions, [r["steps_per_s"] for r in rows], "o-", color=color, label=label)
+    latency_ax.axhline(50, color="gray", linestyle=":", label="50 ms target")
+    latency_ax.set(xscale="log", yscale="log", xlabel="concurrent sessions", ylabel="step latency (ms)",
+                   title="Step latency")
+    rate_ax.set(xscale="log", yscale="log", xlabel="concurrent sessions", ylabel="steps/s (all sessions)",
+                title="Aggregate throughput")
+    m = results["machine"]
+    fig.suptitle(f"no-op env, {m['nproc']} cores ({m['cpu_model']}), Python {m['python']}", fontsize=9)
+    latency_ax.legend(fontsize=6)
+    rate_ax.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

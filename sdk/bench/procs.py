@@ -1,0 +1,180 @@
+"""Servers under test, each in its own process, driven over a pipe.
+
+A server child binds port 0, sends the port back, then answers `probe` (session and connection
+counts, RSS, traced Python memory, CPU seconds used) until `stop`. Probes run on the server's own
+event loop, between requests, so what they read is consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import resource
+import socket
+import time
+import tracemalloc
+from typing import Any, Callable
+
+# fork: children start in milliseconds and inherit the imports; the parent holds no threads or
+# running event loop when it forks.
+CTX = multiprocessing.get_context("fork")
+
+
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Raise this process's open-file limit as far as allowed (the HTTP baseline needs one socket
+    per concurrent session); return the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status; the memory figures need Linux")
+
+
+def _probe(extra: dict[str, Any]) -> dict[str, Any]:
+    gc.collect()
+    return {
+        **extra,
+        "rss_kib": rss_kib(),
+        "traced_bytes": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
+        "cpu_s": time.process_time(),
+    }
+
+
+def _listen() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    return sock
+
+
+async def _control(conn: Any, probe: Callable[[], dict[str, Any]]) -> None:
+    """Answer the parent's probes until it says stop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        command = await loop.run_in_executor(None, conn.recv)
+        if command == "stop":
+            return
+        conn.send(probe())
+
+
+def _gymwire_main(conn: Any, trace_memory: bool, limits: dict[str, int]) -> None:
+    from gymwire.protocol import Limits
+    from gymwire.sdk.server import GymServer
+
+    from .envs import AsyncNoopEnv, NoopEnv
+
+    raise_fd_limit()
+    if trace_memory:
+        tracemalloc.start()
+
+    async def main() -> None:
+        server = GymServer([NoopEnv, AsyncNoopEnv], port=0, limits=Limits(**limits))
+        await server.start()
+        conn.send(server.port)
+        await _control(conn, lambda: _probe(server.stats()))
+        await server.stop(drain_timeout=0)
+
+    asyncio.run(main())
+
+
+def _http_main(conn: Any) -> None:
+    import uvicorn
+
+    from .http_baseline import make_app
+
+    raise_fd_limit()
+    app = make_app()
+    sock = _listen()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", backlog=4096)
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        conn.send(sock.getsockname()[1])
+        await _control(conn, lambda: _probe({"sessions": len(app.state.envs), "http": config.http}))
+        server.should_exit = True
+        await serving
+
+    asyncio.run(main())
+
+
+def _floor_main(conn: Any, blocking: bool) -> None:
+    from .floor import blocking_echo, serve_echo
+
+    sock = _listen()
+    conn.send(sock.getsockname()[1])
+    if blocking:
+        blocking_echo(sock)  # returns when the client closes its connection
+        conn.recv()
+        return
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        serving = asyncio.get_running_loop().create_task(serve_echo(sock, stop))
+        await _control(conn, lambda: _probe({}))
+        stop.set()
+        await serving
+
+    asyncio.run(main())
+
+
+class ServerProcess:
+    """A server child. `with ServerProcess.gymwire() as server: server.port, server.probe()`."""
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        self.conn, child = CTX.Pipe()
+        self.process = CTX.Process(target=target, args=(child, *args), daemon=True)
+        self.process.start()
+        child.close()
+        if not self.conn.poll(30):
+            self.process.kill()
+            raise RuntimeError(f"benchmark server {target.__name__} did not start within 30 s")
+        self.port: int = self.conn.recv()
+
+    @classmethod
+    def gymwire(cls, trace_memory: bool = False, **limits: int) -> "ServerProcess":
+        return cls(_gymwire_main, trace_memory, limits)
+
+    @classmethod
+    def http(cls) -> "ServerProcess":
+        return cls(_http_main)
+
+    @classmethod
+    def floor(cls, blocking: bool = False) -> "ServerProcess":
+        return cls(_floor_main, blocking)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def probe(self) -> dict[str, Any]:
+        self.conn.send("probe")
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.conn.send("stop")
+            self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
