@@ -1,0 +1,54 @@
+"""`gymwire bench --quick` runs end to end and writes figures with every expected key.
+
+Only that it runs and reports: the figures themselves are machine-dependent and belong in
+BENCHMARKS.md, not in assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SECTIONS = {"machine", "roundtrip", "pipelined", "concurrency", "memory", "first_observation", "batching", "targets"}
+
+
+def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    plot = tmp_path / "latency.png"
+    run = subprocess.run(
+        [sys.executable, "-m", "gymwire.sdk.cli", "bench", "--quick", "--json", str(out), "--plot", str(plot)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert SECTIONS <= results.keys()
+
+    roundtrip = results["roundtrip"]
+    for label in ("tcp_floor_asyncio", "tcp_floor_blocking", "gymwire_msgpack", "gymwire_json", "http_fastapi"):
+        assert roundtrip[label]["count"] == results["plan"]["roundtrips"]
+        assert 0 < roundtrip[label]["p50_us"] <= roundtrip[label]["p99_us"]
+    assert roundtrip["ratios_p50"]["gymwire_msgpack_vs_tcp_floor_asyncio"] > 0
+
+    for kind in ("gymwire", "gymwire_paced", "http"):
+        rows = results["concurrency"][kind]
+        assert rows, kind
+        for row in rows:
+            assert row["errors"] == 0, (kind, row)
+            assert row["sessions_opened"] == row["sessions"]
+            assert row["steps_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+
+    assert all(row["steps_per_s"] > 0 for row in results["pipelined"])
+    memory = results["memory"]
+    for key in ("per_idle_session", "per_session_after_one_step", "per_connection"):
+        assert set(memory[key]) == {"traced_bytes", "rss_bytes"}
+    assert memory["per_idle_session"]["traced_bytes"] > 0
+    assert results["first_observation"]["gymwire_msgpack"]["count"] == results["plan"]["first_obs"]
+    assert results["batching"]["step_batch_steps_per_s"] > 0
+    assert {"roundtrip_vs_tcp_floor", "idle_session_bytes"} <= results["targets"].keys()
+    assert all(isinstance(t["met"], bool) for t in results["targets"].values())
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert "targets" in run.stdout
