@@ -54,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.register(sub)
     for entry in sorted(metadata.entry_points(group="gymwire.commands"), key=lambda e: e.name):
-        entry.load()(sub)
+        try:
+            register = entry.load()
+        except ImportError as exc:
+            # A plugin whose extra is not installed must not take the other commands down with it.
+            print(f"gymwire: command {entry.name!r} unavailable ({exc}); reinstall gymwire with its extra", file=sys.stderr)
+            continue
+        register(sub)
     return parser
 
 
