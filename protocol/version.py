@@ -26,9 +26,10 @@ SUBPROTOCOL_MSGPACK = f"gymwire.v{PROTOCOL_MAJOR}+msgpack"
 SUBPROTOCOL_JSON = f"gymwire.v{PROTOCOL_MAJOR}+json"
 SUBPROTOCOLS: dict[str, Encoding] = {SUBPROTOCOL_MSGPACK: Encoding.MSGPACK, SUBPROTOCOL_JSON: Encoding.JSON}
 
-# Bounded digit counts: int() refuses strings of more than 4300 digits with an untyped ValueError.
-_SUBPROTOCOL_RE = re.compile(r"gymwire\.v(\d{1,9})\+([a-z0-9]+)")
-_VERSION_RE = re.compile(r"(\d{1,9})\.(\d{1,9})")
+# ASCII digits only (\d also matches other scripts), bounded: int() refuses more than 4300 digits
+# with an untyped ValueError.
+_SUBPROTOCOL_RE = re.compile(r"gymwire\.v([0-9]{1,9})\+([a-z0-9]+)")
+_VERSION_RE = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})")
 
 
 def subprotocol_for(encoding: Encoding | str) -> str:
