@@ -1,0 +1,107 @@
+"""Stand-ins for what OpenRLHF hands an agent on a GPU node: vLLM's engine and sampling params.
+
+`FakeEngine.generate` answers like `RolloutRayActor.generate` (openrlhf 0.11.2): a RequestOutput
+whose `outputs[0]` has `token_ids` (ending with the stop token when generation stopped on it),
+`text` (without the stop token, as vLLM detokenizes), `finish_reason` ("stop" or "length") and,
+when asked for, `logprobs` (one {token_id: Logprob} per generated token). Its policy plays the
+guess environment by bisection, reading the conversation it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from gymwire.servers.guess import GuessEnv
+from gymwire.trainers.openrlhf.labels import first_message
+
+LOGPROB = -0.25
+
+
+@dataclass
+class FakeSamplingParams:
+    """The fields of vllm.SamplingParams the executors read or set."""
+
+    max_tokens: int | None = None
+    logprobs: int | None = None
+    temperature: float = 1.0
+
+
+@dataclass
+class Logprob:
+    logprob: float
+
+
+@dataclass
+class CompletionOutput:
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    logprobs: list[dict[int, Logprob]] | None
+
+
+@dataclass
+class RequestOutput:
+    outputs: list[CompletionOutput]
+
+
+_HINT = re.compile(r"(-?\d+) is wrong\. Go (higher|lower)\.")
+
+
+def bisection_guess(conversation: str, low: int = 1, high: int = 100) -> int:
+    for number, direction in _HINT.findall(conversation):
+        if direction == "higher":
+            low = max(low, int(number) + 1)
+        else:
+            high = min(high, int(number) - 1)
+    return (low + high) // 2
+
+
+@dataclass
+class Call:
+    prompt_token_ids: list[int]
+    max_tokens: int | None
+
+
+@dataclass
+class FakeEngine:
+    tokenizer: Any
+    # Words said before the number, to make turns longer than one token when a test needs it.
+    preamble: str = ""
+    calls: list[Call] = field(default_factory=list)
+    # Called (and awaited) before answering call number N (1-based), e.g. to drop the connection.
+    before_call: dict[int, Callable[[], Any]] = field(default_factory=dict)
+
+    async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
+        self.calls.append(Call(list(prompt_token_ids), sampling_params.max_tokens))
+        hook = self.before_call.get(len(self.calls))
+        if hook is not None:
+            result = hook()
+            if asyncio.iscoroutine(result):
+                await result
+        await asyncio.sleep(0)  # a real engine yields to the loop while it decodes
+        conversation = self.tokenizer.decode(prompt_token_ids, skip_special_tokens=False)
+        text = f"{self.preamble} {bisection_guess(conversation)}"
+        tokens = self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+        finish = "stop"
+        if sampling_params.max_tokens is not None and len(tokens) > sampling_params.max_tokens:
+            tokens, finish = tokens[: sampling_params.max_tokens], "length"
+        visible = tokens[:-1] if finish == "stop" else tokens
+        logprobs = None
+        if sampling_params.logprobs is not None:
+            logprobs = [{token: Logprob(LOGPROB)} for token in tokens]
+        return RequestOutput([CompletionOutput(tokens, self.tokenizer.decode(visible), finish, logprobs)])
+
+
+GUESS_FIRST_OBSERVATION = "I am thinking of a whole number from 1 to 100. Guess it."
+GUESS_CORPUS = [
+    first_message(GuessEnv.info(), GUESS_FIRST_OBSERVATION),
+    GUESS_FIRST_OBSERVATION,
+    "I did not see a number. Answer with one whole number from 1 to 100.",
+    "Correct! The number was 7.",
+    "50 is wrong. Go higher. 50 is wrong. Go lower.",
+    "gymwire probe question gymwire probe answer",
+    "Let me think step by step about the number",
+]

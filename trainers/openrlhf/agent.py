@@ -1,0 +1,315 @@
+"""OpenRLHF agents backed by gymwire environment sessions.
+
+OpenRLHF (0.11.2) execs the file given to `--train.agent_func_path` in every vLLM Ray actor and
+calls `AgentExecutor().execute(prompt, label, ...)` once per sample, on vLLM's event loop. Here
+each sample is one gymwire session, opened from the sample's label (see `TaskLabel`), with the
+turn limit the horizon schedule gives for the training step the trainer published (steps.py).
+
+Two executors:
+- `GymwireAgentExecutor` (agent_func.py): its own loop over `AgentExecutorBase`. Token-in/token-out:
+  the model's tokens are kept as generated and only the environment's text is rendered, as the
+  chat template's delta for a new user turn. `--rollout.max_new_tokens` caps each turn;
+  `--data.max_len` caps the whole trajectory.
+- `GymwireAgentInstance` for OpenRLHF's own `MultiTurnAgentExecutor` (agent_func_multiturn.py):
+  the built-in loop tokenizes text, gives every turn the whole remaining budget and appends the
+  last feedback too; use it to compare with OpenRLHF's stock behaviour.
+
+Settings come from environment variables, which the launcher sets on every Ray worker:
+    GYMWIRE_URLS          comma-separated server URLs (required)
+    GYMWIRE_TOKEN         bearer token, if the servers want one
+    GYMWIRE_HORIZON       turn-limit schedule, e.g. "staged:6,13,20@100" (unset: each env's default)
+    GYMWIRE_STEP_SOURCE   where the trainer publishes the step: ray:NAME (default), file:PATH, memory
+    GYMWIRE_TURN_TOKENS   per-turn token cap overriding --rollout.max_new_tokens
+    GYMWIRE_TOKENIZER     tokenizer path, for GymwireAgentInstance only (the built-in loop keeps it)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import weakref
+from copy import deepcopy
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from openrlhf.utils.agent import AgentExecutorBase, AgentInstanceBase
+
+from gymwire.protocol import ErrorCode, ProtocolError
+from gymwire.sdk.client import ClientSession
+from gymwire.trainers.chat import ChatFormat
+from gymwire.trainers.horizon import Horizon, horizon_from_config
+
+from .labels import LabelError, TaskLabel, first_message
+from .pool import pool_for_running_loop
+from .steps import StepBoard, step_board_from_spec
+
+__all__ = [
+    "TaskLabel",
+    "LabelError",
+    "AgentSettings",
+    "AgentConfigError",
+    "GymEpisode",
+    "GymwireAgentExecutor",
+    "GymwireAgentInstance",
+    "EXTRA_LOG_KEYS",
+]
+
+log = logging.getLogger("gymwire.openrlhf")
+
+# Every sample reports the same keys: OpenRLHF stacks them into one tensor per key.
+EXTRA_LOG_KEYS = ("success", "score", "turns", "turn_limit", "step", "budget_cut", "env_crashed")
+
+
+class AgentConfigError(ValueError):
+    """The agent's environment variables are missing or wrong."""
+
+
+_boards: dict[str, StepBoard] = {}
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    urls: tuple[str, ...]
+    token: str | None = None
+    horizon: Horizon | None = None
+    step_board: StepBoard | None = None  # read only when a horizon is set
+    turn_tokens: int | None = None
+    tokenizer_path: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "AgentSettings":
+        urls = tuple(u.strip() for u in environ.get("GYMWIRE_URLS", "").split(",") if u.strip())
+        if not urls:
+            raise AgentConfigError(
+                "GYMWIRE_URLS is not set on this Ray worker; start training with `gymwire openrlhf launch`, "
+                "or export GYMWIRE_URLS=ws://host:port[,ws://host2:port] before `ray start`"
+            )
+        horizon = horizon_from_config(environ["GYMWIRE_HORIZON"]) if environ.get("GYMWIRE_HORIZON") else None
+        board = None
+        if horizon is not None:
+            spec = environ.get("GYMWIRE_STEP_SOURCE", "ray:gymwire-step")
+            board = _boards.get(spec) or _boards.setdefault(spec, step_board_from_spec(spec))
+        turn_tokens = environ.get("GYMWIRE_TURN_TOKENS")
+        if turn_tokens is not None and not (turn_tokens.isdigit() and int(turn_tokens) > 0):
+            raise AgentConfigError(f"GYMWIRE_TURN_TOKENS must be a whole number > 0, got {turn_tokens!r}")
+        return cls(
+            urls=urls,
+            token=environ.get("GYMWIRE_TOKEN") or None,
+            horizon=horizon,
+            step_board=board,
+            turn_tokens=int(turn_tokens) if turn_tokens else None,
+            tokenizer_path=environ.get("GYMWIRE_TOKENIZER") or None,
+        )
+
+
+class GymEpisode:
+    """One sample's environment session: open, step, metrics, close."""
+
+    def __init__(self, settings: AgentSettings, label: TaskLabel) -> None:
+        self.settings = settings
+        self.label = label
+        self.session: ClientSession | None = None
+        self.step: int = 0  # the training step the episode belongs to (0: no schedule)
+        self.turn_limit: int = 0
+        self.total_reward = 0.0
+        self.success = False
+        self.score: float | None = None
+        self.budget_cut = False
+        self.env_crashed = False
+
+    async def start(self) -> str:
+        """Open the session; returns the first user message (instructions and first observation)."""
+        max_turns = None
+        if self.settings.horizon is not None:
+            assert self.settings.step_board is not None
+            self.step = await self.settings.step_board.current_step()
+            max_turns = self.settings.horizon.turns_at(self.step)
+        pool = pool_for_running_loop(self.settings.urls, self.settings.token)
+        info = await pool.describe(self.label.env)
+        self.session = await pool.open(
+            self.label.env, split=self.label.split, index=self.label.index, seed=self.label.seed, max_turns=max_turns
+        )
+        self.turn_limit = self.session.max_turns
+        return first_message(info, self.session.observation.text if self.session.observation else "")
+
+    @property
+    def turns(self) -> int:
+        return self.session.turns if self.session else 0
+
+    async def act(self, action_text: str) -> tuple[str, float, bool]:
+        """Send the model's action; returns (environment's reply, reward, episode over)."""
+        assert self.session is not None, "start() first"
+        try:
+            result = await self.session.step(action_text)
+        except ProtocolError as exc:
+            if exc.code is not ErrorCode.ENV_CRASHED:
+                raise
+            # One broken environment ends its own episode, not the training run.
+            log.warning("environment crashed in %s: %s", self.label.to_json(), exc.message)
+            self.env_crashed = True
+            return "", 0.0, True
+        self.total_reward += result.reward
+        if result.metrics is not None:
+            self.success, self.score = result.metrics.success, result.metrics.score
+        done = result.terminated or result.truncated or self.turns >= self.turn_limit
+        return result.observation.text, result.reward, done
+
+    def extra_logs(self) -> dict[str, float]:
+        return {
+            "success": float(self.success),
+            "score": float(self.total_reward if self.score is None else self.score),
+            "turns": float(self.turns),
+            "turn_limit": float(self.turn_limit),
+            "step": float(self.step),
+            "budget_cut": float(self.budget_cut),
+            "env_crashed": float(self.env_crashed),
+        }
+
+    async def close(self) -> None:
+        if self.session is None or self.session.id not in self.session.client.sessions:
+            return
+        try:
+            await self.session.close()
+        except (ProtocolError, ConnectionError) as exc:  # the server reaps it anyway
+            log.info("closing session %s: %s", self.session.id, exc)
+
+
+class GymwireAgentExecutor(AgentExecutorBase):
+    """The token-in/token-out executor. Constructible with no arguments (OpenRLHF's rule): the
+    settings then come from the environment variables listed in this module's docstring."""
+
+    def __init__(self, settings: AgentSettings | None = None) -> None:
+        self.settings = settings or AgentSettings.from_env()
+        self._formats: dict[int, tuple[Any, ChatFormat]] = {}
+
+    def chat_format(self, tokenizer: Any) -> ChatFormat:
+        cached = self._formats.get(id(tokenizer))
+        if cached is None or cached[0] is not tokenizer:
+            cached = self._formats[id(tokenizer)] = (tokenizer, ChatFormat(tokenizer))
+        return cached[1]
+
+    async def execute(self, prompt, label, sampling_params, max_length: int, hf_tokenizer, llm_engine, images=None):
+        chat = self.chat_format(hf_tokenizer)
+        episode = GymEpisode(self.settings, TaskLabel.parse(label))
+        params = deepcopy(sampling_params)  # shared by the prompt's samples: never mutate it
+        turn_cap = self.settings.turn_tokens or getattr(sampling_params, "max_tokens", None)
+        want_logprobs = getattr(sampling_params, "logprobs", None) is not None
+        tokens: list[int] = []
+        ranges: list[tuple[int, int]] = []
+        logprobs: list[float] | None = [] if want_logprobs else None
+        truncated = False
+        try:
+            tokens = chat.prompt(await episode.start())
+            if len(tokens) >= max_length:
+                log.warning("first observation of %s takes %d tokens, over --data.max_len %d: keeping its end",
+                            label, len(tokens), max_length)
+                tokens = tokens[-(max_length - 1):]
+            if logprobs is not None:
+                logprobs.extend([0.0] * len(tokens))
+            while True:
+                budget = max_length - len(tokens)
+                params.max_tokens = min(turn_cap, budget) if turn_cap else budget
+                output = (await llm_engine.generate(tokens, deepcopy(params), multi_modal_data=None)).outputs[0]
+                generated = list(output.token_ids)
+                ranges.append((len(tokens), len(tokens) + len(generated)))
+                tokens.extend(generated)
+                if logprobs is not None:
+                    logprobs.extend(step[token].logprob for step, token in zip(output.logprobs, generated))
+                truncated = output.finish_reason == "length"
+                feedback, _, done = await episode.act(output.text)
+                if done:
+                    break
+                reply = chat.user_turn(feedback, generated, stopped=output.finish_reason == "stop")
+                if len(tokens) + len(reply) >= max_length:  # no room left for another action
+                    episode.budget_cut = True
+                    break
+                tokens.extend(reply)
+                if logprobs is not None:
+                    logprobs.extend([0.0] * len(reply))
+        finally:
+            await episode.close()
+        logs = episode.extra_logs()
+        return {
+            "prompt": prompt,
+            "label": label,
+            "images": images,
+            "mm_train_inputs": None,
+            "reward": episode.total_reward,
+            "scores": episode.total_reward,
+            "observation_tokens": tokens,
+            "action_ranges": ranges,
+            "rollout_log_probs": logprobs,
+            "truncated": truncated,
+            "extra_logs": logs,
+        }
+
+
+_tokenizers: dict[str, Any] = {}
+
+
+def _chat_for_path(path: str | None) -> ChatFormat:
+    if not path:
+        raise AgentConfigError(
+            "GymwireAgentInstance renders the environment's replies with the model's chat template: "
+            "set GYMWIRE_TOKENIZER to the model (or tokenizer) path"
+        )
+    if path not in _tokenizers:
+        from transformers import AutoTokenizer
+
+        _tokenizers[path] = ChatFormat(AutoTokenizer.from_pretrained(path))
+    return _tokenizers[path]
+
+
+class GymwireAgentInstance(AgentInstanceBase):
+    """One episode under OpenRLHF's `MultiTurnAgentExecutor`. The dataset prompt is used as is
+    (write it with `gymwire openrlhf prepare` and pass `--data.apply_chat_template`); each reply
+    is the chat template's text for the next user turn, which the built-in loop tokenizes."""
+
+    settings: AgentSettings | None = None  # set by the agent file; None: from the environment
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._settings = type(self).settings or AgentSettings.from_env()
+        self.episode: GymEpisode | None = None
+        self._chat: ChatFormat | None = None
+
+    async def reset(self, states: dict, **kwargs: Any) -> dict:
+        # Loading a tokenizer reads files: once per process, off the event loop.
+        self._chat = await asyncio.to_thread(_chat_for_path, self._settings.tokenizer_path)
+        self.episode = GymEpisode(self._settings, TaskLabel.parse(states["label"]))
+        await self.episode.start()
+        # The built-in loop has no end hook: when it stops on the token budget, this instance is
+        # dropped mid-episode, and the finalizer closes the session instead of leaving it to the reaper.
+        weakref.finalize(self, _close_soon, asyncio.get_running_loop(), self.episode)
+        return {"observation": states["observation"]}
+
+    async def step(self, state_dict: dict, **kwargs: Any) -> dict:
+        import torch
+
+        assert self.episode is not None and self._chat is not None, "reset() first"
+        feedback, reward, done = await self.episode.act(state_dict["action_text"])
+        if done:
+            await self.episode.close()
+            feedback_text = ""
+        else:
+            # vLLM keeps the stop token in the token ids but not in the text, and a turn the budget
+            # cut ends the loop anyway: so the model stopped on the template's turn close, and the
+            # reply is the rest of that close plus the next user turn.
+            stop = self._chat.turn_close_ids[:1]
+            reply = self._chat.user_turn(feedback, stop, stopped=True)
+            feedback_text = self._chat.tokenizer.decode(reply, skip_special_tokens=False)
+        return {
+            "rewards": torch.tensor(reward, dtype=torch.float32),
+            "scores": self.episode.total_reward,
+            "environment_feedback": feedback_text,
+            "done": done,
+            "extra_logs": self.episode.extra_logs(),
+        }
+
+
+def _close_soon(loop: asyncio.AbstractEventLoop, episode: GymEpisode) -> None:
+    if episode.session is None or episode.session.id not in episode.session.client.sessions:
+        return
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the server reaps the session
+        loop.call_soon_threadsafe(lambda: loop.create_task(episode.close()))

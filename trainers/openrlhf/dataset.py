@@ -1,0 +1,84 @@
+"""`gymwire openrlhf prepare`: an environment's task split as OpenRLHF's prompt dataset.
+
+One JSON line per task: `prompt` (the episode's first user message, the same text the agents show
+the model) and `label` (a TaskLabel as a JSON string). Train with `--data.input_key prompt
+--data.label_key label`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from gymwire.sdk.client import GymClient
+
+from .labels import TaskLabel, first_message
+
+__all__ = ["prepare_dataset", "task_rows", "PrepareError"]
+
+
+class PrepareError(ValueError):
+    """The split or the range of tasks asked for does not exist."""
+
+
+async def task_rows(
+    client: GymClient, env: str, split: str, *, start: int = 0, limit: int | None = None, concurrency: int = 64
+) -> list[dict[str, str]]:
+    """Rows for tasks start .. start+limit-1 of `split` (all of it when limit is None), in order."""
+    info = await client.describe(env)
+    if split not in info.splits:
+        raise PrepareError(f"{env} has no split {split!r}; its splits are {sorted(info.splits) or 'none (seeds only)'}")
+    size = info.splits[split]
+    stop = size if limit is None else min(size, start + limit)
+    if not 0 <= start < stop:
+        raise PrepareError(f"no tasks in {env}/{split} from index {start} (the split has {size})")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def row(index: int) -> dict[str, str]:
+        async with gate, client.session(env, split=split, index=index) as session:
+            observation = session.observation.text if session.observation else ""
+        return {"prompt": first_message(info, observation), "label": TaskLabel(env, split, index).to_json()}
+
+    return list(await asyncio.gather(*(row(i) for i in range(start, stop))))
+
+
+@contextlib.asynccontextmanager
+async def _server_url(url: str | None, env: str, token: str | None) -> AsyncIterator[str]:
+    if url:
+        yield url
+        return
+    from gymwire.sdk.registry import resolve_env
+    from gymwire.sdk.server import GymServer
+
+    async with GymServer({env: resolve_env(env)}, port=0, token=token) as server:
+        yield server.url
+
+
+async def prepare_dataset(
+    env: str,
+    split: str,
+    out: str | Path,
+    *,
+    url: str | None = None,
+    token: str | None = None,
+    start: int = 0,
+    limit: int | None = None,
+) -> int:
+    """Write the dataset; returns the number of rows. Without `url`, serves `env` (a built-in name
+    or module:Class) in this process for the duration."""
+    async with _server_url(url, env, token) as server_url:
+        async with GymClient(server_url, token=token, reconnect_attempts=2) as client:
+            rows = await task_rows(client, env, split, start=start, limit=limit)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as handle:
+        for item in rows:
+            handle.write(json.dumps(item) + "\n")
+    return len(rows)
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,50 @@
+"""`python -m gymwire.trainers.openrlhf.train [OpenRLHF train_ppo_ray flags]`
+
+OpenRLHF's `openrlhf.cli.train_ppo_ray`, unchanged except that its PPO trainer publishes the
+training step for the agents (publishing.py), and that the GYMWIRE_* variables reach every Ray
+worker (vLLM actors read them). `gymwire openrlhf launch` builds this command line.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from typing import Sequence
+
+GYMWIRE_VARIABLES = (
+    "GYMWIRE_URLS", "GYMWIRE_TOKEN", "GYMWIRE_HORIZON", "GYMWIRE_STEP_SOURCE", "GYMWIRE_TURN_TOKENS", "GYMWIRE_TOKENIZER",
+)
+# train_ppo_ray's own ray.init sets these; it is skipped when Ray is already initialised, so keep them.
+OPENRLHF_DEFAULTS = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
+
+
+def worker_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
+    env = {name: environ.get(name, default) for name, default in OPENRLHF_DEFAULTS.items()}
+    env.update({name: environ[name] for name in GYMWIRE_VARIABLES if environ.get(name)})
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--train.async_enable" in argv:
+        print("gymwire: --train.async_enable is not supported: the asynchronous trainer generates ahead of "
+              "training, so the turn limit of a rollout's step cannot be known when it starts", file=sys.stderr)
+        return 2
+    if not os.environ.get("GYMWIRE_URLS"):
+        print("gymwire: set GYMWIRE_URLS (or use `gymwire openrlhf launch CONFIG`)", file=sys.stderr)
+        return 2
+    import ray
+
+    from .ray_trainer import install
+
+    install()
+    if not ray.is_initialized():
+        ray.init(runtime_env={"env_vars": worker_env()})
+    sys.argv = ["openrlhf.cli.train_ppo_ray", *argv]
+    runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__", alter_sys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
