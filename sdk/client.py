@@ -189,6 +189,10 @@ class GymClient:
                     message = self.codec.decode(frame)
                 except ProtocolError as exc:
                     log.warning("undecodable frame from server: %s", exc)
+                    # The answer is lost, but if its id is legible its request fails now rather than never.
+                    entry = self._pending.pop(exc.request_id, None) if exc.request_id is not None else None
+                    if entry is not None and not entry[1].done():
+                        entry[1].set_exception(exc)
                     continue
                 await self._on_message(ws, message)
         except websockets.ConnectionClosed:

@@ -154,12 +154,13 @@ class ProcessRunner(EnvRunner):
         return await self._call("step", action)
 
     async def close(self) -> None:
-        if self.process.is_alive():
-            try:
+        try:
+            if self.process.is_alive():
                 await asyncio.wait_for(self._call("close"), timeout=2.0)
-            except (EnvCrashed, asyncio.TimeoutError):
-                pass
-        self.kill()
+        except (EnvCrashed, asyncio.TimeoutError):
+            pass
+        finally:
+            self.kill()  # also when the call could not even be made (executor shut down by stop)
 
     def kill(self) -> None:
         if self.process.is_alive():

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import secrets
 import signal
 import threading
@@ -122,15 +123,15 @@ class Connection:
         self.sessions: set[str] = set()
         self.opening = 0  # opens in progress, counted against the per-connection cap
         self.inflight: dict[int, Inflight] = {}
-        self.last_heard = _now()
+        self.connected_at = self.last_heard = _now()
+        self.closed = False
         self.ping_ids = iter(range(2**53 - 1, 0, -1))  # server pings count down: no clash with client ids
         self.peer = f"{ws.remote_address}" if ws.remote_address else "?"
 
     async def send(self, message: Message) -> None:
-        observation = getattr(message, "observation", None)
-        if observation is not None and observation.images and not self.wants_images:
+        if not self.wants_images:
             # Images go only to clients that asked for them in hello (they can be large).
-            message = message.model_copy(update={"observation": observation.model_copy(update={"images": None})})
+            message = _without_images(message)
         try:
             frame = self.codec.encode(message)
         except Exception as exc:  # an environment put something unencodable in info/data
@@ -150,6 +151,29 @@ class Connection:
     async def send_error(self, error: ProtocolError) -> None:
         self.server.metrics.error(error.code.name)
         await self.send(error_message(error))
+
+
+def _replay(machine: SessionMachine, kind: type[Message], request_id: int) -> Any:
+    """The recorded answer to a re-sent seq, if it answers the same kind of request."""
+    reply = machine.last_reply
+    if not isinstance(reply, kind):
+        # The seq went to a reset and this is a step (or the reverse): not a retry of it.
+        raise ProtocolError(
+            ErrorCode.BAD_SEQUENCE,
+            f"seq {machine.last_seq} was answered with a {reply.type}, so this is no retry; send {machine.last_seq + 1}",
+            session=machine.session,
+        )
+    return reply.model_copy(update={"id": request_id})
+
+
+def _without_images(message: Any) -> Any:
+    if isinstance(message, StepBatchResult):
+        results = [_without_images(result) for result in message.results]
+        return message.model_copy(update={"results": results}) if results != message.results else message
+    observation = getattr(message, "observation", None)
+    if observation is not None and observation.images:
+        return message.model_copy(update={"observation": observation.model_copy(update={"images": None})})
+    return message
 
 
 class GymServer:
@@ -341,6 +365,7 @@ class GymServer:
         except websockets.ConnectionClosed:
             pass
         finally:
+            conn.closed = True
             heartbeat.cancel()
             self.connections.discard(conn)
             self.metrics.connection(-1)
@@ -359,7 +384,7 @@ class GymServer:
         while True:
             await asyncio.sleep(interval / 2)
             silent = _now() - conn.last_heard
-            if not conn.welcomed and silent > interval:
+            if not conn.welcomed and _now() - conn.connected_at > interval:
                 log.info("connection from %s sent no hello within %.1fs: closing", conn.peer, interval)
                 await conn.ws.close(1002, "no hello")
                 return
@@ -395,7 +420,7 @@ class GymServer:
             await self._hello(conn, message)
             return
         if not conn.welcomed:
-            if isinstance(message, (Pong, Ping)):
+            if isinstance(message, Pong):
                 return
             raise ProtocolError(ErrorCode.HANDSHAKE_REQUIRED, "send hello first and wait for welcome")
         if isinstance(message, Pong):
@@ -464,7 +489,19 @@ class GymServer:
                 retry_after_ms=50,
             )
         task = asyncio.get_running_loop().create_task(self._serve_request(conn, message))
-        conn.inflight[message.id] = Inflight(task)
+        inflight = conn.inflight[message.id] = Inflight(task)
+        task.add_done_callback(lambda _: self._answer_if_cancelled_unstarted(conn, message, inflight))
+
+    def _answer_if_cancelled_unstarted(self, conn: Connection, message: Any, inflight: Inflight) -> None:
+        # A task cancelled before its first step (a cancel in the same read as its request, or the
+        # connection closing) never enters _serve_request, whose handlers answer and unregister.
+        if not inflight.task.cancelled() or conn.inflight.get(message.id) is not inflight:
+            return
+        del conn.inflight[message.id]
+        cancelled = ProtocolError(
+            ErrorCode.CANCELLED, "cancelled by the client", request_id=message.id, session=getattr(message, "session", None)
+        )
+        asyncio.get_running_loop().create_task(conn.send_error(cancelled))
 
     async def _serve_request(self, conn: Connection, message: Any) -> None:
         inflight = conn.inflight[message.id]
@@ -623,6 +660,10 @@ class GymServer:
                 if isinstance(exc, (EnvCrashed, TypeError)):
                     raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {exc}") from None
                 raise
+        if conn.closed:
+            # The connection died during the open: nobody will ever learn this session's id or token.
+            await self._destroy_session(session, "its connection closed during the open")
+            raise ProtocolError(ErrorCode.CANCELLED, "the connection closed before the session was opened")
         session.machine.opened(did_reset=message.reset)
         self.metrics.session_opened(message.env)
         log.debug("session %s opened on %s", session_id, message.env)
@@ -639,7 +680,7 @@ class GymServer:
         session = self._owned(conn, message.session)
         async with session.lock:
             if session.machine.check_reset(message.seq) is Decision.REPLAY:
-                return session.machine.last_reply.model_copy(update={"id": message.id})
+                return _replay(session.machine, ResetResult, message.id)
             if message.task is not None:
                 session.task = message.task
             inflight.env_started = True
@@ -672,17 +713,20 @@ class GymServer:
         async with session.lock:
             machine = session.machine
             if machine.check_step(seq) is Decision.REPLAY:
-                return machine.last_reply.model_copy(update={"id": request_id})
+                return _replay(machine, StepResult, request_id)
             inflight.env_started = True
             try:
                 result = await session.runner.step(action)
                 if not isinstance(result, EnvStepResult):
                     raise EnvCrashed(f"step must return gymwire.sdk.StepResult, got {type(result).__name__}")
                 observation = as_observation(result.observation)
-            except (EnvCrashed, TypeError) as exc:
+                reward = float(result.reward)
+                if not math.isfinite(reward) or (result.score is not None and not math.isfinite(float(result.score))):
+                    # JSON cannot carry them (GW-FRAME-9) and no trainer can use them.
+                    raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
+            except (EnvCrashed, TypeError, ValueError) as exc:
                 machine.crashed()
                 raise ProtocolError(ErrorCode.ENV_CRASHED, f"step failed: {exc}", session=session.id) from None
-            reward = float(result.reward)
             terminated = bool(result.terminated)
             truncated = machine.step_done(reward, terminated, bool(result.truncated))
             if result.success is not None:

@@ -1,0 +1,302 @@
+"""Adversarial tests of the server runtime and the client: hostile traffic on loopback beside a
+well-behaved connection, resource leaks over thousands of sessions, dropped and restarted servers.
+
+Every test runs a real GymServer on 127.0.0.1 and talks to it over WebSockets: a raw peer (plain
+`websockets`, both encodings) for what the SDK client would never send, the SDK client otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import os
+import random
+import tracemalloc
+from collections import Counter
+from typing import Any
+
+import msgpack
+import pytest
+import websockets
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sdk_fault_envs import CountingEnv
+
+from gymwire.protocol import Codec, ErrorCode, Limits, Pong, ProtocolError, Step
+from gymwire.protocol.messages import MAX_ID, MESSAGE_TYPES
+from gymwire.sdk import Environment, StepResult as EnvStepResult, Task
+from gymwire.sdk.client import ConnectionLost, GymClient
+from gymwire.sdk.server import GymServer
+
+ENCODINGS = ["msgpack", "json"]
+
+
+class RawPeer:
+    """A WebSocket peer that sends whatever it is given: maps, raw bytes or raw text."""
+
+    def __init__(self, ws: Any, encoding: str) -> None:
+        self.ws = ws
+        self.encoding = encoding
+        self.next_id = 1
+
+    @classmethod
+    async def connect(cls, url: str, encoding: str, hello: bool = True) -> "RawPeer":
+        ws = await websockets.connect(url, subprotocols=[f"gymwire.v1+{encoding}"], ping_interval=None, max_size=None)
+        peer = cls(ws, encoding)
+        if hello:
+            welcome = await peer.request({"type": "hello", "version": "1.0", "client": {"name": "raw"}})
+            assert welcome["type"] == "welcome", welcome
+        return peer
+
+    def fresh_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def encode(self, obj: Any) -> bytes | str:
+        return msgpack.packb(obj, use_bin_type=True) if self.encoding == "msgpack" else json.dumps(obj)
+
+    def decode(self, frame: bytes | str) -> dict[str, Any]:
+        return msgpack.unpackb(frame, raw=False) if self.encoding == "msgpack" else json.loads(frame)
+
+    async def send(self, obj: Any) -> None:
+        await self.ws.send(obj if isinstance(obj, (bytes, str)) else self.encode(obj))
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        return self.decode(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def request(self, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """Send a request (a fresh id unless it has one) and return its answer, skipping others."""
+        obj = {"id": self.fresh_id(), **obj}
+        await self.send(obj)
+        while True:
+            reply = await self.recv(timeout)
+            if reply.get("id") == obj["id"]:
+                return reply
+
+    async def open(self, env: str = "counting", **fields: Any) -> dict[str, Any]:
+        opened = await self.request({"type": "open", "env": env, **fields})
+        assert opened["type"] == "opened", opened
+        return opened
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
+    """Poll a condition of the server's state (not a timing assertion: the bound is generous)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def quiet(server: GymServer) -> bool:
+    return server.stats() == {"sessions": 0, "connections": 0, "inflight": 0}
+
+
+def child_pids() -> set[int]:
+    """Live (not zombie) processes whose parent is this process or one of its children."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    states: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        states[int(entry)] = fields[0]
+        parents[int(entry)] = int(fields[1])
+    children = {pid for pid, parent in parents.items() if parent == me}
+    grandchildren = {pid for pid, parent in parents.items() if parent in children}
+    return {pid for pid in children | grandchildren if states.get(pid) != "Z"}
+
+
+def zombie_children() -> set[int]:
+    me = os.getpid()
+    zombies = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                if fields[0] == "Z" and int(fields[1]) == me:
+                    zombies.add(int(entry))
+    return zombies
+
+
+# ----------------------------------------------------------------------------- targeted findings
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_a_cancel_right_behind_its_request_still_gets_the_request_answered(make_server, encoding):
+    # Both frames arrive in one read: the cancel reaches the request's task before it ran a line.
+    async with make_server() as server:
+        peer = await RawPeer.connect(server.url, encoding)
+        opened = await peer.open(seed=1)
+        step = {"type": "step", "id": 500, "session": opened["session"], "seq": 1, "action": "x"}
+        cancel = {"type": "cancel", "id": 501, "target": 500}
+        await peer.ws.send(peer.encode(step))
+        await peer.ws.send(peer.encode(cancel))
+        answers = {}
+        for _ in range(2):
+            reply = await peer.recv()
+            answers[reply["id"]] = reply
+        assert answers[501] == {"type": "cancel_ack", "id": 501, "target": 500, "found": True}
+        assert answers[500]["type"] == "error" and answers[500]["name"] == "CANCELLED", answers
+        assert server.stats()["inflight"] == 0
+        # The cancelled step never ran: seq 1 is still the next one.
+        result = await peer.request({"type": "step", "session": opened["session"], "seq": 1, "action": "y"})
+        assert result["type"] == "step_result" and result["observation"]["text"] == "step 1: y"
+        await peer.close()
+
+
+async def test_a_batch_entry_whose_seq_was_a_reset_does_not_break_the_batch(make_server):
+    async with make_server() as server:
+        peer = await RawPeer.connect(server.url, "msgpack")
+        a = await peer.open(seed=1)
+        b = await peer.open(seed=2)
+        reset = await peer.request({"type": "reset", "session": a["session"], "seq": 1})
+        assert reset["type"] == "reset_result"
+        batch = await peer.request(
+            {
+                "type": "step_batch",
+                "steps": [
+                    {"session": a["session"], "seq": 1, "action": "replay of a reset?"},
+                    {"session": b["session"], "seq": 1, "action": "fine"},
+                ],
+            }
+        )
+        assert batch["type"] == "step_batch_result", batch
+        first, second = batch["results"]
+        assert first["type"] == "error" and first["name"] == "BAD_SEQUENCE" and first["session"] == a["session"]
+        assert second["type"] == "step_result" and second["observation"]["text"] == "step 1: fine"
+        # The same mix-up on a single step is refused the same way, not answered with a reset_result.
+        single = await peer.request({"type": "step", "session": a["session"], "seq": 1, "action": "x"})
+        assert single["type"] == "error" and single["name"] == "BAD_SEQUENCE", single
+        step = await peer.request({"type": "step", "session": a["session"], "seq": 2, "action": "x"})
+        again = await peer.request({"type": "reset", "session": a["session"], "seq": 2})
+        assert step["type"] == "step_result" and again["name"] == "BAD_SEQUENCE", again
+        await peer.close()
+
+
+class SlowStartEnv(Environment):
+    """Takes a while to construct, as environments that load data do."""
+
+    name = "slow-start"
+    built = 0
+    closed = 0
+
+    def __init__(self) -> None:
+        import time
+
+        time.sleep(0.3)
+        SlowStartEnv.built += 1
+
+    def reset(self, task: Task) -> str:
+        return "ready"
+
+    def step(self, action: str) -> EnvStepResult:
+        return EnvStepResult("ok")
+
+    def close(self) -> None:
+        SlowStartEnv.closed += 1
+
+
+async def test_an_open_whose_connection_died_meanwhile_leaves_no_session(make_server):
+    # Nobody can ever learn that session's id or token, so it must not wait for idle_timeout_ms.
+    SlowStartEnv.built = SlowStartEnv.closed = 0
+    limits = Limits(resume_grace_ms=100, idle_timeout_ms=600_000)
+    async with make_server(envs=[SlowStartEnv], limits=limits) as server:
+        peer = await RawPeer.connect(server.url, "msgpack")
+        await peer.send({"type": "open", "id": 7, "env": "slow-start"})
+        await asyncio.sleep(0.1)
+        peer.ws.transport.abort()
+        assert await wait_until(lambda: SlowStartEnv.built == 1)
+        assert await wait_until(lambda: quiet(server), timeout=2.0), server.stats()
+        assert await wait_until(lambda: SlowStartEnv.closed == 1, timeout=2.0)
+
+
+async def test_a_peer_that_chatters_without_hello_is_closed(make_server):
+    # GW-HANDSHAKE-7: the hello deadline counts from the upgrade, not from the last frame heard.
+    async with make_server(limits=Limits(heartbeat_interval_ms=100)) as server:
+        peer = await RawPeer.connect(server.url, "json", hello=False)
+        closed = False
+        for _ in range(40):
+            try:
+                await peer.send({"type": "list_envs", "id": 1})
+                assert (await peer.recv())["name"] == "HANDSHAKE_REQUIRED"
+            except websockets.ConnectionClosed:
+                closed = True
+                break
+            await asyncio.sleep(0.025)
+        assert closed, "a peer that never said hello kept its connection for 1 s"
+        assert await wait_until(lambda: server.stats()["connections"] == 0)
+
+
+async def test_a_ping_before_hello_is_answered(make_server):
+    # GW-HANDSHAKE-2: every request before the welcome gets HANDSHAKE_REQUIRED with its id.
+    async with make_server() as server:
+        peer = await RawPeer.connect(server.url, "msgpack", hello=False)
+        await peer.send({"type": "ping", "id": 42})
+        reply = await peer.recv(timeout=2.0)
+        assert reply["type"] == "error" and reply["name"] == "HANDSHAKE_REQUIRED" and reply["id"] == 42
+        await peer.close()
+
+
+async def test_batch_results_carry_images_only_for_clients_that_ask(make_server):
+    # GW-STEP-8 holds for observations inside a step_batch_result too.
+    async with make_server() as server, GymClient(server.url) as plain:
+        session = await plain.open("picture")
+        (result,) = await plain.step_batch([(session, "x")])
+        assert result.observation.text == "again" and result.observation.images is None
+
+
+class NanRewardEnv(Environment):
+    name = "nan-reward"
+
+    def reset(self, task: Task) -> str:
+        return "ready"
+
+    def step(self, action: str) -> EnvStepResult:
+        return EnvStepResult("weird", reward=float(action))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_a_non_finite_reward_is_a_typed_error_not_a_hang(make_server, encoding):
+    # JSON has no NaN (GW-FRAME-9): it used to travel as null, the client could not decode the
+    # reply and the step waited forever.
+    async with make_server(envs=[NanRewardEnv]) as server, GymClient(server.url, encoding=encoding) as client:
+        for bad in ("nan", "inf", "-inf"):
+            session = await client.open("nan-reward")
+            with pytest.raises(ProtocolError) as info:
+                await asyncio.wait_for(session.step(bad), 5)
+            assert info.value.code is ErrorCode.ENV_CRASHED and "finite" in info.value.message
+        fine = await client.open("nan-reward")
+        assert (await fine.step("0.5")).reward == 0.5
+
+
+async def test_client_fails_a_request_whose_answer_it_cannot_decode(make_server):
+    # A reply the client cannot read but whose id it can must fail that request, not leave it hanging.
+    async with make_server() as server, GymClient(server.url, encoding="json") as client:
+        server_conn = next(iter(server.connections))
+        request = Step(id=client.next_id(), session="nope", seq=1, action="x")
+        original_send = server_conn.ws.send
+
+        async def corrupt(frame: Any) -> None:
+            await original_send(frame.replace('"retryable":false', '"retryable":"no"'))
+
+        server_conn.ws.send = corrupt
+        with pytest.raises(ProtocolError) as info:
+            await asyncio.wait_for(client.request(request), 5)
+        assert info.value.code is ErrorCode.BAD_FRAME and info.value.request_id == request.id
+        server_conn.ws.send = original_send
+        assert client.sessions == {} and (await client.list_envs())
