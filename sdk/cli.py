@@ -8,6 +8,7 @@ dependency direction: `gymwire train` lives in trainers/ and sdk/ never imports 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -18,6 +19,7 @@ from gymwire.protocol import PROTOCOL_VERSION, SUBPROTOCOLS
 from . import commands
 
 
+@functools.cache  # read once: parsing the installed METADATA costs ~1 ms, and the server sends it in every welcome
 def package_version() -> str:
     try:
         return metadata.version("gymwire")

@@ -20,6 +20,8 @@ import time
 from typing import Any, AsyncIterator, Sequence
 
 import websockets
+# Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
+from websockets.exceptions import ConnectionClosed
 from websockets.asyncio.client import ClientConnection
 
 from gymwire.protocol import (
@@ -195,7 +197,7 @@ class GymClient:
                         entry[1].set_exception(exc)
                     continue
                 await self._on_message(ws, message)
-        except websockets.ConnectionClosed:
+        except ConnectionClosed:
             pass
         finally:
             if ws is self._ws:
@@ -203,7 +205,7 @@ class GymClient:
 
     async def _on_message(self, ws: ClientConnection, message: Message) -> None:
         if isinstance(message, Ping):
-            with contextlib.suppress(websockets.ConnectionClosed):
+            with contextlib.suppress(ConnectionClosed):
                 await ws.send(self.codec.encode(Pong(id=message.id)))
             return
         if isinstance(message, Notice):
@@ -230,7 +232,7 @@ class GymClient:
                 ws.transport.abort()
                 return
             if silent > interval:
-                with contextlib.suppress(websockets.ConnectionClosed):
+                with contextlib.suppress(ConnectionClosed):
                     await ws.send(self.codec.encode(Ping(id=next(self._ids))))
 
     def _on_disconnect(self) -> None:
@@ -310,7 +312,7 @@ class GymClient:
         request_id = message.id  # type: ignore[attr-defined]
         self._pending[request_id] = (message, future)
         if self._connected.is_set() and self._ws is not None:
-            with contextlib.suppress(websockets.ConnectionClosed):
+            with contextlib.suppress(ConnectionClosed):
                 await self._ws.send(self.codec.encode(message))  # on failure, the reconnect re-sends it
         timeout = timeout if timeout is not None else self.request_timeout
         try:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
 import websockets
+# Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
+from websockets.exceptions import ConnectionClosed
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -145,7 +147,7 @@ class Connection:
                     retryable=False,
                 )
             )
-        with contextlib.suppress(websockets.ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed):
             await self.ws.send(frame)
 
     async def send_error(self, error: ProtocolError) -> None:
@@ -362,7 +364,7 @@ class GymServer:
             async for frame in ws:
                 conn.last_heard = _now()
                 await self._on_frame(conn, frame)
-        except websockets.ConnectionClosed:
+        except ConnectionClosed:
             pass
         finally:
             conn.closed = True
