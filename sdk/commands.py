@@ -171,3 +171,15 @@ def register(sub: Any) -> None:
     from .bench.cli import register as register_bench  # argparse only; the bench loads its modules when run
 
     register_bench(sub)
+
+    from .conformance.cli import add_arguments as conformance_args  # argparse only; the suite loads when run
+
+    conformance = sub.add_parser("conformance", help="check a server against the protocol spec (spec/CONFORMANCE.md)")
+    conformance_args(conformance)
+    conformance.set_defaults(handler=_conformance)
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    from .conformance.cli import main
+
+    return main(args)

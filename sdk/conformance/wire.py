@@ -154,10 +154,12 @@ class RawConnection:
         self.ws.transport.abort()
 
     async def close(self) -> None:
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
-        if self.close_code is None:
-            await self.ws.close()
+        """Close with a closing handshake; the reader then sees the end of the stream and stops."""
+        await self.ws.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reader), 2)
+        except asyncio.TimeoutError:
+            self._reader.cancel()
 
     # ------------------------------------------------------------------ receiving
 
