@@ -73,6 +73,8 @@ class FakeEngine:
     calls: list[Call] = field(default_factory=list)
     # Called (and awaited) before answering call number N (1-based), e.g. to drop the connection.
     before_call: dict[int, Callable[[], Any]] = field(default_factory=dict)
+    # Always say this number instead of bisecting (a policy that never wins: episodes run to the limit).
+    fixed_guess: int | None = None
 
     async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
         self.calls.append(Call(list(prompt_token_ids), sampling_params.max_tokens))
@@ -83,7 +85,8 @@ class FakeEngine:
                 await result
         await asyncio.sleep(0)  # a real engine yields to the loop while it decodes
         conversation = self.tokenizer.decode(prompt_token_ids, skip_special_tokens=False)
-        text = f"{self.preamble} {bisection_guess(conversation)}"
+        guess = bisection_guess(conversation) if self.fixed_guess is None else self.fixed_guess
+        text = f"{self.preamble} {guess}"
         tokens = self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
         finish = "stop"
         if sampling_params.max_tokens is not None and len(tokens) > sampling_params.max_tokens:

@@ -177,8 +177,14 @@ def build_command(config: LaunchConfig, urls: list[str]) -> tuple[list[str], dic
 
 
 def render(argv: list[str], env: Mapping[str, str]) -> str:
+    """A shell script: the exports, then the command with one flag and its value per line."""
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
-    return exports + " \\\n    ".join(shlex.quote(a) for a in argv)
+    lines: list[list[str]] = [[]]
+    for arg in argv:
+        if arg.startswith("--"):
+            lines.append([])
+        lines[-1].append(arg)
+    return exports + " \\\n    ".join(" ".join(shlex.quote(a) for a in line) for line in lines)
 
 
 def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -194,13 +200,13 @@ def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeo
     raise RuntimeError(f"`gymwire serve` did not listen on {host}:{port} within {timeout:.0f}s")
 
 
-def launch(config: LaunchConfig, *, dry_run: bool = False, out: Any = sys.stdout) -> int:
+def launch(config: LaunchConfig, *, dry_run: bool = False) -> int:
     embedded = config.gym.get("embedded") or []
     urls = embedded_urls(config) if embedded else list(config.gym["urls"])
     argv, env = build_command(config, urls)
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)
-    print(render(argv, env), file=out)
+    print(render(argv, env), flush=True)
     if dry_run:
         return 0
     server = None

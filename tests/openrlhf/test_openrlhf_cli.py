@@ -1,0 +1,176 @@
+"""`gymwire openrlhf prepare` and `gymwire openrlhf launch`."""
+
+import json
+import shlex
+
+import pytest
+from openrlhf_fakes import GUESS_FIRST_OBSERVATION
+
+from gymwire.sdk.cli import main
+from gymwire.sdk.server import GymServer
+from gymwire.servers.guess import GuessEnv
+from gymwire.trainers.openrlhf import train
+from gymwire.trainers.openrlhf.dataset import read_rows
+from gymwire.trainers.openrlhf.labels import TaskLabel, first_message
+from gymwire.trainers.openrlhf.launch import LaunchConfig, LaunchConfigError, build_command
+
+
+def test_prepare_with_an_embedded_server(tmp_path, capsys):
+    out = tmp_path / "data" / "tasks.jsonl"
+    assert main(["openrlhf", "prepare", "guess", "--split", "test", "--start", "95", "--out", str(out)]) == 0
+    rows = read_rows(out)
+    assert [TaskLabel.parse(r["label"]) for r in rows] == [TaskLabel("guess", "test", i) for i in range(95, 100)]
+    assert {r["prompt"] for r in rows} == {first_message(GuessEnv.info(), GUESS_FIRST_OBSERVATION)}
+    assert "wrote 5 tasks" in capsys.readouterr().err
+
+
+def test_prepare_from_a_running_server(tmp_path):
+    out = tmp_path / "tasks.jsonl"
+    with GymServer([GuessEnv], port=0, token="s3cret").run_in_thread() as url:
+        code = main(["openrlhf", "prepare", "guess", "--url", url, "--token", "s3cret", "--limit", "150", "--out", str(out)])
+    assert code == 0
+    rows = read_rows(out)
+    assert len(rows) == 150 and TaskLabel.parse(rows[-1]["label"]) == TaskLabel("guess", "train", 149)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["guess", "--split", "dev"], "no split 'dev'; its splits are ['test', 'train']"),
+        (["guess", "--split", "test", "--start", "100"], "no tasks in guess/test from index 100"),
+        (["nosuchenv"], "unknown environment 'nosuchenv'"),
+    ],
+)
+def test_prepare_errors_say_what_exists(args, message, tmp_path, capsys):
+    assert main(["openrlhf", "prepare", *args, "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def base_config(**overrides):
+    config = {
+        "model": "/models/qwen",
+        "dataset": "tasks.jsonl",
+        "gpus_per_node": 4,
+        "vllm_engines": 2,
+        "gym": {"urls": ["ws://10.0.0.5:8765", "ws://10.0.0.6:8765"], "token": "tok"},
+        "estimator": "group_norm",
+        "horizon": {"kind": "staged", "stages": [6, 13, 20], "stage_steps": 100},
+        "budget": {"max_len": 8192, "turn_tokens": 256},
+        "rollout": {"batch_size": 32, "n_samples_per_prompt": 8},
+        "checkpoints": {"path": "/ckpt", "save_steps": 10, "resume": True},
+        "extra_args": ["--actor.learning_rate", "1e-6"],
+    }
+    config.update(overrides)
+    return config
+
+
+def flag(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def test_launch_dry_run_prints_environment_and_openrlhf_command(tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(base_config()))
+    assert main(["openrlhf", "launch", str(path), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    exports = dict(line[len("export "):].split("=", 1) for line in printed.splitlines() if line.startswith("export "))
+    assert exports == {
+        "GYMWIRE_URLS": "ws://10.0.0.5:8765,ws://10.0.0.6:8765",
+        "GYMWIRE_TOKEN": "tok",
+        "GYMWIRE_HORIZON": "staged:6,13,20@100",
+        "GYMWIRE_STEP_SOURCE": "ray:gymwire-step",
+    }
+    argv = shlex.split(printed.split("\n", len(exports))[-1].replace("\\\n", " "))
+    assert "--data.max_len 8192 \\\n" in printed  # one flag and its value per line
+    assert argv[1:3] == ["-m", "gymwire.trainers.openrlhf.train"]
+    assert flag(argv, "--train.agent_func_path").endswith("trainers/openrlhf/agent_func.py")
+    assert flag(argv, "--data.max_len") == "8192" and flag(argv, "--rollout.max_new_tokens") == "256"
+    assert flag(argv, "--algo.advantage.estimator") == "group_norm"
+    assert flag(argv, "--rollout.n_samples_per_prompt") == "8"
+    assert flag(argv, "--actor.num_gpus_per_node") == flag(argv, "--ref.num_gpus_per_node") == "4"
+    assert "--ckpt.load_enable" in argv and flag(argv, "--ckpt.path") == "/ckpt"
+    assert argv[-2:] == ["--actor.learning_rate", "1e-6"]
+    assert "--critic.num_gpus_per_node" not in argv and "--data.apply_chat_template" not in argv
+
+
+def test_launch_gae_gets_a_critic_and_multiturn_gets_the_template(tmp_path):
+    config = LaunchConfig.from_mapping(base_config(estimator="gae", agent="multiturn"))
+    argv, env = build_command(config, ["ws://h:1"])
+    assert flag(argv, "--critic.num_gpus_per_node") == "4"
+    assert flag(argv, "--train.agent_func_path").endswith("agent_func_multiturn.py")
+    assert "--data.apply_chat_template" in argv and env["GYMWIRE_TOKENIZER"] == "/models/qwen"
+
+
+def test_launch_warns_when_the_budget_is_below_the_last_stage():
+    config = LaunchConfig.from_mapping(base_config(budget={"max_len": 2048, "turn_tokens": 256}))
+    assert "20 turns x 256 tokens" in config.warnings()[0]
+    assert LaunchConfig.from_mapping(base_config()).warnings() == []
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model": ""}, "needs `model`"),
+        ({"estimator": "ppo"}, "not one of"),
+        ({"rollout": {"n_samples_per_prompt": 1}}, "n_samples_per_prompt >= 2"),
+        ({"gym": {}}, "exactly one of `urls`"),
+        ({"gym": {"urls": ["ws://a:1"], "embedded": ["guess"]}}, "exactly one of `urls`"),
+        ({"extra_args": ["--train.async_enable"]}, "synchronous trainer"),
+        ({"agent": "chat"}, "agent 'chat'"),
+        ({"epochs": 3}, "unknown config key(s) ['epochs']"),
+        ({"budget": {"turn_tokens": 5}}, "budget.max_len"),
+    ],
+)
+def test_launch_config_errors_name_the_key(overrides, message):
+    with pytest.raises(LaunchConfigError) as info:
+        LaunchConfig.from_mapping(base_config(**overrides))
+    assert message in str(info.value)
+
+
+def test_launch_reports_a_bad_horizon(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\ndataset: d\ngym: {embedded: [guess]}\nhorizon: 'staged:1,2'\n")
+    assert main(["openrlhf", "launch", str(path), "--dry-run"]) == 2
+    assert "cannot read horizon 'staged:1,2'" in capsys.readouterr().err
+
+
+def test_train_entry_refuses_async_and_missing_servers(monkeypatch, capsys):
+    monkeypatch.setenv("GYMWIRE_URLS", "ws://a:1")
+    assert train.main(["--train.async_enable"]) == 2
+    assert "not supported" in capsys.readouterr().err
+    monkeypatch.delenv("GYMWIRE_URLS")
+    assert train.main([]) == 2
+    assert "GYMWIRE_URLS" in capsys.readouterr().err
+
+
+def test_worker_env_carries_gymwire_settings_and_openrlhf_defaults():
+    env = train.worker_env({"GYMWIRE_URLS": "ws://a:1", "GYMWIRE_HORIZON": "fixed:5", "NCCL_DEBUG": "INFO", "HOME": "/x"})
+    assert env == {
+        "GYMWIRE_URLS": "ws://a:1", "GYMWIRE_HORIZON": "fixed:5",
+        "TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "INFO", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
+    }
+
+
+def test_launch_serves_embedded_envs_for_the_run_and_stops_them(tmp_path, monkeypatch):
+    import socket
+
+    from gymwire.sdk.sync import SyncGymClient
+    from gymwire.trainers.openrlhf import launch as launch_module
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = LaunchConfig.from_mapping(base_config(gym={"embedded": ["guess"], "host": "127.0.0.1", "port": port}))
+    seen = {}
+
+    def fake_call(argv, env):
+        seen["argv"], seen["urls"] = argv, env["GYMWIRE_URLS"]
+        with SyncGymClient(env["GYMWIRE_URLS"]) as client:
+            seen["envs"] = [info.name for info in client.list_envs()]
+        return 7
+
+    monkeypatch.setattr(launch_module.subprocess, "call", fake_call)
+    assert launch_module.launch(config) == 7
+    assert seen["envs"] == ["guess"] and seen["urls"] == f"ws://127.0.0.1:{port}"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
