@@ -1,0 +1,73 @@
+"""What a rollout asks of a policy: token ids in, sampled token ids and their log-probs out.
+
+Backends: `TransformersPolicy` (trainers/hf_policy.py; CPU or one CUDA GPU) and `VLLMPolicy`
+(trainers/vllm_policy.py; needs the `vllm` package). `make_policy` picks one by name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+__all__ = ["Generation", "Sampling", "PolicyBackend", "make_policy", "POLICY_BACKENDS"]
+
+POLICY_BACKENDS = ("transformers", "vllm")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample. temperature 0 is greedy decoding."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Generation:
+    """One continuation, exactly as sampled. `logprobs[i]` is the log-probability of `token_ids[i]`
+    under the distribution it was sampled from. `stopped`: it ended on a stop token (which is the
+    last of `token_ids`); otherwise the token budget cut it."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    stopped: bool
+
+
+class PolicyBackend(ABC):
+    """Generates continuations of token-id prompts, as a batch."""
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: Sequence[int],
+        stop_ids: Sequence[int],
+        sampling: Sampling,
+    ) -> list[Generation]:
+        """One continuation per prompt, at most `max_new_tokens[i]` (>= 1) tokens for prompt i,
+        ending at the first token in `stop_ids` (kept)."""
+
+    def load_weights(self, model: Any) -> None:
+        """Bring the backend up to date with the trainer's `model` after an update. Backends that
+        generate with the trainer's own model object have nothing to do."""
+
+
+def make_policy(kind: str, model: Any, tokenizer: Any, **options: Any) -> PolicyBackend:
+    """A backend by name: "transformers" generates with `model` itself; "vllm" loads `model`'s
+    weights into a vLLM engine (`options` go to `vllm.LLM`)."""
+    if kind == "transformers":
+        from .hf_policy import TransformersPolicy
+
+        return TransformersPolicy(model, pad_id=tokenizer.pad_token_id, **options)
+    if kind == "vllm":
+        from .vllm_policy import VLLMPolicy
+
+        return VLLMPolicy(model, tokenizer, **options)
+    raise ValueError(f"unknown policy backend {kind!r}; choose one of {', '.join(POLICY_BACKENDS)}")

@@ -1,0 +1,314 @@
+"""Collect episodes: many at once through one gymwire client, token-in/token-out.
+
+All episodes of a batch advance turn by turn together: the policy generates for every episode
+still running in one batched call, then every action goes to the server concurrently. Batch
+composition therefore depends only on the episodes, not on network timing, so a seeded run
+samples the same tokens every time (exact resume relies on it).
+
+An episode's `tokens` are the prompt, then per turn the policy's tokens exactly as generated
+(loss mask 1, with their sampling log-probs) and the environment's answer rendered by the model's
+chat template (loss mask 0). The turn limit goes to the server at open (`max_turns`), which
+truncates the episode; token budgets are enforced here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Coroutine, Iterable, Sequence, TypeVar
+
+from gymwire.protocol import ProtocolError
+from gymwire.sdk.client import ClientSession, GymClient
+
+from .chat import ChatFormat
+from .policy import PolicyBackend, Sampling
+
+__all__ = [
+    "EpisodeSpec",
+    "RolloutSettings",
+    "Turn",
+    "Episode",
+    "collect_episodes",
+    "write_jsonl",
+    "read_jsonl",
+    "RolloutClient",
+]
+
+T = TypeVar("T")
+
+# Why an episode ended.
+TERMINATED = "terminated"  # the environment ended it (goal reached or failed)
+TRUNCATED = "truncated"  # the server's turn limit
+TOKEN_BUDGET = "token_budget"  # the next turn would not fit the per-episode token budget
+ERROR = "error"  # the server answered a step with an error
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Which task to play. `group`: episodes of one group play the same task (GRPO, RLOO)."""
+
+    split: str | None = None
+    index: int | None = None
+    seed: int | None = None
+    group: int = 0
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """`max_turns` goes to the server at open; `turn_tokens` caps one generation and
+    `episode_tokens` the whole token sequence (prompt, actions and observations)."""
+
+    env: str
+    options: dict[str, Any] = field(default_factory=dict)
+    max_turns: int | None = None
+    turn_tokens: int = 64
+    episode_tokens: int = 4096
+    sampling: Sampling = Sampling()
+    instructions: bool = True  # prefix the first observation with the environment's instructions
+
+    def __post_init__(self) -> None:
+        if self.turn_tokens < 1 or self.episode_tokens < 2:
+            raise ValueError(
+                f"token budgets must allow generation: turn_tokens={self.turn_tokens} (>= 1), "
+                f"episode_tokens={self.episode_tokens} (>= 2)"
+            )
+
+
+@dataclass
+class Turn:
+    action: str
+    observation: str
+    reward: float
+    start: int  # index in `tokens` of the turn's first generated token
+    end: int  # index in `tokens` of its last generated token
+
+
+@dataclass
+class Episode:
+    env: str
+    spec: EpisodeSpec
+    options: dict[str, Any]
+    max_turns: int
+    prompt_length: int
+    tokens: list[int]
+    loss_mask: list[int]
+    logprobs: list[float]  # sampling log-prob of generated tokens, 0.0 on prompt/environment tokens
+    turns: list[Turn] = field(default_factory=list)
+    finish: str = ""
+    success: bool = False
+    score: float = 0.0
+    error: str | None = None
+    text: str = ""
+
+    @property
+    def reward(self) -> float:
+        return sum(turn.reward for turn in self.turns)
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+    def to_json(self) -> dict[str, Any]:
+        """Readable fields first: what happened, then the conversation, then the token arrays."""
+        return {
+            "env": self.env,
+            "task": {k: v for k, v in asdict(self.spec).items() if v is not None},
+            "options": self.options,
+            "success": self.success,
+            "score": self.score,
+            "reward": self.reward,
+            "finish": self.finish,
+            "error": self.error,
+            "max_turns": self.max_turns,
+            "turns": [asdict(turn) for turn in self.turns],
+            "text": self.text,
+            "prompt_length": self.prompt_length,
+            "tokens": self.tokens,
+            "loss_mask": self.loss_mask,
+            "logprobs": self.logprobs,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Episode":
+        return cls(
+            env=data["env"],
+            spec=EpisodeSpec(**data["task"]),
+            options=data["options"],
+            max_turns=data["max_turns"],
+            prompt_length=data["prompt_length"],
+            tokens=data["tokens"],
+            loss_mask=data["loss_mask"],
+            logprobs=data["logprobs"],
+            turns=[Turn(**turn) for turn in data["turns"]],
+            finish=data["finish"],
+            success=data["success"],
+            score=data["score"],
+            error=data["error"],
+            text=data["text"],
+        )
+
+
+class _Running:
+    """An episode in progress and its session."""
+
+    def __init__(self, episode: Episode, session: ClientSession):
+        self.episode = episode
+        self.session = session
+        self.done = False
+
+    def end(self, finish: str) -> None:
+        self.episode.finish = finish
+        self.done = True
+
+
+async def _open(client: GymClient, spec: EpisodeSpec, settings: RolloutSettings) -> ClientSession:
+    return await client.open(
+        settings.env,
+        split=spec.split,
+        index=spec.index,
+        seed=spec.seed,
+        options=settings.options,
+        max_turns=settings.max_turns,
+    )
+
+
+async def collect_episodes(
+    client: GymClient,
+    policy: PolicyBackend,
+    chat: ChatFormat,
+    specs: Sequence[EpisodeSpec],
+    settings: RolloutSettings,
+) -> list[Episode]:
+    """Play one episode per spec, all concurrently; episodes come back in the order of `specs`."""
+    instructions = ""
+    if settings.instructions:
+        instructions = (await client.describe(settings.env)).instructions
+    sessions = await asyncio.gather(*(_open(client, spec, settings) for spec in specs))
+    running: list[_Running] = []
+    try:
+        for spec, session in zip(specs, sessions):
+            first = session.observation.text if session.observation else ""
+            prompt = chat.prompt(f"{instructions}\n\n{first}" if instructions else first)
+            episode = Episode(
+                env=settings.env,
+                spec=spec,
+                options=dict(settings.options),
+                max_turns=session.max_turns,
+                prompt_length=len(prompt),
+                tokens=list(prompt),
+                loss_mask=[0] * len(prompt),
+                logprobs=[0.0] * len(prompt),
+            )
+            running.append(_Running(episode, session))
+            if len(prompt) >= settings.episode_tokens:
+                running[-1].end(TOKEN_BUDGET)
+        while active := [r for r in running if not r.done]:
+            await _play_turn(client, policy, chat, active, settings)
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions if s.id in client.sessions), return_exceptions=True)
+    for r in running:
+        r.episode.text = chat.tokenizer.decode(r.episode.tokens)
+    return [r.episode for r in running]
+
+
+async def _play_turn(
+    client: GymClient, policy: PolicyBackend, chat: ChatFormat, active: list[_Running], settings: RolloutSettings
+) -> None:
+    budgets = [min(settings.turn_tokens, settings.episode_tokens - len(r.episode.tokens)) for r in active]
+    generations = await asyncio.get_running_loop().run_in_executor(
+        None,
+        policy.generate,
+        [r.episode.tokens for r in active],
+        budgets,
+        chat.stop_ids,
+        settings.sampling,
+    )
+    actions = [chat.tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations]
+    results = await asyncio.gather(*(r.session.step(a) for r, a in zip(active, actions)), return_exceptions=True)
+    for r, generation, action, result in zip(active, generations, actions, results):
+        episode = r.episode
+        start = len(episode.tokens)
+        episode.tokens += generation.token_ids
+        episode.loss_mask += [1] * len(generation.token_ids)
+        episode.logprobs += generation.logprobs
+        if isinstance(result, ProtocolError):
+            episode.error = str(result)
+            r.end(ERROR)
+            continue
+        if isinstance(result, BaseException):
+            raise result
+        turn = Turn(action, result.observation.text, result.reward, start, len(episode.tokens) - 1)
+        episode.turns.append(turn)
+        if result.terminated or result.truncated:
+            if result.metrics is not None:
+                episode.success, episode.score = result.metrics.success, result.metrics.score
+            r.end(TERMINATED if result.terminated else TRUNCATED)
+            continue
+        feedback = chat.user_turn(result.observation.text, generation.token_ids, generation.stopped)
+        # Room for the feedback and at least one generated token, or the episode stops here.
+        if len(episode.tokens) + len(feedback) >= settings.episode_tokens:
+            episode.score = episode.reward
+            r.end(TOKEN_BUDGET)
+            continue
+        episode.tokens += feedback
+        episode.loss_mask += [0] * len(feedback)
+        episode.logprobs += [0.0] * len(feedback)
+
+
+def write_jsonl(episodes: Iterable[Episode], path: str | Path) -> Path:
+    """One episode per line; a person can read the `turns` and `text` fields as they are."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for episode in episodes:
+            out.write(json.dumps(episode.to_json(), ensure_ascii=False) + "\n")
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[Episode]:
+    with Path(path).open(encoding="utf-8") as lines:
+        return [Episode.from_json(json.loads(line)) for line in lines if line.strip()]
+
+
+class RolloutClient:
+    """A connected GymClient on a private event-loop thread, for blocking trainer code. The loop
+    keeps running between batches, so heartbeats are answered while the trainer updates."""
+
+    def __init__(self, url: str, **client_kwargs: Any):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gymwire-rollout", daemon=True)
+        self._thread.start()
+        self.client = GymClient(url, **client_kwargs)
+        try:
+            self.run(self.client.connect())
+        except BaseException:
+            self._stop()
+            raise
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the client's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def collect(
+        self, policy: PolicyBackend, chat: ChatFormat, specs: Sequence[EpisodeSpec], settings: RolloutSettings
+    ) -> list[Episode]:
+        return self.run(collect_episodes(self.client, policy, chat, specs, settings))
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self.run(self.client.close())
+            self._stop()
+
+    def __enter__(self) -> "RolloutClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

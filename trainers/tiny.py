@@ -1,0 +1,107 @@
+"""Build a tiny, randomly initialised chat model in a local folder: no hub downloads.
+
+The tokenizer is word-level: a vocabulary of the words, numbers and punctuation seen in a corpus
+of the environment's own texts, each piece keeping its leading whitespace (as GPT-2's BPE does) so
+that `decode(encode(text)) == text` for any text made of known pieces. The chat template is small
+and ordinary; the trainer treats it like any other model's template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+__all__ = ["TinyModelSpec", "build_tiny_model", "CHAT_TEMPLATE", "SPECIAL_TOKENS"]
+
+# Leading whitespace stays with its word, number or punctuation mark; other whitespace runs
+# are pieces of their own.
+PIECE_PATTERN = r"\s*[A-Za-z]+|\s*\d+|\s*[^\sA-Za-z\d]|\s+"
+PAD, UNK, USER, BOT, EOT = "<pad>", "<unk>", "<user>", "<bot>", "<eot>"
+SPECIAL_TOKENS = (PAD, UNK, USER, BOT, EOT)
+# A turn ends with "<eot>" and a newline, so the text after the model's stop token is not empty:
+# rollouts must restore it (see chat.ChatFormat), as with real templates such as ChatML.
+CHAT_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'assistant' -%}{{ '<bot>' + m['content'] + '<eot>\n' }}"
+    "{%- else -%}{{ '<user>' + m['content'] + '<eot>\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<bot>' }}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Shape of the GPT-2 the builder makes. `numbers` adds the whole numbers 0..numbers-1 to the
+    vocabulary (with and without a leading space) so a policy can say any of them in one token."""
+
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    n_positions: int = 512
+    numbers: int = 101
+    seed: int = 0
+
+
+def _pieces(text: str) -> list[str]:
+    from tokenizers import Regex, pre_tokenizers
+
+    splitter = pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
+    return [piece for piece, _ in splitter.pre_tokenize_str(text)]
+
+
+def build_tokenizer(corpus: Iterable[str], numbers: int):
+    """A word-level `PreTrainedTokenizerFast` whose vocabulary covers `corpus` and 0..numbers-1."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words: set[str] = {"\n", " "}
+    for text in corpus:
+        words.update(_pieces(text))
+    for n in range(numbers):
+        words.update((str(n), f" {n}"))
+    words.difference_update(SPECIAL_TOKENS)
+    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *sorted(words)])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        unk_token=UNK,
+        eos_token=EOT,
+        additional_special_tokens=[USER, BOT],
+        chat_template=CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_tiny_model(path: str | Path, corpus: Iterable[str], spec: TinyModelSpec = TinyModelSpec()) -> Path:
+    """Write a randomly initialised GPT-2 and its tokenizer to `path`; `from_pretrained(path)` loads it."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = Path(path)
+    tokenizer = build_tokenizer(corpus, spec.numbers)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=spec.n_positions,
+        n_embd=spec.n_embd,
+        n_layer=spec.n_layer,
+        n_head=spec.n_head,
+        # No dropout: rollouts and updates must be reproducible from the RNG state alone.
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = GPT2LMHeadModel(config)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
