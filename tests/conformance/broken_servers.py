@@ -1,0 +1,90 @@
+"""Servers that break the protocol on purpose, each by overriding one GymServer method, so the
+conformance tests can show that every such fault is caught and named by its requirement ids.
+
+Also `SleepyEnv`, a test environment with a known slow action and a known crashing action, which
+unlock the suite's checks that need a request in progress (--slow-action, --crash-action).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from gymwire.protocol import ProtocolError
+from gymwire.sdk import Environment, StepResult, Task
+from gymwire.sdk.server import GymServer
+
+SLOW_ACTION = "sleep"
+SLOW_MS = 400
+CRASH_ACTION = "crash"
+
+
+class SleepyEnv(Environment):
+    """Answers anything with an observation; `sleep` takes SLOW_MS, `crash` raises."""
+
+    name = "sleepy"
+    version = "1.0.0"
+    description = "A test environment with a slow action and a crashing one."
+    splits = {"test": 5}
+    default_max_turns = 10
+
+    def reset(self, task: Task) -> str:
+        self.task_index(task)  # raises TaskError for tasks outside `splits`
+        return "ready"
+
+    def step(self, action: str) -> StepResult:
+        if action == SLOW_ACTION:
+            time.sleep(SLOW_MS / 1000)
+        elif action == CRASH_ACTION:
+            raise RuntimeError("crash requested by the test")
+        return StepResult(f"you said {action[:40]!r}")
+
+
+class LockstepServer(GymServer):
+    """Serves each connection's requests one at a time: reads no frame until the last is answered."""
+
+    async def _dispatch(self, conn: Any, message: Any) -> None:
+        await super()._dispatch(conn, message)
+        inflight = conn.inflight.get(getattr(message, "id", None))
+        if inflight is not None:
+            await asyncio.wait({inflight.task})
+
+
+class CrashOnBadFrameServer(GymServer):
+    """Lets a decoding error escape, which kills the connection instead of answering BAD_FRAME."""
+
+    async def _on_frame(self, conn: Any, frame: bytes | str) -> None:
+        try:
+            conn.codec.decode(frame)
+        except ProtocolError as exc:
+            raise RuntimeError(f"unhandled bad frame: {exc}") from exc
+        await super()._on_frame(conn, frame)
+
+
+class DoubleStepServer(GymServer):
+    """Forgets the recorded answer when a seq is re-sent, so the step runs a second time."""
+
+    async def _step_session(self, session: Any, request_id: int, seq: int, *args: Any, **kwargs: Any) -> Any:
+        machine = session.machine
+        if machine.last_reply is not None and seq == machine.last_seq:
+            machine.last_seq -= 1
+        return await super()._step_session(session, request_id, seq, *args, **kwargs)
+
+
+class DeadlineIgnoringServer(GymServer):
+    """Drops every deadline_ms: requests run to the end however late."""
+
+    async def _serve_request(self, conn: Any, message: Any) -> None:
+        if getattr(message, "deadline_ms", None) is not None:
+            message = message.model_copy(update={"deadline_ms": None})
+        await super()._serve_request(conn, message)
+
+
+class AnyTokenServer(GymServer):
+    """Requires a token, announces auth, and then welcomes any token at all."""
+
+    async def _hello(self, conn: Any, hello: Any) -> None:
+        if self.token is not None:
+            hello = hello.model_copy(update={"token": self.token})
+        await super()._hello(conn, hello)

@@ -1,0 +1,59 @@
+"""Each deliberately broken server fails the suite, and the report names the broken requirements."""
+
+import pytest
+from broken_servers import (
+    SLOW_ACTION,
+    SLOW_MS,
+    AnyTokenServer,
+    CrashOnBadFrameServer,
+    DeadlineIgnoringServer,
+    DoubleStepServer,
+    LockstepServer,
+    SleepyEnv,
+)
+from conftest import serve
+
+from gymwire.sdk.conformance import run_conformance
+
+TOKEN = "conformance-test-token"
+# Checks every broken server still passes: each break is specific, not a server that fails everything.
+CONTROLS = {"handshake-msgpack", "episode-json", "batch", "cancel-unknown"}
+
+# server class -> (checks that must fail, requirement ids the report must name as broken)
+BROKEN = {
+    LockstepServer: ({"slow-request-concurrency"}, {"GW-REQUEST-4"}),
+    CrashOnBadFrameServer: ({"malformed-frames-msgpack", "malformed-frames-json", "schema-violations"}, {"GW-FRAME-3", "GW-ERROR-6"}),
+    DoubleStepServer: ({"replay-last-seq", "resume-after-drop"}, {"GW-SESSION-5", "GW-RESUME-4"}),
+    DeadlineIgnoringServer: ({"deadline", "batch-deadline"}, {"GW-DEADLINE-1", "GW-DEADLINE-4"}),
+    AnyTokenServer: ({"auth"}, {"GW-AUTH-1"}),
+}
+
+
+async def _run(server_class, **options):
+    with serve([SleepyEnv], server_class, token=TOKEN) as url:
+        return await run_conformance(url, token=TOKEN, slow_action=SLOW_ACTION, slow_ms=SLOW_MS, max_wait=5, **options)
+
+
+@pytest.mark.parametrize("server_class", list(BROKEN), ids=lambda c: c.__name__)
+async def test_broken_server_fails_with_the_right_ids(server_class):
+    must_fail, broken_ids = BROKEN[server_class]
+    report = await _run(server_class, checks=must_fail | CONTROLS)
+    assert not report.ok
+    failed = {r.name for r in report.failures}
+    assert failed == must_fail, report.summary()
+    failing_ids = {i for r in report.failures for i in r.failed_requirements}
+    assert broken_ids <= failing_ids, report.summary()
+    for requirement in broken_ids:
+        entry = report.requirements()[requirement]
+        assert entry["status"] == "fail"
+        assert entry["evidence"][0]["wire"], "a failure must show what was sent and received"
+    # The summary names the failing ids for a human reader.
+    assert all(requirement in report.summary() for requirement in broken_ids)
+
+
+async def test_expected_failures_do_not_fail_the_run():
+    must_fail, broken_ids = BROKEN[DeadlineIgnoringServer]
+    report = await _run(DeadlineIgnoringServer, checks=must_fail | {"episode-msgpack"}, expected_failures=broken_ids | {"GW-DEADLINE-2"})
+    assert report.ok, report.summary()
+    assert {r.name: r.status for r in report.results} == {"deadline": "xfail", "batch-deadline": "xfail", "episode-msgpack": "pass"}
+    assert report.requirements()["GW-DEADLINE-1"]["status"] == "xfail"

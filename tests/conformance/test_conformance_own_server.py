@@ -1,0 +1,44 @@
+"""The suite passes against gymwire's own server: every built-in environment, and a test
+environment whose slow and crashing actions unlock every check."""
+
+import pytest
+from broken_servers import CRASH_ACTION, SLOW_ACTION, SLOW_MS, SleepyEnv
+from conftest import serve
+
+from gymwire.sdk.conformance import run_conformance
+from gymwire.sdk.registry import builtin_envs, resolve_env
+
+TOKEN = "conformance-test-token"
+
+
+@pytest.mark.parametrize("name", sorted(builtin_envs()))
+async def test_builtin_env_conforms(name):
+    with serve([resolve_env(name)]) as url:
+        report = await run_conformance(url, env=name, max_wait=5)
+    assert report.ok, report.summary()
+    statuses = {r.name: r.status for r in report.results}
+    assert statuses["episode-msgpack"] == statuses["episode-json"] == "pass", report.summary()
+    assert statuses["resume-after-drop"] == statuses["half-open-reaped"] == "pass", report.summary()
+
+
+async def test_every_check_runs_with_slow_and_crash_actions():
+    with serve([SleepyEnv], token=TOKEN) as url:
+        report = await run_conformance(
+            url, token=TOKEN, slow_action=SLOW_ACTION, slow_ms=SLOW_MS, crash_action=CRASH_ACTION, max_wait=5
+        )
+    assert report.ok, report.summary()
+    skipped = {r.name: r.message for r in report.results if r.status == "skip"}
+    # SleepyEnv has no images; everything else must have run.
+    assert set(skipped) == {"images", "auth-not-required"}, skipped
+    requirements = report.requirements()
+    assert requirements["GW-DEADLINE-1"]["status"] == "pass"
+    assert requirements["GW-REQUEST-4"]["status"] == "pass"
+    assert requirements["GW-DRAIN-1"]["status"] == "not-checked"
+
+
+async def test_core_level_runs_only_core_checks():
+    with serve([SleepyEnv]) as url:
+        report = await run_conformance(url, level="core")
+    assert report.ok, report.summary()
+    assert {r.level for r in report.results} == {"core"}
+    assert "batch" not in {r.name for r in report.results}
