@@ -117,6 +117,7 @@ class GymClient:
 
     async def connect(self) -> "GymClient":
         await self._connect_once()
+        self._connected.set()
         return self
 
     async def __aenter__(self) -> "GymClient":
@@ -125,7 +126,7 @@ class GymClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    async def _connect_once(self) -> None:
+    async def _connect_once(self) -> ClientConnection:
         try:
             ws = await websockets.connect(
                 self.url,
@@ -155,11 +156,12 @@ class GymClient:
             await ws.close()
             raise ProtocolError(ErrorCode.BAD_FRAME, f"expected welcome, got {reply.type}")
         self.welcome = reply
+        self.draining = False  # a drain notice spoke of the server we were connected to before
         self._ws = ws
         self._last_heard = time.monotonic()
         self._reader = asyncio.get_running_loop().create_task(self._read_forever(ws))
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_forever(ws))
-        self._connected.set()
+        return ws
 
     async def close(self) -> None:
         """Close the connection. Sessions still open are closed on the server first."""
@@ -252,45 +254,59 @@ class GymClient:
         delay = 0.05
         for attempt in range(1, self.reconnect_attempts + 1):
             try:
-                await self._connect_once()
+                ws = await self._connect_once()
+                log.info("reconnected to %s; resuming %d session(s)", self.url, len(self.sessions))
+                await self._resume_all(ws)
             except (OSError, websockets.WebSocketException, asyncio.TimeoutError, ProtocolError) as exc:
+                # A drop during the resumes counts as a failed attempt too.
                 log.info("reconnect %d/%d to %s failed: %s", attempt, self.reconnect_attempts, self.url, exc)
                 await asyncio.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 5.0)
                 continue
-            log.info("reconnected to %s; resuming %d session(s)", self.url, len(self.sessions))
-            await self._resume_all()
             return
         self._fail_pending(ConnectionLost(f"could not reconnect to {self.url} after {self.reconnect_attempts} attempts"))
 
-    async def _resume_all(self) -> None:
-        assert self._ws is not None
+    async def _resume_all(self, ws: ClientConnection) -> None:
+        """Resume every session on the new connection, re-send what is unanswered, and only then
+        let new requests through: sent earlier, they would reach sessions not resumed yet."""
         lost: set[str] = set()
         for session in list(self.sessions.values()):
             try:
-                await self._roundtrip(Resume(id=next(self._ids), session=session.id, resume_token=session.resume_token))
+                await self._roundtrip(ws, Resume(id=next(self._ids), session=session.id, resume_token=session.resume_token))
             except ProtocolError as exc:
                 log.warning("session %s could not be resumed: %s", session.id, exc)
                 lost.add(session.id)
                 self.sessions.pop(session.id, None)
-        for request_id, (message, future) in list(self._pending.items()):
-            if getattr(message, "session", None) in lost:
-                self._pending.pop(request_id)
-                future.set_exception(
-                    ProtocolError(ErrorCode.UNKNOWN_SESSION, "session lost while disconnected", session=message.session)  # type: ignore[attr-defined]
-                )
-                continue
-            await self._ws.send(self.codec.encode(message))
+        sent: set[int] = set()
+        while unsent := [(rid, entry) for rid, entry in self._pending.items() if rid not in sent]:
+            # Requests made while these sends wait are picked up by the next round.
+            for request_id, (message, future) in unsent:
+                sent.add(request_id)
+                if getattr(message, "session", None) in lost:
+                    self._pending.pop(request_id, None)
+                    if not future.done():
+                        future.set_exception(
+                            ProtocolError(ErrorCode.UNKNOWN_SESSION, "session lost while disconnected", session=message.session)  # type: ignore[attr-defined]
+                        )
+                    continue
+                await ws.send(self.codec.encode(message))
+        if ws is not self._ws:
+            raise ConnectionError("the connection closed while its sessions were being resumed")
+        self._connected.set()
 
-    async def _roundtrip(self, message: Message) -> Message:
-        """Send on the current connection and wait for the answer; no re-send on reconnect."""
-        assert self._ws is not None
+    async def _roundtrip(self, ws: ClientConnection, message: Message) -> Message:
+        """Send on `ws` and wait for the answer; no re-send on reconnect, ConnectionError on a drop."""
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         request_id = message.id  # type: ignore[attr-defined]
         self._pending[request_id] = (message, future)
+        reader = self._reader
+        assert reader is not None
         try:
-            await self._ws.send(self.codec.encode(message))
-            reply = await asyncio.wait_for(future, self.open_timeout)
+            await ws.send(self.codec.encode(message))
+            await asyncio.wait({future, reader}, timeout=self.open_timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not future.done():
+                raise ConnectionError(f"no answer to {message.type} before the connection closed or open_timeout passed")
+            reply = future.result()
         finally:
             self._pending.pop(request_id, None)
         if isinstance(reply, Error):
@@ -308,6 +324,8 @@ class GymClient:
         While disconnected the request waits for the reconnect and is then sent."""
         if self._closed:
             raise ConnectionLost("client is closed")
+        if not self._connected.is_set() and (self._reconnecting is None or self._reconnecting.done()):
+            raise ConnectionLost(f"not connected to {self.url} and not reconnecting (budget spent); make a new client")
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         request_id = message.id  # type: ignore[attr-defined]
         self._pending[request_id] = (message, future)

@@ -278,9 +278,16 @@ class GymServer:
         self.draining = True
         if self._reaper:
             self._reaper.cancel()
-        for conn in list(self.connections):
+        if self._ws_server is not None:
+            # Stop listening first: a client reconnecting meanwhile is refused at once, not accepted
+            # by a server that closes before answering its handshake (it would wait open_timeout).
+            self._ws_server.server.close()
+
+        async def goodbye(conn: Connection) -> None:
             await conn.send(Notice(kind="goodbye", message="server stopped"))
             await conn.ws.close(1001, "server shutting down")
+
+        await asyncio.gather(*(goodbye(conn) for conn in list(self.connections)))
         if self._ws_server is not None:
             self._ws_server.close()
             await self._ws_server.wait_closed()

@@ -300,3 +300,125 @@ async def test_client_fails_a_request_whose_answer_it_cannot_decode(make_server)
         assert info.value.code is ErrorCode.BAD_FRAME and info.value.request_id == request.id
         server_conn.ws.send = original_send
         assert client.sessions == {} and (await client.list_envs())
+
+
+# ----------------------------------------------------------------------------- client robustness
+
+
+async def test_a_restarted_server_fails_the_lost_sessions_requests_with_a_typed_error():
+    first = await GymServer([CountingEnv], port=0).start()
+    port = first.port
+    async with GymClient(first.url, reconnect_attempts=20) as client:
+        session = await client.open("counting", seed=1)
+        await session.step("one")
+        pending = asyncio.ensure_future(session.step("sleep 0.5"))
+        await asyncio.sleep(0.1)
+        await first.stop(drain_timeout=0)
+        second = await GymServer([CountingEnv], port=port).start()
+        try:
+            with pytest.raises(ProtocolError) as info:
+                await asyncio.wait_for(pending, 10)
+            assert info.value.code is ErrorCode.UNKNOWN_SESSION and info.value.session == session.id
+            with pytest.raises(ProtocolError) as again:
+                await asyncio.wait_for(session.step("after"), 5)
+            assert again.value.code is ErrorCode.UNKNOWN_SESSION
+            # The connection itself works: a new session on the new server plays from seq 1.
+            fresh = await asyncio.wait_for(client.open("counting", seed=2), 5)
+            assert (await fresh.step("x")).observation.text == "step 1: x"
+            assert not client.draining  # the old server's drain notice does not stick to the new one
+        finally:
+            await second.stop(drain_timeout=0)
+
+
+@pytest.mark.parametrize("attempts", [0, 2])
+async def test_an_exhausted_reconnect_budget_fails_every_request_quickly(make_server, attempts):
+    async with make_server() as server:
+        client = await GymClient(server.url, reconnect_attempts=attempts).connect()
+        session = await client.open("counting", seed=1)
+        pending = asyncio.ensure_future(session.step("sleep 0.3"))
+        await asyncio.sleep(0.05)
+    # The server is gone for good: the in-flight step and every later request fail, none hangs.
+    with pytest.raises(ConnectionLost):
+        await asyncio.wait_for(pending, 5)
+    with pytest.raises(ConnectionLost):
+        await asyncio.wait_for(session.step("later"), 5)
+    with pytest.raises(ConnectionLost):
+        await asyncio.wait_for(client.open("counting"), 5)
+    await asyncio.wait_for(client.close(), 5)
+
+
+async def test_requests_sent_while_sessions_are_being_resumed_are_not_refused(make_server):
+    # After a reconnect, a step on a session that is not resumed yet must wait for its resume.
+    async with make_server() as server, GymClient(server.url) as client:
+        sessions = [await client.open("counting", seed=100 + i) for i in range(3)]
+        original = client._resume_all
+        racing: list[asyncio.Future[Any]] = []
+
+        async def resume_while_the_user_steps(*args: Any) -> None:
+            # What user code does at any time: step a session that is not resumed yet.
+            racing.append(asyncio.ensure_future(sessions[-1].step("racing")))
+            await asyncio.sleep(0.05)
+            await original(*args)
+
+        client._resume_all = resume_while_the_user_steps
+        client._ws.transport.abort()
+        result = await asyncio.wait_for(sessions[0].step("go"), 10)
+        assert result.observation.text == "step 1: go"
+        assert (await asyncio.wait_for(racing[0], 10)).observation.text == "step 1: racing"
+        assert {seed: CountingEnv.executed.get(seed) for seed in (100, 101, 102)} == {100: 1, 101: None, 102: 1}
+
+
+async def test_a_drop_during_the_resume_does_not_strand_the_client(make_server):
+    async with make_server() as server, GymClient(server.url, open_timeout=2) as client:
+        sessions = [await client.open("counting", seed=i) for i in range(5)]
+        original = client._resume_all
+        drops = 0
+
+        async def drop_then_resume(*args: Any) -> None:
+            nonlocal drops
+            if drops < 2:
+                drops += 1
+                client._ws.transport.abort()  # the new connection dies before its resumes are done
+            await original(*args)
+
+        client._resume_all = drop_then_resume
+        client._ws.transport.abort()
+        results = await asyncio.wait_for(asyncio.gather(*(s.step("go") for s in sessions)), 15)
+        assert drops == 2 and [r.observation.text for r in results] == ["step 1: go"] * 5
+        assert all(CountingEnv.executed[i] == 1 for i in range(5))
+
+
+async def test_concurrent_steps_while_the_connection_drops_repeatedly_run_exactly_once(make_server):
+    rng = random.Random(7)
+    async with make_server() as server, GymClient(server.url, reconnect_attempts=50) as client:
+        sessions = [await client.open("counting", seed=i) for i in range(16)]
+        steps_per_session = 25
+
+        async def play(index: int, session: Any) -> list[str]:
+            texts = []
+            for n in range(1, steps_per_session + 1):
+                action = f"sleep 0.0{rng.randint(0, 3)}" if n % 5 == 0 else f"a{n}"
+                texts.append((await session.step(action)).observation.text)
+                if rng.random() < 0.3:
+                    await asyncio.sleep(rng.random() / 100)
+            return texts
+
+        async def saboteur(stop: asyncio.Event) -> int:
+            drops = 0
+            while not stop.is_set():
+                await asyncio.sleep(rng.uniform(0.02, 0.08))
+                if client._ws is not None:
+                    client._ws.transport.abort()
+                    drops += 1
+            return drops
+
+        stop = asyncio.Event()
+        sabotage = asyncio.ensure_future(saboteur(stop))
+        played = await asyncio.wait_for(asyncio.gather(*(play(i, s) for i, s in enumerate(sessions))), 60)
+        stop.set()
+        drops = await sabotage
+        assert drops >= 5
+        for texts in played:
+            assert [t.split(":")[0] for t in texts] == [f"step {n}" for n in range(1, steps_per_session + 1)]
+        assert CountingEnv.executed == {i: steps_per_session for i in range(16)}
+        assert server.stats()["sessions"] == 16
