@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from functools import lru_cache
 from typing import ClassVar, Iterator
 
 from gymwire.protocol import EnvInfo, Observation
@@ -92,14 +93,10 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         split, index = self._resolve(task)
         self.goal = self._book.splits[split][index]
         self.inventory: Counter[str] = Counter()
-        rng = random.Random(f"textcraft:{split}:{index}")
-        needed = self._book.closure(self.goal)
-        pool = self._book.distractor_pool(self.goal)
-        shown = [r.command for r in needed] + [r.command for r in rng.sample(pool, min(MAX_DISTRACTORS, len(pool)))]
-        rng.shuffle(shown)
-        self.commands = "\n".join(dict.fromkeys(shown))  # two files may hold the same recipe
-        text = f"Crafting commands:\n{self.commands}\n\nGoal: craft {self.goal}."
-        return Observation(text=text, data={"goal": self.goal, "depth": self._book.depth[self.goal], "split": split, "index": index})
+        return Observation(
+            text=_first_observation(self._book, split, index),
+            data={"goal": self.goal, "depth": self._book.depth[self.goal], "split": split, "index": index},
+        )
 
     def step(self, action: str) -> StepResult:
         try:
@@ -236,6 +233,18 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
     def _kind_examples(self, kind: str) -> str:
         members = self._book.kinds[kind]
         return ", ".join(members[:5]) + (f" ({len(members)} in all)" if len(members) > 5 else "")
+
+
+@lru_cache(maxsize=4096)
+def _first_observation(book: RecipeBook, split: str, index: int) -> str:
+    """The task's crafting commands (needed ones plus distractors, shuffled by the task's own seed) and goal."""
+    goal = book.splits[split][index]
+    rng = random.Random(f"textcraft:{split}:{index}")
+    pool = book.distractor_pool(goal)
+    shown = [r.command for r in book.closure(goal)] + [r.command for r in rng.sample(pool, min(MAX_DISTRACTORS, len(pool)))]
+    rng.shuffle(shown)
+    commands = "\n".join(dict.fromkeys(shown))  # two files may hold the same recipe
+    return f"Crafting commands:\n{commands}\n\nGoal: craft {goal}."
 
 
 def _assignments(slots: tuple[Ingredient, ...], items: list[str]) -> Iterator[list[tuple[Ingredient, str]]]:

@@ -54,7 +54,9 @@ def display_name(minecraft_id: str) -> str:
     return " ".join(name.replace("_", " ").split())
 
 
-@dataclass(frozen=True, slots=True)
+# Recipes and ingredients compare by identity: each exists once in its book, and hashing their
+# contents (frozensets of names) on every lookup would dominate a reset.
+@dataclass(frozen=True, slots=True, eq=False)
 class Ingredient:
     """One slot of a recipe: `count` of any one item in `accepts`; `label` is how it is shown."""
 
@@ -63,18 +65,17 @@ class Ingredient:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Recipe:
     output: str
     count: int
     ingredients: tuple[Ingredient, ...]
     source: str
+    command: str = ""  # the crafting command shown to the agent, in ADaPT's form; filled in by __post_init__
 
-    @property
-    def command(self) -> str:
-        """The crafting command shown to the agent, in ADaPT's form."""
+    def __post_init__(self) -> None:
         parts = ", ".join(f"{ing.count} {ing.label}" for ing in self.ingredients)
-        return f"craft {self.count} {self.output} using {parts}"
+        object.__setattr__(self, "command", f"craft {self.count} {self.output} using {parts}")
 
 
 @dataclass(slots=True)
@@ -217,6 +218,7 @@ class RecipeBook:
         self.uses: dict[str, tuple[Recipe, ...]] = {k: tuple(dict.fromkeys(v)) for k, v in uses.items()}
         self.splits: dict[str, tuple[str, ...]] = self._make_splits()
         self._closures: dict[str, tuple[Recipe, ...]] = {}
+        self._distractors: dict[str, tuple[Recipe, ...]] = {}
 
     def _ground(self, recipes: dict[str, list[Recipe]]) -> None:
         """Set `recipes` and `depth`, turning groups of items craftable only from each other into base items."""
@@ -274,7 +276,10 @@ class RecipeBook:
         return result
 
     def distractor_pool(self, goal: str) -> tuple[Recipe, ...]:
-        """Recipes that use an ingredient of `goal`'s recipes but are not needed for it."""
+        """Recipes that use an ingredient of `goal`'s recipes but are not needed for it (memoized)."""
+        cached = self._distractors.get(goal)
+        if cached is not None:
+            return cached
         needed = set(self.closure(goal))
         pool: dict[Recipe, None] = {}
         for recipe in self.closure(goal):
@@ -283,7 +288,9 @@ class RecipeBook:
                     for use in self.uses.get(item, ()):
                         if use not in needed:
                             pool[use] = None
-        return tuple(sorted(pool, key=lambda r: (r.output, r.source)))
+        result = tuple(sorted(pool, key=lambda r: (r.output, r.source)))
+        self._distractors[goal] = result
+        return result
 
     def split_depths(self, split: str) -> dict[int, int]:
         """How many tasks of `split` have each crafting depth."""
@@ -371,10 +378,17 @@ def default_recipes_dir() -> Path:
 
 def load_book(recipes_dir: str | os.PathLike[str] | None = None) -> RecipeBook:
     """The recipe book of a directory (default: `default_recipes_dir()`), built once per process."""
+    given = str(recipes_dir) if recipes_dir is not None else None
+    return _load_book_cached(_recipe_dir(given, os.environ.get(RECIPES_ENV_VAR)))
+
+
+@lru_cache(maxsize=64)
+def _recipe_dir(recipes_dir: str | None, env_value: str | None) -> str:
+    # Keyed on the variable's value too, so changing $GYMWIRE_TEXTCRAFT_RECIPES takes effect.
     path = Path(recipes_dir) if recipes_dir is not None else default_recipes_dir()
     if (path / "recipes").is_dir():  # ADaPT's layout: <dir>/recipes/*.json
         path = path / "recipes"
-    return _load_book_cached(str(path.resolve()))
+    return str(path.resolve())
 
 
 @lru_cache(maxsize=16)
