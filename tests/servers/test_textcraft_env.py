@@ -22,9 +22,9 @@ from gymwire.servers.textcraft.solver import plan
 BOOK = TextCraftEnv.book()
 
 
-def fresh(split: str = "test", index: int = 0, **options) -> TextCraftEnv:
-    env = TextCraftEnv()
-    env.reset(Task(split=split, index=index, options=options))
+def fresh(split: str = "test", index: int = 0, recipes_dir: Path | None = None) -> TextCraftEnv:
+    env = TextCraftEnv(recipes_dir)
+    env.reset(Task(split=split, index=index))
     return env
 
 
@@ -105,7 +105,7 @@ def test_deep_shared_recipe_graph_is_linear_not_a_tree_walk(tmp_path):
     assert len(book.closure(top)) == 2 * (levels - 2)
 
 
-def test_custom_recipe_directory_by_option_class_and_environment_variable(tmp_path, monkeypatch):
+def test_custom_recipe_directory_by_constructor_class_and_environment_variable(tmp_path, monkeypatch):
     directory = write_recipes(
         tmp_path / "toy",
         {
@@ -123,8 +123,9 @@ def test_custom_recipe_directory_by_option_class_and_environment_variable(tmp_pa
     assert book.is_base("ingot") and book.is_base("nugget") and book.depth["ingot block"] == 1
     assert book.depth["torch"] == 3 and book.kinds == {"planks": ("plank",)}
 
-    by_option = fresh("train", 0, recipes_dir=str(directory))
-    assert by_option.goal in {"plank", "stick", "torch", "ingot block"}
+    toy_goals = {"plank", "stick", "torch", "ingot block"}
+    assert set(book.splits["train"]) | set(book.splits["test"]) == toy_goals
+    assert fresh("train", 0, recipes_dir=directory).goal in toy_goals
 
     toy_class = TextCraftEnv.with_recipes(str(directory), name="toycraft")
     assert toy_class.info().name == "toycraft"
@@ -136,16 +137,21 @@ def test_custom_recipe_directory_by_option_class_and_environment_variable(tmp_pa
     assert TextCraftEnv.splits["test"] == 100
 
 
-def test_bad_recipe_data_names_the_file_and_a_bad_option_is_a_task_error(tmp_path):
+def test_bad_recipe_data_names_the_file_and_bad_tasks_are_task_errors(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bad.json").write_text('{"type": "minecraft:crafting_shapeless", "result": {"item": "x"}}')
     with pytest.raises(RecipeDataError, match="bad.json.*ingredients"):
         load_book(broken)
-    with pytest.raises(TaskError, match="recipes_dir"):
-        fresh("test", 0, recipes_dir=str(tmp_path / "missing"))
+    with pytest.raises(RecipeDataError, match="does not exist"):
+        TextCraftEnv(tmp_path / "missing")
     with pytest.raises(TaskError, match="0..99"):
         fresh("test", 100)
+    with pytest.raises(TaskError, match="unknown split 'dev'"):
+        TextCraftEnv().reset(Task(split="dev", index=0))
+    # A client must not point the server at paths of its choosing.
+    with pytest.raises(TaskError, match="operator chooses"):
+        TextCraftEnv().reset(Task(split="test", index=0, options={"recipes_dir": str(broken)}))
 
 
 # ------------------------------------------------------------------------------ episodes

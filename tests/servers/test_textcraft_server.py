@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from gymwire.protocol import ErrorCode, ProtocolError
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.registry import resolve_env
 from gymwire.sdk.server import GymServer
@@ -54,3 +57,10 @@ async def test_unreadable_action_is_an_observation_and_changes_nothing_over_the_
             assert last.observation.text == before == "Inventory: [oak logs] (3)"
             # The fourth turn hits the limit: the episode ends unsolved.
             assert last.truncated and last.metrics and not last.metrics.success and last.metrics.turns == 4
+
+
+async def test_a_client_cannot_choose_the_recipe_directory():
+    async with GymServer([TextCraftEnv], port=0) as server, GymClient(server.url) as client:
+        with pytest.raises(ProtocolError) as caught:
+            await client.open("textcraft", split="test", index=0, options={"recipes_dir": "/etc"})
+        assert caught.value.code is ErrorCode.INVALID_TASK and "operator chooses" in str(caught.value)
