@@ -101,8 +101,12 @@ def _read_ingredient(value: Any, where: str) -> list[tuple[str, str]]:
             out.append(("item", display_name(option["item"])))
         elif isinstance(option, dict) and isinstance(option.get("tag"), str):
             out.append(("tag", display_name(option["tag"])))
+        elif isinstance(option, str) and option.strip():  # newer Minecraft data: "minecraft:stick", "#minecraft:planks"
+            out.append(("tag", display_name(option[1:])) if option.startswith("#") else ("item", display_name(option)))
         else:
-            raise RecipeDataError(f"{where}: an ingredient must be {{'item': ...}} or {{'tag': ...}}, got {option!r}")
+            raise RecipeDataError(
+                f"{where}: an ingredient must be {{'item': ...}}, {{'tag': ...}} or an id string, got {option!r}"
+            )
     if not out:
         raise RecipeDataError(f"{where}: empty ingredient alternatives")
     return out
@@ -112,19 +116,19 @@ def _read_recipe(data: Any, where: str) -> tuple[str, int, list[_RawIngredient]]
     """(output, count, ingredients) of a crafting recipe; None for recipe types TextCraft skips."""
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise RecipeDataError(f"{where}: not a Minecraft recipe (a JSON object with a 'type')")
-    if data["type"] not in CRAFTING_TYPES:
+    kind = data["type"] if ":" in data["type"] else "minecraft:" + data["type"]
+    if kind not in CRAFTING_TYPES:
         return None
     result = data.get("result")
-    if isinstance(result, str):
-        output, count = display_name(result), 1
-    elif isinstance(result, dict) and isinstance(result.get("item"), str):
-        output, count = display_name(result["item"]), result.get("count", 1)
-    else:
+    # Older data writes the result as {"item": id}, newer as {"id": id}; ADaPT's sometimes as a bare id.
+    result_id = result if isinstance(result, str) else result.get("item", result.get("id")) if isinstance(result, dict) else None
+    if not isinstance(result_id, str):
         raise RecipeDataError(f"{where}: 'result' must be an item id or {{'item': ..., 'count': N}}")
-    if not isinstance(count, int) or count < 1:
+    output, count = display_name(result_id), result.get("count", 1) if isinstance(result, dict) else 1
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise RecipeDataError(f"{where}: result count must be a positive integer, got {count!r}")
     ingredients: list[_RawIngredient] = []
-    if data["type"] == "minecraft:crafting_shaped":
+    if kind == "minecraft:crafting_shaped":
         pattern, key = data.get("pattern"), data.get("key")
         if not isinstance(pattern, list) or not isinstance(key, dict):
             raise RecipeDataError(f"{where}: a shaped recipe needs 'pattern' (list of rows) and 'key' (object)")

@@ -137,6 +137,30 @@ def test_custom_recipe_directory_by_constructor_class_and_environment_variable(t
     assert TextCraftEnv.splits["test"] == 100
 
 
+def test_newer_minecraft_recipe_format_is_read(tmp_path):
+    directory = write_recipes(
+        tmp_path / "new",
+        {
+            "flint_tool": {
+                "type": "crafting_shapeless",
+                "ingredients": ["#minecraft:planks", "minecraft:flint", "minecraft:flint"],
+                "result": {"id": "minecraft:flint_tool", "count": 2},
+            },
+            "plank_pair": {
+                "type": "minecraft:crafting_shaped",
+                "pattern": ["##", "  "],
+                "key": {"#": "minecraft:oak_planks", "x": "minecraft:unused"},
+                "result": {"id": "minecraft:plank_pair"},
+            },
+        },
+    )
+    book = load_book(directory)
+    assert [r.command for rs in book.recipes.values() for r in rs] == [
+        "craft 2 flint tool using 1 planks, 2 flint",
+        "craft 1 plank pair using 2 oak planks",
+    ]
+
+
 def test_bad_recipe_data_names_the_file_and_bad_tasks_are_task_errors(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
