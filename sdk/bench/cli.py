@@ -20,8 +20,8 @@ def register(sub: Any) -> None:
     bench.add_argument("--json", type=Path, default=Path("gymwire-bench.json"), metavar="PATH",
                        help="where to write the figures (default gymwire-bench.json)")
     bench.add_argument("--plot", type=Path, metavar="PATH", help="also draw latency vs concurrent sessions to this PNG")
-    bench.add_argument("--think-ms", type=float, default=1000.0,
-                       help="mean pause between a session's steps in the paced runs (default 1000)")
+    bench.add_argument("--paced-rate", type=float, default=1000.0, metavar="STEPS_PER_S",
+                       help="total steps/s all sessions offer together in the paced runs (default 1000)")
     bench.set_defaults(handler=_bench)
 
 
@@ -31,8 +31,7 @@ def _bench(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"gymwire bench: {exc}; install the extra: pip install 'gymwire[bench]'", file=sys.stderr)
         return 2
-    think_s = args.think_ms / 1000
-    plan = Plan.quick(think_s) if args.quick else Plan.full(think_s)
+    plan = Plan.quick(args.paced_rate) if args.quick else Plan.full(args.paced_rate)
     results = run(plan)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -48,7 +47,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
-    lines = [f"machine: {m['nproc']} cores, {m['cpu_model']}, Python {m['python']}", ""]
+    lines = [
+        f"machine: {m['nproc']} cores, {m['cpu_model']}, Python {m['python']}; "
+        f"load average {m['loadavg_start'][0]} at start, {m['loadavg_end'][0]} at end",
+        "",
+    ]
     lines.append("1. sequential step round trip (us)          p50      mean       p99")
     for label, row in results["roundtrip"].items():
         if label != "ratios_p50":
@@ -58,12 +61,13 @@ def report(results: dict[str, Any]) -> str:
     lines.append("\n2a. pipelined over one connection")
     for row in results["pipelined"]:
         lines.append(f"   {row['in_flight']:>6} in flight: {row['steps_per_s']:>8} steps/s")
-    lines.append("\n2b. concurrent sessions        sessions  steps/s   p50 ms   p99 ms  errors  server us/step")
+    lines.append("\n2b. concurrent sessions   sessions think ms  steps/s   p50 ms   p99 ms errors  CPU us/step server client")
     for kind, rows in results["concurrency"].items():
         for row in rows:
             lines.append(
-                f"   {kind:26} {row['sessions']:>8} {row['steps_per_s']:>8} {row.get('p50_ms', '-'):>8} "
-                f"{row.get('p99_ms', '-'):>8} {row['errors']:>7} {row['server_cpu_us_per_step'] or '-':>15}"
+                f"   {kind:20} {row['sessions']:>8} {row['think_ms']:>8} {row['steps_per_s']:>8} "
+                f"{row.get('p50_ms', '-'):>8} {row.get('p99_ms', '-'):>8} {row['errors']:>6} "
+                f"{row['server_cpu_us_per_step'] or '-':>18} {row.get('client_cpu_us_per_step', '-'):>6}"
             )
     mem = results["memory"]
     lines.append("\n3. server memory (bytes; traced = Python allocations, rss = resident set)")

@@ -1,8 +1,10 @@
 """The floor: a raw TCP ping-pong between two processes, with no protocol at all.
 
-Two floors are measured. `asyncio`: an asyncio echo server and an asyncio client, the same event
-loop machinery gymwire runs on, so what gymwire adds above it is framing, validation and dispatch.
-`blocking`: plain blocking sockets on both sides, what the kernel's loopback costs.
+Three floors are measured. `blocking`: plain blocking sockets on both sides, what the kernel's
+loopback costs. `asyncio`: an asyncio echo server and client, the event loop machinery gymwire runs
+on. `websockets`: a WebSocket echo server and client from the `websockets` library gymwire uses,
+with the same settings, no protocol on top: what is left above it is gymwire's own (validation,
+codec, dispatch, session bookkeeping).
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ def blocking_echo(sock: socket.socket) -> None:
     with conn:
         while data := conn.recv(65536):
             conn.sendall(data)
+
+
+async def serve_ws_echo(sock: socket.socket, stop: asyncio.Event) -> None:
+    import websockets
+
+    async def echo(ws: Any) -> None:
+        async for frame in ws:
+            await ws.send(frame)
+
+    async with websockets.serve(echo, sock=sock, compression=None, ping_interval=None):
+        await stop.wait()
 
 
 class _PingPong(asyncio.Protocol):
@@ -86,5 +99,19 @@ def blocking_pingpong(port: int, count: int) -> list[float]:
             received = 0
             while received < len(PAYLOAD):
                 received += len(sock.recv(65536))
+            latencies.append(time.perf_counter() - started)
+        return latencies
+
+
+async def ws_pingpong(port: int, count: int) -> list[float]:
+    """Round trip times (seconds) of `count` sequential binary-frame echoes over `websockets`."""
+    import websockets
+
+    async with websockets.connect(f"ws://127.0.0.1:{port}", compression=None, ping_interval=None) as ws:
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            await ws.send(PAYLOAD)
+            await ws.recv()
             latencies.append(time.perf_counter() - started)
         return latencies

@@ -21,7 +21,9 @@ OPEN_CONCURRENCY = 200  # opens in flight per worker: keeps every connection und
 
 @dataclass
 class LoadSpec:
-    kind: str  # "gymwire" or "http"
+    # "gymwire" (each session steps on its own), "gymwire_batch" (each connection steps all its
+    # sessions in one step_batch frame per turn, as a trainer stepping a rollout batch does) or "http".
+    kind: str
     port: int
     sessions: int
     connections: int = 1  # gymwire connections of this worker (HTTP opens one per request in flight)
@@ -34,11 +36,12 @@ async def _drive(
     spec: LoadSpec,
     conn: Any,
     sessions: list[Any],
-    step: Callable[[Any], Awaitable[Any]],
+    step: Callable[[Any], Awaitable[Any]],  # returns how many steps it made when more than one
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     conn.send({"ready": len(sessions)})
     start, warmup, duration = await loop.run_in_executor(None, conn.recv)
+    cpu_before = time.process_time()
     window_start, window_end = start + warmup, start + warmup + duration
     latencies: list[float] = []
     completed = errors = 0
@@ -46,27 +49,31 @@ async def _drive(
 
     async def run(session: Any) -> None:
         nonlocal completed, errors
-        # Spread the first steps (and paced steps) so sessions do not march in lockstep.
-        await asyncio.sleep(max(0.0, start - time.monotonic()) + rng.random() * (2 * spec.think_s or 0.01))
+        # Spread the first steps over one think time: paced sessions then offer their full rate from
+        # the start, and closed-loop ones do not march in lockstep.
+        await asyncio.sleep(max(0.0, start - time.monotonic()) + rng.random() * (spec.think_s or 0.01))
         while True:
             began = time.monotonic()
             if began >= window_end:
                 return
             try:
-                await step(session)
+                steps = await step(session)
             except Exception:
                 errors += 1
                 return
+            # A batch answers several steps at once: each of them took the batch's round trip.
+            steps = steps if isinstance(steps, int) else 1
             ended = time.monotonic()
             if began >= window_start:
-                latencies.append(ended - began)
+                latencies.extend([ended - began] * steps)
             if window_start <= ended < window_end:
-                completed += 1
+                completed += steps
             if spec.think_s:
                 await asyncio.sleep(rng.uniform(0, 2 * spec.think_s))
 
     await asyncio.gather(*(run(s) for s in sessions))
-    return {"latencies": latencies, "completed": completed, "errors": errors}
+    cpu_s = time.process_time() - cpu_before
+    return {"latencies": latencies, "completed": completed, "errors": errors, "cpu_s": cpu_s}
 
 
 async def _gymwire_load(spec: LoadSpec, conn: Any) -> dict[str, Any]:
@@ -83,11 +90,25 @@ async def _gymwire_load(spec: LoadSpec, conn: Any) -> dict[str, Any]:
             return await clients[index % len(clients)].open(spec.env)
 
     sessions = await asyncio.gather(*(open_one(i) for i in range(spec.sessions)))
-    result = await _drive(spec, conn, sessions, lambda session: session.step("noop"))
+    if spec.kind == "gymwire_batch":
+        # One "session" of the driver is a whole connection's batch; every step in it is counted.
+        batches = [(client, [s for s in sessions if s.client is client]) for client in clients]
+        result = await _drive(spec, conn, batches, _step_batch)
+    else:
+        result = await _drive(spec, conn, sessions, lambda session: session.step("noop"))
     for client in clients:
         client.sessions.clear()  # the server is discarded after this run: no need to close each session
         await client.close()
     return result
+
+
+async def _step_batch(batch: tuple[Any, list[Any]]) -> int:
+    client, sessions = batch
+    results = await client.step_batch([(session, "noop") for session in sessions])
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed:
+        raise failed[0]
+    return len(results)
 
 
 async def _http_load(spec: LoadSpec, conn: Any) -> dict[str, Any]:
@@ -117,7 +138,7 @@ async def _http_load(spec: LoadSpec, conn: Any) -> dict[str, Any]:
 
 def worker_main(conn: Any, spec: LoadSpec) -> None:
     raise_fd_limit()
-    load = _gymwire_load if spec.kind == "gymwire" else _http_load
+    load = _http_load if spec.kind == "http" else _gymwire_load
     try:
         result = asyncio.run(load(spec, conn))
     except Exception as exc:  # reported to the parent, which fails the run with it

@@ -7,7 +7,8 @@ from typing import Any
 
 _SERIES = (
     ("gymwire", "gymwire msgpack, closed loop", "tab:blue"),
-    ("gymwire_paced", "gymwire msgpack, paced (think time)", "tab:green"),
+    ("gymwire_batch", "gymwire msgpack, step_batch per connection", "tab:purple"),
+    ("gymwire_paced", "gymwire msgpack, paced (same total rate)", "tab:green"),
     ("http", "HTTP/JSON FastAPI, closed loop", "tab:red"),
 )
 

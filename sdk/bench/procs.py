@@ -113,19 +113,20 @@ def _http_main(conn: Any) -> None:
     asyncio.run(main())
 
 
-def _floor_main(conn: Any, blocking: bool) -> None:
-    from .floor import blocking_echo, serve_echo
+def _floor_main(conn: Any, kind: str) -> None:
+    from .floor import blocking_echo, serve_echo, serve_ws_echo
 
     sock = _listen()
     conn.send(sock.getsockname()[1])
-    if blocking:
+    if kind == "blocking":
         blocking_echo(sock)  # returns when the client closes its connection
         conn.recv()
         return
+    serve = serve_ws_echo if kind == "websockets" else serve_echo
 
     async def main() -> None:
         stop = asyncio.Event()
-        serving = asyncio.get_running_loop().create_task(serve_echo(sock, stop))
+        serving = asyncio.get_running_loop().create_task(serve(sock, stop))
         await _control(conn, lambda: _probe({}))
         stop.set()
         await serving
@@ -155,8 +156,9 @@ class ServerProcess:
         return cls(_http_main)
 
     @classmethod
-    def floor(cls, blocking: bool = False) -> "ServerProcess":
-        return cls(_floor_main, blocking)
+    def floor(cls, kind: str = "asyncio") -> "ServerProcess":
+        """An echo server: `asyncio`, `blocking` or `websockets` (see floor.py)."""
+        return cls(_floor_main, kind)
 
     @property
     def url(self) -> str:

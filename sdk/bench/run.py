@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -27,9 +28,10 @@ class Plan:
     pipeline_seconds: float
     pipeline_windows: tuple[int, ...]
     levels: tuple[int, ...]
+    batch_levels: tuple[int, ...]
     http_levels: tuple[int, ...]
     paced_levels: tuple[int, ...]
-    think_s: float
+    paced_rate: float  # steps/s offered by all sessions together in the paced runs
     warmup_s: float
     window_s: float
     workers: int
@@ -40,20 +42,20 @@ class Plan:
     batch_rounds: int
 
     @classmethod
-    def full(cls, think_s: float) -> "Plan":
+    def full(cls, paced_rate: float) -> "Plan":
         return cls(
             roundtrips=5000, pipeline_seconds=2.0, pipeline_windows=(1, 16, 128, 1000),
-            levels=(1, 100, 1000, 10_000), http_levels=(1, 100, 1000, 10_000), paced_levels=(1000, 10_000),
-            think_s=think_s, warmup_s=1.0, window_s=4.0, workers=2,
+            levels=(1, 100, 1000, 10_000), batch_levels=(100, 1000, 10_000), http_levels=(1, 100, 1000, 10_000), paced_levels=(100, 1000, 10_000),
+            paced_rate=paced_rate, warmup_s=1.0, window_s=4.0, workers=2,
             memory_sessions=5000, memory_connections=200, first_obs=300, batch_size=64, batch_rounds=200,
         )
 
     @classmethod
-    def quick(cls, think_s: float) -> "Plan":
+    def quick(cls, paced_rate: float) -> "Plan":
         return cls(
             roundtrips=300, pipeline_seconds=0.3, pipeline_windows=(1, 16),
-            levels=(1, 100), http_levels=(1, 100), paced_levels=(100,),
-            think_s=min(think_s, 0.2), warmup_s=0.2, window_s=0.6, workers=2,
+            levels=(1, 100), batch_levels=(100,), http_levels=(1, 100), paced_levels=(100,),
+            paced_rate=paced_rate, warmup_s=0.1, window_s=0.4, workers=2,
             memory_sessions=300, memory_connections=20, first_obs=20, batch_size=16, batch_rounds=20,
         )
 
@@ -97,8 +99,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+_STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(f"[{time.monotonic() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------- 1. round trip
@@ -125,8 +130,11 @@ def roundtrip(plan: Plan) -> dict[str, Any]:
     with ServerProcess.floor() as server:
         asyncio.run(floor.asyncio_pingpong(server.port, n // 10))
         out["tcp_floor_asyncio"] = summary_us(asyncio.run(floor.asyncio_pingpong(server.port, n)))
-    with ServerProcess.floor(blocking=True) as server:
+    with ServerProcess.floor("blocking") as server:
         out["tcp_floor_blocking"] = summary_us(floor.blocking_pingpong(server.port, n))
+    with ServerProcess.floor("websockets") as server:
+        asyncio.run(floor.ws_pingpong(server.port, n // 10))
+        out["websockets_echo"] = summary_us(asyncio.run(floor.ws_pingpong(server.port, n)))
     with ServerProcess.gymwire() as server:
         for label, encoding, env in (
             ("gymwire_msgpack", "msgpack", "noop"),
@@ -146,6 +154,9 @@ def roundtrip(plan: Plan) -> dict[str, Any]:
             out["gymwire_msgpack"]["p50_us"] / out["tcp_floor_blocking"]["p50_us"], 2
         ),
         "gymwire_json_vs_tcp_floor_asyncio": round(out["gymwire_json"]["p50_us"] / floor_p50, 2),
+        "gymwire_msgpack_vs_websockets_echo": round(
+            out["gymwire_msgpack"]["p50_us"] / out["websockets_echo"]["p50_us"], 2
+        ),
         "http_vs_gymwire_msgpack": round(out["http_fastapi"]["p50_us"] / out["gymwire_msgpack"]["p50_us"], 2),
     }
     return out
@@ -246,13 +257,18 @@ def _run_load(plan: Plan, server: ServerProcess, kind: str, sessions: int, think
         busy = after["cpu_s"] - before["cpu_s"]
         row["server_cpu_us_per_step"] = round(busy / (completed * (1 + plan.warmup_s / plan.window_s)) * 1e6, 1)
         row["server_cpu_share"] = round(busy / (plan.warmup_s + plan.window_s + 0.2), 2)
+        clients = sum(r["cpu_s"] for r in results)
+        row["client_cpu_us_per_step"] = round(clients / (completed * (1 + plan.warmup_s / plan.window_s)) * 1e6, 1)
     return row
 
 
-def concurrency(plan: Plan, kind: str, levels: tuple[int, ...], think_s: float = 0.0) -> list[dict[str, Any]]:
+def concurrency(plan: Plan, kind: str, levels: tuple[int, ...], rate: float | None = None) -> list[dict[str, Any]]:
+    """Closed loop, or paced: each session pauses `sessions / rate` seconds on average between steps,
+    so every level offers the same `rate` steps/s and only the number of sessions changes."""
     rows = []
     for sessions in levels:
-        factory: Callable[[], ServerProcess] = ServerProcess.gymwire if kind == "gymwire" else ServerProcess.http
+        think_s = sessions / rate if rate else 0.0
+        factory: Callable[[], ServerProcess] = ServerProcess.http if kind == "http" else ServerProcess.gymwire
         with factory() as server:
             row = _run_load(plan, server, kind, sessions, think_s)
         log(f"  {kind:8} sessions={sessions:>6} think={row['think_ms']}ms: {row['steps_per_s']:>7} steps/s, "
@@ -416,11 +432,13 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rt = results["roundtrip"]["ratios_p50"]["gymwire_msgpack_vs_tcp_floor_asyncio"]
     out["roundtrip_vs_tcp_floor"] = {"target": "<= 1.5", "value": rt, "met": rt <= 1.5}
-    gw, http = _row(results["concurrency"]["gymwire"], 1000), _row(results["concurrency"]["http"], 1000)
-    if gw and http and http["steps_per_s"]:
-        ratio = round(gw["steps_per_s"] / http["steps_per_s"], 2)
-        out["steps_per_s_vs_http_at_1000"] = {"target": ">= 10", "value": ratio, "met": ratio >= 10}
-    for key, label in (("gymwire", "closed_loop"), ("gymwire_paced", "paced")):
+    http = _row(results["concurrency"]["http"], 1000)
+    for key in ("gymwire", "gymwire_batch"):
+        gw = _row(results["concurrency"][key], 1000)
+        if gw and http and http["steps_per_s"]:
+            ratio = round(gw["steps_per_s"] / http["steps_per_s"], 2)
+            out[f"{key}_steps_per_s_vs_http_at_1000"] = {"target": ">= 10", "value": ratio, "met": ratio >= 10}
+    for key, label in (("gymwire", "closed_loop"), ("gymwire_batch", "batched"), ("gymwire_paced", "paced")):
         row = _row(results["concurrency"][key], 10_000)
         if row and "p99_ms" in row:
             ok = row["p99_ms"] < 50 and row["errors"] == 0 and row["sessions_opened"] == 10_000
@@ -436,15 +454,18 @@ SECTIONS = ("roundtrip", "pipelined", "concurrency", "memory", "first_observatio
 def run(plan: Plan) -> dict[str, Any]:
     raise_fd_limit()
     results: dict[str, Any] = {"machine": machine(), "plan": plan.__dict__.copy()}
+    # Other work on the machine shares the cores: the load average says how much there was.
+    results["machine"]["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     started = time.monotonic()
     log("1. sequential step round trip")
     results["roundtrip"] = roundtrip(plan)
     log("2a. pipelined throughput over one connection")
     results["pipelined"] = pipelined(plan)
-    log("2b. concurrent sessions (closed loop, then paced)")
+    log("2b. concurrent sessions (closed loop, batched closed loop, paced, HTTP closed loop)")
     results["concurrency"] = {
         "gymwire": concurrency(plan, "gymwire", plan.levels),
-        "gymwire_paced": concurrency(plan, "gymwire", plan.paced_levels, plan.think_s),
+        "gymwire_batch": concurrency(plan, "gymwire_batch", plan.batch_levels),
+        "gymwire_paced": concurrency(plan, "gymwire", plan.paced_levels, plan.paced_rate),
         "http": concurrency(plan, "http", plan.http_levels),
     }
     log("3. server memory")
@@ -454,5 +475,6 @@ def run(plan: Plan) -> dict[str, Any]:
     log("5. batched vs single steps")
     results["batching"] = batching(plan)
     results["targets"] = targets(results)
+    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     return results
