@@ -9,15 +9,20 @@ From Python or pytest::
         report = await run_conformance(my_server_url, env="myenv")
         assert report.ok, report.summary()
 
+    async def test_my_env_conforms():  # serves the class on loopback for the duration of the run
+        report = await check_environment(MyEnv, slow_action="think hard")
+        assert report.ok, report.summary()
+
 It talks to the server with its own minimal WebSocket client (wire.py), not the SDK client, so it
 also catches bugs that the SDK's client and server would share. spec/CONFORMANCE.md explains the
 options and how to read the report.
 """
 
 from .framework import CHECKS, Check, CheckResult, ConformanceOptions
+from .local import QUICK_LIMITS, check_environment, run_conformance_sync
 from .runner import NOT_CHECKED, ConformanceReport, ConformanceSetupError, read_expected_failures, run_conformance
 
 __all__ = [
     "CHECKS", "Check", "CheckResult", "ConformanceOptions", "ConformanceReport", "ConformanceSetupError",
-    "NOT_CHECKED", "read_expected_failures", "run_conformance",
+    "NOT_CHECKED", "QUICK_LIMITS", "check_environment", "read_expected_failures", "run_conformance", "run_conformance_sync",
 ]

@@ -13,7 +13,7 @@ import msgpack
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from .framework import CAPABILITIES, PROBE_ACTION, Context, Skipped, check
+from .framework import CAPABILITIES, Context, Skipped, check
 from .wire import SUBPROTOCOL_BY_ENCODING, ConnectionLost, NoAnswer, RawConnection
 
 LIMIT_FIELDS = (

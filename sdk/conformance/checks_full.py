@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from .checks_core import NO_SUCH_SESSION, comparable, same_except_session
-from .framework import PROBE_ACTION, Context, Skipped, check
+from .framework import Context, Skipped, check
 from .wire import RawConnection
 
 
@@ -39,11 +39,11 @@ async def batch(ctx: Context) -> None:
     first = (await ctx.open_session(conn, max_turns=5))["session"]
     second = (await ctx.open_session(conn, max_turns=5))["session"]
     entries = [
-        {"session": first, "seq": 1, "action": PROBE_ACTION},
-        {"session": second, "seq": 1, "action": PROBE_ACTION},
-        {"session": first, "seq": 2, "action": PROBE_ACTION},
-        {"session": NO_SUCH_SESSION, "seq": 1, "action": PROBE_ACTION},
-        {"session": second, "seq": 7, "action": PROBE_ACTION},
+        {"session": first, "seq": 1, "action": ctx.probe},
+        {"session": second, "seq": 1, "action": ctx.probe},
+        {"session": first, "seq": 2, "action": ctx.probe},
+        {"session": NO_SUCH_SESSION, "seq": 1, "action": ctx.probe},
+        {"session": second, "seq": 7, "action": ctx.probe},
     ]
     request = {"type": "step_batch", "id": ctx.next_id(), "steps": entries}
     answer = await ctx.request(conn, request)
@@ -77,7 +77,7 @@ async def batch_too_large(ctx: Context) -> None:
     request = {
         "type": "step_batch",
         "id": ctx.next_id(),
-        "steps": [{"session": session, "seq": seq, "action": PROBE_ACTION} for seq in range(1, max_batch + 2)],
+        "steps": [{"session": session, "seq": seq, "action": ctx.probe} for seq in range(1, max_batch + 2)],
     }
     answer = await ctx.request(conn, request)
     ctx.expect_error(answer, "INVALID_ACTION", ("GW-BATCH-5",), f"a batch of max_batch+1={max_batch + 1} steps", request_id=request["id"])
@@ -102,7 +102,7 @@ async def resume_after_drop(ctx: Context) -> None:
     session = opened["session"]
     result = await ctx.step(first, session, 1)
     ctx.expect_type(result, "step_result", ("GW-SESSION-4",), "step seq=1")
-    in_flight = ctx.options.slow_action or PROBE_ACTION
+    in_flight = ctx.options.slow_action or ctx.probe
     await first.send(ctx.step_message(session, 2, in_flight))
     first.abort()
     await first.wait_closed(ctx.timeout)
@@ -218,7 +218,7 @@ async def cancel_in_flight(ctx: Context) -> None:
     slow_s = ctx.options.slow_ms / 1000 if slow else 0.0
     conn = await ctx.connect()
     session = (await ctx.open_session(conn, max_turns=10))["session"]
-    steps = [ctx.step_message(session, 1, slow or PROBE_ACTION)]
+    steps = [ctx.step_message(session, 1, slow or ctx.probe)]
     if slow:
         steps.append(ctx.step_message(session, 2))
     for message in steps:
@@ -347,7 +347,7 @@ async def batch_deadline(ctx: Context) -> None:
     request = {
         "type": "step_batch",
         "id": ctx.next_id(),
-        "steps": [{"session": sessions[0], "seq": 1, "action": slow}, {"session": sessions[1], "seq": 1, "action": PROBE_ACTION}],
+        "steps": [{"session": sessions[0], "seq": 1, "action": slow}, {"session": sessions[1], "seq": 1, "action": ctx.probe}],
         "deadline_ms": max(20, ctx.options.slow_ms // 5),
     }
     answer = await ctx.request(conn, request, timeout=ctx.timeout + slow_s)
@@ -396,6 +396,17 @@ async def half_open_reaped(ctx: Context) -> None:
         conn = await ctx.connect(label="back")
         resumed = await _resume(ctx, conn, opened)
         ctx.expect_type(resumed, "resumed", ("GW-HEARTBEAT-3",), "resume of a session of the reaped connection (it must be detached, not closed)")
+
+
+@check("no-hello-closed", area="HANDSHAKE", level="full", requirements=("GW-HANDSHAKE-7",))
+async def no_hello_closed(ctx: Context) -> None:
+    """A connection that sends no hello is closed after about heartbeat_interval_ms."""
+    interval = ctx.limits.get("heartbeat_interval_ms", 0) / 1000
+    budget = 3 * interval + 1.0
+    if budget > ctx.options.max_wait:
+        raise Skipped(f"heartbeat_interval_ms={interval * 1000:.0f} needs a {budget:.1f}s wait, over --max-wait={ctx.options.max_wait:g}s")
+    mute = await ctx.connect(handshake=False, answer_pings=False, label="mute")
+    ctx.expect(await mute.wait_closed(budget), ("GW-HANDSHAKE-7",), f"a connection that sent no hello for {budget:.1f}s is still open")
 
 
 # ====================================================================== auth

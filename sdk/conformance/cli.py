@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="the server, ws://host:port or wss://host:port")
     parser.add_argument("--token", help="the server's bearer token (or set GYMWIRE_TOKEN); also enables the auth checks")
     parser.add_argument("--env", help="the environment to drive (default: the first the server lists)")
+    parser.add_argument("--action", default="noop",
+                        help="the text the checks play as an action; it must not end an episode by itself (default 'noop')")
     parser.add_argument("--level", choices=["core", "full"], default="full",
                         help="core: handshake, environments, sessions, steps, errors; full: also batch, resume, "
                              "cancel, deadlines, heartbeat, auth, limits (default full)")
@@ -45,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
                 args.url,
                 token=args.token or os.environ.get("GYMWIRE_TOKEN") or None,
                 env=args.env,
+                action=args.action,
                 level=args.level,
                 max_wait=args.max_wait,
                 reply_timeout=args.timeout,

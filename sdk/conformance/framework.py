@@ -15,7 +15,8 @@ from .wire import ConnectionLost, NoAnswer, RawConnection, Transcript, Violation
 
 LEVELS = ("core", "full")
 CAPABILITIES = ("batch", "resume", "cancel", "deadlines", "images", "auth", "heartbeat")
-PROBE_ACTION = "noop"  # arbitrary text: environments answer what they cannot use with an observation
+# Arbitrary text: environments answer actions they cannot use with an observation (GW-STEP-7).
+DEFAULT_PROBE_ACTION = "noop"
 CLIENT_NAME = "gymwire-conformance"
 
 
@@ -67,6 +68,7 @@ class ConformanceOptions:
 
     token: str | None = None
     env: str | None = None
+    probe_action: str = DEFAULT_PROBE_ACTION  # what the checks play; it must not end an episode by itself
     level: str = "full"
     max_wait: float = 10.0
     reply_timeout: float = 5.0
@@ -107,6 +109,10 @@ class Context:
     @property
     def timeout(self) -> float:
         return self.options.reply_timeout
+
+    @property
+    def probe(self) -> str:
+        return self.options.probe_action
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -169,7 +175,8 @@ class Context:
         return {k: v for k, v in message.items() if v is not None}
 
     async def request(self, conn: RawConnection, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        message.setdefault("id", self.next_id())
+        if "id" not in message:
+            message["id"] = self.next_id()
         return await conn.request(message, timeout or self.timeout)
 
     async def open_session(
@@ -189,11 +196,11 @@ class Context:
         self.expect_type(opened, "opened", ("GW-SESSION-3",), f"open of {self.env!r} with task {message['task']}")
         return opened
 
-    async def step(self, conn: RawConnection, session: str, seq: int, action: str = PROBE_ACTION, **fields: Any) -> dict[str, Any]:
-        return await self.request(conn, {"type": "step", "session": session, "seq": seq, "action": action, **fields})
+    async def step(self, conn: RawConnection, session: str, seq: int, action: str | None = None, **fields: Any) -> dict[str, Any]:
+        return await self.request(conn, self.step_message(session, seq, action, **fields))
 
-    def step_message(self, session: str, seq: int, action: str = PROBE_ACTION, **fields: Any) -> dict[str, Any]:
-        return {"type": "step", "id": self.next_id(), "session": session, "seq": seq, "action": action, **fields}
+    def step_message(self, session: str, seq: int, action: str | None = None, **fields: Any) -> dict[str, Any]:
+        return {"type": "step", "id": self.next_id(), "session": session, "seq": seq, "action": action or self.probe, **fields}
 
     # ------------------------------------------------------------------ expectations
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import checks_core, checks_full  # noqa: F401  (importing registers the checks)
-from .framework import CHECKS, LEVELS, Check, CheckFailed, CheckResult, ConformanceOptions, Context, Skipped
+from .framework import CHECKS, DEFAULT_PROBE_ACTION, LEVELS, Check, CheckFailed, CheckResult, ConformanceOptions, Context, Skipped
 from .wire import ConnectionLost, NoAnswer, RawConnection, Transcript
 
 # MUST requirements of spec/requirements.json that no check covers, and why. A test keeps this
@@ -192,11 +192,27 @@ async def _discover(url: str, options: ConformanceOptions) -> tuple[dict[str, An
         described = await probe.request(conn, {"type": "describe_env", "env": env})
         if described.get("type") != "env_description" or not isinstance(described.get("env"), dict):
             raise ConformanceSetupError(f"describe_env {env!r} was answered with {described!r:.300}")
+        probe.env_info = described["env"]
+        await _check_probe_action(probe, conn)
         return welcome, described["env"]
     except (NoAnswer, ConnectionLost) as exc:
         raise ConformanceSetupError(f"the handshake with {url} failed: {exc}") from None
     finally:
         await probe.close()
+
+
+async def _check_probe_action(probe: Context, conn: RawConnection) -> None:
+    """The checks play the probe action and expect it not to end the episode by itself."""
+    opened = await probe.request(conn, {"type": "open", "env": probe.env, "task": probe.task(), "max_turns": 5})
+    if opened.get("type") != "opened":
+        return  # the checks report what is wrong with open, under their requirement ids
+    result = await probe.step(conn, opened["session"], 1)
+    await probe.request(conn, {"type": "close", "session": opened["session"]})
+    if result.get("type") == "step_result" and result.get("terminated"):
+        raise ConformanceSetupError(
+            f"the action {probe.probe!r} ends an episode of {probe.env!r} at once; the checks need an action that "
+            "does not: pass one with --action"
+        )
 
 
 async def _run_one(check: Check, url: str, options: ConformanceOptions, welcome: dict[str, Any], env_info: dict[str, Any]) -> CheckResult:
@@ -252,6 +268,7 @@ async def run_conformance(
     *,
     token: str | None = None,
     env: str | None = None,
+    action: str = DEFAULT_PROBE_ACTION,
     level: str = "full",
     max_wait: float = 10.0,
     reply_timeout: float = 5.0,
@@ -263,7 +280,8 @@ async def run_conformance(
 ) -> ConformanceReport:
     """Check the gymwire server at `url` against spec/PROTOCOL.md and return the report.
 
-    `env` is the environment to drive (default: the first the server lists); `level` "core" or
+    `env` is the environment to drive (default: the first the server lists) and `action` the text
+    the checks play, which must not end an episode by itself; `level` "core" or
     "full"; `max_wait` bounds the checks that wait for server timers; `slow_action`/`slow_ms` and
     `crash_action` unlock the checks that need a slow or a crashing step of `env`;
     `expected_failures` lists requirement ids or check names that may fail without failing the run;
@@ -271,7 +289,7 @@ async def run_conformance(
     cannot be reached or refuses the hello.
     """
     options = ConformanceOptions(
-        token=token, env=env, level=level, max_wait=max_wait, reply_timeout=reply_timeout, slow_action=slow_action,
+        token=token, env=env, probe_action=action, level=level, max_wait=max_wait, reply_timeout=reply_timeout, slow_action=slow_action,
         slow_ms=slow_ms, crash_action=crash_action, expected_failures=frozenset(expected_failures),
         checks=frozenset(checks) if checks is not None else None,
     )
@@ -288,7 +306,7 @@ async def run_conformance(
         env=env_info.get("name"),
         welcome=welcome,
         results=results,
-        options={"slow_action": slow_action, "slow_ms": slow_ms, "crash_action": crash_action, "max_wait": max_wait,
+        options={"action": action, "slow_action": slow_action, "slow_ms": slow_ms, "crash_action": crash_action, "max_wait": max_wait,
                  "token": "***" if token else None, "expected_failures": sorted(options.expected_failures)},
         seconds=time.monotonic() - started,
     )

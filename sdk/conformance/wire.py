@@ -22,6 +22,11 @@ from gymwire.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode
 
 SUBPROTOCOL_BY_ENCODING = {"msgpack": SUBPROTOCOL_MSGPACK, "json": SUBPROTOCOL_JSON}
 _EVIDENCE_CHARS = 300
+# What a v1.0 server may send (spec section 5); anything else breaks GW-VERSION-6.
+SERVER_MESSAGE_TYPES = frozenset({
+    "welcome", "env_list", "env_description", "opened", "reset_result", "step_result", "step_batch_result", "closed",
+    "cancel_ack", "ping", "pong", "resumed", "notice", "error",
+})
 # Error names and retryable flags of protocol v1, by code (spec section 13).
 ERROR_TABLE = {m.code: (m.name, m.retryable) for m in ErrorCode}
 
@@ -179,6 +184,8 @@ class RawConnection:
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             self.violations.append(Violation(("GW-FRAME-1",), f"server frame is not a map with a string type: {obj!r:.200}"))
             return None
+        if obj["type"] not in SERVER_MESSAGE_TYPES:
+            self.violations.append(Violation(("GW-VERSION-6",), f"server sent a message type v1.0 does not define: {obj['type']!r:.80}"))
         if obj["type"] == "error":
             self._check_error_shape(obj)
         return obj

@@ -18,10 +18,11 @@ from gymwire.sdk.server import GymServer
 SLOW_ACTION = "sleep"
 SLOW_MS = 400
 CRASH_ACTION = "crash"
+FINISH_ACTION = "finish"
 
 
 class SleepyEnv(Environment):
-    """Answers anything with an observation; `sleep` takes SLOW_MS, `crash` raises."""
+    """Answers anything with an observation; `sleep` takes SLOW_MS, `crash` raises, `finish` wins."""
 
     name = "sleepy"
     version = "1.0.0"
@@ -38,6 +39,8 @@ class SleepyEnv(Environment):
             time.sleep(SLOW_MS / 1000)
         elif action == CRASH_ACTION:
             raise RuntimeError("crash requested by the test")
+        elif action == FINISH_ACTION:
+            return StepResult("you win", reward=1.0, terminated=True)
         return StepResult(f"you said {action[:40]!r}")
 
 

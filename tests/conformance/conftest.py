@@ -5,19 +5,10 @@ import pytest
 from broken_servers import SleepyEnv
 
 from gymwire.protocol import Limits
+from gymwire.sdk.conformance import QUICK_LIMITS
 from gymwire.sdk.server import GymServer
 
-# Short timers so the heartbeat, half-open and resume-grace checks run in about a second each;
-# small caps so the limit checks can reach them.
-FAST_LIMITS = Limits(
-    heartbeat_interval_ms=300,
-    resume_grace_ms=800,
-    max_inflight=12,
-    max_sessions_per_connection=8,
-    max_batch=16,
-    max_frame_bytes=256 * 1024,
-    max_action_bytes=8 * 1024,
-)
+FAST_LIMITS = Limits(**QUICK_LIMITS)
 
 
 @contextlib.contextmanager

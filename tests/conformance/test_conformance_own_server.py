@@ -2,10 +2,10 @@
 environment whose slow and crashing actions unlock every check."""
 
 import pytest
-from broken_servers import CRASH_ACTION, SLOW_ACTION, SLOW_MS, SleepyEnv
+from broken_servers import CRASH_ACTION, FINISH_ACTION, SLOW_ACTION, SLOW_MS, SleepyEnv
 from conftest import serve
 
-from gymwire.sdk.conformance import run_conformance
+from gymwire.sdk.conformance import ConformanceSetupError, check_environment, run_conformance
 from gymwire.sdk.registry import builtin_envs, resolve_env
 
 TOKEN = "conformance-test-token"
@@ -22,10 +22,10 @@ async def test_builtin_env_conforms(name):
 
 
 async def test_every_check_runs_with_slow_and_crash_actions():
-    with serve([SleepyEnv], token=TOKEN) as url:
-        report = await run_conformance(
-            url, token=TOKEN, slow_action=SLOW_ACTION, slow_ms=SLOW_MS, crash_action=CRASH_ACTION, max_wait=5
-        )
+    # check_environment serves the class in this test's own event loop, as an env author would.
+    report = await check_environment(
+        SleepyEnv, token=TOKEN, slow_action=SLOW_ACTION, slow_ms=SLOW_MS, crash_action=CRASH_ACTION, max_wait=5
+    )
     assert report.ok, report.summary()
     skipped = {r.name: r.message for r in report.results if r.status == "skip"}
     # SleepyEnv has no images; everything else must have run.
@@ -42,3 +42,11 @@ async def test_core_level_runs_only_core_checks():
     assert report.ok, report.summary()
     assert {r.level for r in report.results} == {"core"}
     assert "batch" not in {r.name for r in report.results}
+
+
+async def test_an_action_that_ends_episodes_is_refused_up_front():
+    with serve([SleepyEnv]) as url:
+        with pytest.raises(ConformanceSetupError, match="--action"):
+            await run_conformance(url, action=FINISH_ACTION)
+        report = await run_conformance(url, action="look around", checks={"episode-msgpack"})
+    assert report.ok, report.summary()
