@@ -201,7 +201,11 @@ def main() -> int:
 
     all_plans = plans()
     results: dict = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        # Load from other processes skews every figure here; it is recorded so runs can be compared.
+        "machine": {
+            "python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
         "workload": {"split": SPLIT, "tasks": len(all_plans), "mean_steps_per_episode": round(sum(map(len, all_plans)) / len(all_plans), 2)},
     }
     in_process = bench_in_process(all_plans, args.seconds)
