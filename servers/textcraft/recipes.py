@@ -304,7 +304,8 @@ class RecipeBook:
         return dict(sorted(counts.items()))
 
     def _make_splits(self) -> dict[str, tuple[str, ...]]:
-        """Test: up to 100 goals spread evenly over depths 1-4 (drawn with a fixed seed); train: the rest.
+        """Test: up to 100 goals spread evenly over depths 1-4, at most half of any depth while others
+        have goals to spare (drawn with a fixed seed); train: the rest.
 
         Each split is ordered by depth, then name, so index ranges group tasks by depth."""
         by_depth: dict[int, list[str]] = defaultdict(list)
@@ -316,11 +317,13 @@ class RecipeBook:
         rng = random.Random(_SPLIT_SEED)
         pools = {d: rng.sample(sorted(v), len(v)) for d, v in sorted(by_depth.items())}
         quota = {d: 0 for d in pools}
-        # Round-robin over depths so a depth with few goals leaves its share to the others.
-        while sum(quota.values()) < test_size:
-            for d in pools:
-                if quota[d] < len(pools[d]) and sum(quota.values()) < test_size:
-                    quota[d] += 1
+        # Round-robin over depths, so a depth with few goals leaves its share to the others; at
+        # first taking at most half of a depth, so that training sees every depth too.
+        for share in (lambda n: n // 2, lambda n: n):
+            while sum(quota.values()) < test_size and any(quota[d] < share(len(p)) for d, p in pools.items()):
+                for d, pool in pools.items():
+                    if quota[d] < share(len(pool)) and sum(quota.values()) < test_size:
+                        quota[d] += 1
         test = {item for d, pool in pools.items() for item in pool[: quota[d]]}
         order = lambda item: (self.depth[item], item)  # noqa: E731
         return {
