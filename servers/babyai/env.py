@@ -134,7 +134,7 @@ class BabyAIEnv(Environment):
         if level != self._level:
             self._env = make_level(level)
             self._level = level
-        self._env.reset(seed=seed)
+        self._obs_image = self._env.reset(seed=seed)[0]["image"]
         self._data = {"level": level, "seed": seed, "mission": self._env.mission}
         self._look()
         text = f"Your goal: {self._env.mission}\n{self._view.describe()}\n{self._available()}"
@@ -185,7 +185,8 @@ class BabyAIEnv(Environment):
                 events.append(f"You stopped: a {front.color} {front.type} blocks the way.")
                 break
             carried_before = env.carrying
-            _, r, terminated, truncated, _ = env.step(primitive)
+            obs, r, terminated, truncated, _ = env.step(primitive)
+            self._obs_image = obs["image"]
             reward += float(r)
             done.append(primitive)
             events += self._effect(primitive, front, carried_before)
@@ -211,7 +212,7 @@ class BabyAIEnv(Environment):
     # -- what the agent is told -------------------------------------------------------------------
 
     def _look(self) -> None:
-        self._view = View.of(self._env)
+        self._view = View.of(self._env, self._obs_image)
         self._valid, self._why_not = self._view.actions()
 
     def _available(self) -> str:

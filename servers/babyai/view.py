@@ -85,25 +85,28 @@ def _passable(cell: Any) -> bool:
 class View:
     """The agent's view at one moment. Cheap to build: one per observation."""
 
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: Any, image: Any = None) -> None:
         self.env = env
         self.pos: Pos = (int(env.agent_pos[0]), int(env.agent_pos[1]))
         self.dir: int = int(env.agent_dir)
         self.carrying = env.carrying
         self.cells: dict[Pos, Any] = {self.pos: None}
         self.things: list[Thing] = []
-        self._read_view()
+        self._read_view(image)
+        self._reached: dict[tuple[Pos, int], tuple[tuple[Pos, int], int] | None] | None = None
 
     @classmethod
-    def of(cls, env: Any) -> "View":
-        return cls(env)
+    def of(cls, env: Any, image: Any = None) -> "View":
+        """`image`: the observation image MiniGrid returned for the current state, if at hand. Its
+        unseen cells (object index 0) are exactly the hidden ones, which spares recomputing them."""
+        return cls(env, image)
 
     # -- perception -------------------------------------------------------------------------------
 
-    def _read_view(self) -> None:
+    def _read_view(self, image: Any) -> None:
         env = self.env
         size = env.agent_view_size
-        _, vis_mask = env.gen_obs_grid()
+        vis_mask = env.gen_obs_grid()[1] if image is None else image[:, :, 0] != 0
         fx, fy = DIR_VECS[self.dir]
         rx, ry = -fy, fx
         x0, y0 = self.pos
@@ -179,33 +182,44 @@ class View:
     def _walkable(self, pos: Pos) -> bool:
         return pos in self.cells and _passable(self.cells[pos])
 
-    def path(self, goal: Callable[[Pos, int], bool]) -> list[int] | None:
-        """Fewest primitives (turns and forward moves through visible free cells) to a state
-        (position, direction) accepted by `goal`; None when no such path exists in view."""
+    def _reachable(self) -> dict[tuple[Pos, int], tuple[tuple[Pos, int], int] | None]:
+        """Every (position, direction) reachable through visible free cells, in breadth-first
+        order (forward before turns), each with the state and primitive it is reached from."""
+        if self._reached is not None:
+            return self._reached
         start = (self.pos, self.dir)
         came_from: dict[tuple[Pos, int], tuple[tuple[Pos, int], int] | None] = {start: None}
         queue = deque([start])
         while queue:
             state = queue.popleft()
             pos, d = state
-            if goal(pos, d):
-                actions: list[int] = []
-                link = came_from[state]
-                while link is not None:
-                    state, action = link
-                    actions.append(action)
-                    link = came_from[state]
-                return actions[::-1]
             dx, dy = DIR_VECS[d]
             ahead = (pos[0] + dx, pos[1] + dy)
-            successors = [((pos, (d - 1) % 4), LEFT), ((pos, (d + 1) % 4), RIGHT)]
-            if self._walkable(ahead):
-                successors.insert(0, ((ahead, d), FORWARD))
-            for nxt, action in successors:
-                if nxt not in came_from:
-                    came_from[nxt] = (state, action)
-                    queue.append(nxt)
-        return None
+            if self._walkable(ahead) and (ahead, d) not in came_from:
+                came_from[(ahead, d)] = (state, FORWARD)
+                queue.append((ahead, d))
+            for turned, action in (((pos, (d - 1) % 4), LEFT), ((pos, (d + 1) % 4), RIGHT)):
+                if turned not in came_from:
+                    came_from[turned] = (state, action)
+                    queue.append(turned)
+        self._reached = came_from
+        return came_from
+
+    def path(self, goal: Callable[[Pos, int], bool]) -> list[int] | None:
+        """Fewest primitives (turns and forward moves through visible free cells) to a state
+        (position, direction) accepted by `goal`; None when no such path exists in view."""
+        came_from = self._reachable()
+        # Dicts keep insertion order, which is breadth-first order: the first match is nearest.
+        state = next((s for s in came_from if goal(*s)), None)
+        if state is None:
+            return None
+        actions: list[int] = []
+        link = came_from[state]
+        while link is not None:
+            state, action = link
+            actions.append(action)
+            link = came_from[state]
+        return actions[::-1]
 
     def path_to_face(self, target: Pos) -> list[int] | None:
         return self.path(lambda pos, d: (pos[0] + DIR_VECS[d][0], pos[1] + DIR_VECS[d][1]) == target)
