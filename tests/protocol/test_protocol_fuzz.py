@@ -112,12 +112,11 @@ def test_arbitrary_bytes_give_only_typed_errors_in_msgpack(frame):
 @given(st.binary(max_size=256) | st.text(max_size=256).map(str.encode))
 def test_arbitrary_bytes_give_only_typed_errors_in_json(frame):
     outcome = decode(JSON, frame)
-    try:
-        obj = json.loads(frame)
-    except ValueError:
-        assert isinstance(outcome, ProtocolError) and outcome.code is ErrorCode.BAD_FRAME
+    if isinstance(outcome, ProtocolError) and outcome.message.startswith("undecodable"):
+        # Python's json is laxer (NaN, UTF-16 input), so it is no oracle for what is undecodable.
+        assert outcome.code is ErrorCode.BAD_FRAME and outcome.request_id is None
         return
-    assert_oracle(obj, outcome)
+    assert_oracle(json.loads(frame), outcome)
 
 
 @fuzz
