@@ -550,13 +550,51 @@ async def slow_request_concurrency(ctx: Context) -> None:
     slow_answer = await conn.answer(slow_step["id"], ctx.timeout + ctx.options.slow_ms / 1000)
     quick_answer = await conn.answer(quick["id"], ctx.timeout)
     pong = await conn.answer(ping["id"], ctx.timeout)
+    late = []
+    if conn.arrival_of(quick_answer) > conn.arrival_of(slow_answer):
+        late.append(("GW-REQUEST-4", "another session's step was answered only after the slow step finished (lockstep server?)"))
+    if conn.arrival_of(pong) > conn.arrival_of(slow_answer):
+        late.append(("GW-HEARTBEAT-1", "the pong came only after the slow step finished"))
+    if late:
+        ctx.fail(tuple(i for i, _ in late), "; ".join(text for _, text in late))
+
+
+@check("duplicate-id", area="REQUEST", requirements=("GW-REQUEST-5",))
+async def duplicate_id(ctx: Context) -> None:
+    """A request reusing the id of one still in flight: INVALID_STATE, and it is not acted on.
+
+    Without --slow-action the first request may be answered before the second arrives; then the
+    second is a new request and must simply be served."""
+    slow = ctx.options.slow_action
+    conn = await ctx.connect()
+    busy = (await ctx.open_session(conn, max_turns=5))["session"]
+    other = (await ctx.open_session(conn, max_turns=5))["session"]
+    first = ctx.step_message(busy, 1, slow or ctx.probe)
+    duplicate = dict(ctx.step_message(other, 1), id=first["id"])
+    await conn.send(first)
+    if slow:
+        await asyncio.sleep(0.02)
+    await conn.send(duplicate)
+    wait = ctx.timeout + (ctx.options.slow_ms / 1000 if slow else 0)
+    answers = [await conn.answer(first["id"], wait), await conn.answer(first["id"], wait)]
+    refused = [a for a in answers if a.get("type") == "error" and a.get("name") == "INVALID_STATE"]
+    served = [a for a in answers if a.get("type") == "step_result"]
+    if slow:
+        ctx.expect(
+            len(refused) == 1 and len(served) == 1 and served[0].get("session") == busy,
+            ("GW-REQUEST-5",),
+            f"a step reusing the id of a running step must get INVALID_STATE while the running one is answered; got "
+            f"{[(a.get('type'), a.get('name', a.get('session'))) for a in answers]}",
+        )
+    ctx.expect(len(refused) + len(served) == 2, ("GW-REQUEST-5",),
+               f"two requests with id {first['id']} got {[a.get('type') + ' ' + str(a.get('name', '')) for a in answers]}")
+    result = await ctx.step(conn, other, 2 if len(served) == 2 else 1)
     ctx.expect(
-        conn.arrival_of(quick_answer) < conn.arrival_of(slow_answer),
-        ("GW-REQUEST-4",),
-        "another session's step was answered only after the slow step finished (lockstep server?)",
+        result.get("type") == "step_result",
+        ("GW-REQUEST-5",),
+        f"the next seq of the second session got {result.get('type')} {result.get('name', '')}: "
+        "a refused duplicate must not have been acted on",
     )
-    ctx.expect(conn.arrival_of(pong) < conn.arrival_of(slow_answer), ("GW-HEARTBEAT-1",),
-               "the pong came only after the slow step finished")
 
 
 @check("session-crash", area="SESSION", requirements=("GW-SESSION-10",))
@@ -679,9 +717,10 @@ async def unknown_message(ctx: Context) -> None:
     request = {"type": "gymwire_conformance_frobnicate", "id": ctx.next_id()}
     answer = await ctx.request(conn, request)
     ctx.expect_error(answer, "UNKNOWN_MESSAGE", ("GW-FRAME-4",), "an unknown message type", request_id=request["id"])
-    request = {"type": "x" * 50_000, "id": ctx.next_id()}
+    length = max(1000, min(50_000, ctx.limits.get("max_frame_bytes", 0) // 2))  # long, yet within the frame limit
+    request = {"type": "x" * length, "id": ctx.next_id()}
     answer = await ctx.request(conn, request)
-    ctx.expect_error(answer, "UNKNOWN_MESSAGE", ("GW-FRAME-4",), "an unknown 50 000-character message type", request_id=request["id"])
+    ctx.expect_error(answer, "UNKNOWN_MESSAGE", ("GW-FRAME-4",), f"an unknown {length}-character message type", request_id=request["id"])
     length = len(str(answer.get("message")))
     ctx.expect(length < 2000, ("GW-ERROR-8",), f"the error message has {length} characters: it echoes the offending input unbounded")
     await ctx.expect_alive(conn, ("GW-FRAME-4",), "unknown message types")

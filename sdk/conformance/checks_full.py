@@ -496,10 +496,14 @@ async def action_too_large(ctx: Context) -> None:
 
 @check("session-cap", area="LIMIT", level="full", requirements=("GW-LIMIT-3", "GW-ERROR-4"))
 async def session_cap(ctx: Context) -> None:
-    """An open beyond max_sessions_per_connection: CAPACITY with retry_after_ms."""
-    cap = min(ctx.limits.get("max_sessions_per_connection", 0), ctx.limits.get("max_sessions", 0))
+    """An open beyond max_sessions_per_connection: CAPACITY with retry_after_ms.
+
+    The per-connection cap is the one a client can reach alone; max_sessions counts every client's sessions."""
+    cap = ctx.limits.get("max_sessions_per_connection", 0)
     if not 0 < cap <= 64:
-        raise Skipped(f"the session caps ({cap}) are too large to reach cheaply")
+        raise Skipped(f"max_sessions_per_connection={cap} is too large to reach cheaply")
+    if ctx.limits.get("max_sessions", 0) <= cap:
+        raise Skipped("max_sessions is not above max_sessions_per_connection; the global cap depends on other clients' sessions")
     conn = await ctx.connect()
     sessions = []
     try:

@@ -22,6 +22,7 @@ from gymwire.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode
 
 SUBPROTOCOL_BY_ENCODING = {"msgpack": SUBPROTOCOL_MSGPACK, "json": SUBPROTOCOL_JSON}
 _EVIDENCE_CHARS = 300
+_SECRET_FIELDS = ("token", "resume_token")
 # What a v1.0 server may send (spec section 5); anything else breaks GW-VERSION-6.
 SERVER_MESSAGE_TYPES = frozenset({
     "welcome", "env_list", "env_description", "opened", "reset_result", "step_result", "step_batch_result", "closed",
@@ -68,7 +69,8 @@ def _short_repr(obj: Any) -> str:
         if isinstance(value, str) and len(value) > 120:
             return value[:120] + f"...<{len(value)} chars>"
         if isinstance(value, dict):
-            return {k: shrink(v) for k, v in value.items()}
+            # Reports get shared; bearer and resume tokens stay out of them.
+            return {k: "<redacted>" if k in _SECRET_FIELDS and v else shrink(v) for k, v in value.items()}
         if isinstance(value, list):
             return [shrink(v) for v in value[:20]]
         return value

@@ -21,7 +21,7 @@ CONTROLS = {"handshake-msgpack", "episode-json", "batch", "cancel-unknown"}
 
 # server class -> (checks that must fail, requirement ids the report must name as broken)
 BROKEN = {
-    LockstepServer: ({"slow-request-concurrency"}, {"GW-REQUEST-4"}),
+    LockstepServer: ({"slow-request-concurrency"}, {"GW-REQUEST-4", "GW-HEARTBEAT-1"}),
     CrashOnBadFrameServer: ({"malformed-frames-msgpack", "malformed-frames-json", "schema-violations"}, {"GW-FRAME-3", "GW-ERROR-6"}),
     DoubleStepServer: ({"replay-last-seq", "resume-after-drop"}, {"GW-SESSION-5", "GW-RESUME-4"}),
     DeadlineIgnoringServer: ({"deadline", "batch-deadline"}, {"GW-DEADLINE-1", "GW-DEADLINE-4"}),

@@ -49,3 +49,12 @@ def test_checks_have_unique_names_and_valid_areas():
         assert check.summary and check.summary != check.name, f"{check.name} has no docstring"
         assert check.level in ("core", "full")
         assert check.area in {requirements[i]["area"] for i in requirements}
+
+
+def test_conformance_doc_lists_every_check_and_every_unchecked_must():
+    doc = (SPEC.parent / "CONFORMANCE.md").read_text()
+    table = doc.split("<!-- checks:start -->", 1)[1].split("<!-- checks:end -->", 1)[0]
+    documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert documented == {c.name for c in CHECKS}
+    unchecked_section = doc.split("## What the suite does not check", 1)[1]
+    assert all(requirement in unchecked_section for requirement in NOT_CHECKED)
