@@ -8,6 +8,7 @@ from typing import Any
 _SERIES = (
     ("gymwire", "gymwire msgpack, closed loop", "tab:blue"),
     ("gymwire_batch", "gymwire msgpack, step_batch per connection", "tab:purple"),
+    ("gymwire_gc_tuned", "gymwire msgpack, server GC tuned", "tab:orange"),
     ("gymwire_paced", "gymwire msgpack, paced (same total rate)", "tab:green"),
     ("http", "HTTP/JSON FastAPI, closed loop", "tab:red"),
 )

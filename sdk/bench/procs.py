@@ -70,7 +70,7 @@ async def _control(conn: Any, probe: Callable[[], dict[str, Any]]) -> None:
         conn.send(probe())
 
 
-def _gymwire_main(conn: Any, trace_memory: bool, limits: dict[str, int]) -> None:
+def _gymwire_main(conn: Any, trace_memory: bool, gc_tuned: bool, limits: dict[str, int]) -> None:
     from gymwire.protocol import Limits
     from gymwire.sdk.server import GymServer
 
@@ -79,6 +79,9 @@ def _gymwire_main(conn: Any, trace_memory: bool, limits: dict[str, int]) -> None
     raise_fd_limit()
     if trace_memory:
         tracemalloc.start()
+    if gc_tuned:
+        gc.freeze()  # what was imported before serving is never garbage: keep the collector off it
+        gc.set_threshold(*GC_TUNED_THRESHOLDS)
 
     async def main() -> None:
         server = GymServer([NoopEnv, AsyncNoopEnv], port=0, limits=Limits(**limits))
@@ -134,6 +137,11 @@ def _floor_main(conn: Any, kind: str) -> None:
     asyncio.run(main())
 
 
+# Young-generation threshold raised from 700: every request allocates tasks, futures and models that
+# die young, and with thousands in flight the default collects (and promotes) many times per second.
+GC_TUNED_THRESHOLDS = (50_000, 20, 100)
+
+
 class ServerProcess:
     """A server child. `with ServerProcess.gymwire() as server: server.port, server.probe()`."""
 
@@ -148,8 +156,8 @@ class ServerProcess:
         self.port: int = self.conn.recv()
 
     @classmethod
-    def gymwire(cls, trace_memory: bool = False, **limits: int) -> "ServerProcess":
-        return cls(_gymwire_main, trace_memory, limits)
+    def gymwire(cls, trace_memory: bool = False, gc_tuned: bool = False, **limits: int) -> "ServerProcess":
+        return cls(_gymwire_main, trace_memory, gc_tuned, limits)
 
     @classmethod
     def http(cls) -> "ServerProcess":

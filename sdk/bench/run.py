@@ -29,6 +29,7 @@ class Plan:
     pipeline_windows: tuple[int, ...]
     levels: tuple[int, ...]
     batch_levels: tuple[int, ...]
+    gc_levels: tuple[int, ...]
     http_levels: tuple[int, ...]
     paced_levels: tuple[int, ...]
     paced_rate: float  # steps/s offered by all sessions together in the paced runs
@@ -45,18 +46,18 @@ class Plan:
     def full(cls, paced_rate: float) -> "Plan":
         return cls(
             roundtrips=5000, pipeline_seconds=2.0, pipeline_windows=(1, 16, 128, 1000),
-            levels=(1, 100, 1000, 10_000), batch_levels=(100, 1000, 10_000), http_levels=(1, 100, 1000, 10_000), paced_levels=(100, 1000, 10_000),
-            paced_rate=paced_rate, warmup_s=1.0, window_s=4.0, workers=2,
+            levels=(1, 100, 1000, 10_000), batch_levels=(100, 1000, 10_000), gc_levels=(1000, 10_000), http_levels=(1, 100, 1000, 10_000), paced_levels=(100, 1000, 10_000),
+            paced_rate=paced_rate, warmup_s=2.0, window_s=6.0, workers=2,
             memory_sessions=5000, memory_connections=200, first_obs=300, batch_size=64, batch_rounds=200,
         )
 
     @classmethod
     def quick(cls, paced_rate: float) -> "Plan":
         return cls(
-            roundtrips=300, pipeline_seconds=0.3, pipeline_windows=(1, 16),
-            levels=(1, 100), batch_levels=(100,), http_levels=(1, 100), paced_levels=(100,),
+            roundtrips=200, pipeline_seconds=0.3, pipeline_windows=(1, 16),
+            levels=(1, 100), batch_levels=(100,), gc_levels=(100,), http_levels=(100,), paced_levels=(100,),
             paced_rate=paced_rate, warmup_s=0.1, window_s=0.4, workers=2,
-            memory_sessions=300, memory_connections=20, first_obs=20, batch_size=16, batch_rounds=20,
+            memory_sessions=300, memory_connections=20, first_obs=10, batch_size=16, batch_rounds=20,
         )
 
 
@@ -268,9 +269,12 @@ def concurrency(plan: Plan, kind: str, levels: tuple[int, ...], rate: float | No
     rows = []
     for sessions in levels:
         think_s = sessions / rate if rate else 0.0
-        factory: Callable[[], ServerProcess] = ServerProcess.http if kind == "http" else ServerProcess.gymwire
-        with factory() as server:
-            row = _run_load(plan, server, kind, sessions, think_s)
+        if kind == "http":
+            server = ServerProcess.http()
+        else:
+            server = ServerProcess.gymwire(gc_tuned=kind == "gymwire_gc_tuned")
+        with server:
+            row = _run_load(plan, server, "gymwire" if kind == "gymwire_gc_tuned" else kind, sessions, think_s)
         log(f"  {kind:8} sessions={sessions:>6} think={row['think_ms']}ms: {row['steps_per_s']:>7} steps/s, "
             f"p50 {row.get('p50_ms')} ms, p99 {row.get('p99_ms')} ms, errors {row['errors']}")
         rows.append(row)
@@ -433,12 +437,14 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     rt = results["roundtrip"]["ratios_p50"]["gymwire_msgpack_vs_tcp_floor_asyncio"]
     out["roundtrip_vs_tcp_floor"] = {"target": "<= 1.5", "value": rt, "met": rt <= 1.5}
     http = _row(results["concurrency"]["http"], 1000)
-    for key in ("gymwire", "gymwire_batch"):
+    for key in ("gymwire", "gymwire_batch", "gymwire_gc_tuned"):
         gw = _row(results["concurrency"][key], 1000)
         if gw and http and http["steps_per_s"]:
             ratio = round(gw["steps_per_s"] / http["steps_per_s"], 2)
             out[f"{key}_steps_per_s_vs_http_at_1000"] = {"target": ">= 10", "value": ratio, "met": ratio >= 10}
-    for key, label in (("gymwire", "closed_loop"), ("gymwire_batch", "batched"), ("gymwire_paced", "paced")):
+    for key, label in (
+        ("gymwire", "closed_loop"), ("gymwire_batch", "batched"), ("gymwire_gc_tuned", "gc_tuned"), ("gymwire_paced", "paced")
+    ):
         row = _row(results["concurrency"][key], 10_000)
         if row and "p99_ms" in row:
             ok = row["p99_ms"] < 50 and row["errors"] == 0 and row["sessions_opened"] == 10_000
@@ -461,10 +467,11 @@ def run(plan: Plan) -> dict[str, Any]:
     results["roundtrip"] = roundtrip(plan)
     log("2a. pipelined throughput over one connection")
     results["pipelined"] = pipelined(plan)
-    log("2b. concurrent sessions (closed loop, batched closed loop, paced, HTTP closed loop)")
+    log("2b. concurrent sessions (closed loop; batched; server GC tuned; paced; HTTP)")
     results["concurrency"] = {
         "gymwire": concurrency(plan, "gymwire", plan.levels),
         "gymwire_batch": concurrency(plan, "gymwire_batch", plan.batch_levels),
+        "gymwire_gc_tuned": concurrency(plan, "gymwire_gc_tuned", plan.gc_levels),
         "gymwire_paced": concurrency(plan, "gymwire", plan.paced_levels, plan.paced_rate),
         "http": concurrency(plan, "http", plan.http_levels),
     }
