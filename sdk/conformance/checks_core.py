@@ -372,7 +372,7 @@ async def invalid_task(ctx: Context) -> None:
     first, size = next(iter(splits.items()))
     conn = await ctx.connect()
     for task in ({"split": "gymwire-conformance-no-such-split", "index": 0}, {"split": first, "index": int(size)}):
-        request = {"type": "open", "id": ctx.next_id(), "env": ctx.env, "task": task}
+        request = ctx.open_message(task=task)
         answer = await ctx.request(conn, request)
         ctx.expect_error(answer, "INVALID_TASK", ("GW-SESSION-2",), f"open with task {task}", request_id=request["id"])
     session = (await ctx.open_session(conn, max_turns=3))["session"]
@@ -497,7 +497,7 @@ async def foreign_session(ctx: Context) -> None:
 async def pipelined_requests(ctx: Context) -> None:
     """Many sessions on one connection, requests sent without waiting: each answered exactly once."""
     conn = await ctx.connect()
-    opens = [{"type": "open", "id": ctx.next_id(), "env": ctx.env, "task": ctx.task(), "max_turns": 3} for _ in range(3)]
+    opens = [ctx.open_message(max_turns=3) for _ in range(3)]
     for message in opens:
         await conn.send(message)
     sessions = []

@@ -509,7 +509,7 @@ async def session_cap(ctx: Context) -> None:
     try:
         for _ in range(cap):
             sessions.append((await ctx.open_session(conn, max_turns=1, reset=False))["session"])
-        request = {"type": "open", "id": ctx.next_id(), "env": ctx.env, "task": ctx.task(), "reset": False}
+        request = ctx.open_message(reset=False)
         answer = await ctx.request(conn, request)
         ctx.expect_error(answer, "CAPACITY", ("GW-LIMIT-3",), f"open number {cap + 1} with a cap of {cap}", request_id=request["id"])
         ctx.expect(isinstance(answer.get("retry_after_ms"), int), ("GW-ERROR-4",), "CAPACITY must carry retry_after_ms")

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
+from typing import Any
 
 EXIT_CONFORMANT, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
+
+
+def _json_map(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"images\": true}'")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", help="the environment to drive (default: the first the server lists)")
     parser.add_argument("--action", default="noop",
                         help="the text the checks play as an action; it must not end an episode by itself (default 'noop')")
+    parser.add_argument("--options", type=_json_map, default={}, metavar="JSON",
+                        help="options for every open, as a JSON object, e.g. '{\"images\": true}'")
     parser.add_argument("--level", choices=["core", "full"], default="full",
                         help="core: handshake, environments, sessions, steps, errors; full: also batch, resume, "
                              "cancel, deadlines, heartbeat, auth, limits (default full)")
@@ -48,6 +62,7 @@ def main(args: argparse.Namespace) -> int:
                 token=args.token or os.environ.get("GYMWIRE_TOKEN") or None,
                 env=args.env,
                 action=args.action,
+                options=args.options,
                 level=args.level,
                 max_wait=args.max_wait,
                 reply_timeout=args.timeout,

@@ -69,6 +69,7 @@ class ConformanceOptions:
     token: str | None = None
     env: str | None = None
     probe_action: str = DEFAULT_PROBE_ACTION  # what the checks play; it must not end an episode by itself
+    open_options: dict[str, Any] = field(default_factory=dict)  # `options` of every open (environment-specific)
     level: str = "full"
     max_wait: float = 10.0
     reply_timeout: float = 5.0
@@ -188,13 +189,20 @@ class Context:
         task: dict[str, Any] | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
-        message = {"type": "open", "env": self.env, "task": task if task is not None else self.task(), "reset": reset}
+        message = self.open_message(task=task if task is not None else self.task(), reset=reset, **fields)
         if max_turns is not None:
             message["max_turns"] = max_turns
-        message.update(fields)
         opened = await self.request(conn, message)
         self.expect_type(opened, "opened", ("GW-SESSION-3",), f"open of {self.env!r} with task {message['task']}")
         return opened
+
+    def open_message(self, **fields: Any) -> dict[str, Any]:
+        """An open of the environment under test, with --options, a fresh id and the default task."""
+        message: dict[str, Any] = {"type": "open", "id": self.next_id(), "env": self.env, "task": self.task()}
+        if self.options.open_options:
+            message["options"] = dict(self.options.open_options)
+        message.update(fields)
+        return message
 
     async def step(self, conn: RawConnection, session: str, seq: int, action: str | None = None, **fields: Any) -> dict[str, Any]:
         return await self.request(conn, self.step_message(session, seq, action, **fields))

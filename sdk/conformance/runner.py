@@ -203,7 +203,7 @@ async def _discover(url: str, options: ConformanceOptions) -> tuple[dict[str, An
 
 async def _check_probe_action(probe: Context, conn: RawConnection) -> None:
     """The checks play the probe action and expect it not to end the episode by itself."""
-    opened = await probe.request(conn, {"type": "open", "env": probe.env, "task": probe.task(), "max_turns": 5})
+    opened = await probe.request(conn, probe.open_message(max_turns=5))
     if opened.get("type") != "opened":
         return  # the checks report what is wrong with open, under their requirement ids
     result = await probe.step(conn, opened["session"], 1)
@@ -269,6 +269,7 @@ async def run_conformance(
     token: str | None = None,
     env: str | None = None,
     action: str = DEFAULT_PROBE_ACTION,
+    options: dict[str, Any] | None = None,
     level: str = "full",
     max_wait: float = 10.0,
     reply_timeout: float = 5.0,
@@ -281,7 +282,8 @@ async def run_conformance(
     """Check the gymwire server at `url` against spec/PROTOCOL.md and return the report.
 
     `env` is the environment to drive (default: the first the server lists) and `action` the text
-    the checks play, which must not end an episode by itself; `level` "core" or
+    the checks play, which must not end an episode by itself; `options` go into every open (for
+    environments that need some, or that send images only when asked); `level` "core" or
     "full"; `max_wait` bounds the checks that wait for server timers; `slow_action`/`slow_ms` and
     `crash_action` unlock the checks that need a slow or a crashing step of `env`;
     `expected_failures` lists requirement ids or check names that may fail without failing the run;
@@ -289,7 +291,7 @@ async def run_conformance(
     cannot be reached or refuses the hello.
     """
     options = ConformanceOptions(
-        token=token, env=env, probe_action=action, level=level, max_wait=max_wait, reply_timeout=reply_timeout, slow_action=slow_action,
+        token=token, env=env, probe_action=action, open_options=dict(options or {}), level=level, max_wait=max_wait, reply_timeout=reply_timeout, slow_action=slow_action,
         slow_ms=slow_ms, crash_action=crash_action, expected_failures=frozenset(expected_failures),
         checks=frozenset(checks) if checks is not None else None,
     )
@@ -306,7 +308,7 @@ async def run_conformance(
         env=env_info.get("name"),
         welcome=welcome,
         results=results,
-        options={"action": action, "slow_action": slow_action, "slow_ms": slow_ms, "crash_action": crash_action, "max_wait": max_wait,
+        options={"action": action, "options": options or {}, "slow_action": slow_action, "slow_ms": slow_ms, "crash_action": crash_action, "max_wait": max_wait,
                  "token": "***" if token else None, "expected_failures": sorted(options.expected_failures)},
         seconds=time.monotonic() - started,
     )

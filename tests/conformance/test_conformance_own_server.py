@@ -11,14 +11,20 @@ from gymwire.sdk.registry import builtin_envs, resolve_env
 TOKEN = "conformance-test-token"
 
 
+# Environments that send images only when an open asks for them.
+OPEN_OPTIONS = {"babyai": {"images": True}}
+
+
 @pytest.mark.parametrize("name", sorted(builtin_envs()))
 async def test_builtin_env_conforms(name):
     with serve([resolve_env(name)]) as url:
-        report = await run_conformance(url, env=name, max_wait=5)
+        report = await run_conformance(url, env=name, options=OPEN_OPTIONS.get(name), max_wait=5)
     assert report.ok, report.summary()
     statuses = {r.name: r.status for r in report.results}
     assert statuses["episode-msgpack"] == statuses["episode-json"] == "pass", report.summary()
     assert statuses["resume-after-drop"] == statuses["half-open-reaped"] == "pass", report.summary()
+    if resolve_env(name).images:
+        assert statuses["images"] == "pass", report.summary()
 
 
 async def test_every_check_runs_with_slow_and_crash_actions():
