@@ -4,7 +4,8 @@ The expert keeps its own copy of the episode (same level and seed, so the same s
 the primitives the server reports in `info["primitives"]`. It asks minigrid's `BabyAIBot` for the
 next primitive and answers with the high-level action that performs exactly it ("pick up red ball
 1" for a pickup, "move forward" for a step), so every move it makes goes through the environment's
-own action parser and validity checks.
+own action parser and validity checks. When the bot is walking to an object in view, the expert
+says "go to <object> <n>" instead (`macros=False` keeps it to one primitive per turn).
 
 The bot cannot solve everything, so three gaps are filled from the full state:
 - keys hidden in boxes (KeyInBox): boxes holding something are opened before the bot starts;
@@ -46,7 +47,8 @@ class BabyAIExpert:
     """Plays task (split, index): call `act()` for the next action, then `observe(info)` with the
     step's info so the private copy follows the server's episode."""
 
-    def __init__(self, split: str, index: int) -> None:
+    def __init__(self, split: str, index: int, macros: bool = True) -> None:
+        self.macros = macros
         level, seed = level_and_seed(split, index)
         self.env = make_level(level)
         self.env.reset(seed=seed)
@@ -58,7 +60,12 @@ class BabyAIExpert:
     # -- the loop a client runs -------------------------------------------------------------------
 
     def act(self) -> str:
-        return self._translate(self._next_primitive())
+        primitive = self._next_primitive()
+        if self.macros and self.bot is not None and primitive in (LEFT, RIGHT, FORWARD):
+            shortcut = self._go_to_shortcut()
+            if shortcut is not None:
+                return shortcut
+        return self._translate(primitive)
 
     def observe(self, info: dict[str, Any]) -> None:
         for name in info.get("primitives", []):
@@ -104,6 +111,29 @@ class BabyAIExpert:
             del bot.stack[2:]
             self.fallbacks.append("already carrying")
         return bot
+
+    def _go_to_shortcut(self) -> str | None:
+        """"go to <object> <n>" when the bot is walking to an object in view: one turn, not many.
+
+        The bot replans from the state it finds next turn, so it need not see the walk."""
+        from minigrid.envs.babyai.core.verifier import ObjDesc
+        from minigrid.utils.baby_ai_bot import GoNextToSubgoal
+
+        subgoal = self.bot.stack[-1] if self.bot.stack else None
+        if not isinstance(subgoal, GoNextToSubgoal) or subgoal.reason not in (None, "Open"):
+            return None
+        if isinstance(subgoal.datum, ObjDesc):
+            _, target = self.bot._find_obj_pos(subgoal.datum)
+        else:
+            target = getattr(subgoal.datum, "cur_pos", None)  # an object, or None for a bare position
+        if target is None:
+            return None
+        view = View.of(self.env)
+        thing = view.thing_at((int(target[0]), int(target[1])))
+        if thing is None:
+            return None
+        action = f"go to {thing.label}"
+        return action if action in view.actions()[0] else None
 
     def _translate(self, primitive: int) -> str:
         if primitive != PICKUP:

@@ -298,6 +298,23 @@ def test_success_reward_is_minigrids_and_episode_reports_success():
     assert result.score == result.reward and "The task is completed" in result.observation.text
 
 
+def test_expert_go_to_shortcuts_save_turns_not_success():
+    turns = {True: 0, False: 0}
+    for macros in (True, False):
+        for index in (4, 16, 30):  # GoToLocal, Pickup, ActionObjDoor
+            env, expert = fresh("test", index), BabyAIExpert("test", index, macros=macros)
+            for turn in range(1, 300):
+                result = env.step(expert.act())
+                expert.observe(result.info)
+                if result.terminated or result.truncated:
+                    break
+            assert result.success, (index, macros, result.observation.text)
+            turns[macros] += turn
+            if not macros:
+                assert turn == env._env.step_count  # one primitive per turn
+    assert turns[True] < turns[False]
+
+
 def test_running_out_of_primitive_steps_truncates():
     env = fresh("test", 0)
     env._env.max_steps = env._env.step_count + 2
