@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Get", "Craft", "ShowInventory", "Command", "ActionParseError", "parse_action", "normalize_name", "MAX_COUNT", "USAGE"]
+__all__ = [
+    "Get", "Craft", "ShowInventory", "Command", "ActionParseError", "parse_action", "normalize_name", "quote",
+    "MAX_COUNT", "USAGE",
+]
 
 MAX_COUNT = 1000
 USAGE = (
@@ -54,6 +57,12 @@ _COUNTED = re.compile(r"^(?:(\d+)\s*(?:x\s+|x(?=[^a-z])|\s))?\s*(.+)$")
 _WRAPPERS = "`'\"[]()<>*"
 
 
+def quote(text: str, limit: int = 80) -> str:
+    """`text` in backticks for an observation, cut short: echoing a huge action back helps no one."""
+    text = text.strip()
+    return f"`{text if len(text) <= limit else text[: limit - 3] + '...'}`"
+
+
 def normalize_name(text: str) -> str:
     """`Minecraft:Oak_Planks` -> `oak planks`."""
     text = text.lower().replace("minecraft:", " ").replace("_", " ")
@@ -78,10 +87,10 @@ def _command_text(text: str) -> str:
 def _counted(text: str, default: int | None, what: str) -> tuple[int | None, str]:
     match = _COUNTED.match(text.strip())
     if match is None or not match.group(2).strip(_WRAPPERS + " "):
-        raise ActionParseError(f"I could not read {what} in {text.strip()!r}: write a number and an item, e.g. `2 oak planks`.")
+        raise ActionParseError(f"I could not read {what} in {quote(text)}: write a number and an item, e.g. `2 oak planks`.")
     count = int(match.group(1)) if match.group(1) is not None else default
     if count is not None and not 1 <= count <= MAX_COUNT:
-        raise ActionParseError(f"{what.capitalize()} {text.strip()!r} has count {count}; counts go from 1 to {MAX_COUNT}.")
+        raise ActionParseError(f"{what.capitalize()} {quote(text)} has count {count}; counts go from 1 to {MAX_COUNT}.")
     return count, normalize_name(match.group(2))
 
 
@@ -94,16 +103,15 @@ def parse_action(text: str) -> Command:
         count, item = _counted(match.group(1), None, "the item to craft")
         parts = [p for p in re.split(r"\s*,\s*|\s+and\s+", match.group(2)) if p.strip(_WRAPPERS + " ")]
         if not parts:
-            raise ActionParseError(f"`{command}` names no ingredients after `using`. {USAGE}")
+            raise ActionParseError(f"{quote(command)} names no ingredients after `using`. {USAGE}")
         ingredients: dict[str, int] = {}
         for part in parts:
             amount, name = _counted(part, 1, "an ingredient")
             ingredients[name] = ingredients.get(name, 0) + (amount or 1)
         return Craft(item, count, tuple(ingredients.items()))
     if command.startswith("craft"):
-        raise ActionParseError(f"`{command}` does not say what to craft with. Write `craft N item using N a, N b`. {USAGE}")
+        raise ActionParseError(f"{quote(command)} does not say what to craft with. Write `craft N item using N a, N b`. {USAGE}")
     if match := _GET.match(command):
         count, item = _counted(match.group(1), 1, "the item to get")
         return Get(item, count or 1)
-    shown = command if len(command) <= 80 else command[:77] + "..."
-    raise ActionParseError(f"`{shown}` is not an action I know. {USAGE}")
+    raise ActionParseError(f"{quote(command)} is not an action I know. {USAGE}")

@@ -20,6 +20,7 @@ Each directory's recipe book is built once per process and shared by all session
 
 from __future__ import annotations
 
+import difflib
 import os
 import random
 from collections import Counter
@@ -29,7 +30,7 @@ from typing import ClassVar, Iterator
 from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
 
-from .actions import ActionParseError, Craft, Get, ShowInventory, USAGE, parse_action
+from .actions import USAGE, ActionParseError, Craft, Get, ShowInventory, parse_action, quote
 from .recipes import RECIPES_ENV_VAR, Ingredient, Recipe, RecipeBook, load_book
 
 __all__ = ["TextCraftEnv", "ActionFailed"]
@@ -154,7 +155,10 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         for variant in variants:
             if variant in book.items or variant in book.kinds:
                 return variant
-        raise ActionFailed(f"There is no item called {name!r}. Use the names in the crafting commands. {USAGE}")
+        # Short names only: matching a long string against every name would cost more than it helps.
+        near = difflib.get_close_matches(name, [*book.items, *book.kinds], n=3, cutoff=0.75) if len(name) <= 60 else []
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise ActionFailed(f"There is no item called {quote(name)}.{hint} Use the names in the crafting commands. {USAGE}")
 
     def _get(self, command: Get) -> str:
         item = self._lookup(command.item)
