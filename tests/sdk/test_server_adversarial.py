@@ -422,3 +422,191 @@ async def test_concurrent_steps_while_the_connection_drops_repeatedly_run_exactl
             assert [t.split(":")[0] for t in texts] == [f"step {n}" for n in range(1, steps_per_session + 1)]
         assert CountingEnv.executed == {i: steps_per_session for i in range(16)}
         assert server.stats()["sessions"] == 16
+
+
+# ----------------------------------------------------------------------------- hostile traffic
+
+HOSTILE_LIMITS = Limits(
+    max_frame_bytes=4096, max_action_bytes=1000, resume_grace_ms=100, idle_timeout_ms=60_000, max_inflight=64
+)
+# Placeholders the program names and the run resolves: the hostile peer's own sessions and
+# tokens, and the well-behaved connection's session (which the hostile peer must not reach).
+REFS = ["<own0>", "<own1>", "<good>", "<token0>", "<token1>"]
+
+# Mostly valid values (so requests get past the decoder and meet the state machine), some
+# hostile ones; few distinct ids, so that cancels find their targets and ids collide in flight.
+def _mostly(valid: Any, hostile: Any) -> Any:
+    return st.one_of(valid, valid, valid, hostile)
+
+
+request_ids = _mostly(st.integers(0, 6), st.sampled_from([MAX_ID, MAX_ID + 1, 2**63, -1, 1.0, "7", True]))
+seqs = _mostly(st.integers(0, 3), st.sampled_from([-1, 7, 2**53, 2**63 - 1, "1", 1.5]))
+session_refs = _mostly(st.sampled_from(REFS[:2]), st.one_of(st.just("<good>"), st.text(max_size=8), st.just("s" * 200), st.just(3)))
+actions = _mostly(st.text(max_size=16), st.sampled_from(["sleep 0.02", "sleep 0.05", "x" * 1001, 7]))
+deadlines = _mostly(st.none(), st.sampled_from([1, 5, 30, 0, -1, 10**12]))
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8), st.binary(max_size=8),
+)
+json_like = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8)
+
+
+def _drop_none(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+structured = st.one_of(
+    st.builds(lambda i, s, q, a, d: _drop_none(type="step", id=i, session=s, seq=q, action=a, deadline_ms=d),
+              request_ids, session_refs, seqs, actions, deadlines),
+    st.builds(lambda i, s, q, t: _drop_none(type="reset", id=i, session=s, seq=q, task=t),
+              request_ids, session_refs, seqs, st.one_of(st.none(), st.just({"seed": 3}), st.just({"split": "x", "index": 1}))),
+    st.builds(lambda i, s: {"type": "close", "id": i, "session": s}, request_ids, session_refs),
+    st.builds(lambda i, t: {"type": "cancel", "id": i, "target": t}, request_ids, request_ids),
+    st.builds(lambda i, s, t: {"type": "resume", "id": i, "session": s, "resume_token": t},
+              request_ids, session_refs, st.one_of(st.sampled_from(REFS[3:]), st.text(max_size=40))),
+    st.builds(lambda i, e, o, m, r, d: _drop_none(type="open", id=i, env=e, options=o, max_turns=m, reset=r, deadline_ms=d),
+              request_ids, st.sampled_from(["counting", "guess", "async-sleep", "nope", ""]),
+              st.one_of(st.none(), st.dictionaries(st.sampled_from(["low", "high", "x"]), scalars, max_size=2)),
+              st.one_of(st.none(), st.integers(-1, 3)), st.one_of(st.none(), st.booleans()), deadlines),
+    st.builds(lambda i, steps, d: _drop_none(type="step_batch", id=i, steps=steps, deadline_ms=d), request_ids,
+              st.lists(st.fixed_dictionaries({"session": session_refs, "seq": seqs, "action": actions}), max_size=4), deadlines),
+    st.builds(lambda i, k: {"type": k, "id": i}, request_ids, st.sampled_from(["ping", "pong", "list_envs", "hello"])),
+    st.builds(lambda i, e: {"type": "describe_env", "id": i, "env": e}, request_ids, st.sampled_from(["guess", "nope", 5])),
+)
+random_maps = st.builds(
+    lambda kind, fields: {"type": kind, **fields},
+    st.one_of(st.sampled_from(sorted(MESSAGE_TYPES)), st.text(max_size=6), st.integers(0, 3), st.none()),
+    st.dictionaries(st.sampled_from(["id", "session", "seq", "action", "env", "target", "steps", "task", "kind"]) | st.text(max_size=4), json_like, max_size=5),
+)
+
+
+def _pipeline(session: str, kinds: list[str], first_seq: int, first_id: int, cancel_every: int) -> tuple[str, list[Any]]:
+    """Requests of one session sent back to back, some cancelled right behind them."""
+    burst: list[Any] = []
+    for k, kind in enumerate(kinds):
+        burst.append({"type": kind, "id": first_id + k, "session": session, "seq": first_seq + k, "action": f"p{k}"})
+        if cancel_every and k % cancel_every == 0:
+            burst.append({"type": "cancel", "id": first_id + len(kinds) + k, "target": first_id + k})
+    return ("many", burst)
+
+
+pipelines = st.builds(
+    _pipeline, st.sampled_from(REFS[:2]), st.lists(st.sampled_from(["step", "step", "reset"]), min_size=1, max_size=6),
+    st.integers(0, 3), st.integers(0, 6), st.integers(0, 3),
+)
+frames = st.one_of(
+    pipelines, structured, structured, random_maps,
+    st.binary(max_size=48).map(lambda b: ("raw", b)),
+    st.text(max_size=48).map(lambda t: ("raw", t)),
+    st.integers(4097, 8000).map(lambda n: {"type": "ping", "id": 1, "pad": "p" * n}),  # FRAME_TOO_LARGE
+)
+
+
+def _resolve(value: Any, refs: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return refs.get(value, value)
+    if isinstance(value, dict):
+        return {key: _resolve(item, refs) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve(item, refs) for item in value]
+    return value
+
+
+def _expected_answer(codec: Codec, wire: bytes | str) -> tuple[bool, int | None]:
+    """Whether the server must answer this frame, and with which id (None: an id-less error)."""
+    try:
+        message = codec.decode(wire)
+    except ProtocolError as exc:
+        return True, exc.request_id
+    if isinstance(message, Pong):
+        return False, None
+    return True, getattr(message, "id", None)
+
+
+async def _hostile_example(encoding: str, program: list[Any]) -> None:
+    server = await GymServer([CountingEnv, AsyncEchoEnv], port=0, limits=HOSTILE_LIMITS).start()
+    stepping: asyncio.Future[list[str]] | None = None
+    try:
+        good_client = await GymClient(server.url, reconnect_attempts=0).connect()
+        good_ws = good_client._ws
+        good = await good_client.open("counting", seed=10**6, max_turns=10**6)
+        hostile = await RawPeer.connect(server.url, encoding)
+        own = [await hostile.open("counting", seed=i) for i in range(2)]
+        hostile_conn = next(c for c in server.connections if c.ws.remote_address[1] == hostile.ws.local_address[1])
+        refs = {"<own0>": own[0]["session"], "<own1>": own[1]["session"], "<good>": good.id,
+                "<token0>": own[0]["resume_token"], "<token1>": own[1]["resume_token"]}
+        oracle = Codec(encoding, max_frame_bytes=HOSTILE_LIMITS.max_frame_bytes)
+
+        stop = asyncio.Event()
+
+        async def behave() -> list[str]:
+            texts = []
+            while not stop.is_set() or len(texts) < 3:
+                texts.append((await good.step(f"go {len(texts) + 1}")).observation.text)
+            return texts
+
+        stepping = asyncio.ensure_future(behave())
+        expected: Counter[int | None] = Counter()
+        flat = [frame for entry in program for frame in (entry[1] if isinstance(entry, tuple) and entry[0] == "many" else [entry])]
+        for item in flat:
+            if isinstance(item, tuple):
+                wire = item[1]
+            else:
+                obj = _resolve(item, refs)
+                wire = (
+                    msgpack.packb(obj, use_bin_type=True)
+                    if encoding == "msgpack"
+                    else json.dumps(obj, default=lambda raw: raw.decode("latin-1"))
+                )
+            must_answer, answer_id = _expected_answer(oracle, wire)
+            if must_answer:
+                expected[answer_id] += 1
+            await hostile.ws.send(wire)
+        answers: Counter[int | None] = Counter()
+        with contextlib.suppress(asyncio.TimeoutError):
+            while answers != expected:
+                reply = await hostile.recv(timeout=3.0)
+                answers[reply.get("id")] += 1
+                if reply.get("type") == "error":
+                    code = ErrorCode.from_code(reply["code"])
+                    assert (code.name, code.retryable) == (reply["name"], reply["retryable"]), reply  # GW-ERROR-1
+                    assert reply["name"] != "INTERNAL", reply  # no request of this program should hit a server bug
+                    if code is ErrorCode.CAPACITY:
+                        assert reply.get("retry_after_ms"), reply  # GW-ERROR-4
+        assert answers == expected, f"answers by id {answers} != frames by id {expected}"
+        stop.set()
+        texts = await asyncio.wait_for(stepping, 10)
+        # The well-behaved connection never noticed: same socket, every step exactly right.
+        assert good_client._ws is good_ws and server.stats()["connections"] == 2
+        assert texts == [f"step {n}: go {n}" for n in range(1, len(texts) + 1)]
+        assert CountingEnv.executed[10**6] == len(texts)
+        await hostile.close()
+        await good_client.close()
+        assert await wait_until(lambda: quiet(server), timeout=5.0), server.stats()
+        assert await wait_until(lambda: not hostile_conn.inflight, timeout=5.0), hostile_conn.inflight
+        assert server._reaper is not None and not server._reaper.done()
+    finally:
+        if stepping is not None and not stepping.done():
+            stepping.cancel()
+        await server.stop(drain_timeout=0)
+        CountingEnv.executed.clear()
+
+
+class AsyncEchoEnv(Environment):
+    """Async, so hostile steps also run on the event loop itself."""
+
+    name = "async-sleep"
+
+    async def reset(self, task: Task) -> str:
+        return "ready"
+
+    async def step(self, action: str) -> EnvStepResult:
+        await asyncio.sleep(0.001)
+        return EnvStepResult(f"echo {action[:8]}")
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(program=st.lists(frames, min_size=5, max_size=30))
+def test_hostile_traffic_is_answered_frame_by_frame_and_harms_no_one_else(encoding, program):
+    asyncio.run(_hostile_example(encoding, program))
