@@ -128,6 +128,8 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         if task.split not in sizes:
             raise TaskError(f"unknown split {task.split!r}; textcraft has splits {sorted(sizes)}")
         index = task.index or 0
+        if not sizes[task.split]:
+            raise TaskError(f"split {task.split!r} has no tasks with these recipes; use {max(sizes, key=sizes.__getitem__)!r}")
         if not 0 <= index < sizes[task.split]:
             raise TaskError(f"index {index} out of range: split {task.split!r} has tasks 0..{sizes[task.split] - 1}")
         return task.split, index
@@ -203,14 +205,12 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
 
     def _match(self, item: str, given: dict[str, int]) -> tuple[Recipe, int]:
         """The recipe of `item` the given ingredients fill, and how many times over; else why not."""
-        same_items = []
         for recipe in self._book.recipes[item]:
-            for assignment in _assignments(recipe.ingredients, list(given)):
-                if recipe not in same_items:
-                    same_items.append(recipe)
-                multiples = {given[part] // slot.count if given[part] % slot.count == 0 else 0 for slot, part in assignment}
+            for totals in _fillings(recipe.ingredients, given, within_counts=True):
+                multiples = {given[part] // total if given[part] % total == 0 else 0 for part, total in totals.items()}
                 if len(multiples) == 1 and 0 not in multiples:
                     return recipe, multiples.pop()
+        same_items = [r for r in self._book.recipes[item] if next(_fillings(r.ingredients, given), None) is not None]
         if same_items:
             per_craft = "; or ".join(r.command for r in same_items)
             raise ActionFailed(
@@ -223,8 +223,8 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         advice = f"Those ingredients make {made} {recipe.output}, not {asked}: write `craft {made} {recipe.output} using ...`"
         if asked % recipe.count == 0:
             times = asked // recipe.count
-            assignment = next(_assignments(recipe.ingredients, list(given)))
-            parts = ", ".join(f"{slot.count * times} {part}" for slot, part in assignment)
+            totals = next(_fillings(recipe.ingredients, given, within_counts=True))
+            parts = ", ".join(f"{total * times} {part}" for part, total in totals.items())
             advice += f", or for {asked} use `craft {asked} {recipe.output} using {parts}`"
         return advice + "."
 
@@ -248,18 +248,31 @@ def _first_observation(book: RecipeBook, split: str, index: int) -> str:
     return f"Crafting commands:\n{commands}\n\nGoal: craft {goal}."
 
 
-def _assignments(slots: tuple[Ingredient, ...], items: list[str]) -> Iterator[list[tuple[Ingredient, str]]]:
-    """Every way to pair each slot with a distinct given item it accepts, using every item."""
-    if len(slots) != len(items):
-        return
+def _fillings(slots: tuple[Ingredient, ...], given: dict[str, int], within_counts: bool = False) -> Iterator[dict[str, int]]:
+    """Every way to fill each slot with one given item it accepts, using every given item, as
+    item -> the slot counts it covers (one item may fill two slots). `within_counts` skips
+    fillings that need more of an item than given, even for a single craft."""
+    chosen: dict[str, int] = {}
 
-    def extend(index: int, used: frozenset[str]) -> Iterator[list[tuple[Ingredient, str]]]:
+    def extend(index: int) -> Iterator[dict[str, int]]:
+        if len(slots) - index < len(given) - len(chosen):
+            return  # too few slots left to use every given item
         if index == len(slots):
-            yield []
+            yield dict(chosen)
             return
-        for item in items:
-            if item not in used and item in slots[index].accepts:
-                for rest in extend(index + 1, used | {item}):
-                    yield [(slots[index], item), *rest]
+        slot = slots[index]
+        for item in given:
+            if item not in slot.accepts:
+                continue
+            total = chosen.get(item, 0) + slot.count
+            if within_counts and total > given[item]:
+                continue
+            before = chosen.get(item)
+            chosen[item] = total
+            yield from extend(index + 1)
+            if before is None:
+                del chosen[item]
+            else:
+                chosen[item] = before
 
-    yield from extend(0, frozenset())
+    yield from extend(0)

@@ -42,7 +42,10 @@ def plan(book: RecipeBook, goal: str) -> list[str]:
             return
         recipe = _best_recipe(book, item)
         times = -(-short // recipe.count)
-        parts = [(book.cheapest(slot)[0], slot.count * times) for slot in recipe.ingredients]
+        needs: Counter[str] = Counter()
+        for slot in recipe.ingredients:  # two slots may take the same item: add them up
+            needs[book.cheapest(slot)[0]] += slot.count * times
+        parts = list(needs.items())
         # Getting one ingredient may use up another made earlier (both built from the same
         # thing), so repeat until all are there at once.
         for _ in range(_MAX_PASSES):

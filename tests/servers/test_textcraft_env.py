@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,68 @@ def test_custom_recipe_directory_by_constructor_class_and_environment_variable(t
     assert sum(TextCraftEnv.splits.values()) == 4
     monkeypatch.delenv(RECIPES_ENV_VAR)
     assert TextCraftEnv.splits["test"] == 100
+
+
+@st.composite
+def recipe_sets(draw) -> dict[str, dict]:
+    """Small random recipe sets: a DAG over items i0..iN (each made from lower ones), with kinds
+    (groups), alternatives, and sometimes a recipe back down the DAG that closes a cycle."""
+    size = draw(st.integers(3, 9))
+    names = [f"test:i{k}" for k in range(size)]
+    recipes: dict[str, dict] = {}
+    for k in range(1, size):
+        if k < size - 1 and draw(st.booleans()):
+            continue  # i_k stays a base item
+        parts = draw(st.lists(st.sampled_from(names[:k]), min_size=1, max_size=3, unique=True))
+        ingredients = [{"item": part} for part in parts for _ in range(draw(st.integers(1, 2)))]
+        if draw(st.booleans()):  # the first ingredient may be filled by either of two items
+            ingredients[0] = [ingredients[0], {"item": draw(st.sampled_from(names[:k]))}]
+        recipe = {"type": "minecraft:crafting_shapeless", "ingredients": ingredients,
+                  "result": {"item": names[k], "count": draw(st.integers(1, 4))}}
+        if draw(st.booleans()):
+            recipe["group"] = "gadget"
+        recipes[f"r{k}"] = recipe
+    if draw(st.booleans()):
+        low, high = sorted(draw(st.lists(st.integers(0, size - 1), min_size=2, max_size=2, unique=True)))
+        recipes["back"] = shapeless(names[low], names[high], count=draw(st.integers(1, 4)))
+    if draw(st.booleans()):
+        recipes["uses_kind"] = shapeless("test:kind_user", "tag:test:gadget", "test:i0")
+    return recipes
+
+
+@settings(max_examples=60, deadline=None)
+@given(recipe_sets())
+def test_planner_and_rules_agree_on_random_recipe_sets(recipes):
+    with tempfile.TemporaryDirectory() as directory:
+        book = load_book(write_recipes(Path(directory), recipes))
+        assert all(0 <= book.depth[item] < len(book.items) for item in book.items)  # every item is reachable
+        for split, goals in book.splits.items():
+            for index in range(len(goals)):
+                env = TextCraftEnv(directory)
+                env.reset(Task(split=split, index=index))
+                results = [env.step(action) for action in plan(book, env.goal)]
+                assert results[-1].terminated and results[-1].success, [r.observation for r in results]
+                assert not any(r.terminated for r in results[:-1])
+                assert all(r.observation.startswith(("Got ", "Crafted ")) for r in results)
+
+
+def test_one_item_may_fill_two_slots_of_a_recipe(tmp_path):
+    # Found by the property test above: a slot of alternatives [a | b] next to a slot of a.
+    directory = write_recipes(tmp_path / "overlap", {
+        "lamp": {
+            "type": "minecraft:crafting_shapeless",
+            "ingredients": [[{"item": "t:a"}, {"item": "t:b"}], {"item": "t:a"}, {"item": "t:wick"}],
+            "result": {"item": "t:lamp"},
+        },
+    })
+    env = TextCraftEnv(directory)
+    with pytest.raises(TaskError, match="'test' has no tasks with these recipes; use 'train'"):
+        env.reset(Task(split="test", index=0))
+    env.reset(Task(split="train", index=0))
+    env.step("get 2 a")
+    env.step("get 1 wick")
+    assert "Wrong quantities" in env.step("craft 1 lamp using 1 a, 1 wick").observation
+    assert env.step("craft 1 lamp using 2 a, 1 wick").success
 
 
 def test_newer_minecraft_recipe_format_is_read(tmp_path):
