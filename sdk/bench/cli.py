@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ def register(sub: Any) -> None:
     bench.add_argument("--plot", type=Path, metavar="PATH", help="also draw latency vs concurrent sessions to this PNG")
     bench.add_argument("--paced-rate", type=float, default=1000.0, metavar="STEPS_PER_S",
                        help="total steps/s all sessions offer together in the paced runs (default 1000)")
+    bench.add_argument("--nice", type=int, metavar="N",
+                       help="run the bench and its child processes at this niceness (negative needs root): "
+                       "on a machine shared with other jobs, keeps their load out of the figures")
     bench.set_defaults(handler=_bench)
 
 
@@ -31,6 +35,12 @@ def _bench(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"gymwire bench: {exc}; install the extra: pip install 'gymwire[bench]'", file=sys.stderr)
         return 2
+    if args.nice is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # children are forked: they inherit it
+        except PermissionError:
+            print(f"gymwire bench: niceness {args.nice} needs root; run without --nice", file=sys.stderr)
+            return 2
     plan = Plan.quick(args.paced_rate) if args.quick else Plan.full(args.paced_rate)
     results = run(plan)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -45,10 +45,11 @@ async def _drive(
     window_start, window_end = start + warmup, start + warmup + duration
     latencies: list[float] = []
     completed = errors = 0
+    first_error: str | None = None
     rng = random.Random(1)
 
     async def run(session: Any) -> None:
-        nonlocal completed, errors
+        nonlocal completed, errors, first_error
         # Spread the first steps over one think time: paced sessions then offer their full rate from
         # the start, and closed-loop ones do not march in lockstep.
         await asyncio.sleep(max(0.0, start - time.monotonic()) + rng.random() * (spec.think_s or 0.01))
@@ -58,8 +59,9 @@ async def _drive(
                 return
             try:
                 steps = await step(session)
-            except Exception:
+            except Exception as exc:
                 errors += 1
+                first_error = first_error or f"{type(exc).__name__}: {exc}"
                 return
             # A batch answers several steps at once: each of them took the batch's round trip.
             steps = steps if isinstance(steps, int) else 1
@@ -73,7 +75,7 @@ async def _drive(
 
     await asyncio.gather(*(run(s) for s in sessions))
     cpu_s = time.process_time() - cpu_before
-    return {"latencies": latencies, "completed": completed, "errors": errors, "cpu_s": cpu_s}
+    return {"latencies": latencies, "completed": completed, "errors": errors, "cpu_s": cpu_s, "first_error": first_error}
 
 
 async def _gymwire_load(spec: LoadSpec, conn: Any) -> dict[str, Any]:
@@ -119,20 +121,23 @@ async def _http_load(spec: LoadSpec, conn: Any) -> dict[str, Any]:
         gate = asyncio.Semaphore(OPEN_CONCURRENCY)
         opened: list[Any] = []
         failed = 0
+        open_error: str | None = None
 
         async def open_one() -> None:
-            nonlocal failed
+            nonlocal failed, open_error
             env = HttpEnvClient(http, base)
             async with gate:
                 try:
                     await env.open()
                     opened.append(env)
-                except Exception:
+                except Exception as exc:
                     failed += 1
+                    open_error = open_error or f"{type(exc).__name__}: {exc}"
 
         await asyncio.gather(*(open_one() for _ in range(spec.sessions)))
         result = await _drive(spec, conn, opened, lambda env: env.step("noop"))
         result["open_failures"] = failed
+        result["first_error"] = result["first_error"] or open_error
         return result
 
 

@@ -246,6 +246,7 @@ def _run_load(plan: Plan, server: ServerProcess, kind: str, sessions: int, think
         "open_s": round(open_s, 2),
         "steps_per_s": round(completed / plan.window_s),
         "errors": sum(r["errors"] for r in results) + sum(r.get("open_failures", 0) for r in results),
+        "first_error": next((r["first_error"] for r in results if r["first_error"]), None),
         # The server's own CPU per step over the whole run (window and warm-up): what it costs to
         # serve a step, independent of the clients sharing the cores.
         "server_cpu_us_per_step": None,
@@ -462,6 +463,7 @@ def run(plan: Plan) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine(), "plan": plan.__dict__.copy()}
     # Other work on the machine shares the cores: the load average says how much there was.
     results["machine"]["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["niceness"] = os.getpriority(os.PRIO_PROCESS, 0)
     started = time.monotonic()
     log("1. sequential step round trip")
     results["roundtrip"] = roundtrip(plan)
