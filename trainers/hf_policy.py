@@ -51,13 +51,14 @@ class TransformersPolicy(PolicyBackend):
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
             attention[row, width - len(prompt):] = 1
-        greedy = sampling.temperature == 0
+        if sampling.temperature == 0:
+            strategy: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        else:
+            # top_k=0: transformers samples from the top 50 unless told otherwise.
+            strategy = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         config = GenerationConfig(
             max_new_tokens=max(budgets),
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
-            top_k=0,  # transformers samples from the top 50 unless told otherwise
+            **strategy,
             eos_token_id=stop_ids,
             pad_token_id=pad_id,
             output_scores=True,

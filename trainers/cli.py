@@ -1,0 +1,58 @@
+"""`gymwire train CONFIG.yaml`: the reference trainer's command (a `gymwire.commands` plugin)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model with RL against gymwire environments (reference trainer)",
+        description="Train a causal LM with GRPO-style RL against a gymwire environment; see docs/training.md.",
+    )
+    parser.add_argument("config", help="YAML training config, e.g. examples/guess-tiny.yaml")
+    parser.add_argument("--steps", type=int, help="override train.steps")
+    parser.add_argument("--output-dir", help="override output_dir")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    parser.add_argument("--device", help="override model.device (cpu, cuda, auto)")
+    parser.add_argument("--seed", type=int, help="override seed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs one line per evaluation)")
+    parser.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+
+    overrides: dict[str, Any] = {}
+    for key, value in (
+        ("train.steps", args.steps),
+        ("output_dir", args.output_dir),
+        ("model.device", args.device),
+        ("seed", args.seed),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if args.resume:
+        overrides["train.resume"] = True
+    if args.no_progress:
+        overrides["train.progress"] = False
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"gymwire train: {exc}")
+        return 2
+
+    from .trainer import Trainer
+
+    with Trainer(config) as trainer:
+        if trainer.step:
+            print(f"resumed from step {trainer.step} in {config.output_dir}")
+        history = trainer.train()
+    final = {k: v for k, v in history[-1].items() if k.startswith("eval/")} if history else {}
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in final.items())
+    print(f"done: {config.train.steps} steps; {summary}; output in {config.output_dir}")
+    return 0

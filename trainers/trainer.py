@@ -1,0 +1,418 @@
+"""The reference trainer: critic-free policy-gradient RL (GRPO and friends) of a causal LM over
+gymwire environments, with torch and transformers, on CPU or one CUDA GPU.
+
+One training step: sample `tasks_per_step` tasks of the train split, play `group_size` episodes of
+each with the current turn limit of the horizon schedule, compute advantages from the episode
+rewards, then `epochs` x `minibatches` clipped policy-gradient updates. Everything random draws
+from RNGs whose states are checkpointed, so a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .advantages import compute_advantages, place_rewards
+from .chat import ChatFormat
+from .config import TrainConfig
+from .hf_policy import autocast_for
+from .losses import entropy_from_logits, kl_loss, masked_mean, policy_loss, token_logprobs
+from .policy import Sampling, make_policy
+from .rollout import Episode, EpisodeSpec, RolloutClient, RolloutSettings, write_jsonl
+
+__all__ = ["Trainer", "ResumeError", "latest_checkpoint"]
+
+STATE_FILE = "trainer_state.pt"
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint cannot continue this run."""
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = sorted(Path(output_dir, "checkpoints").glob("step-*/" + STATE_FILE))
+    return found[-1].parent if found else None
+
+
+class Trainer:
+    """`with Trainer(config) as trainer: trainer.train()`. Entering starts the embedded server
+    (or connects to `env.server`), builds the tiny model if asked, loads the model and resumes."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.step = 0  # completed training steps; the next one is step + 1
+        self.history: list[dict[str, Any]] = []
+        self._stack = contextlib.ExitStack()
+
+    # ------------------------------------------------------------------ setup
+
+    def __enter__(self) -> "Trainer":
+        try:
+            self._setup()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    def _setup(self) -> None:
+        cfg = self.config
+        if cfg.model.threads:
+            torch.set_num_threads(cfg.model.threads)
+        self.device = _device(cfg.model.device)
+        url = cfg.env.server
+        if url == "builtin":
+            from gymwire.sdk.registry import resolve_env
+            from gymwire.sdk.server import GymServer
+
+            url = self._stack.enter_context(GymServer([resolve_env(cfg.env.name)], port=0).run_in_thread())
+        self.rollouts = self._stack.enter_context(RolloutClient(url, token=cfg.env.token))
+        self.env_info = self.rollouts.run(self.rollouts.client.describe(cfg.env.name))
+        self.horizon = cfg.schedule(self.env_info.default_max_turns)
+        for split in (cfg.env.train_split, cfg.env.test_split):
+            if split not in self.env_info.splits:
+                raise ValueError(f"{cfg.env.name} has no split {split!r}; it has {sorted(self.env_info.splits)}")
+
+        model_path = Path(cfg.model.path)
+        if cfg.model.tiny is not None and not (model_path / "config.json").exists():
+            self._build_tiny_model(model_path)
+        resume_from = latest_checkpoint(self.output_dir) if cfg.train.resume else None
+        self.model, self.tokenizer = _load_model(resume_from or model_path, self.device)
+        self.reference = None
+        if cfg.algorithm.kl_coef > 0:
+            self.reference, _ = _load_model(model_path, self.device)
+            self.reference.requires_grad_(False).eval()
+        self.policy = make_policy(cfg.model.backend, self.model, self.tokenizer)
+        self.chat = ChatFormat(self.tokenizer, system=cfg.env.system)
+        algorithm = cfg.algorithm
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=algorithm.lr, betas=algorithm.betas, weight_decay=algorithm.weight_decay
+        )
+        self.task_rng = random.Random(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        if resume_from is not None:
+            self._load_state(resume_from)
+
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+        self.writer = self._stack.enter_context(SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.step + 1))
+
+    def _build_tiny_model(self, path: Path) -> None:
+        from .tiny import TinyModelSpec, build_tiny_model
+
+        tiny = self.config.model.tiny
+        corpus = self.rollouts.run(_env_corpus(self.rollouts.client, self.config, self.env_info, tiny.numbers, tiny.corpus_episodes))
+        spec = TinyModelSpec(
+            n_layer=tiny.n_layer,
+            n_head=tiny.n_head,
+            n_embd=tiny.n_embd,
+            n_positions=max(64, self.config.rollout.episode_tokens),
+            numbers=tiny.numbers,
+            seed=self.config.seed,
+        )
+        build_tiny_model(path, corpus, spec)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run until `train.steps`; returns one record per step (also in metrics.jsonl)."""
+        cfg = self.config.train
+        progress = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        with contextlib.ExitStack() as stack:
+            if progress is not None:
+                stack.callback(progress.close)
+            while self.step < cfg.steps:
+                record = self.train_step()
+                if _due(self.step, cfg.eval_every, cfg.steps):
+                    record.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+                self._log(record)
+                if _due(self.step, cfg.checkpoint_every, cfg.steps):
+                    self.save_checkpoint()
+                if progress is None:
+                    if "eval/success" in record:
+                        print(_summary_line(record), flush=True)
+                else:
+                    postfix = {"success": f"{record['train/success']:.2f}", "turns": record["train/horizon"]}
+                    if "eval/success" in record:
+                        postfix["eval"] = f"{record['eval/success']:.2f}"
+                    progress.set_postfix(postfix, refresh=False)
+                    progress.update(1)
+        return self.history
+
+    def train_step(self) -> dict[str, Any]:
+        cfg = self.config
+        step = self.step + 1
+        turns = self.horizon.turns_at(step)
+        started = time.perf_counter()
+        split_size = self.env_info.splits[cfg.env.train_split]
+        specs = []
+        for group in range(cfg.rollout.tasks_per_step):
+            index = self.task_rng.randrange(split_size)
+            specs += [EpisodeSpec(cfg.env.train_split, index, group=group)] * cfg.rollout.group_size
+        sampling = Sampling(cfg.rollout.temperature, cfg.rollout.top_p)
+        episodes = self.rollouts.collect(self.policy, self.chat, specs, self._settings(turns, sampling))
+        rollout_seconds = time.perf_counter() - started
+        stats = self.update(episodes)
+        self.policy.load_weights(self.model)
+        self.step = step
+        seconds = time.perf_counter() - started
+        if cfg.train.rollouts_every and step % cfg.train.rollouts_every == 0:
+            write_jsonl(episodes, self.output_dir / "rollouts" / f"step-{step:06d}.jsonl")
+        return {
+            "step": step,
+            "train/horizon": turns,
+            **{f"train/{k}": v for k, v in _episode_stats(episodes).items()},
+            **{f"train/{k}": v for k, v in stats.items()},
+            "train/tokens_per_s": sum(len(e.tokens) for e in episodes) / seconds,
+            "train/rollout_s": rollout_seconds,
+            "train/step_s": seconds,
+        }
+
+    def _settings(self, max_turns: int, sampling: Sampling) -> RolloutSettings:
+        cfg = self.config
+        return RolloutSettings(
+            env=cfg.env.name,
+            options=cfg.env.options,
+            max_turns=max_turns,
+            turn_tokens=cfg.rollout.turn_tokens,
+            episode_tokens=cfg.rollout.episode_tokens,
+            sampling=sampling,
+            instructions=cfg.env.instructions,
+        )
+
+    # ------------------------------------------------------------------ the update
+
+    def update(self, episodes: list[Episode]) -> dict[str, float]:
+        """Advantages from the episodes' rewards, then clipped policy-gradient steps."""
+        algorithm = self.config.algorithm
+        batch = _Batch(episodes, self.tokenizer.pad_token_id or 0, self.device)
+        old_logprobs = self._logprobs(self.model, batch)
+        ref_logprobs = self._logprobs(self.reference, batch) if self.reference is not None else None
+        token_rewards = place_rewards(
+            [[turn.end - 1 for turn in e.turns] for e in episodes],
+            [[turn.reward for turn in e.turns] for e in episodes],
+            batch.width - 1,
+            action_mask=batch.action_mask.cpu(),
+        )
+        advantages, _ = compute_advantages(
+            algorithm.estimator,
+            token_rewards,
+            batch.action_mask.cpu(),
+            group_ids=[e.spec.group for e in episodes],
+            gamma=algorithm.gamma,
+            lam=algorithm.lam,
+        )
+        advantages = advantages.to(self.device)
+        totals: dict[str, float] = {}
+        updates = 0
+        self.model.train()
+        for _ in range(algorithm.epochs):
+            order = torch.randperm(len(episodes))
+            for rows in order.chunk(algorithm.minibatches):
+                rows = rows.to(self.device)
+                mask = batch.action_mask[rows]
+                with autocast_for(self.device):
+                    logits = self.model(input_ids=batch.input_ids[rows], attention_mask=batch.attention[rows]).logits[:, :-1]
+                logprobs = token_logprobs(logits, batch.labels[rows])
+                loss, stats = policy_loss(
+                    logprobs,
+                    old_logprobs[rows],
+                    advantages[rows],
+                    mask,
+                    clip_low=algorithm.clip_low,
+                    clip_high=algorithm.clip_high,
+                    agg=algorithm.loss_agg,
+                )
+                stats["pg_loss"] = loss.item()
+                entropy = masked_mean(entropy_from_logits(logits), mask)
+                if algorithm.entropy_coef:
+                    loss = loss - algorithm.entropy_coef * entropy
+                stats["entropy"] = entropy.item()
+                if ref_logprobs is not None:
+                    kl = kl_loss(logprobs, ref_logprobs[rows], mask, kind=algorithm.kl_kind, agg=algorithm.loss_agg)
+                    loss = loss + algorithm.kl_coef * kl
+                    stats["kl"] = kl.item()
+                else:
+                    stats["kl"] = stats["approx_kl"]
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                stats["loss"] = loss.item()
+                if algorithm.max_grad_norm:
+                    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), algorithm.max_grad_norm))
+                self.optimizer.step()
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                updates += 1
+        stats = {key: value / updates for key, value in totals.items()}
+        stats["advantage_abs"] = masked_mean(advantages.abs(), batch.action_mask).item()
+        return stats
+
+    @torch.no_grad()
+    def _logprobs(self, model: Any, batch: "_Batch") -> torch.Tensor:
+        model.eval()
+        rows = []
+        for chunk in torch.arange(len(batch.input_ids), device=self.device).split(64):
+            with autocast_for(self.device):
+                logits = model(input_ids=batch.input_ids[chunk], attention_mask=batch.attention[chunk]).logits[:, :-1]
+            rows.append(token_logprobs(logits, batch.labels[chunk]))
+        return torch.cat(rows)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> dict[str, float]:
+        """Play the first `eval_tasks` tasks of the test split once each, at the schedule's
+        largest turn limit. Draws on a forked RNG: training is the same with or without it."""
+        cfg = self.config
+        count = min(cfg.train.eval_tasks, self.env_info.splits[cfg.env.test_split])
+        specs = [EpisodeSpec(cfg.env.test_split, index, group=index) for index in range(count)]
+        settings = self._settings(self.horizon.max_turns, Sampling(cfg.train.eval_temperature))
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            episodes = self.rollouts.collect(self.policy, self.chat, specs, settings)
+        return _episode_stats(episodes)
+
+    # ------------------------------------------------------------------ logging and checkpoints
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        for key, value in record.items():
+            if key != "step":
+                self.writer.add_scalar(key, value, record["step"])
+        with (self.output_dir / "metrics.jsonl").open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+
+    def save_checkpoint(self) -> Path:
+        """Model, tokenizer, optimizer, RNG states and step counter under checkpoints/step-N."""
+        path = self.output_dir / "checkpoints" / f"step-{self.step:06d}"
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "task_rng": self.task_rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "horizon": self.horizon.to_config(),
+        }
+        # Written last: a folder without it is an interrupted save and is never resumed from.
+        torch.save(state, path / STATE_FILE)
+        self.writer.flush()
+        for old in sorted((self.output_dir / "checkpoints").glob("step-*"))[: -self.config.train.keep_checkpoints]:
+            shutil.rmtree(old)
+        return path
+
+    def _load_state(self, path: Path) -> None:
+        state = torch.load(path / STATE_FILE, weights_only=False)
+        if state["horizon"] != self.horizon.to_config():
+            raise ResumeError(
+                f"{path} was trained with horizon {state['horizon']}, the config now says {self.horizon.to_config()}; "
+                "resume with the same schedule or start a new output_dir"
+            )
+        self.step = state["step"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.task_rng.setstate(state["task_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        # Records of steps after the checkpoint are replayed by the resumed run.
+        metrics = self.output_dir / "metrics.jsonl"
+        if metrics.exists():
+            kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+            metrics.write_text("".join(line + "\n" for line in kept))
+
+
+class _Batch:
+    """Episodes as right-padded tensors. Position t of `labels`/`action_mask` is token t+1 of the
+    episode: the prompt and environment tokens are simply action-mask-0 positions."""
+
+    def __init__(self, episodes: list[Episode], pad_id: int, device: torch.device):
+        self.width = max(len(e.tokens) for e in episodes)
+        ids = torch.full((len(episodes), self.width), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        loss_mask = torch.zeros_like(ids)
+        for row, e in enumerate(episodes):
+            ids[row, : len(e.tokens)] = torch.tensor(e.tokens)
+            attention[row, : len(e.tokens)] = 1
+            loss_mask[row, : len(e.tokens)] = torch.tensor(e.loss_mask)
+        self.input_ids = ids.to(device)
+        self.attention = attention.to(device)
+        self.labels = torch.where(attention[:, 1:] == 1, ids[:, 1:], -100).to(device)
+        self.action_mask = loss_mask[:, 1:].to(device)
+
+
+def _episode_stats(episodes: list[Episode]) -> dict[str, float]:
+    count = len(episodes)
+    return {
+        "success": sum(e.success for e in episodes) / count,
+        "reward": sum(e.reward for e in episodes) / count,
+        "turns": sum(len(e.turns) for e in episodes) / count,
+        "generated_tokens": sum(e.generated_tokens for e in episodes) / count,
+        "errors": sum(e.error is not None for e in episodes) / count,
+    }
+
+
+def _summary_line(record: dict[str, Any]) -> str:
+    return (
+        f"step {record['step']}: train success {record['train/success']:.3f} at {record['train/horizon']} turns, "
+        f"eval success {record['eval/success']:.3f}, loss {record['train/loss']:.4f}, "
+        f"entropy {record['train/entropy']:.3f}, {record['train/tokens_per_s']:.0f} tokens/s"
+    )
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"model.device={name!r} but torch sees no CUDA GPU; use cpu or auto")
+    return device
+
+
+def _load_model(path: str | Path, device: torch.device) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not Path(path, "config.json").exists():
+        raise FileNotFoundError(
+            f"no Hugging Face checkpoint at {path} (config.json missing); set model.path to a local "
+            "checkpoint folder, or add model.tiny to build a tiny random model there"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+    return model, tokenizer
+
+
+async def _env_corpus(client: Any, config: TrainConfig, info: Any, numbers: int, episodes: int) -> list[str]:
+    """Texts of the environment for a tiny model's vocabulary: its instructions and what it says
+    over a few episodes played with random whole numbers (and one non-number) as actions."""
+    rng = random.Random(config.seed)
+    texts = [info.instructions, info.description]
+    for index in range(episodes):
+        async with client.session(
+            config.env.name, split=config.env.train_split, index=index, options=config.env.options, max_turns=8
+        ) as session:
+            texts.append(session.observation.text if session.observation else "")
+            actions = ["hello"] + [str(rng.randrange(numbers)) for _ in range(7)]
+            for action in actions:
+                if session.done:
+                    break
+                texts.append((await session.step(action)).observation.text)
+    return texts
