@@ -11,7 +11,9 @@ steps; steps/s counts steps over the whole time, resets included.
 1. In-process: one BabyAIEnv, episodes back to back.
 2. Through the server: `GymServer` (thread isolation) in a child process, one msgpack client,
    `--sessions` sessions each replaying episodes on its own; then the same sessions in lockstep,
-   one step_batch frame per round. Ratio = server steps/s / in-process steps/s.
+   one step_batch frame per round. Ratio = server steps/s / in-process steps/s. CPU time per
+   step (server process, client process) is reported too: on a shared, busy machine it is the
+   steadier figure.
 3. Memory per session: Python heap per reset environment (tracemalloc, in-process), and the
    server process's resident memory growth per open, stepped session.
 
@@ -62,7 +64,7 @@ def record_episodes() -> list[list[str]]:
 def bench_in_process(scripts: list[list[str]], seconds: float) -> dict:
     env = BabyAIEnv()
     steps = episodes = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         for index, actions in enumerate(scripts):
             env.reset(Task(split=SPLIT, index=index))
@@ -70,8 +72,28 @@ def bench_in_process(scripts: list[list[str]], seconds: float) -> dict:
                 env.step(action)
             steps += len(actions)
             episodes += 1
-    elapsed = time.perf_counter() - start
-    return {"steps": steps, "episodes": episodes, "seconds": round(elapsed, 3), "steps_per_s": round(steps / elapsed)}
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return {
+        "steps": steps, "episodes": episodes, "seconds": round(elapsed, 3), "steps_per_s": round(steps / elapsed),
+        "cpu_us_per_step": round(cpu / steps * 1e6),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu_cost(result: dict, pid: int, server_cpu: float, client_cpu: float) -> dict:
+    """Add CPU per step, server and client: unlike steps/s, it does not depend on what else runs."""
+    server = cpu_seconds(pid) - server_cpu
+    client = time.process_time() - client_cpu
+    return {
+        **result,
+        "server_cpu_us_per_step": round(server / result["steps"] * 1e6),
+        "client_cpu_us_per_step": round(client / result["steps"] * 1e6),
+    }
 
 
 def free_port() -> int:
@@ -218,12 +240,17 @@ def main() -> int:
     }
     in_process = bench_in_process(scripts, args.seconds)
     results["in_process"] = in_process
-    print(f"in-process: {in_process['steps_per_s']:,} steps/s ({in_process['episodes']} episodes)")
+    print(
+        f"in-process: {in_process['steps_per_s']:,} steps/s ({in_process['episodes']} episodes), "
+        f"{in_process['cpu_us_per_step']:,} us CPU/step"
+    )
     proc, url = start_server()
     try:
-        served = asyncio.run(bench_server(url, scripts, args.sessions, args.seconds))
+        cpu = cpu_seconds(proc.pid), time.process_time()
+        served = with_cpu_cost(asyncio.run(bench_server(url, scripts, args.sessions, args.seconds)), proc.pid, *cpu)
         served["ratio_to_in_process"] = round(served["steps_per_s"] / in_process["steps_per_s"], 4)
-        batched = asyncio.run(bench_server_batched(url, scripts, args.sessions, args.seconds))
+        cpu = cpu_seconds(proc.pid), time.process_time()
+        batched = with_cpu_cost(asyncio.run(bench_server_batched(url, scripts, args.sessions, args.seconds)), proc.pid, *cpu)
         batched["ratio_to_in_process"] = round(batched["steps_per_s"] / in_process["steps_per_s"], 4)
         served["step_batch"] = batched
         served["memory"] = asyncio.run(memory_server(url, proc.pid, args.memory_sessions))
@@ -231,11 +258,11 @@ def main() -> int:
         proc.terminate()
         proc.wait(timeout=30)
     results["server_thread"] = served
-    print(
-        f"server (thread, {args.sessions} sessions): {served['steps_per_s']:,} steps/s, ratio to in-process "
-        f"{served['ratio_to_in_process']:.3f}; with step_batch: {batched['steps_per_s']:,} steps/s, "
-        f"ratio {batched['ratio_to_in_process']:.3f}"
-    )
+    for label, figures in ((f"server (thread, {args.sessions} sessions)", served), ("  with step_batch", batched)):
+        print(
+            f"{label}: {figures['steps_per_s']:,} steps/s, ratio to in-process {figures['ratio_to_in_process']:.3f}; "
+            f"CPU/step: server {figures['server_cpu_us_per_step']:,} us + client {figures['client_cpu_us_per_step']:,} us"
+        )
     results["memory_in_process"] = memory_in_process(args.memory_sessions)
     print(f"memory in-process: {results['memory_in_process']['bytes_per_session']:,} B/session (Python heap)")
     server_memory = served["memory"]
