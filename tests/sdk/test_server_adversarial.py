@@ -610,3 +610,153 @@ class AsyncEchoEnv(Environment):
 @given(program=st.lists(frames, min_size=5, max_size=30))
 def test_hostile_traffic_is_answered_frame_by_frame_and_harms_no_one_else(encoding, program):
     asyncio.run(_hostile_example(encoding, program))
+
+
+# ----------------------------------------------------------------------------- resource leaks
+
+
+class TickEnv(Environment):
+    """Microsecond steps on the event loop: the runtime's own overhead is all that is measured."""
+
+    name = "tick"
+    inline = True
+    closed = 0
+
+    def reset(self, task: Task) -> str:
+        self.n = 0
+        return "t"
+
+    def step(self, action: str) -> EnvStepResult:
+        self.n += 1
+        return EnvStepResult(f"{self.n}", reward=1.0, terminated=action == "end")
+
+    def close(self) -> None:
+        TickEnv.closed += 1
+
+
+def _traced_kib() -> float:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0] / 1024
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def _alive(*classes: type) -> int:
+    gc.collect()
+    return sum(isinstance(obj, classes) for obj in gc.get_objects())
+
+
+async def test_thousands_of_sessions_leave_nothing_behind(make_server):
+    from gymwire.protocol import SessionMachine
+    from gymwire.sdk.client import ClientSession
+    from gymwire.sdk.runners import InlineRunner
+    from gymwire.sdk.server import Inflight, ServerSession
+
+    TickEnv.closed = 0
+    runtime_objects = (ServerSession, SessionMachine, InlineRunner, Inflight, ClientSession, TickEnv)
+
+    async def churn(client: GymClient, sessions: int) -> None:
+        async def one() -> None:
+            session = await client.open("tick")
+            assert (await session.step("go")).observation.text == "1"
+            assert (await session.step("end")).terminated
+            await session.close()
+
+        for _ in range(sessions // 50):
+            await asyncio.gather(*(one() for _ in range(50)))
+
+    async with make_server(envs=[TickEnv]) as server, GymClient(server.url) as client:
+        await churn(client, 500)  # warm caches, the thread pool and lazy imports first
+        rss_before = _rss_kib()
+        await churn(client, 2000)
+        rss_after = _rss_kib()
+        (conn,) = server.connections
+        assert server.sessions == {} and conn.sessions == set() and conn.inflight == {}
+        assert client.sessions == {} and client._pending == {}
+        assert TickEnv.closed == 2500
+        # Exact: not one session's server or client objects outlives it.
+        assert _alive(*runtime_objects) == 0
+        # (tracemalloc would make this loop ten times slower; the dropped-connection test uses it.)
+        assert rss_after - rss_before < 4 * 1024, f"RSS grew {rss_after - rss_before} KiB over 2000 sessions"
+
+
+async def test_connections_dropped_mid_step_leave_nothing_behind(make_server):
+    limits = Limits(resume_grace_ms=50, idle_timeout_ms=60_000)
+
+    async def drop_mid_step(server: GymServer, n: int) -> None:
+        peer = await RawPeer.connect(server.url, ENCODINGS[n % 2])
+        opened = await peer.open(seed=n)
+        await peer.send({"type": "step", "id": 90, "session": opened["session"], "seq": 1, "action": "sleep 0.01"})
+        await peer.send({"type": "step", "id": 91, "session": opened["session"], "seq": 2, "action": "queued"})
+        peer.ws.transport.abort()
+
+    async with make_server(limits=limits) as server:
+        for n in range(20):  # warm up
+            await drop_mid_step(server, n)
+        assert await wait_until(lambda: quiet(server), timeout=10)
+        tracemalloc.start()
+        try:
+            before = _traced_kib()
+            for batch in range(10):
+                await asyncio.gather(*(drop_mid_step(server, 100 + batch * 20 + n) for n in range(20)))
+            assert await wait_until(lambda: quiet(server), timeout=10), server.stats()
+            await asyncio.sleep(0.05)  # steps still sleeping in threads finish and are released
+            after = _traced_kib()
+        finally:
+            tracemalloc.stop()
+        assert CountingEnv.closed == CountingEnv.instances == 220
+        assert after - before < 200, f"traced memory grew {after - before:.0f} KiB over 200 dropped connections"
+
+
+async def test_process_isolation_leaves_no_child_processes(make_server):
+    limits = Limits(resume_grace_ms=50)
+    async with make_server(isolation="process", limits=limits) as server:
+        async with GymClient(server.url) as client:
+            warm = await client.open("faulty")  # starts the forkserver, which stays (one process)
+            await warm.close()
+            baseline = child_pids()
+            sessions = [await client.open("faulty") for _ in range(6)]
+            pid_list = [(await s.step("who")).info["pid"] for s in sessions]
+            pids = set(pid_list)
+            assert len(pids) == 6 and pids <= child_pids()
+            for session in sessions[:3]:
+                await session.close()
+            assert not child_pids() & set(pid_list[:3])  # close kills and reaps at once
+            assert set(pid_list[3:]) <= child_pids()
+            # A connection that dies with a step in flight: its sessions are reaped, children too.
+            client._ws.transport.abort()
+            client.reconnect_attempts = 0
+        assert await wait_until(lambda: server.stats()["sessions"] == 0, timeout=5), server.stats()
+        assert await wait_until(lambda: not (child_pids() & pids), timeout=5), child_pids() & pids
+        # Sessions still open when the server stops, one of them hung in a step, and one still opening.
+        async with GymClient(server.url) as client:
+            left = [await client.open("faulty") for _ in range(2)]
+            pids = {(await s.step("who")).info["pid"] for s in left}
+            hung = asyncio.ensure_future(left[0].step("hang 30"))
+            opening = asyncio.ensure_future(client.open("faulty"))
+            await asyncio.sleep(0.05)
+            await server.stop(drain_timeout=0)
+            hung.cancel()
+            opening.cancel()
+    assert await wait_until(lambda: child_pids() <= baseline, timeout=10), child_pids() - baseline
+    assert not (child_pids() & pids) and not zombie_children()
+
+
+async def test_a_process_runner_closed_after_its_executor_shut_down_still_kills_its_child():
+    # What a session destroyed during server.stop() meets: the executor is already shut down.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gymwire.sdk.runners import ProcessRunner
+    from sdk_fault_envs import FaultyEnv
+
+    executor = ThreadPoolExecutor(max_workers=2)
+    runner = ProcessRunner(FaultyEnv, executor)
+    assert (await runner.reset(Task())) == "ready"
+    pid = runner.process.pid
+    executor.shutdown(wait=True)
+    with contextlib.suppress(RuntimeError):
+        await runner.close()
+    assert pid not in child_pids() and not zombie_children()
