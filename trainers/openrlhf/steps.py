@@ -8,7 +8,7 @@ policy updates (and comes back from the checkpoint on resume).
 Boards, chosen by a spec string (`GYMWIRE_STEP_SOURCE`):
     memory            in this process only (tests, single-process runs)
     file:/shared/step.json   a small JSON file; every node must see the same path
-    ray:NAME          a Ray named actor (namespace "gymwire"), created on first use by either side
+    ray:NAME          a detached Ray named actor (namespace "gymwire"), created on first use by either side
 """
 
 from __future__ import annotations
@@ -128,8 +128,10 @@ class _StepActor:
 
 
 class RayStepBoard(StepBoard):
-    """A Ray named actor. Either side may come first: both get-or-create it. It lives as long as
-    the Ray job; a resumed job publishes the restored step before any rollout."""
+    """A Ray named actor. Either side may come first: both get-or-create it. It is detached: a
+    non-detached actor dies with the last handle to it, and the side that created it may let go
+    first. It so outlives the job until `ray stop`; a new or resumed job publishes its step in
+    `init_checkpoint_states`, before it asks for any rollout, so a previous run's value is never read."""
 
     def __init__(self, name: str = "gymwire-step") -> None:
         self.name = name
@@ -140,7 +142,9 @@ class RayStepBoard(StepBoard):
             import ray
 
             remote_cls = ray.remote(num_cpus=0)(_StepActor)
-            self._handle = remote_cls.options(name=self.name, namespace=RAY_NAMESPACE, get_if_exists=True).remote()
+            self._handle = remote_cls.options(
+                name=self.name, namespace=RAY_NAMESPACE, get_if_exists=True, lifetime="detached"
+            ).remote()
         return self._handle
 
     def publish(self, step: int) -> None:
