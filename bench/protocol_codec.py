@@ -3,7 +3,8 @@
     python bench/protocol_codec.py [--frames 100000] [--seed 0] [--out bench/results/protocol_codec.json]
 
 Part 1 times encode + decode of a typical step request and step result (a ~300-character
-observation, a small info map) in msgpack and JSON, and prints the msgpack/JSON cost ratio.
+observation, a small info map) in msgpack and JSON, and prints the msgpack/JSON cost ratio; also a
+step result carrying a 16 KiB image, where the encodings differ most.
 Part 2 decodes random frames (random bytes, mutated valid frames, random JSON and msgpack
 structures, message-shaped maps with random fields) and counts typed errors (ProtocolError, by
 code), successes and untyped exceptions; the last must be 0.
@@ -30,6 +31,7 @@ from gymwire.protocol import (
     Encoding,
     Error,
     Hello,
+    Image,
     Observation,
     Open,
     ProtocolError,
@@ -58,6 +60,14 @@ TYPICAL_RESULT = StepResult(
     reward=0.0,
     info={"turn": 7, "valid_action": True, "admissible": ["go to cabinet 1", "look", "inventory"]},
 )
+# Where the encodings differ most: image bytes travel raw in msgpack, as base64 text in JSON.
+IMAGE_RESULT = TYPICAL_RESULT.model_copy(
+    update={
+        "observation": Observation(
+            text=OBSERVATION_TEXT, images=[Image(width=64, height=64, data=random.Random(0).randbytes(16 * 1024))]
+        )
+    }
+)
 MUTATION_SEEDS = [
     TYPICAL_STEP,
     TYPICAL_RESULT,
@@ -81,7 +91,9 @@ def time_per_call_us(func: Callable[[], Any], repeat: int = 7) -> float:
 
 def codec_costs() -> dict[str, Any]:
     costs: dict[str, Any] = {}
-    for label, message in (("step_request", TYPICAL_STEP), ("step_result", TYPICAL_RESULT)):
+    for label, message in (
+        ("step_request", TYPICAL_STEP), ("step_result", TYPICAL_RESULT), ("image_result", IMAGE_RESULT)
+    ):
         row: dict[str, Any] = {}
         for encoding in (Encoding.MSGPACK, Encoding.JSON):
             codec = Codec(encoding)
