@@ -10,7 +10,7 @@ from .runner import ConformanceReport, run_conformance
 # Short timers so the heartbeat, half-open and resume-grace checks take about a second each, and
 # small caps so the limit checks can reach them. Only for servers made to be checked.
 QUICK_LIMITS: dict[str, int] = {
-    "heartbeat_interval_ms": 300,
+    "heartbeat_interval_ms": 500,
     "resume_grace_ms": 800,
     "max_inflight": 12,
     "max_sessions_per_connection": 8,

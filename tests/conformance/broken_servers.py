@@ -16,7 +16,7 @@ from gymwire.sdk import Environment, StepResult, Task
 from gymwire.sdk.server import GymServer
 
 SLOW_ACTION = "sleep"
-SLOW_MS = 400
+SLOW_MS = 500
 CRASH_ACTION = "crash"
 FINISH_ACTION = "finish"
 

@@ -18,11 +18,13 @@ OPEN_OPTIONS = {"babyai": {"images": True}}
 @pytest.mark.parametrize("name", sorted(builtin_envs()))
 async def test_builtin_env_conforms(name):
     with serve([resolve_env(name)]) as url:
-        report = await run_conformance(url, env=name, options=OPEN_OPTIONS.get(name), max_wait=5)
+        # max_wait=1 skips the checks that only wait for server timers (heartbeat, resume grace): they
+        # do not depend on the environment and run once, in the next test.
+        report = await run_conformance(url, env=name, options=OPEN_OPTIONS.get(name), max_wait=1, reply_timeout=10)
     assert report.ok, report.summary()
     statuses = {r.name: r.status for r in report.results}
     assert statuses["episode-msgpack"] == statuses["episode-json"] == "pass", report.summary()
-    assert statuses["resume-after-drop"] == statuses["half-open-reaped"] == "pass", report.summary()
+    assert statuses["resume-after-drop"] == statuses["cancel-in-flight"] == "pass", report.summary()
     if resolve_env(name).images:
         assert statuses["images"] == "pass", report.summary()
 
@@ -30,7 +32,7 @@ async def test_builtin_env_conforms(name):
 async def test_every_check_runs_with_slow_and_crash_actions():
     # check_environment serves the class in this test's own event loop, as an env author would.
     report = await check_environment(
-        SleepyEnv, token=TOKEN, slow_action=SLOW_ACTION, slow_ms=SLOW_MS, crash_action=CRASH_ACTION, max_wait=5
+        SleepyEnv, token=TOKEN, slow_action=SLOW_ACTION, slow_ms=SLOW_MS, crash_action=CRASH_ACTION, max_wait=5, reply_timeout=10
     )
     assert report.ok, report.summary()
     skipped = {r.name: r.message for r in report.results if r.status == "skip"}
