@@ -35,14 +35,20 @@ def _bench(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"gymwire bench: {exc}; install the extra: pip install 'gymwire[bench]'", file=sys.stderr)
         return 2
+    restore_autogroup = None
     if args.nice is not None:
         try:
             os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # children are forked: they inherit it
+            restore_autogroup = set_autogroup_nice(args.nice)
         except PermissionError:
             print(f"gymwire bench: niceness {args.nice} needs root; run without --nice", file=sys.stderr)
             return 2
     plan = Plan.quick(args.paced_rate) if args.quick else Plan.full(args.paced_rate)
-    results = run(plan)
+    try:
+        results = run(plan)
+    finally:
+        if restore_autogroup is not None:
+            set_autogroup_nice(restore_autogroup)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
@@ -53,6 +59,18 @@ def _bench(args: argparse.Namespace) -> int:
         plot_latency(results, args.plot)
         print(f"plot written to {args.plot}")
     return 0
+
+
+def set_autogroup_nice(nice: int) -> int | None:
+    """With autogroup scheduling (most Linux kernels) CPU is shared fairly between sessions first,
+    and a process's niceness only counts inside its own session: set the session's niceness too.
+    Returns the niceness it had, to restore (the session outlives the bench), or None."""
+    autogroup = Path("/proc/self/autogroup")
+    if not autogroup.exists():
+        return None
+    before = int(autogroup.read_text().split("nice")[-1])
+    autogroup.write_text(str(nice))
+    return before
 
 
 def report(results: dict[str, Any]) -> str:

@@ -22,7 +22,8 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
 
     fig, (latency_ax, rate_ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
     for key, label, color in _SERIES:
-        rows = [r for r in results["concurrency"].get(key, []) if "p99_ms" in r]
+        # A level where steps failed or none finished in the window did not hold: it is left out.
+        rows = [r for r in results["concurrency"].get(key, []) if "p99_ms" in r and r["steps_per_s"] and not r["errors"]]
         if not rows:
             continue
         sessions = [r["sessions"] for r in rows]

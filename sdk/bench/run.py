@@ -464,6 +464,11 @@ def run(plan: Plan) -> dict[str, Any]:
     # Other work on the machine shares the cores: the load average says how much there was.
     results["machine"]["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     results["machine"]["niceness"] = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        with open("/proc/self/autogroup") as autogroup:
+            results["machine"]["autogroup"] = autogroup.read().strip()
+    except OSError:
+        pass
     started = time.monotonic()
     log("1. sequential step round trip")
     results["roundtrip"] = roundtrip(plan)
