@@ -290,25 +290,28 @@ async def run_conformance(
     `checks` restricts the run to those check names. Raises ConformanceSetupError when the server
     cannot be reached or refuses the hello.
     """
-    options = ConformanceOptions(
-        token=token, env=env, probe_action=action, open_options=dict(options or {}), level=level, max_wait=max_wait, reply_timeout=reply_timeout, slow_action=slow_action,
-        slow_ms=slow_ms, crash_action=crash_action, expected_failures=frozenset(expected_failures),
-        checks=frozenset(checks) if checks is not None else None,
+    settings = ConformanceOptions(
+        token=token, env=env, probe_action=action, open_options=dict(options or {}), level=level, max_wait=max_wait,
+        reply_timeout=reply_timeout, slow_action=slow_action, slow_ms=slow_ms, crash_action=crash_action,
+        expected_failures=frozenset(expected_failures), checks=frozenset(checks) if checks is not None else None,
     )
-    selected = select_checks(level, options.checks)
+    selected = select_checks(level, settings.checks)
     started = time.monotonic()
-    welcome, env_info = await _discover(url, options)
+    welcome, env_info = await _discover(url, settings)
     results = []
     for check in selected:
-        result = await _run_one(check, url, options, welcome, env_info)
-        results.append(_apply_expected(result, options.expected_failures))
+        result = await _run_one(check, url, settings, welcome, env_info)
+        results.append(_apply_expected(result, settings.expected_failures))
     return ConformanceReport(
         url=url,
         level=level,
         env=env_info.get("name"),
         welcome=welcome,
         results=results,
-        options={"action": action, "options": options or {}, "slow_action": slow_action, "slow_ms": slow_ms, "crash_action": crash_action, "max_wait": max_wait,
-                 "token": "***" if token else None, "expected_failures": sorted(options.expected_failures)},
+        options={
+            "action": action, "options": settings.open_options, "slow_action": slow_action, "slow_ms": slow_ms,
+            "crash_action": crash_action, "max_wait": max_wait, "token": "<redacted>" if token else None,
+            "expected_failures": sorted(settings.expected_failures),
+        },
         seconds=time.monotonic() - started,
     )

@@ -31,11 +31,15 @@ def test_failure_exits_1_unless_expected(tmp_path, capsys):
     with serve([SleepyEnv], AnyTokenServer, token=TOKEN) as url:
         failing = main(["conformance", url, "--token", TOKEN, "--check", "auth"])
         out = capsys.readouterr().out
-        tolerated = main(["conformance", url, "--token", TOKEN, "--check", "auth", "--expected-failures", str(expected)])
+        tolerated = main(["conformance", url, "--token", TOKEN, "--check", "auth", "--expected-failures", str(expected),
+                          "--json", str(tmp_path / "report.json")])
     assert failing == 1
     assert "FAIL  auth [GW-AUTH-1]" in out and "NOT CONFORMANT" in out
     assert tolerated == 0
     assert "XFAIL auth" in capsys.readouterr().out
+    report = (tmp_path / "report.json").read_text()
+    assert TOKEN not in report and TOKEN not in out, "reports get shared: the bearer token must not appear"
+    assert json.loads(report)["requirements"]["GW-AUTH-1"]["status"] == "xfail"
 
 
 def test_unreachable_server_exits_2(capsys):
