@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
-from gymwire.protocol import PROTOCOL_VERSION, SUBPROTOCOLS
+from gymwire.protocol import PROTOCOL_VERSION, SUBPROTOCOLS, error_table
 
 from . import commands
 
@@ -43,6 +43,9 @@ def _spec(args: argparse.Namespace) -> int:
     print(f"subprotocols:     {', '.join(SUBPROTOCOLS)}")
     print(f"spec:             {spec_dir() / 'PROTOCOL.md'}")
     print(f"schemas:          {spec_dir() / 'schemas'}")
+    print("\nerror codes:")
+    for row in error_table():
+        print(f"  {row['code']:>3} {row['name']:<20} {'retryable' if row['retryable'] else '         '}  {row['meaning']}")
     return 0
 
 

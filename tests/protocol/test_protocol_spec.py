@@ -165,3 +165,13 @@ def test_the_error_table_in_the_spec_is_the_codes_table():
         for code, name, retryable, meaning in rows
     ]
     assert parsed == error_table()
+
+
+def test_gymwire_spec_prints_where_the_spec_is_and_every_error_code(capsys):
+    from gymwire.sdk.cli import main
+
+    assert main(["spec"]) == 0
+    printed = capsys.readouterr().out
+    assert str(SPEC / "PROTOCOL.md") in printed
+    for row in error_table():
+        assert re.search(rf"^\s+{row['code']} {row['name']}\s", printed, re.M), row["name"]
