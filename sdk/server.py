@@ -138,15 +138,13 @@ class Connection:
             frame = self.codec.encode(message)
         except Exception as exc:  # an environment put something unencodable in info/data
             log.warning("unencodable reply %s: %s", message.type, exc)
-            frame = self.codec.encode(
-                Error(
-                    id=getattr(message, "id", None),
-                    code=ErrorCode.INTERNAL.code,
-                    name="INTERNAL",
-                    message=f"the environment returned data that cannot be encoded: {exc}"[:500],
-                    retryable=False,
-                )
+            unencodable = ProtocolError(
+                ErrorCode.INTERNAL,
+                f"the environment returned data that cannot be encoded: {exc}"[:500],
+                request_id=getattr(message, "id", None),
+                session=getattr(message, "session", None),
             )
+            frame = self.codec.encode(error_message(unencodable))
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(frame)
 
@@ -367,8 +365,12 @@ class GymServer:
         self.metrics.connection(+1)
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(conn))
         log.info("connection from %s (%s)", conn.peer, ws.subprotocol)
+        # JSON frames are read as bytes: invalid UTF-8 is then the codec's BAD_FRAME (GW-FRAME-3),
+        # not websockets' 1007 close. msgpack connections keep text frames as str to refuse them.
+        decode = None if codec.binary else False
         try:
-            async for frame in ws:
+            while True:
+                frame = await ws.recv(decode=decode)
                 conn.last_heard = _now()
                 await self._on_frame(conn, frame)
         except ConnectionClosed:
@@ -690,17 +692,17 @@ class GymServer:
         async with session.lock:
             if session.machine.check_reset(message.seq) is Decision.REPLAY:
                 return _replay(session.machine, ResetResult, message.id)
-            if message.task is not None:
-                session.task = message.task
+            task = session.task if message.task is None else message.task
             inflight.env_started = True
             try:
-                observation = as_observation(await session.runner.reset(Task.from_ref(session.task, session.options)))
+                observation = as_observation(await session.runner.reset(Task.from_ref(task, session.options)))
             except TaskError as exc:
                 raise ProtocolError(ErrorCode.INVALID_TASK, str(exc), session=session.id) from None
             except (EnvCrashed, TypeError) as exc:
                 session.machine.crashed()
                 raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {exc}", session=session.id) from None
             reply = ResetResult(id=message.id, session=session.id, seq=message.seq, observation=observation)
+            session.task = task  # only now: a refused task leaves the session as it was (GW-SESSION-2)
             session.success = session.score = None
             session.machine.reset_done(message.seq, reply)
             return reply

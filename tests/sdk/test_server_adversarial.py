@@ -302,6 +302,67 @@ async def test_client_fails_a_request_whose_answer_it_cannot_decode(make_server)
         assert client.sessions == {} and (await client.list_envs())
 
 
+async def test_a_reset_refused_invalid_task_leaves_the_session_task_as_it_was(make_server):
+    # GW-SESSION-2: the refused task must not become the one a later plain reset replays.
+    async with make_server() as server, GymClient(server.url) as client:
+        session = await client.open("strict", split="test", index=1)
+        with pytest.raises(ProtocolError) as info:
+            await session.reset(split="test", index=99)
+        assert info.value.code is ErrorCode.INVALID_TASK
+        assert (await session.reset()).text == "test 1"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_invalid_utf8_in_a_json_frame_is_bad_frame_and_the_connection_lives(make_server, encoding):
+    # GW-FRAME-3 names invalid UTF-8 among the frames answered BAD_FRAME on an open connection.
+    async with make_server() as server:
+        peer = await RawPeer.connect(server.url, encoding)
+        if encoding == "json":
+            await peer.ws.send(b'{"type": "ping", "id": 3, "x": "\xff"}', text=True)
+            reply = await peer.recv()
+            assert reply["type"] == "error" and reply["name"] == "BAD_FRAME" and "id" not in reply, reply
+        await peer.ws.send(b"\x81\xa4type\xa4ping", text=False)  # a map without id: still one answer
+        assert (await peer.recv())["name"] == "BAD_FRAME"
+        assert (await peer.request({"type": "ping"}))["type"] == "pong"
+        await peer.close()
+
+
+class UnencodableInfoEnv(Environment):
+    name = "unencodable"
+
+    def reset(self, task: Task) -> str:
+        return "ready"
+
+    def step(self, action: str) -> EnvStepResult:
+        return EnvStepResult("odd", info={"handle": object()})
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_an_unencodable_reply_is_an_internal_error_as_the_table_says(make_server, encoding):
+    # GW-ERROR-1 (INTERNAL is retryable) and GW-ERROR-3 (an error about a session names it).
+    async with make_server(envs=[UnencodableInfoEnv]) as server:
+        peer = await RawPeer.connect(server.url, encoding)
+        opened = await peer.open("unencodable")
+        reply = await peer.request({"type": "step", "session": opened["session"], "seq": 1, "action": "x"})
+        assert (reply["type"], reply["name"], reply["code"]) == ("error", "INTERNAL", 99), reply
+        assert reply["retryable"] is True and reply["session"] == opened["session"], reply
+        await peer.close()
+
+
+@pytest.mark.xfail(strict=True, reason="GW-STEP-1 violation left open: a batch entry takes one more task hop than a "
+                   "single step, so a step sent right behind a batch on the same session can run first")
+async def test_a_step_right_behind_a_batch_on_the_same_session_runs_after_it(make_server):
+    async with make_server() as server:
+        peer = await RawPeer.connect(server.url, "msgpack")
+        opened = await peer.open(seed=1)
+        await peer.send({"type": "step_batch", "id": 50, "steps": [{"session": opened["session"], "seq": 1, "action": "a"}]})
+        await peer.send({"type": "step", "id": 51, "session": opened["session"], "seq": 2, "action": "b"})
+        replies = {reply["id"]: reply for reply in [await peer.recv(), await peer.recv()]}
+        assert replies[50]["results"][0]["type"] == "step_result"
+        assert replies[51]["type"] == "step_result", replies[51]
+        await peer.close()
+
+
 # ----------------------------------------------------------------------------- client robustness
 
 
