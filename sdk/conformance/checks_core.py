@@ -139,9 +139,10 @@ async def handshake_json(ctx: Context) -> None:
 
 @check("subprotocol-preference", area="VERSION", requirements=("GW-VERSION-2",))
 async def subprotocol_preference(ctx: Context) -> None:
-    """The server picks the first gymwire subprotocol of the client's list."""
+    """The server picks the first subprotocol of the client's list that it speaks."""
+    spoken = {SUBPROTOCOL_BY_ENCODING[e] for e in ctx.encodings}
     for offered in (["gymwire.v1+json", "gymwire.v1+msgpack"], ["chat", "gymwire.v2+json", "gymwire.v1+msgpack", "gymwire.v1+json"]):
-        wanted = next(p for p in offered if p.startswith("gymwire.v1+"))
+        wanted = next(p for p in offered if p in spoken)
         conn = await ctx.connect(wanted.rsplit("+", 1)[1], handshake=False, subprotocols=offered)
         ctx.expect(conn.ws.subprotocol == wanted, ("GW-VERSION-2",), f"offered {offered}: must select {wanted!r}, got {conn.ws.subprotocol!r}")
         welcome = await ctx.request(conn, ctx.hello())
@@ -648,7 +649,7 @@ async def _expect_bad_frame(ctx: Context, conn: RawConnection, frame: bytes | st
 @check("malformed-frames-msgpack", area="FRAME", requirements=("GW-FRAME-3", "GW-FRAME-7", "GW-ERROR-2", "GW-ERROR-6"))
 async def malformed_frames_msgpack(ctx: Context) -> None:
     """Undecodable msgpack, text frames, non-maps, extension types, non-string keys: BAD_FRAME; all else carries on."""
-    conn = await ctx.connect()
+    conn = await ctx.connect("msgpack")
     session = (await ctx.open_session(conn, max_turns=3))["session"]
     ping = msgpack.packb({"type": "ping", "id": 7}, use_bin_type=True)
     for frame, what in (

@@ -552,7 +552,7 @@ async def images(ctx: Context) -> None:
     if not ctx.env_info.get("images"):
         raise Skipped(f"{ctx.env!r} does not declare image observations")
     seen = 0
-    for encoding in ("msgpack", "json"):
+    for encoding in ctx.encodings:
         conn = await ctx.connect(encoding)
         opened = await ctx.open_session(conn, max_turns=2)
         for image in (opened.get("observation") or {}).get("images") or []:

@@ -90,6 +90,7 @@ class Context:
     welcome: dict[str, Any]
     env_info: dict[str, Any]
     transcript: Transcript = field(default_factory=Transcript)
+    encodings: tuple[str, ...] = ("msgpack", "json")  # those the server accepts, preferred first
     connections: list[RawConnection] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -125,6 +126,10 @@ class Context:
             return {"split": next(iter(splits)), "index": 0}
         return {"seed": 0} if self.env_info.get("seedable", True) else {}
 
+    def need_encoding(self, encoding: str) -> None:
+        if encoding not in self.encodings:
+            raise Skipped(f"the server does not speak gymwire.v1+{encoding} (it refused the upgrade)")
+
     def need_slow_action(self, why: str) -> str:
         if not self.options.slow_action:
             raise Skipped(
@@ -137,7 +142,7 @@ class Context:
 
     async def connect(
         self,
-        encoding: str = "msgpack",
+        encoding: str | None = None,
         *,
         handshake: bool = True,
         answer_pings: bool = True,
@@ -145,6 +150,9 @@ class Context:
         label: str | None = None,
         **hello_fields: Any,
     ) -> RawConnection:
+        encoding = encoding or self.encodings[0]
+        if subprotocols is None:
+            self.need_encoding(encoding)
         conn = await RawConnection.open(
             self.url,
             encoding=encoding,

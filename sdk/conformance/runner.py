@@ -12,6 +12,8 @@ from typing import Any, Iterable
 
 from . import checks_core, checks_full  # noqa: F401  (importing registers the checks)
 from .framework import CHECKS, DEFAULT_PROBE_ACTION, LEVELS, Check, CheckFailed, CheckResult, ConformanceOptions, Context, Skipped
+from websockets.exceptions import InvalidStatus
+
 from .wire import ConnectionLost, NoAnswer, RawConnection, Transcript
 
 # MUST requirements of spec/requirements.json that no check covers, and why. A test keeps this
@@ -50,6 +52,7 @@ class ConformanceReport:
     welcome: dict[str, Any]
     results: list[CheckResult]
     options: dict[str, Any] = field(default_factory=dict)
+    encodings: tuple[str, ...] = ()
     seconds: float = 0.0
 
     @property
@@ -88,7 +91,8 @@ class ConformanceReport:
         lines = [
             f"gymwire conformance: {self.url} ({server.get('name', '?')} {server.get('version', '?')}, "
             f"protocol {self.welcome.get('version', '?')}), env {self.env!r}, level {self.level}",
-            f"capabilities: {', '.join(self.welcome.get('capabilities') or []) or 'none'}",
+            f"capabilities: {', '.join(self.welcome.get('capabilities') or []) or 'none'}; "
+            f"encodings: {', '.join(self.encodings)}",
             "",
         ]
         areas: dict[str, list[CheckResult]] = {}
@@ -131,6 +135,7 @@ class ConformanceReport:
             "server": self.welcome.get("server"),
             "version": self.welcome.get("version"),
             "capabilities": self.welcome.get("capabilities"),
+            "encodings": list(self.encodings),
             "limits": self.welcome.get("limits"),
             "options": self.options,
             "requirements": self.requirements(),
@@ -170,15 +175,29 @@ def select_checks(level: str, names: Iterable[str] | None = None) -> list[Check]
     return chosen
 
 
-async def _discover(url: str, options: ConformanceOptions) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Handshake once to learn the capabilities, limits and the environment to test."""
+async def _encodings(url: str, options: ConformanceOptions, transcript: Transcript) -> tuple[str, ...]:
+    """The encodings whose subprotocol the server accepts (a server need not speak both)."""
+    spoken = []
+    for encoding in ("msgpack", "json"):
+        try:
+            conn = await RawConnection.open(url, encoding=encoding, label="discover", transcript=transcript, timeout=options.reply_timeout)
+        except InvalidStatus:
+            continue
+        except Exception as exc:  # unreachable host, TLS trouble, a broken upgrade: all stop the run
+            raise ConformanceSetupError(f"cannot open a gymwire.v1+{encoding} WebSocket to {url}: {exc}") from None
+        spoken.append(encoding)
+        await conn.close()
+    if not spoken:
+        raise ConformanceSetupError(f"{url} refused the WebSocket upgrade for both gymwire.v1+msgpack and gymwire.v1+json")
+    return tuple(spoken)
+
+
+async def _discover(url: str, options: ConformanceOptions) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...]]:
+    """Handshake once to learn the encodings, capabilities, limits and the environment to test."""
     transcript = Transcript()
-    probe = Context(url, options, welcome={}, env_info={"name": options.env or "?"}, transcript=transcript)
-    try:
-        conn = await RawConnection.open(url, encoding="msgpack", label="discover", transcript=transcript, timeout=options.reply_timeout)
-    except Exception as exc:  # unreachable host, refused upgrade, TLS trouble: all stop the run
-        raise ConformanceSetupError(f"cannot open a gymwire.v1+msgpack WebSocket to {url}: {exc}") from None
-    probe.connections.append(conn)
+    encodings = await _encodings(url, options, transcript)
+    probe = Context(url, options, welcome={}, env_info={"name": options.env or "?"}, transcript=transcript, encodings=encodings)
+    conn = await probe.connect(handshake=False, label="discover")
     try:
         welcome = await probe.request(conn, probe.hello())
         if welcome.get("type") != "welcome":
@@ -194,7 +213,7 @@ async def _discover(url: str, options: ConformanceOptions) -> tuple[dict[str, An
             raise ConformanceSetupError(f"describe_env {env!r} was answered with {described!r:.300}")
         probe.env_info = described["env"]
         await _check_probe_action(probe, conn)
-        return welcome, described["env"]
+        return welcome, described["env"], encodings
     except (NoAnswer, ConnectionLost) as exc:
         raise ConformanceSetupError(f"the handshake with {url} failed: {exc}") from None
     finally:
@@ -215,14 +234,16 @@ async def _check_probe_action(probe: Context, conn: RawConnection) -> None:
         )
 
 
-async def _run_one(check: Check, url: str, options: ConformanceOptions, welcome: dict[str, Any], env_info: dict[str, Any]) -> CheckResult:
+async def _run_one(
+    check: Check, url: str, options: ConformanceOptions, welcome: dict[str, Any], env_info: dict[str, Any], encodings: tuple[str, ...]
+) -> CheckResult:
     result = CheckResult(check.name, check.area, check.level, check.requirements, status="pass")
     missing = [c for c in check.needs if c not in (welcome.get("capabilities") or [])]
     if missing:
         result.status = "skip"
         result.message = f"the server does not announce {', '.join(missing)}"
         return result
-    ctx = Context(url, options, welcome, env_info)
+    ctx = Context(url, options, welcome, env_info, encodings=encodings)
     started = time.monotonic()
     budget = 6 * options.reply_timeout + options.max_wait + 3 * options.slow_ms / 1000
     try:
@@ -297,10 +318,10 @@ async def run_conformance(
     )
     selected = select_checks(level, settings.checks)
     started = time.monotonic()
-    welcome, env_info = await _discover(url, settings)
+    welcome, env_info, encodings = await _discover(url, settings)
     results = []
     for check in selected:
-        result = await _run_one(check, url, settings, welcome, env_info)
+        result = await _run_one(check, url, settings, welcome, env_info, encodings)
         results.append(_apply_expected(result, settings.expected_failures))
     return ConformanceReport(
         url=url,
@@ -308,6 +329,7 @@ async def run_conformance(
         env=env_info.get("name"),
         welcome=welcome,
         results=results,
+        encodings=encodings,
         options={
             "action": action, "options": settings.open_options, "slow_action": slow_action, "slow_ms": slow_ms,
             "crash_action": crash_action, "max_wait": max_wait, "token": "<redacted>" if token else None,

@@ -11,7 +11,10 @@ import asyncio
 import time
 from typing import Any
 
-from gymwire.protocol import ProtocolError
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+from gymwire.protocol import SUBPROTOCOL_JSON, ProtocolError
 from gymwire.sdk import Environment, StepResult, Task
 from gymwire.sdk.server import GymServer
 
@@ -91,3 +94,17 @@ class AnyTokenServer(GymServer):
         if self.token is not None:
             hello = hello.model_copy(update={"token": self.token})
         await super()._hello(conn, hello)
+
+
+class JsonOnlyServer(GymServer):
+    """Not broken: speaks only gymwire.v1+json, which the spec allows (it is not a fault to refuse msgpack)."""
+
+    def _select_subprotocol(self, ws: Any, offered: list[str]) -> str | None:
+        return SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None
+
+    def _process_request(self, ws: Any, request: Any) -> Any:
+        offered = [p.strip() for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
+        if SUBPROTOCOL_JSON in offered:
+            return None
+        body = f"UNSUPPORTED_VERSION: this server speaks only {SUBPROTOCOL_JSON}\n".encode()
+        return Response(400, "Bad Request", Headers([("Content-Type", "text/plain")]), body)

@@ -2,7 +2,7 @@
 environment whose slow and crashing actions unlock every check."""
 
 import pytest
-from broken_servers import CRASH_ACTION, FINISH_ACTION, SLOW_ACTION, SLOW_MS, SleepyEnv
+from broken_servers import CRASH_ACTION, FINISH_ACTION, SLOW_ACTION, SLOW_MS, JsonOnlyServer, SleepyEnv
 from conftest import serve
 
 from gymwire.sdk.conformance import ConformanceSetupError, check_environment, run_conformance
@@ -58,3 +58,14 @@ async def test_an_action_that_ends_episodes_is_refused_up_front():
             await run_conformance(url, action=FINISH_ACTION)
         report = await run_conformance(url, action="look around", checks={"episode-msgpack"})
     assert report.ok, report.summary()
+
+
+async def test_a_server_speaking_only_json_conforms_and_msgpack_checks_skip():
+    with serve([SleepyEnv], JsonOnlyServer) as url:
+        report = await run_conformance(url, level="core")
+    assert report.ok, report.summary()
+    assert report.encodings == ("json",)
+    statuses = {r.name: r.status for r in report.results}
+    assert statuses["handshake-msgpack"] == statuses["episode-msgpack"] == statuses["malformed-frames-msgpack"] == "skip"
+    # The other checks play over the encoding the server speaks.
+    assert statuses["handshake-json"] == statuses["episode-json"] == statuses["schema-violations"] == "pass"
