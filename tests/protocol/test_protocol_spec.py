@@ -10,8 +10,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from protocol_samples import SAMPLES
 
-from gymwire.protocol import MESSAGE_TYPES, Codec, Encoding, error_table
+from gymwire.protocol import MESSAGE_TYPES, Codec, Encoding, ProtocolError, error_table
 from gymwire.protocol import schemas
 
 SPEC = Path(__file__).resolve().parents[2] / "spec"
@@ -175,3 +178,34 @@ def test_gymwire_spec_prints_where_the_spec_is_and_every_error_code(capsys):
     assert str(SPEC / "PROTOCOL.md") in printed
     for row in error_table():
         assert re.search(rf"^\s+{row['code']} {row['name']}\s", printed, re.M), row["name"]
+
+
+def _validator(message_type: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads((SPEC / "schemas" / f"{message_type}.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+VALIDATORS = {name: _validator(name) for name in MESSAGE_TYPES}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(MESSAGE_TYPES)), st.data())
+def test_the_schemas_accept_every_frame_the_codec_accepts(message_type, data):
+    """The schemas are never stricter than the implementation (they may be laxer: e.g. they cannot
+    say that `split` and `index` go together)."""
+    wire = json.loads(Codec(Encoding.JSON).encode(SAMPLES[message_type]))
+    field = data.draw(st.sampled_from(sorted(wire)))
+    replacement = data.draw(st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.just({}) | st.just([]))
+    if field != "type":
+        wire[field] = replacement
+    frame = json.dumps(wire)
+    try:
+        Codec(Encoding.JSON).decode(frame)
+    except ProtocolError:
+        return
+    VALIDATORS[message_type].validate(wire)
+
+
+@pytest.mark.parametrize("message_type", sorted(MESSAGE_TYPES))
+def test_every_fully_populated_message_validates_against_its_schema(message_type):
+    VALIDATORS[message_type].validate(json.loads(Codec(Encoding.JSON).encode(SAMPLES[message_type])))
