@@ -56,7 +56,7 @@ def test_a_malformed_version_is_bad_frame_that_shows_the_expected_form(text):
     assert "MAJOR.MINOR" in caught.value.message and len(caught.value.message) < 200
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=30) | st.from_regex(r"\A\d{1,12}\.\d{1,12}\Z"))
 def test_any_version_text_negotiates_or_fails_typed(text):
     try:
@@ -115,7 +115,7 @@ def test_no_common_subprotocol_is_unsupported_version_naming_the_supported_ones(
     assert len(caught.value.message) < 400
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.text(max_size=40) | st.sampled_from(list(SUBPROTOCOLS) + ["gymwire.v2+json"]), max_size=5))
 def test_any_offer_selects_a_supported_subprotocol_or_fails_typed(offered):
     try:
