@@ -89,6 +89,45 @@ def _now() -> float:
     return time.monotonic()
 
 
+class Turns:
+    """A session's line of requests: a FIFO lock whose place is taken synchronously, when a request
+    arrives, so that requests run in arrival order whatever path they take to the environment (a
+    batch entry starts one task hop later than a single step; asyncio.Lock queues at first await)."""
+
+    def __init__(self) -> None:
+        self._tail: asyncio.Future[None] | None = None
+
+    def busy(self) -> bool:
+        return self._tail is not None and not self._tail.done()
+
+    def take(self) -> "Turn":
+        turn = Turn(self._tail, asyncio.get_running_loop().create_future())
+        self._tail = turn.finished
+        return turn
+
+
+@dataclass(eq=False)
+class Turn:
+    ahead: asyncio.Future[None] | None
+    finished: asyncio.Future[None]
+
+    async def __aenter__(self) -> None:
+        if self.ahead is not None:
+            await asyncio.shield(self.ahead)  # a cancelled waiter must not cancel the turn ahead of it
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Pass the turn on, never before the requests ahead are done (also for unused turns)."""
+        if self.finished.done():
+            return
+        if self.ahead is None or self.ahead.done():
+            self.finished.set_result(None)
+        else:
+            self.ahead.add_done_callback(lambda _: self.release())
+
+
 @dataclass(eq=False)
 class ServerSession:
     id: str
@@ -97,7 +136,7 @@ class ServerSession:
     runner: EnvRunner
     machine: SessionMachine
     owner: "Connection | None"
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    turns: Turns = field(default_factory=Turns)
     last_active: float = field(default_factory=_now)
     task: TaskRef = field(default_factory=TaskRef)
     options: dict[str, Any] = field(default_factory=dict)
@@ -113,6 +152,14 @@ class Inflight:
 
     task: asyncio.Task[Any]
     env_started: bool = False
+    # Places in line taken on arrival: one for a reset or step, one per entry of a batch (None
+    # where the session was not this connection's then).
+    turns: list[Turn | None] = field(default_factory=list)
+
+    def release_turns(self) -> None:
+        for turn in self.turns:
+            if turn is not None:
+                turn.release()
 
 
 class Connection:
@@ -502,12 +549,21 @@ class GymServer:
         task = asyncio.get_running_loop().create_task(self._serve_request(conn, message))
         inflight = conn.inflight[message.id] = Inflight(task)
         task.add_done_callback(lambda _: self._answer_if_cancelled_unstarted(conn, message, inflight))
+        if isinstance(message, (Step, Reset)):
+            inflight.turns = [self._take_turn(conn, message.session)]
+        elif isinstance(message, StepBatch):
+            inflight.turns = [self._take_turn(conn, item.session) for item in message.steps]
+
+    def _take_turn(self, conn: Connection, session_id: str) -> Turn | None:
+        session = self.sessions.get(session_id)
+        return session.turns.take() if session is not None and session.owner is conn else None
 
     def _answer_if_cancelled_unstarted(self, conn: Connection, message: Any, inflight: Inflight) -> None:
         # A task cancelled before its first step (a cancel in the same read as its request, or the
         # connection closing) never enters _serve_request, whose handlers answer and unregister.
         if not inflight.task.cancelled() or conn.inflight.get(message.id) is not inflight:
             return
+        inflight.release_turns()
         del conn.inflight[message.id]
         cancelled = ProtocolError(
             ErrorCode.CANCELLED, "cancelled by the client", request_id=message.id, session=getattr(message, "session", None)
@@ -518,6 +574,7 @@ class GymServer:
         inflight = conn.inflight[message.id]
         deadline = getattr(message, "deadline_ms", None)
         work = asyncio.ensure_future(self._execute(conn, message, inflight))
+        work.add_done_callback(lambda _: inflight.release_turns())  # turns it never reached
         try:
             if deadline is None:
                 reply = await asyncio.shield(work)
@@ -689,7 +746,7 @@ class GymServer:
 
     async def _reset(self, conn: Connection, message: Reset, inflight: Inflight) -> ResetResult:
         session = self._owned(conn, message.session)
-        async with session.lock:
+        async with inflight.turns[0] or session.turns.take():
             if session.machine.check_reset(message.seq) is Decision.REPLAY:
                 return _replay(session.machine, ResetResult, message.id)
             task = session.task if message.task is None else message.task
@@ -709,10 +766,10 @@ class GymServer:
 
     async def _step(self, conn: Connection, message: Step, inflight: Inflight) -> StepResult:
         session = self._owned(conn, message.session)
-        return await self._step_session(session, message.id, message.seq, message.action, inflight)
+        return await self._step_session(session, message.id, message.seq, message.action, inflight, inflight.turns[0])
 
     async def _step_session(
-        self, session: ServerSession, request_id: int, seq: int, action: str, inflight: Inflight
+        self, session: ServerSession, request_id: int, seq: int, action: str, inflight: Inflight, turn: Turn | None
     ) -> StepResult:
         if len(action.encode("utf-8", "surrogatepass")) > self.limits.max_action_bytes:
             raise ProtocolError(
@@ -721,7 +778,7 @@ class GymServer:
                 session=session.id,
             )
         started = _now()
-        async with session.lock:
+        async with turn or session.turns.take():
             machine = session.machine
             if machine.check_step(seq) is Decision.REPLAY:
                 return _replay(machine, StepResult, request_id)
@@ -774,16 +831,16 @@ class GymServer:
                 f"batch of {len(message.steps)} steps exceeds max_batch={self.limits.max_batch}; split it",
             )
 
-        async def one(item: Any) -> StepResult | Error:
+        async def one(item: Any, turn: Turn | None) -> StepResult | Error:
             try:
                 session = self._owned(conn, item.session)
-                return await self._step_session(session, message.id, item.seq, item.action, inflight)
+                return await self._step_session(session, message.id, item.seq, item.action, inflight, turn)
             except ProtocolError as exc:
                 exc.request_id = message.id
                 exc.session = exc.session or item.session
                 return error_message(exc)
 
-        results = await asyncio.gather(*(one(item) for item in message.steps))
+        results = await asyncio.gather(*(one(item, turn) for item, turn in zip(message.steps, inflight.turns)))
         return StepBatchResult(id=message.id, results=list(results))
 
     async def _close(self, conn: Connection, message: Close) -> Closed:
@@ -828,18 +885,18 @@ class GymServer:
         self.metrics.session_closed(session.env_name)
         log.debug("session %s closed: %s", session.id, why)
         runner = session.runner
-        if isinstance(runner, ProcessRunner) and session.lock.locked():
+        if isinstance(runner, ProcessRunner) and session.turns.busy():
             runner.kill()  # a stuck child must not hold the session's resources
             return
 
         async def close_after_current_step() -> None:
-            async with session.lock:
+            async with session.turns.take():
                 try:
                     await runner.close()
                 except Exception as exc:
                     log.warning("environment close of session %s raised: %s", session.id, exc)
 
-        if session.lock.locked():
+        if session.turns.busy():
             asyncio.get_running_loop().create_task(close_after_current_step())
         else:
             await close_after_current_step()
@@ -851,7 +908,7 @@ class GymServer:
             await asyncio.sleep(period)
             now = _now()
             for session in list(self.sessions.values()):
-                if session.lock.locked():
+                if session.turns.busy():
                     continue
                 if session.owner is None and session.detached_at is not None:
                     if now - session.detached_at > limits.resume_grace_ms / 1000:

@@ -76,8 +76,9 @@ class RawPeer:
             if reply.get("id") == obj["id"]:
                 return reply
 
-    async def open(self, env: str = "counting", **fields: Any) -> dict[str, Any]:
-        opened = await self.request({"type": "open", "env": env, **fields})
+    async def open(self, env: str = "counting", seed: int | None = None, **fields: Any) -> dict[str, Any]:
+        task = {} if seed is None else {"task": {"seed": seed}}
+        opened = await self.request({"type": "open", "env": env, **task, **fields})
         assert opened["type"] == "opened", opened
         return opened
 
@@ -349,17 +350,38 @@ async def test_an_unencodable_reply_is_an_internal_error_as_the_table_says(make_
         await peer.close()
 
 
-@pytest.mark.xfail(strict=True, reason="GW-STEP-1 violation left open: a batch entry takes one more task hop than a "
-                   "single step, so a step sent right behind a batch on the same session can run first")
-async def test_a_step_right_behind_a_batch_on_the_same_session_runs_after_it(make_server):
+async def test_requests_of_a_session_run_in_arrival_order_whatever_their_kind(make_server):
+    # GW-STEP-1. A batch entry starts a task hop later than a single step: the step sent right
+    # behind a batch used to overtake it and get BAD_SEQUENCE.
     async with make_server() as server:
         peer = await RawPeer.connect(server.url, "msgpack")
-        opened = await peer.open(seed=1)
-        await peer.send({"type": "step_batch", "id": 50, "steps": [{"session": opened["session"], "seq": 1, "action": "a"}]})
-        await peer.send({"type": "step", "id": 51, "session": opened["session"], "seq": 2, "action": "b"})
-        replies = {reply["id"]: reply for reply in [await peer.recv(), await peer.recv()]}
-        assert replies[50]["results"][0]["type"] == "step_result"
-        assert replies[51]["type"] == "step_result", replies[51]
+        a, b = (await peer.open(seed=1))["session"], (await peer.open(seed=2))["session"]
+        frames = [
+            {"type": "step_batch", "id": 50, "steps": [{"session": a, "seq": 1, "action": "a1"}, {"session": b, "seq": 1, "action": "b1"}]},
+            {"type": "step", "id": 51, "session": b, "seq": 2, "action": "b2"},
+            {"type": "reset", "id": 52, "session": a, "seq": 2},
+            {"type": "step_batch", "id": 53, "steps": [{"session": a, "seq": 3, "action": "a3"}, {"session": a, "seq": 4, "action": "a4"}]},
+            {"type": "step", "id": 54, "session": a, "seq": 5, "action": "a5"},
+            {"type": "step", "id": 56, "session": b, "seq": 3, "action": "never"},
+            {"type": "cancel", "id": 55, "target": 56},  # a cancelled request gives its place up
+            {"type": "step", "id": 57, "session": b, "seq": 3, "action": "b3"},
+        ]
+        for frame in frames:
+            await peer.send(frame)
+        replies = {}
+        while len(replies) < len(frames):
+            reply = await peer.recv()
+            replies[reply["id"]] = reply
+        texts = {
+            rid: [r.get("observation", {}).get("text", r.get("name")) for r in reply.get("results", [reply])]
+            for rid, reply in replies.items()
+            if rid != 55
+        }
+        assert texts == {
+            50: ["step 1: a1", "step 1: b1"], 51: ["step 2: b2"], 52: ["counting 1"],
+            53: ["step 1: a3", "step 2: a4"], 54: ["step 3: a5"], 56: ["CANCELLED"], 57: ["step 3: b3"],
+        }
+        assert CountingEnv.executed == {1: 4, 2: 3}
         await peer.close()
 
 
