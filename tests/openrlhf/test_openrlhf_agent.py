@@ -272,3 +272,25 @@ def test_labels_parse(raw, expected):
 def test_bad_labels_say_what_a_label_is(raw, message):
     with pytest.raises(LabelError, match=message):
         TaskLabel.parse(raw)
+
+
+async def test_a_new_tokenizer_object_per_prompt_reuses_one_chat_format(guess_server, tokenizer):
+    import pickle
+
+    executor = executor_for(guess_server)
+    for index in range(3):  # as Ray unpickles the tokenizer anew for each generate_responses call
+        copy = pickle.loads(pickle.dumps(tokenizer))
+        assert (await run(executor, FakeEngine(copy), copy, index=index))["reward"] == 1.0
+    assert len(executor._formats) == 1
+
+
+async def test_pool_asks_for_an_env_description_once_and_forgets_failures(guess_server):
+    from gymwire.protocol import ProtocolError
+
+    pool = pool_for_running_loop((guess_server.url,), None)
+    infos = await asyncio.gather(*(pool.describe("guess") for _ in range(50)))
+    assert all(info is infos[0] for info in infos) and infos[0].name == "guess"  # one answer, shared
+    for _ in range(2):
+        with pytest.raises(ProtocolError):
+            await pool.describe("nosuchenv")
+    assert "nosuchenv" not in pool._infos

@@ -182,13 +182,15 @@ class GymwireAgentExecutor(AgentExecutorBase):
 
     def __init__(self, settings: AgentSettings | None = None) -> None:
         self.settings = settings or AgentSettings.from_env()
-        self._formats: dict[int, tuple[Any, ChatFormat]] = {}
+        self._formats: dict[tuple[Any, ...], ChatFormat] = {}
 
     def chat_format(self, tokenizer: Any) -> ChatFormat:
-        cached = self._formats.get(id(tokenizer))
-        if cached is None or cached[0] is not tokenizer:
-            cached = self._formats[id(tokenizer)] = (tokenizer, ChatFormat(tokenizer))
-        return cached[1]
+        # Ray unpickles a new tokenizer object for every prompt it sends: key by what the
+        # tokenizer is, not by the object, so the cache holds one entry per model.
+        key = (getattr(tokenizer, "name_or_path", None), tokenizer.chat_template, len(tokenizer))
+        if key not in self._formats:
+            self._formats[key] = ChatFormat(tokenizer)
+        return self._formats[key]
 
     async def execute(self, prompt, label, sampling_params, max_length: int, hf_tokenizer, llm_engine, images=None):
         chat = self.chat_format(hf_tokenizer)

@@ -32,7 +32,7 @@ class GymPool:
         self._clients: dict[str, GymClient] = {}
         self._connecting: dict[str, asyncio.Lock] = {url: asyncio.Lock() for url in self.urls}
         self._turn = itertools.count()
-        self._infos: dict[str, EnvInfo] = {}
+        self._infos: dict[str, asyncio.Future[EnvInfo]] = {}
 
     async def client(self, url: str) -> GymClient:
         client = self._clients.get(url)
@@ -44,10 +44,19 @@ class GymPool:
             return self._clients[url]
 
     async def describe(self, env: str) -> EnvInfo:
-        if env not in self._infos:
-            client = await self.client(self.urls[0])
-            self._infos[env] = await client.describe(env)
-        return self._infos[env]
+        # Hundreds of episodes start together: the first asks, the others wait for its answer.
+        asked = self._infos.get(env)
+        if asked is None:
+            asked = self._infos[env] = asyncio.ensure_future(self._describe(env))
+        try:
+            return await asyncio.shield(asked)  # one waiter cancelled does not cancel the others
+        except Exception:
+            if asked.done() and self._infos.get(env) is asked:
+                del self._infos[env]  # ask again next time rather than remember a failure
+            raise
+
+    async def _describe(self, env: str) -> EnvInfo:
+        return await (await self.client(self.urls[0])).describe(env)
 
     async def open(self, env: str, **kwargs: Any) -> ClientSession:
         """Open a session on the next server in turn; CAPACITY moves on to the next one, and after a
