@@ -20,7 +20,7 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (latency_ax, rate_ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
+    fig, (latency_ax, rate_ax) = plt.subplots(1, 2, figsize=(10, 5.5), dpi=80)
     for key, label, color in _SERIES:
         # A level where steps failed or none finished in the window did not hold: it is left out.
         rows = [r for r in results["concurrency"].get(key, []) if "p99_ms" in r and r["steps_per_s"] and not r["errors"]]
@@ -36,9 +36,14 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
     rate_ax.set(xscale="log", yscale="log", xlabel="concurrent sessions", ylabel="steps/s (all sessions)",
                 title="Aggregate throughput")
     m = results["machine"]
-    fig.suptitle(f"no-op env, {m['nproc']} cores ({m['cpu_model']}), Python {m['python']}", fontsize=9)
-    latency_ax.legend(fontsize=6)
-    rate_ax.legend(fontsize=6)
+    rate = results["plan"]["paced_rate"]
+    fig.suptitle(
+        f"no-op env, server + 2 client processes on {m['nproc']} cores ({m['cpu_model']}), Python {m['python']}; "
+        f"paced: {rate:g} steps/s in all",
+        fontsize=9,
+    )
+    latency_ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    rate_ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
