@@ -51,7 +51,18 @@ async def one_round(url: str, tokenizer, samples: int) -> tuple[float, int, int]
     return wall, samples, len(engine.calls)
 
 
-async def main(args: argparse.Namespace) -> None:
+async def measure(url: str, args: argparse.Namespace) -> None:
+    tokenizer = build_tokenizer(GUESS_CORPUS, numbers=101)
+    await one_round(url, tokenizer, 32)  # warm-up: imports, first connection
+    print(f"{'samples':>8} {'episodes/s':>11} {'steps/s':>9} {'ms/episode':>11}  (median of {args.rounds} rounds)")
+    for samples in args.samples:
+        rounds = [await one_round(url, tokenizer, samples) for _ in range(args.rounds)]
+        wall = statistics.median(r[0] for r in rounds)
+        steps = rounds[0][2]
+        print(f"{samples:>8} {samples / wall:>11.0f} {steps / wall:>9.0f} {1000 * wall / samples:>11.2f}")
+
+
+def main(args: argparse.Namespace) -> None:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "gymwire.sdk.cli", "serve", "guess", "--port", str(port),
                                "--log-level", "warning"])
@@ -61,16 +72,8 @@ async def main(args: argparse.Namespace) -> None:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             except OSError:
-                await asyncio.sleep(0.1)
-        url = f"ws://127.0.0.1:{port}"
-        tokenizer = build_tokenizer(GUESS_CORPUS, numbers=101)
-        await one_round(url, tokenizer, 32)  # warm-up: imports, first connection
-        print(f"{'samples':>8} {'episodes/s':>11} {'steps/s':>9} {'ms/episode':>11}  (median of {args.rounds} rounds)")
-        for samples in args.samples:
-            rounds = [await one_round(url, tokenizer, samples) for _ in range(args.rounds)]
-            wall = statistics.median(r[0] for r in rounds)
-            steps = rounds[0][2]
-            print(f"{samples:>8} {samples / wall:>11.0f} {steps / wall:>9.0f} {1000 * wall / samples:>11.2f}")
+                time.sleep(0.1)
+        asyncio.run(measure(f"ws://127.0.0.1:{port}", args))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -80,4 +83,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--rounds", type=int, default=3)
-    asyncio.run(main(parser.parse_args()))
+    main(parser.parse_args())

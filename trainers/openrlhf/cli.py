@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from typing import Any
@@ -16,9 +15,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get("GYMWIRE_TOKEN") or None
     try:
-        count = asyncio.run(
-            prepare_dataset(args.env, args.split, args.out, url=args.url, token=token, start=args.start, limit=args.limit)
-        )
+        count = prepare_dataset(args.env, args.split, args.out, url=args.url, token=token, start=args.start, limit=args.limit)
     except (PrepareError, ValueError) as exc:
         print(f"gymwire openrlhf prepare: {exc}", file=sys.stderr)
         return 2

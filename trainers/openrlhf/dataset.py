@@ -17,7 +17,7 @@ from gymwire.sdk.client import GymClient
 
 from .labels import TaskLabel, first_message
 
-__all__ = ["prepare_dataset", "task_rows", "PrepareError"]
+__all__ = ["prepare_dataset", "collect_rows", "task_rows", "read_rows", "PrepareError"]
 
 
 class PrepareError(ValueError):
@@ -57,21 +57,25 @@ async def _server_url(url: str | None, env: str, token: str | None) -> AsyncIter
         yield server.url
 
 
-async def prepare_dataset(
+async def collect_rows(
     env: str,
     split: str,
-    out: str | Path,
     *,
     url: str | None = None,
     token: str | None = None,
     start: int = 0,
     limit: int | None = None,
-) -> int:
-    """Write the dataset; returns the number of rows. Without `url`, serves `env` (a built-in name
-    or module:Class) in this process for the duration."""
-    async with _server_url(url, env, token) as server_url:
-        async with GymClient(server_url, token=token, reconnect_attempts=2) as client:
-            rows = await task_rows(client, env, split, start=start, limit=limit)
+) -> list[dict[str, str]]:
+    """The dataset's rows. Without `url`, serves `env` (a built-in name or module:Class) in this
+    process for the duration."""
+    async with _server_url(url, env, token) as server_url, GymClient(server_url, token=token, reconnect_attempts=2) as client:
+        return await task_rows(client, env, split, start=start, limit=limit)
+
+
+def prepare_dataset(env: str, split: str, out: str | Path, **kwargs: Any) -> int:
+    """Write the dataset to `out` (JSON lines); returns the number of rows. `kwargs`: those of
+    `collect_rows`."""
+    rows = asyncio.run(collect_rows(env, split, **kwargs))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as handle:
