@@ -294,3 +294,60 @@ async def test_pool_asks_for_an_env_description_once_and_forgets_failures(guess_
         with pytest.raises(ProtocolError):
             await pool.describe("nosuchenv")
     assert "nosuchenv" not in pool._infos
+
+
+async def test_agent_file_configured_by_environment_plays_at_the_file_boards_step(
+    guess_server, tokenizer, tmp_path, monkeypatch
+):
+    from gymwire.trainers.openrlhf.steps import FileStepBoard
+
+    monkeypatch.setenv("GYMWIRE_URLS", guess_server.url)
+    monkeypatch.setenv("GYMWIRE_HORIZON", "staged:3,7@2")
+    monkeypatch.setenv("GYMWIRE_STEP_SOURCE", f"file:{tmp_path}/step.json")
+    monkeypatch.setenv("GYMWIRE_TURN_TOKENS", "5")
+    executor = load_agent_file("agent_func.py")()
+    FileStepBoard(tmp_path / "step.json").publish(2)  # the trainer's side
+    engine = FakeEngine(tokenizer, fixed_guess=0)
+    first = await run(executor, engine, tokenizer, params=FakeSamplingParams(max_tokens=100))
+    FileStepBoard(tmp_path / "step.json").publish(3)
+    second = await run(executor, engine, tokenizer)
+    assert (first["extra_logs"]["turn_limit"], first["extra_logs"]["turns"]) == (3, 3)
+    assert (second["extra_logs"]["turn_limit"], second["extra_logs"]["turns"]) == (7, 7)
+    assert {call.max_tokens for call in engine.calls} == {5}  # GYMWIRE_TURN_TOKENS wins over max_new_tokens
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_a_bad_turn_token_cap_is_refused(value, monkeypatch):
+    monkeypatch.setenv("GYMWIRE_URLS", "ws://a:1")
+    monkeypatch.setenv("GYMWIRE_TURN_TOKENS", value)
+    with pytest.raises(AgentConfigError, match="GYMWIRE_TURN_TOKENS"):
+        AgentSettings.from_env()
+
+
+class CrashingGuess(GuessEnv):
+    """Guess whose step raises on task 0: an environment bug the server reports as ENV_CRASHED."""
+
+    name = "crashing-guess"
+
+    def reset(self, task):
+        self.broken = task.index == 0
+        return super().reset(task)
+
+    def step(self, action):
+        if self.broken:
+            raise RuntimeError("environment bug")
+        return super().step(action)
+
+
+async def test_an_environment_crash_ends_only_its_own_episode(tokenizer):
+    async with GymServer([CrashingGuess], port=0) as server:
+        executor = executor_for(server)
+        results = await asyncio.gather(*(
+            executor.execute("p", TaskLabel("crashing-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
+                             tokenizer, FakeEngine(tokenizer))
+            for i in range(3)
+        ))
+        await pool_for_running_loop((server.url,), None).close()
+    crashed, *fine = results
+    assert crashed["extra_logs"]["env_crashed"] == 1.0 and crashed["reward"] == 0.0 and len(crashed["action_ranges"]) == 1
+    assert all(r["extra_logs"]["env_crashed"] == 0.0 and r["reward"] == 1.0 for r in fine)
