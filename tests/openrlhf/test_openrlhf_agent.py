@@ -192,7 +192,16 @@ async def test_connection_dropped_mid_episode_completes_via_resume(guess_server,
 
 
 async def test_capacity_on_one_server_moves_sessions_to_the_next(guess_server, tokenizer):
+    from gymwire.trainers.openrlhf.pool import GymPool
+
     async with GymServer([GuessEnv], port=0, limits=Limits(max_sessions=1)) as small:
+        # One round: an open that meets the full server must try the other one before giving up,
+        # however many opens run at the same time.
+        pool = GymPool((small.url, guess_server.url), capacity_rounds=1)
+        sessions = await asyncio.gather(*(pool.open("guess", split="test", index=i) for i in range(20)))
+        placed = [s.client.url for s in sessions]
+        assert (placed.count(small.url), placed.count(guess_server.url)) == (1, 19)
+        await pool.close()
         executor = GymwireAgentExecutor(
             AgentSettings(urls=(small.url, guess_server.url), horizon=horizon_from_config(7),
                           step_board=MemoryStepBoard(1))

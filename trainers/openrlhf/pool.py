@@ -61,10 +61,11 @@ class GymPool:
     async def open(self, env: str, **kwargs: Any) -> ClientSession:
         """Open a session on the next server in turn; CAPACITY moves on to the next one, and after a
         full round of refusals waits the longest retry_after the servers asked for."""
+        first = next(self._turn)  # taken once: other opens advance the turn meanwhile
         for _ in range(self.capacity_rounds):
             wait_ms = 0
-            for _ in self.urls:
-                url = self.urls[next(self._turn) % len(self.urls)]
+            for offset in range(len(self.urls)):
+                url = self.urls[(first + offset) % len(self.urls)]
                 try:
                     return await (await self.client(url)).open(env, **kwargs)
                 except ProtocolError as exc:
