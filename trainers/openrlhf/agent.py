@@ -78,6 +78,10 @@ class AgentSettings:
     turn_tokens: int | None = None
     tokenizer_path: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.horizon is not None and self.step_board is None:
+            raise AgentConfigError("a horizon schedule needs a step board to read the training step from")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "AgentSettings":
         urls = tuple(u.strip() for u in environ.get("GYMWIRE_URLS", "").split(",") if u.strip())
@@ -90,7 +94,9 @@ class AgentSettings:
         board = None
         if horizon is not None:
             spec = environ.get("GYMWIRE_STEP_SOURCE", "ray:gymwire-step")
-            board = _boards.get(spec) or _boards.setdefault(spec, step_board_from_spec(spec))
+            if spec not in _boards:  # one board per process: a Ray board holds an actor handle
+                _boards[spec] = step_board_from_spec(spec)
+            board = _boards[spec]
         turn_tokens = environ.get("GYMWIRE_TURN_TOKENS")
         if turn_tokens is not None and not (turn_tokens.isdigit() and int(turn_tokens) > 0):
             raise AgentConfigError(f"GYMWIRE_TURN_TOKENS must be a whole number > 0, got {turn_tokens!r}")
@@ -122,8 +128,7 @@ class GymEpisode:
     async def start(self) -> str:
         """Open the session; returns the first user message (instructions and first observation)."""
         max_turns = None
-        if self.settings.horizon is not None:
-            assert self.settings.step_board is not None
+        if self.settings.horizon is not None and self.settings.step_board is not None:
             self.step = await self.settings.step_board.current_step()
             max_turns = self.settings.horizon.turns_at(self.step)
         pool = pool_for_running_loop(self.settings.urls, self.settings.token)
