@@ -572,3 +572,39 @@ async def images(ctx: Context) -> None:
     ctx.expect(not (opened.get("observation") or {}).get("images"), ("GW-STEP-8",),
                "a client that did not list `images` got images in its observation")
 
+
+
+# ====================================================================== drain
+
+
+@check("drain", area="DRAIN", level="full", final=True,
+       requirements=("GW-DRAIN-1", "GW-DRAIN-2", "GW-DRAIN-3", "GW-DRAIN-4", "GW-ERROR-5"))
+async def drain(ctx: Context) -> None:
+    """Graceful shutdown: drain notice, DRAINING for opens, in-flight steps answered, goodbye, close 1001."""
+    if ctx.options.shutdown is None:
+        raise Skipped("needs a way to shut the server down: from Python, pass shutdown= (check_environment does)")
+    slow = ctx.options.slow_action
+    wait = ctx.timeout + (ctx.options.slow_ms / 1000 if slow else 0)
+    conn = await ctx.connect()
+    session = (await ctx.open_session(conn, max_turns=5))["session"]
+    step = ctx.step_message(session, 1, slow or ctx.probe)
+    await conn.send(step)
+    if slow:
+        await asyncio.sleep(0.05)  # the step is running when the shutdown starts
+    shutdown = asyncio.ensure_future(ctx.options.shutdown())
+    try:
+        notice = await conn.receive(lambda m: m.get("type") == "notice", wait, "a notice after the shutdown began")
+        ctx.expect(notice.get("kind") == "drain" and isinstance(notice.get("retry_after_ms"), int), ("GW-DRAIN-1",),
+                   f"the first notice of a shutdown must be kind=drain with retry_after_ms, got {notice!r:.200}")
+        if slow:  # the running step holds the drain open, so the server still reads requests
+            refused = await ctx.request(conn, ctx.open_message(), timeout=wait)
+            ctx.expect_error(refused, "DRAINING", ("GW-DRAIN-2",), "an open while the server drains")
+            ctx.expect(isinstance(refused.get("retry_after_ms"), int), ("GW-ERROR-5",), "DRAINING should carry retry_after_ms")
+        answer = await conn.answer(step["id"], wait)
+        ctx.expect_type(answer, "step_result", ("GW-DRAIN-3",), "the step in flight when the shutdown began")
+        goodbye = await conn.receive(lambda m: m.get("type") == "notice", wait, "the goodbye notice")
+        ctx.expect(goodbye.get("kind") == "goodbye", ("GW-DRAIN-4",), f"after drain, expected a goodbye notice, got {goodbye!r:.200}")
+        ctx.expect(await conn.wait_closed(wait), ("GW-DRAIN-4",), "the connection stayed open after goodbye")
+        ctx.expect(conn.close_code == 1001, ("GW-DRAIN-4",), f"the server closed with code {conn.close_code}, not 1001 (going away)")
+    finally:
+        await shutdown

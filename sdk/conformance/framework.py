@@ -40,13 +40,14 @@ class Check:
     needs: tuple[str, ...]
     func: Callable[["Context"], Awaitable[None]]
     summary: str
+    final: bool = False  # it stops the server, so it runs after every other check
 
 
 CHECKS: list[Check] = []
 
 
 def check(
-    name: str, *, area: str, requirements: tuple[str, ...], level: str = "core", needs: tuple[str, ...] = ()
+    name: str, *, area: str, requirements: tuple[str, ...], level: str = "core", needs: tuple[str, ...] = (), final: bool = False
 ) -> Callable[[Callable[["Context"], Awaitable[None]]], Callable[["Context"], Awaitable[None]]]:
     def register(func: Callable[["Context"], Awaitable[None]]) -> Callable[["Context"], Awaitable[None]]:
         if level not in LEVELS:
@@ -54,7 +55,7 @@ def check(
         if any(c.name == name for c in CHECKS):
             raise ValueError(f"check {name} is registered twice")
         summary = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else name
-        CHECKS.append(Check(name, area, level, tuple(requirements), tuple(needs), func, summary))
+        CHECKS.append(Check(name, area, level, tuple(requirements), tuple(needs), func, summary, final))
         return func
 
     return register
@@ -78,6 +79,7 @@ class ConformanceOptions:
     crash_action: str | None = None
     expected_failures: frozenset[str] = frozenset()
     checks: frozenset[str] | None = None  # run only these check names (None: all of the level)
+    shutdown: Callable[[], Awaitable[Any]] | None = None  # starts the server's graceful shutdown (drain check)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from . import checks_core, checks_full  # noqa: F401  (importing registers the checks)
 from .framework import CHECKS, DEFAULT_PROBE_ACTION, LEVELS, Check, CheckFailed, CheckResult, ConformanceOptions, Context, Skipped
@@ -31,10 +31,6 @@ NOT_CHECKED: dict[str, str] = {
     "GW-AUTH-2": "constant-time comparison cannot be measured reliably over a network; review the code",
     "GW-AUTH-3": "logs are invisible from outside; the checks only see that errors do not echo tokens",
     "GW-AUTH-4": "randomness cannot be proven from samples",
-    "GW-DRAIN-1": "needs the server to shut down during the run, which only its operator can trigger",
-    "GW-DRAIN-2": "needs the server to shut down during the run, which only its operator can trigger",
-    "GW-DRAIN-3": "needs the server to shut down during the run, which only its operator can trigger",
-    "GW-DRAIN-4": "needs the server to shut down during the run, which only its operator can trigger",
 }
 
 STATUS_ORDER = ("fail", "xfail", "pass", "skip")
@@ -299,6 +295,7 @@ async def run_conformance(
     crash_action: str | None = None,
     expected_failures: Iterable[str] = (),
     checks: Iterable[str] | None = None,
+    shutdown: Callable[[], Awaitable[Any]] | None = None,
 ) -> ConformanceReport:
     """Check the gymwire server at `url` against spec/PROTOCOL.md and return the report.
 
@@ -308,15 +305,17 @@ async def run_conformance(
     "full"; `max_wait` bounds the checks that wait for server timers; `slow_action`/`slow_ms` and
     `crash_action` unlock the checks that need a slow or a crashing step of `env`;
     `expected_failures` lists requirement ids or check names that may fail without failing the run;
-    `checks` restricts the run to those check names. Raises ConformanceSetupError when the server
-    cannot be reached or refuses the hello.
+    `checks` restricts the run to those check names; `shutdown`, a coroutine function that starts
+    the server's graceful shutdown, enables the drain check, which runs last. Raises
+    ConformanceSetupError when the server cannot be reached or refuses the hello.
     """
     settings = ConformanceOptions(
         token=token, env=env, probe_action=action, open_options=dict(options or {}), level=level, max_wait=max_wait,
         reply_timeout=reply_timeout, slow_action=slow_action, slow_ms=slow_ms, crash_action=crash_action,
         expected_failures=frozenset(expected_failures), checks=frozenset(checks) if checks is not None else None,
+        shutdown=shutdown,
     )
-    selected = select_checks(level, settings.checks)
+    selected = sorted(select_checks(level, settings.checks), key=lambda c: c.final)  # stable: registry order otherwise
     started = time.monotonic()
     welcome, env_info, encodings = await _discover(url, settings)
     results = []
