@@ -96,6 +96,13 @@ class AnyTokenServer(GymServer):
         await super()._hello(conn, hello)
 
 
+class NoDrainServer(GymServer):
+    """Stops without the drain phase: no drain notice, in-flight requests cut off."""
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        return None
+
+
 class JsonOnlyServer(GymServer):
     """Not broken: speaks only gymwire.v1+json, which the spec allows (it is not a fault to refuse msgpack)."""
 

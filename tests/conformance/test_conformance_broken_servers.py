@@ -9,9 +9,10 @@ from broken_servers import (
     DeadlineIgnoringServer,
     DoubleStepServer,
     LockstepServer,
+    NoDrainServer,
     SleepyEnv,
 )
-from conftest import serve
+from conftest import FAST_LIMITS, serve
 
 from gymwire.sdk.conformance import run_conformance
 
@@ -57,3 +58,14 @@ async def test_expected_failures_do_not_fail_the_run():
     assert report.ok, report.summary()
     assert {r.name: r.status for r in report.results} == {"deadline": "xfail", "batch-deadline": "xfail", "episode-msgpack": "pass"}
     assert report.requirements()["GW-DEADLINE-1"]["status"] == "xfail"
+
+
+async def test_a_server_that_stops_without_draining_fails_the_drain_check():
+    server = NoDrainServer([SleepyEnv], port=0, limits=FAST_LIMITS)
+    async with server:
+        report = await run_conformance(
+            server.url, slow_action=SLOW_ACTION, slow_ms=SLOW_MS, checks={"episode-json", "drain"},
+            shutdown=lambda: server.stop(drain_timeout=30),
+        )
+    assert [r.name for r in report.failures] == ["drain"], report.summary()
+    assert "GW-DRAIN-1" in report.failures[0].failed_requirements
