@@ -329,7 +329,11 @@ class GymServer:
             self._ws_server.server.close()
 
         async def goodbye(conn: Connection) -> None:
-            await conn.send(Notice(kind="goodbye", message="server stopped"))
+            try:
+                await asyncio.wait_for(conn.send(Notice(kind="goodbye", message="server stopped")), 2)
+            except asyncio.TimeoutError:  # the peer reads nothing: do not wait for it
+                conn.ws.transport.abort()
+                return
             await conn.ws.close(1001, "server shutting down")
 
         await asyncio.gather(*(goodbye(conn) for conn in list(self.connections)))
@@ -451,7 +455,13 @@ class GymServer:
                 conn.ws.transport.abort()
                 return
             if silent > interval:
-                await conn.send(Ping(id=next(conn.ping_ids)))
+                try:
+                    # A peer that stops reading (a partition) leaves our sends waiting for buffer room.
+                    await asyncio.wait_for(conn.send(Ping(id=next(conn.ping_ids))), interval)
+                except asyncio.TimeoutError:
+                    log.info("connection from %s reads nothing: closing as half-open", conn.peer)
+                    conn.ws.transport.abort()
+                    return
 
     # ------------------------------------------------------------------ dispatch
 

@@ -385,6 +385,32 @@ async def test_requests_of_a_session_run_in_arrival_order_whatever_their_kind(ma
         await peer.close()
 
 
+class BigObservationEnv(Environment):
+    name = "big"
+    inline = True
+
+    def reset(self, task: Task) -> str:
+        return "ready"
+
+    def step(self, action: str) -> EnvStepResult:
+        return EnvStepResult("o" * 500_000)
+
+
+async def test_a_half_open_peer_with_unread_replies_is_still_closed(make_server):
+    # A network partition: the peer neither reads nor writes, and the server has megabytes queued
+    # for it. The heartbeat's ping waits behind them; it must not wait forever (GW-HEARTBEAT-3).
+    limits = Limits(heartbeat_interval_ms=100, resume_grace_ms=100)
+    async with make_server(envs=[BigObservationEnv], limits=limits) as server:
+        peer = await RawPeer.connect(server.url, "msgpack")
+        opened = await peer.open("big")
+        peer.ws.transport.pause_reading()
+        for seq in range(1, 41):
+            await peer.send({"type": "step", "id": 100 + seq, "session": opened["session"], "seq": seq, "action": "x"})
+        assert await wait_until(lambda: server.stats()["connections"] == 0, timeout=5), server.stats()
+        assert await wait_until(lambda: quiet(server), timeout=5), server.stats()
+        peer.ws.transport.abort()
+
+
 # ----------------------------------------------------------------------------- client robustness
 
 
