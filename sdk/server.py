@@ -200,6 +200,12 @@ class Connection:
         await self.send(error_message(error))
 
 
+def _brief(exc: BaseException) -> str:
+    """An exception's text cut short: environments often quote the action (GW-ERROR-8)."""
+    text = str(exc)
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
 def _replay(machine: SessionMachine, kind: type[Message], request_id: int) -> Any:
     """The recorded answer to a re-sent seq, if it answers the same kind of request."""
     reply = machine.last_reply
@@ -480,7 +486,7 @@ class GymServer:
         except Exception as exc:  # a bug of ours: answer it, keep serving
             log.exception("internal error on %s", message.type)
             await conn.send_error(
-                ProtocolError(ErrorCode.INTERNAL, f"internal server error: {exc}", request_id=getattr(message, "id", None))
+                ProtocolError(ErrorCode.INTERNAL, f"internal server error: {_brief(exc)}", request_id=getattr(message, "id", None))
             )
 
     async def _dispatch(self, conn: Connection, message: Message) -> None:
@@ -616,7 +622,7 @@ class GymServer:
             reply = error_message(exc)
         except Exception as exc:
             log.exception("internal error serving %s", message.type)
-            reply = error_message(ProtocolError(ErrorCode.INTERNAL, f"internal server error: {exc}", request_id=message.id))
+            reply = error_message(ProtocolError(ErrorCode.INTERNAL, f"internal server error: {_brief(exc)}", request_id=message.id))
         finally:
             conn.inflight.pop(message.id, None)
         if isinstance(reply, Error):
@@ -711,7 +717,7 @@ class GymServer:
         try:
             runner = await asyncio.get_running_loop().run_in_executor(self.executor, self._make_runner, cls)
         except Exception as exc:
-            raise ProtocolError(ErrorCode.ENV_CRASHED, f"environment {message.env!r} failed to start: {exc}") from exc
+            raise ProtocolError(ErrorCode.ENV_CRASHED, f"environment {message.env!r} failed to start: {_brief(exc)}") from exc
         finally:
             self.opening -= 1
             conn.opening -= 1
@@ -734,9 +740,9 @@ class GymServer:
             except BaseException as exc:
                 await self._destroy_session(session, "reset failed on open")
                 if isinstance(exc, TaskError):
-                    raise ProtocolError(ErrorCode.INVALID_TASK, str(exc)) from None
+                    raise ProtocolError(ErrorCode.INVALID_TASK, _brief(exc)) from None
                 if isinstance(exc, (EnvCrashed, TypeError)):
-                    raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {exc}") from None
+                    raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {_brief(exc)}") from None
                 raise
         if conn.closed:
             # The connection died during the open: nobody will ever learn this session's id or token.
@@ -764,10 +770,10 @@ class GymServer:
             try:
                 observation = as_observation(await session.runner.reset(Task.from_ref(task, session.options)))
             except TaskError as exc:
-                raise ProtocolError(ErrorCode.INVALID_TASK, str(exc), session=session.id) from None
+                raise ProtocolError(ErrorCode.INVALID_TASK, _brief(exc), session=session.id) from None
             except (EnvCrashed, TypeError) as exc:
                 session.machine.crashed()
-                raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {exc}", session=session.id) from None
+                raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {_brief(exc)}", session=session.id) from None
             reply = ResetResult(id=message.id, session=session.id, seq=message.seq, observation=observation)
             session.task = task  # only now: a refused task leaves the session as it was (GW-SESSION-2)
             session.success = session.score = None
@@ -804,7 +810,7 @@ class GymServer:
                     raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
             except (EnvCrashed, TypeError, ValueError) as exc:
                 machine.crashed()
-                raise ProtocolError(ErrorCode.ENV_CRASHED, f"step failed: {exc}", session=session.id) from None
+                raise ProtocolError(ErrorCode.ENV_CRASHED, f"step failed: {_brief(exc)}", session=session.id) from None
             terminated = bool(result.terminated)
             truncated = machine.step_done(reward, terminated, bool(result.truncated))
             if result.success is not None:

@@ -411,6 +411,15 @@ async def test_a_half_open_peer_with_unread_replies_is_still_closed(make_server)
         peer.ws.transport.abort()
 
 
+async def test_error_messages_do_not_echo_a_long_action(make_server):
+    # GW-ERROR-8: the environment's exception quotes the 60 kB action; the error must not.
+    async with make_server() as server, GymClient(server.url) as client:
+        session = await client.open("counting")
+        with pytest.raises(ProtocolError) as info:
+            await session.step("sleep " + "x" * 60_000)
+        assert info.value.code is ErrorCode.ENV_CRASHED and len(info.value.message) < 1000
+
+
 # ----------------------------------------------------------------------------- client robustness
 
 
