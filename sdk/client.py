@@ -108,6 +108,7 @@ class GymClient:
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
         self._last_heard = time.monotonic()
+        self._slots: asyncio.Semaphore | None = None  # max_inflight of the welcome (GW-LIMIT-6)
 
     # ------------------------------------------------------------------ connection
 
@@ -117,6 +118,7 @@ class GymClient:
 
     async def connect(self) -> "GymClient":
         await self._connect_once()
+        self._slots = asyncio.Semaphore(self.limits.max_inflight)
         self._connected.set()
         return self
 
@@ -321,7 +323,14 @@ class GymClient:
     async def request(self, message: Message, timeout: float | None = None) -> Message:
         """Send a request and wait for its answer; an error answer raises ProtocolError.
 
-        While disconnected the request waits for the reconnect and is then sent."""
+        While disconnected the request waits for the reconnect and is then sent. Beyond the
+        server's max_inflight, requests wait here for one in flight to be answered."""
+        if self._slots is None:
+            return await self._request(message, timeout)
+        async with self._slots:
+            return await self._request(message, timeout)
+
+    async def _request(self, message: Message, timeout: float | None) -> Message:
         if self._closed:
             raise ConnectionLost("client is closed")
         if not self._connected.is_set() and (self._reconnecting is None or self._reconnecting.done()):

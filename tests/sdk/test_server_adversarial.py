@@ -878,3 +878,12 @@ async def test_a_process_runner_closed_after_its_executor_shut_down_still_kills_
     with contextlib.suppress(RuntimeError):
         await runner.close()
     assert pid not in child_pids() and not zombie_children()
+
+
+async def test_the_client_keeps_within_max_inflight(make_server):
+    # GW-LIMIT-6: more concurrent steps than max_inflight wait in the client instead of being
+    # refused with CAPACITY by the server.
+    async with make_server(limits=Limits(max_inflight=4)) as server, GymClient(server.url) as client:
+        sessions = [await client.open("counting", seed=200 + i) for i in range(12)]
+        results = await asyncio.gather(*(s.step("sleep 0.02") for s in sessions))
+        assert [r.observation.text for r in results] == ["step 1: sleep 0.02"] * 12
