@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from . import floor
@@ -92,6 +93,7 @@ def machine() -> dict[str, Any]:
     import websockets
 
     return {
+        "gymwire_commit": _checkout_commit(),
         "nproc": int(nproc) if nproc.isdigit() else None,
         "cpu_model": model,
         "python": platform.python_version(),
@@ -101,6 +103,22 @@ def machine() -> dict[str, Any]:
 
 
 _STARTED = time.monotonic()
+
+
+def _checkout_commit() -> str | None:
+    """The commit of the checkout these modules run from (editable installs), marked `+dirty` when
+    the runtime's sources differ from it; None outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "sdk", "protocol"], capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def log(message: str) -> None:
