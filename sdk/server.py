@@ -873,7 +873,7 @@ class GymServer:
                 f"no session {message.session!r} with that resume token (it may have been reaped); open a new one",
                 session=message.session,
             )
-        if len(conn.sessions) >= self.limits.max_sessions_per_connection:
+        if session.owner is not conn and len(conn.sessions) >= self.limits.max_sessions_per_connection:
             raise ProtocolError(ErrorCode.CAPACITY, "connection holds max_sessions_per_connection", retry_after_ms=1000)
         previous = session.owner
         if previous is not None and previous is not conn:

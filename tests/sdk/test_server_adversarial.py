@@ -887,3 +887,16 @@ async def test_the_client_keeps_within_max_inflight(make_server):
         sessions = [await client.open("counting", seed=200 + i) for i in range(12)]
         results = await asyncio.gather(*(s.step("sleep 0.02") for s in sessions))
         assert [r.observation.text for r in results] == ["step 1: sleep 0.02"] * 12
+
+
+async def test_a_timeout_at_the_per_connection_cap_does_not_break_the_session(make_server):
+    # After TIMEOUT the client re-syncs with a resume on its own connection; at the cap that
+    # resume was refused CAPACITY, as if it added a session.
+    limits = Limits(max_sessions_per_connection=1)
+    async with make_server(limits=limits) as server, GymClient(server.url) as client:
+        session = await client.open("counting", seed=300)
+        with pytest.raises(ProtocolError) as info:
+            await session.step("sleep 0.2", deadline_ms=20)
+        assert info.value.code is ErrorCode.TIMEOUT
+        await asyncio.sleep(0.3)
+        assert (await session.step("next")).observation.text == "step 2: next"
