@@ -1,7 +1,7 @@
 """Collect episodes: many at once through one gymwire client, token-in/token-out.
 
 All episodes of a batch advance turn by turn together: the policy generates for every episode
-still running in one batched call, then every action goes to the server concurrently. Batch
+still running in one batched call, then all actions go to the server in batched step frames. Batch
 composition therefore depends only on the episodes, not on network timing, so a seeded run
 samples the same tokens every time (exact resume relies on it).
 
@@ -227,7 +227,11 @@ async def _play_turn(
         settings.sampling,
     )
     actions = [chat.tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations]
-    results = await asyncio.gather(*(r.session.step(a) for r, a in zip(active, actions)), return_exceptions=True)
+    # One frame per batch of steps (the server runs them concurrently) instead of one per episode.
+    size = client.limits.max_batch
+    steps = [(r.session, action) for r, action in zip(active, actions)]
+    chunks = await asyncio.gather(*(client.step_batch(steps[i : i + size]) for i in range(0, len(steps), size)))
+    results = [result for chunk in chunks for result in chunk]
     for r, generation, action, result in zip(active, generations, actions, results):
         episode = r.episode
         start = len(episode.tokens)
@@ -238,8 +242,6 @@ async def _play_turn(
             episode.error = str(result)
             r.end(ERROR)
             continue
-        if isinstance(result, BaseException):
-            raise result
         turn = Turn(action, result.observation.text, result.reward, start, len(episode.tokens) - 1)
         episode.turns.append(turn)
         if result.terminated or result.truncated:
