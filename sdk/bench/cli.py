@@ -76,8 +76,10 @@ def set_autogroup_nice(nice: int) -> int | None:
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
-        f"machine: {m['nproc']} cores, {m['cpu_model']}, Python {m['python']}; "
-        f"load average {m['loadavg_start'][0]} at start, {m['loadavg_end'][0]} at end; gymwire {m['gymwire_commit']}",
+        (
+            f"machine: {m['nproc']} cores, {m['cpu_model']}, Python {m['python']}; "
+            f"load average {m['loadavg_start'][0]} at start, {m['loadavg_end'][0]} at end; gymwire {m['gymwire_commit']}"
+        ),
         "",
     ]
     lines.append("1. sequential step round trip (us)          p50      mean       p99")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from gymwire.sdk.environment import Environment, StepResult, Task
 
 OBSERVATION = "ok"
@@ -12,7 +14,7 @@ class NoopEnv(Environment):
 
     name = "noop"
     description = "Does nothing; for benchmarks."
-    splits = {"test": 1}
+    splits: ClassVar[dict[str, int]] = {"test": 1}
     default_max_turns = 1_000_000_000
     inline = True
 

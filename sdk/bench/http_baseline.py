@@ -12,9 +12,8 @@ import itertools
 import time
 from typing import Any
 
-from pydantic import BaseModel
-
 from gymwire.sdk.environment import Task
+from pydantic import BaseModel
 
 from .envs import NoopEnv
 

@@ -14,7 +14,8 @@ import resource
 import socket
 import time
 import tracemalloc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # fork: children start in milliseconds and inherit the imports; the parent holds no threads or
 # running event loop when it forks.
@@ -156,15 +157,15 @@ class ServerProcess:
         self.port: int = self.conn.recv()
 
     @classmethod
-    def gymwire(cls, trace_memory: bool = False, gc_tuned: bool = False, **limits: int) -> "ServerProcess":
+    def gymwire(cls, trace_memory: bool = False, gc_tuned: bool = False, **limits: int) -> ServerProcess:
         return cls(_gymwire_main, trace_memory, gc_tuned, limits)
 
     @classmethod
-    def http(cls) -> "ServerProcess":
+    def http(cls) -> ServerProcess:
         return cls(_http_main)
 
     @classmethod
-    def floor(cls, kind: str = "asyncio") -> "ServerProcess":
+    def floor(cls, kind: str = "asyncio") -> ServerProcess:
         """An echo server: `asyncio`, `blocking` or `websockets` (see floor.py)."""
         return cls(_floor_main, kind)
 
@@ -185,8 +186,8 @@ class ServerProcess:
             self.process.join()
         self.conn.close()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

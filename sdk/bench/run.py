@@ -10,9 +10,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import floor
 from .load import LoadSpec, worker_main
@@ -44,7 +45,7 @@ class Plan:
     batch_rounds: int
 
     @classmethod
-    def full(cls, paced_rate: float) -> "Plan":
+    def full(cls, paced_rate: float) -> Plan:
         return cls(
             roundtrips=5000, pipeline_seconds=2.0, pipeline_windows=(1, 16, 128, 1000),
             levels=(1, 100, 1000, 10_000), batch_levels=(100, 1000, 10_000), gc_levels=(1000, 10_000), http_levels=(1, 100, 1000, 10_000), paced_levels=(100, 1000, 10_000),
@@ -53,7 +54,7 @@ class Plan:
         )
 
     @classmethod
-    def quick(cls, paced_rate: float) -> "Plan":
+    def quick(cls, paced_rate: float) -> Plan:
         return cls(
             roundtrips=200, pipeline_seconds=0.3, pipeline_windows=(1, 16),
             levels=(1, 100), batch_levels=(100,), gc_levels=(100,), http_levels=(100,), paced_levels=(100,),
@@ -89,7 +90,7 @@ def machine() -> dict[str, Any]:
             model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
     import websockets
 
     return {
@@ -110,9 +111,9 @@ def _checkout_commit() -> str | None:
     the runtime's sources differ from it; None outside a git checkout."""
     root = Path(__file__).resolve().parents[2]
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "sdk", "protocol"], capture_output=True, text=True
+            ["git", "-C", str(root), "status", "--porcelain", "--", "sdk", "protocol"], capture_output=True, text=True, check=False
         )
     except OSError:
         return None
