@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import gc
 import json
-import math
+import multiprocessing
 import os
 import random
 import tracemalloc
@@ -21,15 +21,15 @@ from typing import Any
 import msgpack
 import pytest
 import websockets
+from gymwire.protocol import Codec, ErrorCode, Limits, Pong, ProtocolError, Step
+from gymwire.protocol.messages import MAX_ID, MESSAGE_TYPES
+from gymwire.sdk import Environment, Task
+from gymwire.sdk import StepResult as EnvStepResult
+from gymwire.sdk.client import ConnectionLost, GymClient
+from gymwire.sdk.server import GymServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sdk_fault_envs import CountingEnv
-
-from gymwire.protocol import Codec, ErrorCode, Limits, Pong, ProtocolError, Step
-from gymwire.protocol.messages import MAX_ID, MESSAGE_TYPES
-from gymwire.sdk import Environment, StepResult as EnvStepResult, Task
-from gymwire.sdk.client import ConnectionLost, GymClient
-from gymwire.sdk.server import GymServer
 
 ENCODINGS = ["msgpack", "json"]
 
@@ -43,7 +43,7 @@ class RawPeer:
         self.next_id = 1
 
     @classmethod
-    async def connect(cls, url: str, encoding: str, hello: bool = True) -> "RawPeer":
+    async def connect(cls, url: str, encoding: str, hello: bool = True) -> RawPeer:
         ws = await websockets.connect(url, subprotocols=[f"gymwire.v1+{encoding}"], ping_interval=None, max_size=None)
         peer = cls(ws, encoding)
         if hello:
@@ -861,6 +861,7 @@ async def test_process_isolation_leaves_no_child_processes(make_server):
             opening.cancel()
     assert await wait_until(lambda: child_pids() <= baseline, timeout=10), child_pids() - baseline
     assert not (child_pids() & pids) and not zombie_children()
+    assert not [child for child in multiprocessing.active_children() if child.pid in pids]
 
 
 async def test_a_process_runner_closed_after_its_executor_shut_down_still_kills_its_child():
