@@ -732,6 +732,7 @@ class GymServer:
             options=message.options,
         )
         self.sessions[session_id] = session
+        self.metrics.session_opened(message.env)  # counted now: _destroy_session counts it out on any failure
         conn.sessions.add(session_id)
         observation = None
         if message.reset:
@@ -749,7 +750,6 @@ class GymServer:
             await self._destroy_session(session, "its connection closed during the open")
             raise ProtocolError(ErrorCode.CANCELLED, "the connection closed before the session was opened")
         session.machine.opened(did_reset=message.reset)
-        self.metrics.session_opened(message.env)
         log.debug("session %s opened on %s", session_id, message.env)
         return Opened(
             id=message.id,

@@ -901,3 +901,17 @@ async def test_a_timeout_at_the_per_connection_cap_does_not_break_the_session(ma
         assert info.value.code is ErrorCode.TIMEOUT
         await asyncio.sleep(0.3)
         assert (await session.step("next")).observation.text == "step 2: next"
+
+
+async def test_the_live_sessions_gauge_does_not_go_negative_on_failed_opens():
+    from gymwire.sdk.metrics import ServerMetrics
+    from sdk_fault_envs import BadTaskEnv
+
+    server = GymServer([BadTaskEnv], port=0)
+    server.metrics = ServerMetrics(enabled=True)  # counted, not served over HTTP
+    async with server, GymClient(server.url) as client:
+        for index in (7, 8, 9):
+            with pytest.raises(ProtocolError):
+                await client.open("strict", split="test", index=index)
+        await client.open("strict", split="test", index=0)
+        assert server.metrics.registry.get_sample_value("gymwire_sessions", {"env": "strict"}) == 1
