@@ -73,20 +73,19 @@ async def _control(conn: Any, probe: Callable[[], dict[str, Any]]) -> None:
 
 def _gymwire_main(conn: Any, trace_memory: bool, gc_tuned: bool, limits: dict[str, int]) -> None:
     from gymwire.protocol import Limits
-    from gymwire.sdk.server import GymServer
+    from gymwire.sdk.server import GymServer, tune_gc_for_serving
 
     from .envs import AsyncNoopEnv, NoopEnv
 
     raise_fd_limit()
     if trace_memory:
         tracemalloc.start()
-    if gc_tuned:
-        gc.freeze()  # what was imported before serving is never garbage: keep the collector off it
-        gc.set_threshold(*GC_TUNED_THRESHOLDS)
 
     async def main() -> None:
         server = GymServer([NoopEnv, AsyncNoopEnv], port=0, limits=Limits(**limits))
         await server.start()
+        if gc_tuned:
+            tune_gc_for_serving()  # what `serve_forever` (so `gymwire serve`) does after starting
         conn.send(server.port)
         await _control(conn, lambda: _probe(server.stats()))
         await server.stop(drain_timeout=0)
@@ -136,11 +135,6 @@ def _floor_main(conn: Any, kind: str) -> None:
         await serving
 
     asyncio.run(main())
-
-
-# Young-generation threshold raised from 700: every request allocates tasks, futures and models that
-# die young, and with thousands in flight the default collects (and promotes) many times per second.
-GC_TUNED_THRESHOLDS = (50_000, 20, 100)
 
 
 class ServerProcess:
