@@ -335,12 +335,23 @@ class GymClient:
             raise ConnectionLost("client is closed")
         if not self._connected.is_set() and (self._reconnecting is None or self._reconnecting.done()):
             raise ConnectionLost(f"not connected to {self.url} and not reconnecting (budget spent); make a new client")
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         request_id = message.id  # type: ignore[attr-defined]
+        frame = self.codec.encode(message)
+        limit = self.limits.max_frame_bytes
+        # UTF-8 takes at most 4 bytes a character: only long text frames are worth measuring.
+        if len(frame) > limit or (isinstance(frame, str) and 4 * len(frame) > limit and len(frame.encode()) > limit):
+            # The server's FRAME_TOO_LARGE could not name the request (it cannot read the id), so
+            # the request would wait forever: refuse it here (GW-LIMIT-6).
+            raise ProtocolError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"{message.type} exceeds the server's max_frame_bytes={limit}; shorten the action or split the batch",
+                request_id=request_id,
+            )
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (message, future)
         if self._connected.is_set() and self._ws is not None:
             with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(self.codec.encode(message))  # on failure, the reconnect re-sends it
+                await self._ws.send(frame)  # on failure, the reconnect re-sends it
         timeout = timeout if timeout is not None else self.request_timeout
         try:
             reply = await (asyncio.wait_for(future, timeout) if timeout else future)

@@ -915,3 +915,15 @@ async def test_the_live_sessions_gauge_does_not_go_negative_on_failed_opens():
                 await client.open("strict", split="test", index=index)
         await client.open("strict", split="test", index=0)
         assert server.metrics.registry.get_sample_value("gymwire_sessions", {"env": "strict"}) == 1
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_a_request_larger_than_max_frame_bytes_fails_at_once(make_server, encoding):
+    # The server answers an oversized frame FRAME_TOO_LARGE without an id (it cannot read one):
+    # the client must refuse it itself, or the request waits forever.
+    async with make_server(limits=Limits(max_frame_bytes=2000)) as server, GymClient(server.url, encoding=encoding) as client:
+        session = await client.open("counting", seed=400)
+        with pytest.raises(ProtocolError) as info:
+            await asyncio.wait_for(session.step("\u00e9" * 1500), 5)  # 1500 characters, 3000 UTF-8 bytes
+        assert info.value.code is ErrorCode.FRAME_TOO_LARGE
+        assert (await session.step("fits")).observation.text == "step 1: fits"
