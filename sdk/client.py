@@ -26,7 +26,6 @@ from websockets.asyncio.client import ClientConnection
 
 from gymwire.protocol import (
     PROTOCOL_VERSION,
-    SUBPROTOCOLS,
     BatchStep,
     Close,
     Codec,

@@ -62,7 +62,6 @@ from gymwire.protocol import (
     Resume,
     Resumed,
     SessionMachine,
-    SessionState,
     Step,
     StepBatch,
     TaskRef,

@@ -12,6 +12,7 @@ import re
 from gymwire.sdk.environment import Environment, StepResult, Task
 
 _NUMBER = re.compile(r"-?\d+")
+_MAX_DIGITS = 12  # int() of a longer string is pointless here (and Python refuses past 4300 digits)
 
 
 class GuessEnv(Environment):
@@ -40,6 +41,8 @@ class GuessEnv(Environment):
         numbers = _NUMBER.findall(action.rsplit("Action:", 1)[-1])
         if not numbers:
             return StepResult(f"I did not see a number. Answer with one whole number from {self.low} to {self.high}.")
+        if len(numbers[-1].lstrip("-")) > _MAX_DIGITS:
+            return StepResult(f"That number is far outside {self.low} to {self.high}. Guess again.")
         guess = int(numbers[-1])
         if guess == self.target:
             return StepResult(f"Correct! The number was {guess}.", reward=1.0, terminated=True)

@@ -455,3 +455,12 @@ async def test_a_connection_that_never_says_hello_is_closed(make_server):
         assert server.stats()["connections"] == 0
         with pytest.raises(websockets.ConnectionClosed):
             await ws.recv()
+
+
+async def test_guess_answers_any_text_with_an_observation(make_server):
+    async with make_server() as server, GymClient(server.url) as client:
+        session = await client.open("guess", split="test", index=3)
+        for action in ("", "no digits", "9" * 5000, "-3", "Thought: 7? Action: 200"):
+            result = await session.step(action)
+            assert not result.terminated and result.observation.text
+        assert (await session.step("Action: 15")).terminated

@@ -17,7 +17,7 @@ from gymwire.servers.babyai import BabyAIEnv
 from gymwire.servers.babyai.env import extract_action
 from gymwire.servers.babyai.expert import BabyAIExpert
 from gymwire.servers.babyai.levels import LEVELS, SPLITS, TEST_SEED_BASE, TRAIN_SEEDS, level_and_seed
-from gymwire.servers.babyai.view import DIR_VECS, View
+from gymwire.servers.babyai.view import DIR_VECS
 
 
 def fresh(split: str = "test", index: int = 0, **options) -> BabyAIEnv:
