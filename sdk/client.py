@@ -467,7 +467,12 @@ class ClientSession:
     async def step(self, action: str, deadline_ms: int | None = None) -> StepResult:
         await self._sync_if_uncertain()
         self.seq += 1
-        message = Step(id=self.client.next_id(), session=self.id, seq=self.seq, action=action, deadline_ms=deadline_ms)
+        if not isinstance(action, str):
+            raise TypeError(f"an action is text, got {type(action).__name__}")
+        # Every field is already typed by this client: skip validation on the hot path.
+        message = Step.model_construct(
+            id=self.client.next_id(), session=self.id, seq=self.seq, action=action, deadline_ms=deadline_ms
+        )
         try:
             result = await self.client.request(message)
         except ProtocolError as exc:

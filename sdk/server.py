@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import inspect
 import logging
 import math
 import secrets
@@ -156,6 +157,8 @@ class ServerSession:
     detached_at: float | None = None
     success: bool | None = None
     score: float | None = None
+    # The environment itself when its sync step may run right on the event loop (inline envs).
+    direct_env: Environment | None = None
 
 
 @dataclass(eq=False)
@@ -512,9 +515,15 @@ class GymServer:
             if isinstance(message, Pong):
                 return
             raise ProtocolError(ErrorCode.HANDSHAKE_REQUIRED, "send hello first and wait for welcome")
-        if isinstance(message, Pong):
+        if isinstance(message, Step):
+            reply = self._step_now(conn, message)
+            if reply is not None:
+                await conn.send(reply)
+            else:
+                self._spawn(conn, message)
+        elif isinstance(message, Pong):
             return
-        if isinstance(message, Ping):
+        elif isinstance(message, Ping):
             await conn.send(Pong(id=message.id))
         elif isinstance(message, ListEnvs):
             await conn.send(EnvList(id=message.id, envs=list(self.env_infos.values())))
@@ -741,6 +750,7 @@ class GymServer:
             env_name=message.env,
             resume_token=secrets.token_urlsafe(24),
             runner=runner,
+            direct_env=runner.env if type(runner) is InlineRunner and not inspect.iscoroutinefunction(cls.step) else None,
             machine=SessionMachine(session_id, max_turns),
             owner=conn,
             task=message.task,
@@ -799,59 +809,96 @@ class GymServer:
         session = self._owned(conn, message.session)
         return await self._step_session(session, message.id, message.seq, message.action, inflight, inflight.turns[0])
 
-    async def _step_session(
-        self, session: ServerSession, request_id: int, seq: int, action: str, inflight: Inflight, turn: Turn | None
-    ) -> StepResult:
+    def _step_now(self, conn: Connection, message: Step) -> StepResult | None:
+        """The hot path: a step of an inline sync environment whose session has nothing queued
+        runs right here, with no task, since nothing can interleave with it. None: take the
+        ordinary path (deadline, queued requests, thread or process runner, duplicate id)."""
+        session = self.sessions.get(message.session)
+        if (
+            session is None
+            or session.direct_env is None
+            or session.owner is not conn
+            or message.deadline_ms is not None
+            or session.turns.busy()
+            or message.id in conn.inflight
+        ):
+            return None
+        session.last_active = started = _now()
+        self._check_action(session, message.action)
+        machine = session.machine
+        if machine.check_step(message.seq) is Decision.REPLAY:
+            return _replay(machine, StepResult, message.id)
+        try:
+            result = session.direct_env.step(message.action)
+        except Exception as exc:
+            result = EnvCrashed(f"{type(exc).__name__}: {exc}")
+        return self._finish_step(session, message.id, message.seq, result, started)
+
+    def _check_action(self, session: ServerSession, action: str) -> None:
         if len(action.encode("utf-8", "surrogatepass")) > self.limits.max_action_bytes:
             raise ProtocolError(
                 ErrorCode.INVALID_ACTION,
                 f"action longer than max_action_bytes={self.limits.max_action_bytes}; shorten it",
                 session=session.id,
             )
+
+    async def _step_session(
+        self, session: ServerSession, request_id: int, seq: int, action: str, inflight: Inflight, turn: Turn | None
+    ) -> StepResult:
+        self._check_action(session, action)
         started = _now()
         async with turn or session.turns.take():
-            machine = session.machine
-            if machine.check_step(seq) is Decision.REPLAY:
-                return _replay(machine, StepResult, request_id)
+            if session.machine.check_step(seq) is Decision.REPLAY:
+                return _replay(session.machine, StepResult, request_id)
             inflight.env_started = True
             try:
-                result = await session.runner.step(action)
-                if not isinstance(result, EnvStepResult):
-                    raise EnvCrashed(f"step must return gymwire.sdk.StepResult, got {type(result).__name__}")
-                observation = as_observation(result.observation)
-                reward = float(result.reward)
-                if not math.isfinite(reward) or (result.score is not None and not math.isfinite(float(result.score))):
-                    # JSON cannot carry them (GW-FRAME-9) and no trainer can use them.
-                    raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
-            except (EnvCrashed, TypeError, ValueError) as exc:
-                machine.crashed()
-                raise ProtocolError(ErrorCode.ENV_CRASHED, f"step failed: {_brief(exc)}", session=session.id) from None
-            terminated = bool(result.terminated)
-            truncated = machine.step_done(reward, terminated, bool(result.truncated))
-            if result.success is not None:
-                session.success = result.success
-            if result.score is not None:
-                session.score = result.score
-            metrics = None
-            if terminated or truncated:
-                metrics = EpisodeMetrics(
-                    success=session.success if session.success is not None else reward > 0 and terminated,
-                    score=float(session.score if session.score is not None else machine.total_reward),
-                    turns=machine.turns,
-                    total_reward=machine.total_reward,
-                )
-            reply = StepResult(
-                id=request_id,
-                session=session.id,
-                seq=seq,
-                observation=observation,
-                reward=reward,
-                terminated=terminated,
-                truncated=truncated,
-                info=result.info,
-                metrics=metrics,
+                result: Any = await session.runner.step(action)
+            except EnvCrashed as exc:
+                result = exc
+            return self._finish_step(session, request_id, seq, result, started)
+
+    def _finish_step(self, session: ServerSession, request_id: int, seq: int, result: Any, started: float) -> StepResult:
+        """Turn what the environment returned (or the EnvCrashed it caused) into the recorded reply."""
+        machine = session.machine
+        try:
+            if isinstance(result, EnvCrashed):
+                raise result
+            if not isinstance(result, EnvStepResult):
+                raise EnvCrashed(f"step must return gymwire.sdk.StepResult, got {type(result).__name__}")
+            observation = as_observation(result.observation)
+            reward = float(result.reward)
+            if not math.isfinite(reward) or (result.score is not None and not math.isfinite(float(result.score))):
+                # JSON cannot carry them (GW-FRAME-9) and no trainer can use them.
+                raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
+        except (EnvCrashed, TypeError, ValueError) as exc:
+            machine.crashed()
+            raise ProtocolError(ErrorCode.ENV_CRASHED, f"step failed: {_brief(exc)}", session=session.id) from None
+        terminated = bool(result.terminated)
+        truncated = machine.step_done(reward, terminated, bool(result.truncated))
+        if result.success is not None:
+            session.success = result.success
+        if result.score is not None:
+            session.score = result.score
+        metrics = None
+        if terminated or truncated:
+            metrics = EpisodeMetrics(
+                success=session.success if session.success is not None else reward > 0 and terminated,
+                score=float(session.score if session.score is not None else machine.total_reward),
+                turns=machine.turns,
+                total_reward=machine.total_reward,
             )
-            machine.record(seq, reply)
+        reply = StepResult(
+            id=request_id,
+            session=session.id,
+            seq=seq,
+            observation=observation,
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            info=result.info,
+            metrics=metrics,
+        )
+        machine.record(seq, reply)
         self.metrics.step(session.env_name, _now() - started)
         return reply
 

@@ -12,7 +12,7 @@ from broken_servers import (
     NoDrainServer,
     SleepyEnv,
 )
-from conftest import FAST_LIMITS, serve
+from conformance_servers import FAST_LIMITS, serve
 
 from gymwire.sdk.conformance import run_conformance
 

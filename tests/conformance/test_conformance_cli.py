@@ -4,7 +4,7 @@ import json
 import socket
 
 from broken_servers import AnyTokenServer, SleepyEnv
-from conftest import serve
+from conformance_servers import serve
 
 from gymwire.sdk.cli import main
 

@@ -3,7 +3,7 @@ environment whose slow and crashing actions unlock every check."""
 
 import pytest
 from broken_servers import CRASH_ACTION, FINISH_ACTION, SLOW_ACTION, SLOW_MS, JsonOnlyServer, SleepyEnv
-from conftest import serve
+from conformance_servers import serve
 
 from gymwire.sdk.conformance import ConformanceSetupError, check_environment, run_conformance
 from gymwire.sdk.registry import builtin_envs, resolve_env
