@@ -42,6 +42,9 @@ class TinyModel:
     n_head: int = 4
     n_embd: int = 64
     numbers: int = 101  # whole numbers 0..numbers-1 get one token each
+    # Std of the random weights. Larger than GPT-2's 0.02 so attention differs between contexts from
+    # the start: with 0.02 the output hardly depends on the context and RL from scratch stalls.
+    init_std: float = 0.08
     corpus_episodes: int = 16  # episodes played with random numbers to gather the env's words
 
 

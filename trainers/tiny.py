@@ -41,6 +41,7 @@ class TinyModelSpec:
     n_embd: int = 64
     n_positions: int = 512
     numbers: int = 101
+    init_std: float = 0.02
     seed: int = 0
 
 
@@ -90,6 +91,7 @@ def build_tiny_model(path: str | Path, corpus: Iterable[str], spec: TinyModelSpe
         n_embd=spec.n_embd,
         n_layer=spec.n_layer,
         n_head=spec.n_head,
+        initializer_range=spec.init_std,
         # No dropout: rollouts and updates must be reproducible from the RNG state alone.
         resid_pdrop=0.0,
         embd_pdrop=0.0,

@@ -120,6 +120,7 @@ class Trainer:
             n_embd=tiny.n_embd,
             n_positions=max(64, self.config.rollout.episode_tokens),
             numbers=tiny.numbers,
+            init_std=tiny.init_std,
             seed=self.config.seed,
         )
         build_tiny_model(path, corpus, spec)
@@ -229,6 +230,7 @@ class Trainer:
                 mask = batch.action_mask[rows]
                 with autocast_for(self.device):
                     logits = self.model(input_ids=batch.input_ids[rows], attention_mask=batch.attention[rows]).logits[:, :-1]
+                logits = logits / self._temperature
                 logprobs = token_logprobs(logits, batch.labels[rows])
                 loss, stats = policy_loss(
                     logprobs,
@@ -263,6 +265,11 @@ class Trainer:
         stats["advantage_abs"] = masked_mean(advantages.abs(), batch.action_mask).item()
         return stats
 
+    @property
+    def _temperature(self) -> float:
+        # Log-probs of the distribution the episodes were sampled from, as the rollout recorded them.
+        return self.config.rollout.temperature or 1.0
+
     @torch.no_grad()
     def _logprobs(self, model: Any, batch: "_Batch") -> torch.Tensor:
         model.eval()
@@ -270,7 +277,7 @@ class Trainer:
         for chunk in torch.arange(len(batch.input_ids), device=self.device).split(64):
             with autocast_for(self.device):
                 logits = model(input_ids=batch.input_ids[chunk], attention_mask=batch.attention[chunk]).logits[:, :-1]
-            rows.append(token_logprobs(logits, batch.labels[chunk]))
+            rows.append(token_logprobs(logits / self._temperature, batch.labels[chunk]))
         return torch.cat(rows)
 
     # ------------------------------------------------------------------ evaluation

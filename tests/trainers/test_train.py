@@ -9,7 +9,9 @@ import pytest
 from gymwire.sdk.cli import main
 from gymwire.trainers.config import ConfigError, TrainConfig, load_config
 from gymwire.trainers.rollout import read_jsonl
-from gymwire.trainers.trainer import ResumeError, Trainer, latest_checkpoint
+from gymwire.trainers.policy import Sampling
+from gymwire.trainers.rollout import EpisodeSpec
+from gymwire.trainers.trainer import ResumeError, Trainer, _Batch, latest_checkpoint
 
 
 def tiny_config(tmp_path, **sections) -> TrainConfig:
@@ -60,6 +62,21 @@ def test_resume_at_a_stage_boundary_repeats_the_uninterrupted_run_exactly(tmp_pa
     )
     metrics = (tmp_path / "split" / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metrics] == [1, 2, 3, 4]
+
+
+def test_the_update_scores_exactly_the_tokens_the_rollout_sampled(tmp_path):
+    config = tiny_config(tmp_path, rollout={"temperature": 0.7, "turn_tokens": 3})
+    with Trainer(config) as trainer:
+        settings = trainer._settings(3, Sampling(0.7))
+        episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(6)], settings)
+        batch = _Batch(episodes, trainer.tokenizer.pad_token_id, trainer.device)
+        logprobs = trainer._logprobs(trainer.model, batch)
+    for row, episode in enumerate(episodes):
+        # Position t of the batch scores token t + 1 of the episode.
+        positions = [t for t, trained in enumerate(episode.loss_mask) if trained]
+        assert positions and batch.action_mask[row].nonzero().squeeze(-1).add(1).tolist() == positions
+        recomputed = [logprobs[row, t - 1].item() for t in positions]
+        assert recomputed == pytest.approx([episode.logprobs[t] for t in positions], abs=1e-4)
 
 
 def test_resume_refuses_a_changed_schedule(tmp_path):
