@@ -1,7 +1,7 @@
 """Success vs training step for a fixed and a staged turn limit (ScalingInter-RL), on `guess`.
 
     python examples/plot_horizons.py                       # writes docs/horizon.png
-    python examples/plot_horizons.py --high 31 --steps 300 --fixed 8 --staged 3,5,8@60
+    python examples/plot_horizons.py --high 31 --steps 300 --fixed 8 --staged 3,5,8@80
 
 Both runs start from the same tiny random model (built once) and the same seed, and differ only
 in the horizon schedule. Evaluation always uses the longest limit, so the curves are comparable.
@@ -22,6 +22,7 @@ def train(base: Path, args: argparse.Namespace, name: str, horizon: str) -> list
     overrides = {
         "output_dir": str(args.out / name),
         "model.path": str(args.out / "model"),  # shared: both runs start from the same weights
+        "model.tiny.numbers": max(10, args.high + 1),  # one token per possible answer
         "env.options": {"low": 1, "high": args.high},
         "horizon": horizon,
         "train.steps": args.steps,
@@ -38,10 +39,10 @@ def train(base: Path, args: argparse.Namespace, name: str, horizon: str) -> list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path(__file__).with_name("guess-tiny.yaml"))
-    parser.add_argument("--high", type=int, default=31, help="guess a number in 1..HIGH (31: 5 turns of binary search)")
-    parser.add_argument("--fixed", default="8", help="the fixed horizon")
-    parser.add_argument("--staged", default="3,5,8@60", help="the staged horizon: turns per stage @ steps per stage")
-    parser.add_argument("--steps", type=int, default=240)
+    parser.add_argument("--high", type=int, default=15, help="guess a number in 1..HIGH (15: 4 turns of binary search)")
+    parser.add_argument("--fixed", default="6", help="the fixed horizon")
+    parser.add_argument("--staged", default="2,4,6@40", help="the staged horizon: turns per stage @ steps per stage")
+    parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--episode-tokens", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("runs/horizons"))

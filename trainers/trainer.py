@@ -21,7 +21,7 @@ import torch
 
 from .advantages import compute_advantages, place_rewards
 from .chat import ChatFormat
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .hf_policy import autocast_for
 from .losses import entropy_from_logits, kl_loss, masked_mean, policy_loss, token_logprobs
 from .policy import Sampling, make_policy
@@ -81,7 +81,10 @@ class Trainer:
         self.horizon = cfg.schedule(self.env_info.default_max_turns)
         for split in (cfg.env.train_split, cfg.env.test_split):
             if split not in self.env_info.splits:
-                raise ValueError(f"{cfg.env.name} has no split {split!r}; it has {sorted(self.env_info.splits)}")
+                raise ConfigError(
+                    f"env: {cfg.env.name} has no split {split!r}; set env.train_split/test_split to one of "
+                    f"{sorted(self.env_info.splits)}"
+                )
 
         model_path = Path(cfg.model.path)
         if cfg.model.tiny is not None and not (model_path / "config.json").exists():
