@@ -1,6 +1,7 @@
 """Guess the hidden number. The complete example of a gymwire environment.
 
-Options (per session, in `open`'s options): `low` and `high` bound the number (default 1..100).
+Options (per session, in `open`'s options): `low` and `high` bound the number (default 1..100);
+`show_range: true` adds what is still possible to every hint ("Go higher: it is from 51 to 100").
 Reward 1 on the correct guess; the turn limit comes from the session (default 7 = log2(100)).
 """
 
@@ -35,6 +36,8 @@ class GuessEnv(Environment):
         else:
             rng = random.Random(task.seed)
         self.target = rng.randint(self.low, self.high)
+        self.show_range = bool(task.options.get("show_range", False))
+        self.possible = (self.low, self.high)
         return f"I am thinking of a whole number from {self.low} to {self.high}. Guess it."
 
     def step(self, action: str) -> StepResult:
@@ -46,5 +49,11 @@ class GuessEnv(Environment):
         guess = int(numbers[-1])
         if guess == self.target:
             return StepResult(f"Correct! The number was {guess}.", reward=1.0, terminated=True)
-        hint = "higher" if guess < self.target else "lower"
+        lowest, highest = self.possible
+        if guess < self.target:
+            hint, self.possible = "higher", (max(lowest, guess + 1), highest)
+        else:
+            hint, self.possible = "lower", (lowest, min(highest, guess - 1))
+        if self.show_range:
+            return StepResult(f"{guess} is wrong. Go {hint}: it is from {self.possible[0]} to {self.possible[1]}.")
         return StepResult(f"{guess} is wrong. Go {hint}.")

@@ -464,3 +464,13 @@ async def test_guess_answers_any_text_with_an_observation(make_server):
             result = await session.step(action)
             assert not result.terminated and result.observation.text
         assert (await session.step("Action: 15")).terminated
+
+
+async def test_guess_show_range_narrows_with_each_hint(make_server):
+    async with make_server() as server, GymClient(server.url) as client:
+        options = {"low": 1, "high": 7, "show_range": True}
+        async with client.session("guess", split="test", index=3, options=options) as env:
+            # test/3 hides 1 in 1..7
+            assert (await env.step("4")).observation.text == "4 is wrong. Go lower: it is from 1 to 3."
+            assert (await env.step("2")).observation.text == "2 is wrong. Go lower: it is from 1 to 1."
+            assert (await env.step("1")).terminated

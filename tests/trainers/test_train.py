@@ -133,4 +133,4 @@ def test_tiny_model_learns_guess_from_the_reward(tmp_path):
     history = run(config)
     chance = 1 - (6 / 7) ** 3  # guessing uniformly at random in 1..7 for 3 turns: 0.37
     assert history[0]["train/success"] < chance
-    assert history[-1]["eval/success"] >= chance + 0.2
+    assert history[-1]["eval/success"] >= chance + 0.25
