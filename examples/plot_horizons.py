@@ -23,7 +23,7 @@ def train(base: Path, args: argparse.Namespace, name: str, horizon: str) -> list
         "output_dir": str(args.out / name),
         "model.path": str(args.out / "model"),  # shared: both runs start from the same weights
         "model.tiny.numbers": max(10, args.high + 1),  # one token per possible answer
-        "env.options": {"low": 1, "high": args.high},
+        "env.options": {"low": 1, "high": args.high, "show_range": True},  # as in guess-tiny.yaml
         "horizon": horizon,
         "train.steps": args.steps,
         "train.eval_every": args.eval_every,
