@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import Any, Self, TypeVar
 
 from gymwire.protocol import EnvInfo, Observation, StepResult
 
@@ -22,27 +23,68 @@ from .client import ClientSession, GymClient
 T = TypeVar("T")
 
 
-class SyncGymClient:
+class LoopThread:
+    """An asyncio event loop running on a private daemon thread, driven from blocking code."""
+
+    def __init__(self, name: str, join_timeout: float = 5) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._join_timeout = join_timeout
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self.loop.is_closed()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        """Stop the loop, wait for its thread, close the loop."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=self._join_timeout)
+        self.loop.close()
+
+    def connect(self, client: GymClient) -> GymClient:
+        """Connect `client` on this loop; if that fails, stop the loop and re-raise."""
+        try:
+            self.run(client.connect())
+        except BaseException:
+            self.stop()
+            raise
+        return client
+
+    def close(self, client: GymClient) -> None:
+        """Close `client` on this loop, then stop the loop; nothing if the loop is already closed."""
+        if self.closed:
+            return
+        self.run(client.close())
+        self.stop()
+
+
+class ClosingContext:
+    """`with obj:` gives obj and calls obj.close() on the way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncGymClient(ClosingContext):
     """A GymClient driven from ordinary blocking code; its event loop runs on a private thread."""
 
     def __init__(self, url: str, **client_kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="gymwire-client", daemon=True)
-        self._thread.start()
-        self._client = GymClient(url, **client_kwargs)
-        try:
-            self._run(self._client.connect())
-        except BaseException:
-            self._stop_loop()
-            raise
+        self._loop_thread = LoopThread("gymwire-client", join_timeout=5)
+        self._client = self._loop_thread.connect(GymClient(url, **client_kwargs))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        return self._loop_thread.run(coro)
 
     def list_envs(self) -> list[EnvInfo]:
         return self._run(self._client.list_envs())
@@ -51,16 +93,7 @@ class SyncGymClient:
         return SyncSession(self, self._run(self._client.open(env, **kwargs)))
 
     def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._run(self._client.close())
-        self._stop_loop()
-
-    def __enter__(self) -> "SyncGymClient":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        self._loop_thread.close(self._client)
 
 
 class SyncSession:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Coroutine, Iterable, Sequence, TypeVar
 
 from gymwire.protocol import ProtocolError
 from gymwire.sdk.client import ClientSession, GymClient
+from gymwire.sdk.sync import ClosingContext, LoopThread
 
 from .chat import ChatFormat
 from .policy import PolicyBackend, Sampling
@@ -275,29 +275,17 @@ def read_jsonl(path: str | Path) -> list[Episode]:
         return [Episode.from_json(json.loads(line)) for line in lines if line.strip()]
 
 
-class RolloutClient:
+class RolloutClient(ClosingContext):
     """A connected GymClient on a private event-loop thread, for blocking trainer code. The loop
     keeps running between batches, so heartbeats are answered while the trainer updates."""
 
     def __init__(self, url: str, **client_kwargs: Any):
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="gymwire-rollout", daemon=True)
-        self._thread.start()
-        self.client = GymClient(url, **client_kwargs)
-        try:
-            self.run(self.client.connect())
-        except BaseException:
-            self._stop()
-            raise
+        self._loop_thread = LoopThread("gymwire-rollout", join_timeout=10)
+        self.client = self._loop_thread.connect(GymClient(url, **client_kwargs))
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the client's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def _stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+        return self._loop_thread.run(coro)
 
     def collect(
         self, policy: PolicyBackend, chat: ChatFormat, specs: Sequence[EpisodeSpec], settings: RolloutSettings
@@ -305,12 +293,4 @@ class RolloutClient:
         return self.run(collect_episodes(self.client, policy, chat, specs, settings))
 
     def close(self) -> None:
-        if not self._loop.is_closed():
-            self.run(self.client.close())
-            self._stop()
-
-    def __enter__(self) -> "RolloutClient":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        self._loop_thread.close(self.client)
