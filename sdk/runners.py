@@ -38,7 +38,8 @@ class EnvRunner:
         raise NotImplementedError
 
 
-def _crash(exc: BaseException) -> EnvCrashed:
+def env_crashed(exc: BaseException) -> EnvCrashed:
+    """The EnvCrashed an exception raised by environment code becomes (type and message kept)."""
     return EnvCrashed(f"{type(exc).__name__}: {exc}")
 
 
@@ -55,7 +56,7 @@ class InlineRunner(EnvRunner):
         except TaskError:
             raise
         except Exception as exc:
-            raise _crash(exc) from exc
+            raise env_crashed(exc) from exc
 
     async def reset(self, task: Task) -> ObservationLike:
         return await self._call(self.env.reset, task)
@@ -78,7 +79,7 @@ class ThreadRunner(InlineRunner):
         except TaskError:
             raise
         except Exception as exc:
-            raise _crash(exc) from exc
+            raise env_crashed(exc) from exc
 
 
 def env_path(cls: type[Environment]) -> str:

@@ -78,7 +78,7 @@ from gymwire.protocol.session import Decision
 from .cli import package_version
 from .environment import Environment, StepResult as EnvStepResult, Task, TaskError, as_observation
 from .metrics import ServerMetrics
-from .runners import EnvCrashed, EnvRunner, InlineRunner, ProcessRunner, ThreadRunner
+from .runners import EnvCrashed, EnvRunner, InlineRunner, ProcessRunner, ThreadRunner, env_crashed
 
 log = logging.getLogger("gymwire.server")
 
@@ -831,7 +831,7 @@ class GymServer:
         try:
             result = session.direct_env.step(message.action)
         except Exception as exc:
-            result = EnvCrashed(f"{type(exc).__name__}: {exc}")
+            result = env_crashed(exc)
         return self._finish_step(session, message.id, message.seq, result, started)
 
     def _check_action(self, session: ServerSession, action: str) -> None:
