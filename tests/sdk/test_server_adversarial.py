@@ -511,10 +511,15 @@ async def test_concurrent_steps_while_the_connection_drops_repeatedly_run_exactl
     async with make_server() as server, GymClient(server.url, reconnect_attempts=50) as client:
         sessions = [await client.open("counting", seed=i) for i in range(16)]
         steps_per_session = 25
+        # Drop k has happened before any session takes step 5k: drops interleave with the episodes
+        # however fast the steps run.
+        dropped = [asyncio.Event() for _ in range(steps_per_session // 5)]
 
         async def play(index: int, session: Any) -> list[str]:
             texts = []
             for n in range(1, steps_per_session + 1):
+                if n % 5 == 0:
+                    await dropped[n // 5 - 1].wait()
                 action = f"sleep 0.0{rng.randint(0, 3)}" if n % 5 == 0 else f"a{n}"
                 texts.append((await session.step(action)).observation.text)
                 if rng.random() < 0.3:
@@ -528,6 +533,8 @@ async def test_concurrent_steps_while_the_connection_drops_repeatedly_run_exactl
                 if client._ws is not None:
                     client._ws.transport.abort()
                     drops += 1
+                    if drops <= len(dropped):
+                        dropped[drops - 1].set()
             return drops
 
         stop = asyncio.Event()
