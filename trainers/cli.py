@@ -21,13 +21,32 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--device", help="override model.device (cpu, cuda, auto)")
     parser.add_argument("--seed", type=int, help="override seed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs one line per evaluation)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, value in YAML: --set algorithm.estimator=gae --set env.options='{high: 15}'",
+    )
     parser.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
+    import yaml
+
     from .config import ConfigError, load_config
 
     overrides: dict[str, Any] = {}
+    for assignment in args.set:
+        key, equals, value = assignment.partition("=")
+        if not equals or not key:
+            print(f"gymwire train: --set needs KEY=VALUE (e.g. --set algorithm.lr=1e-4), got {assignment!r}")
+            return 2
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            print(f"gymwire train: --set {key}: the value is not valid YAML: {exc}")
+            return 2
     for key, value in (
         ("train.steps", args.steps),
         ("output_dir", args.output_dir),

@@ -27,8 +27,6 @@ from .policy import POLICY_BACKENDS
 
 __all__ = ["ConfigError", "TrainConfig", "load_config"]
 
-CRITIC_FREE_ESTIMATORS = ("grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
-
 
 class ConfigError(ValueError):
     """The training configuration cannot be used; the message names the key and what is valid."""
@@ -81,9 +79,12 @@ class RolloutSection:
 
 @dataclass
 class AlgorithmSection:
-    estimator: str = "grpo"
+    estimator: str = "grpo"  # grpo, rloo, reinforce_pp, reinforce_pp_baseline, or gae (PPO with a value head)
     gamma: float = 1.0
-    lam: float = 1.0
+    lam: float = 1.0  # GAE's lambda
+    vf_coef: float = 0.5  # gae: weight of the value loss (the value head shares the policy's trunk)
+    value_clip: float | None = 0.2  # gae: each update moves a value at most this far from the rollout's; null: no clip
+    value_lr: float | None = None  # gae: learning rate of the value head; null: lr
     lr: float = 1e-5
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -224,6 +225,7 @@ _SECTIONS: dict[tuple[type, str], type] = {
 
 
 def _validate(config: TrainConfig) -> None:
+    from .advantages import ESTIMATORS
     from .losses import AGGREGATIONS, KL_KINDS
 
     if not config.env.name:
@@ -235,12 +237,14 @@ def _validate(config: TrainConfig) -> None:
     if config.model.backend not in POLICY_BACKENDS:
         raise ConfigError(f"model.backend must be one of {POLICY_BACKENDS}, got {config.model.backend!r}")
     algorithm = config.algorithm
-    if algorithm.estimator not in CRITIC_FREE_ESTIMATORS:
-        hint = " (it needs a critic; PPO with GAE runs through the OpenRLHF adapter)" if algorithm.estimator == "gae" else ""
-        raise ConfigError(
-            f"algorithm.estimator {algorithm.estimator!r} is not available in the reference trainer{hint}; "
-            f"choose one of {', '.join(CRITIC_FREE_ESTIMATORS)}"
-        )
+    if algorithm.estimator not in ESTIMATORS:
+        raise ConfigError(f"algorithm.estimator must be one of {', '.join(ESTIMATORS)}, got {algorithm.estimator!r}")
+    if not 0 < algorithm.gamma <= 1 or not 0 <= algorithm.lam <= 1:
+        raise ConfigError(f"need 0 < algorithm.gamma <= 1 and 0 <= algorithm.lam <= 1, got {algorithm.gamma} and {algorithm.lam}")
+    for name in ("vf_coef", "value_clip", "value_lr", "entropy_coef", "kl_coef"):
+        value = getattr(algorithm, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"algorithm.{name} must be >= 0, got {value}")
     if algorithm.loss_agg not in AGGREGATIONS:
         raise ConfigError(f"algorithm.loss_agg must be one of {AGGREGATIONS}, got {algorithm.loss_agg!r}")
     if algorithm.kl_kind not in KL_KINDS:

@@ -1,5 +1,6 @@
-"""The reference trainer: critic-free policy-gradient RL (GRPO and friends) of a causal LM over
-gymwire environments, with torch and transformers, on CPU or one CUDA GPU.
+"""The reference trainer: policy-gradient RL of a causal LM over gymwire environments, with torch
+and transformers, on CPU or one CUDA GPU. Critic-free (GRPO, RLOO, REINFORCE++) or PPO with GAE,
+whose critic is a value head on the policy's own trunk.
 
 One training step: sample `tasks_per_step` tasks of the train split, play `group_size` episodes of
 each with the current turn limit of the horizon schedule, compute advantages from the episode
@@ -23,11 +24,12 @@ from .advantages import compute_advantages, place_rewards
 from .chat import ChatFormat
 from .config import ConfigError, TrainConfig
 from .hf_policy import autocast_for
-from .losses import entropy_from_logits, kl_loss, masked_mean, policy_loss, token_logprobs
+from .advantages import masked_whiten
+from .losses import entropy_from_logits, kl_loss, masked_mean, policy_loss, token_logprobs, value_loss
 from .policy import Sampling, make_policy
 from .rollout import Episode, EpisodeSpec, RolloutClient, RolloutSettings, write_jsonl
 
-__all__ = ["Trainer", "ResumeError", "latest_checkpoint"]
+__all__ = ["Trainer", "ResumeError", "ValueHead", "latest_checkpoint"]
 
 STATE_FILE = "trainer_state.pt"
 
@@ -39,6 +41,20 @@ class ResumeError(RuntimeError):
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     found = sorted(Path(output_dir, "checkpoints").glob("step-*/" + STATE_FILE))
     return found[-1].parent if found else None
+
+
+class ValueHead(torch.nn.Module):
+    """PPO's critic on the policy's trunk: one value per position from the last hidden state.
+    It starts at zero, so the first advantages are the returns themselves."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.float()).squeeze(-1)
 
 
 class Trainer:
@@ -98,9 +114,14 @@ class Trainer:
         self.policy = make_policy(cfg.model.backend, self.model, self.tokenizer)
         self.chat = ChatFormat(self.tokenizer, system=cfg.env.system)
         algorithm = cfg.algorithm
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=algorithm.lr, betas=algorithm.betas, weight_decay=algorithm.weight_decay
-        )
+        groups = [{"params": list(self.model.parameters())}]
+        self.value_head = None
+        if algorithm.estimator == "gae":
+            self.value_head = ValueHead(self.model.config.hidden_size).to(self.device)
+            value_lr = algorithm.lr if algorithm.value_lr is None else algorithm.value_lr
+            groups.append({"params": list(self.value_head.parameters()), "lr": value_lr})
+        self.trained_parameters = [p for group in groups for p in group["params"]]
+        self.optimizer = torch.optim.AdamW(groups, lr=algorithm.lr, betas=algorithm.betas, weight_decay=algorithm.weight_decay)
         self.task_rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)
         if resume_from is not None:
@@ -206,23 +227,26 @@ class Trainer:
         """Advantages from the episodes' rewards, then clipped policy-gradient steps."""
         algorithm = self.config.algorithm
         batch = _Batch(episodes, self.tokenizer.pad_token_id or 0, self.device)
-        old_logprobs = self._logprobs(self.model, batch)
-        ref_logprobs = self._logprobs(self.reference, batch) if self.reference is not None else None
+        old_logprobs, old_values = self._score(self.model, batch, values=self.value_head is not None)
+        ref_logprobs = self._score(self.reference, batch)[0] if self.reference is not None else None
         token_rewards = place_rewards(
             [[turn.end - 1 for turn in e.turns] for e in episodes],
             [[turn.reward for turn in e.turns] for e in episodes],
             batch.width - 1,
             action_mask=batch.action_mask.cpu(),
         )
-        advantages, _ = compute_advantages(
+        advantages, returns = compute_advantages(
             algorithm.estimator,
             token_rewards,
             batch.action_mask.cpu(),
             group_ids=[e.spec.group for e in episodes],
+            values=old_values.cpu() if old_values is not None else None,
             gamma=algorithm.gamma,
             lam=algorithm.lam,
         )
-        advantages = advantages.to(self.device)
+        if old_values is not None:
+            advantages = masked_whiten(advantages, batch.action_mask.cpu())  # PPO's per-batch normalisation
+        advantages, returns = advantages.to(self.device), returns.to(self.device)
         totals: dict[str, float] = {}
         updates = 0
         self.model.train()
@@ -231,8 +255,7 @@ class Trainer:
             for rows in order.chunk(algorithm.minibatches):
                 rows = rows.to(self.device)
                 mask = batch.action_mask[rows]
-                with autocast_for(self.device):
-                    logits = self.model(input_ids=batch.input_ids[rows], attention_mask=batch.attention[rows]).logits[:, :-1]
+                logits, values = self._forward(self.model, batch, rows, values=old_values is not None)
                 logits = logits / self._temperature
                 logprobs = token_logprobs(logits, batch.labels[rows])
                 loss, stats = policy_loss(
@@ -255,17 +278,25 @@ class Trainer:
                     stats["kl"] = kl.item()
                 else:
                     stats["kl"] = stats["approx_kl"]
+                if values is not None:
+                    critic_loss, critic_stats = value_loss(
+                        values, old_values[rows], returns[rows], mask, clip=algorithm.value_clip, agg=algorithm.loss_agg
+                    )
+                    loss = loss + algorithm.vf_coef * critic_loss
+                    stats.update(critic_stats, value_loss=critic_loss.item())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 stats["loss"] = loss.item()
                 if algorithm.max_grad_norm:
-                    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), algorithm.max_grad_norm))
+                    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trained_parameters, algorithm.max_grad_norm))
                 self.optimizer.step()
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + value
                 updates += 1
         stats = {key: value / updates for key, value in totals.items()}
         stats["advantage_abs"] = masked_mean(advantages.abs(), batch.action_mask).item()
+        if old_values is not None:
+            stats["explained_variance"] = _explained_variance(old_values, returns, batch.action_mask)
         return stats
 
     @property
@@ -273,15 +304,22 @@ class Trainer:
         # Log-probs of the distribution the episodes were sampled from, as the rollout recorded them.
         return self.config.rollout.temperature or 1.0
 
+    def _forward(self, model: Any, batch: "_Batch", rows: torch.Tensor, values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (and the value head's values when `values`) predicting positions 1.. of `rows`."""
+        with autocast_for(self.device):
+            out = model(input_ids=batch.input_ids[rows], attention_mask=batch.attention[rows], output_hidden_states=values)
+        return out.logits[:, :-1], self.value_head(out.hidden_states[-1][:, :-1]) if values else None
+
     @torch.no_grad()
-    def _logprobs(self, model: Any, batch: "_Batch") -> torch.Tensor:
+    def _score(self, model: Any, batch: "_Batch", values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs of the batch's tokens under `model`, and its values when `values`, in chunks."""
         model.eval()
-        rows = []
+        logprobs, value_rows = [], []
         for chunk in torch.arange(len(batch.input_ids), device=self.device).split(64):
-            with autocast_for(self.device):
-                logits = model(input_ids=batch.input_ids[chunk], attention_mask=batch.attention[chunk]).logits[:, :-1]
-            rows.append(token_logprobs(logits / self._temperature, batch.labels[chunk]))
-        return torch.cat(rows)
+            logits, chunk_values = self._forward(model, batch, chunk, values)
+            logprobs.append(token_logprobs(logits / self._temperature, batch.labels[chunk]))
+            value_rows.append(chunk_values)
+        return torch.cat(logprobs), torch.cat(value_rows) if values else None
 
     # ------------------------------------------------------------------ evaluation
 
@@ -318,6 +356,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "horizon": self.horizon.to_config(),
+            "value_head": self.value_head.state_dict() if self.value_head is not None else None,
         }
         # Written last: a folder without it is an interrupted save and is never resumed from.
         torch.save(state, path / STATE_FILE)
@@ -333,6 +372,14 @@ class Trainer:
                 f"{path} was trained with horizon {state['horizon']}, the config now says {self.horizon.to_config()}; "
                 "resume with the same schedule or start a new output_dir"
             )
+        if (state.get("value_head") is None) != (self.value_head is None):
+            trained = "with" if state["value_head"] is not None else "without"
+            raise ResumeError(
+                f"{path} was trained {trained} a value head (estimator gae), the config now says "
+                f"{self.config.algorithm.estimator}; resume with the same estimator or start a new output_dir"
+            )
+        if self.value_head is not None:
+            self.value_head.load_state_dict(state["value_head"])
         self.step = state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.task_rng.setstate(state["task_rng"])
@@ -374,6 +421,14 @@ def _episode_stats(episodes: list[Episode]) -> dict[str, float]:
         "generated_tokens": sum(e.generated_tokens for e in episodes) / count,
         "errors": sum(e.error is not None for e in episodes) / count,
     }
+
+
+def _explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns) over action tokens: 1 is a perfect critic, 0 a constant one."""
+    variance = masked_mean((returns - masked_mean(returns, mask)).square(), mask)
+    residual = returns - values
+    unexplained = masked_mean((residual - masked_mean(residual, mask)).square(), mask)
+    return (1 - unexplained / variance).item() if variance > 0 else 0.0
 
 
 def _summary_line(record: dict[str, Any]) -> str:

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from gymwire.sdk.cli import main
+from gymwire.sdk.server import GymServer
 from gymwire.trainers.config import ConfigError, TrainConfig, load_config
 from gymwire.trainers.rollout import read_jsonl
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.rollout import EpisodeSpec
 from gymwire.trainers.trainer import ResumeError, Trainer, _Batch, latest_checkpoint
+from trainer_envs import CoinEnv
 
 
 def tiny_config(tmp_path, **sections) -> TrainConfig:
@@ -39,14 +41,16 @@ def run(config: TrainConfig) -> list[dict]:
         return trainer.train()
 
 
-def test_resume_at_a_stage_boundary_repeats_the_uninterrupted_run_exactly(tmp_path):
+@pytest.mark.parametrize("estimator", ["grpo", "gae"])
+def test_resume_at_a_stage_boundary_repeats_the_uninterrupted_run_exactly(tmp_path, estimator):
     staged = {"kind": "staged", "stages": [2, 3], "stage_steps": 2}
-    straight = run(tiny_config(tmp_path / "straight", horizon=staged, train={"checkpoint_every": 2}))
+    algorithm = {"estimator": estimator}
+    straight = run(tiny_config(tmp_path / "straight", horizon=staged, algorithm=algorithm, train={"checkpoint_every": 2}))
 
-    first = tiny_config(tmp_path / "split", horizon=staged, train={"steps": 2})
+    first = tiny_config(tmp_path / "split", horizon=staged, algorithm=algorithm, train={"steps": 2})
     run(first)
     assert latest_checkpoint(first.output_dir).name == "step-000002"
-    second = tiny_config(tmp_path / "split", horizon=staged, train={"resume": True})
+    second = tiny_config(tmp_path / "split", horizon=staged, algorithm=algorithm, train={"resume": True})
     with Trainer(second) as trainer:
         assert trainer.step == 2 and trainer.horizon.turns_at(trainer.step + 1) == 3
         resumed = trainer.train()
@@ -55,8 +59,11 @@ def test_resume_at_a_stage_boundary_repeats_the_uninterrupted_run_exactly(tmp_pa
     assert [r["train/horizon"] for r in straight] == [2, 2, 3, 3]
     episodes = read_jsonl(tmp_path / "split" / "run" / "rollouts" / "step-000003.jsonl")
     assert {e.max_turns for e in episodes} == {3} and max(len(e.turns) for e in episodes) <= 3
+    keys = ["train/loss", "train/pg_loss", "train/entropy", "train/success", "train/reward", "train/horizon"]
+    if estimator == "gae":  # the value head and its optimizer state come back too
+        keys += ["train/value_loss", "train/explained_variance"]
     for expected, got in zip(straight[2:], resumed):
-        for key in ("train/loss", "train/pg_loss", "train/entropy", "train/success", "train/reward", "train/horizon"):
+        for key in keys:
             assert got[key] == expected[key], key
     assert read_jsonl(tmp_path / "straight" / "run" / "rollouts" / "step-000004.jsonl") == read_jsonl(
         tmp_path / "split" / "run" / "rollouts" / "step-000004.jsonl"
@@ -71,7 +78,7 @@ def test_the_update_scores_exactly_the_tokens_the_rollout_sampled(tmp_path):
         settings = trainer._settings(3, Sampling(0.7))
         episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(6)], settings)
         batch = _Batch(episodes, trainer.tokenizer.pad_token_id, trainer.device)
-        logprobs = trainer._logprobs(trainer.model, batch)
+        logprobs, _ = trainer._score(trainer.model, batch)
     for row, episode in enumerate(episodes):
         # Position t of the batch scores token t + 1 of the episode.
         positions = [t for t, trained in enumerate(episode.loss_mask) if trained]
@@ -87,16 +94,48 @@ def test_resume_refuses_a_changed_schedule(tmp_path):
             pass
 
 
+def test_ppo_value_head_learns_the_expected_return_of_a_state(tmp_path):
+    """PPO with GAE on `coin`, whose reward is fixed by the first observation (heads 1, tails 0):
+    updates on one batch fit the value head until it explains nearly all the returns' variance."""
+    with GymServer([CoinEnv], port=0).run_in_thread() as url:
+        config = tiny_config(
+            tmp_path,
+            env={"name": "coin", "server": url, "options": {}},
+            horizon=1,
+            algorithm={"estimator": "gae", "value_lr": 3e-3, "minibatches": 2},
+        )
+        with Trainer(config) as trainer:
+            settings = trainer._settings(1, Sampling(1.0))
+            episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(16)], settings)
+            trace = [trainer.update(episodes) for _ in range(30)]
+    assert sorted(e.reward for e in episodes) == [0.0] * 8 + [1.0] * 8
+    assert trace[0]["explained_variance"] == pytest.approx(0.0) and trace[0]["value_loss"] > 0.1
+    last = trace[-5:]
+    assert sum(t["explained_variance"] for t in last) / len(last) > 0.75
+    assert max(t["value_loss"] for t in last) < 0.25 * trace[0]["value_loss"]
+
+
+def test_resume_refuses_a_changed_estimator(tmp_path):
+    run(tiny_config(tmp_path, algorithm={"estimator": "gae"}, train={"steps": 1}))
+    with pytest.raises(ResumeError, match="value head"):
+        with Trainer(tiny_config(tmp_path, algorithm={"estimator": "grpo"}, train={"resume": True})):
+            pass
+
+
 def test_train_command_runs_from_a_yaml_config(tmp_path, capsys):
     config = tiny_config(tmp_path)
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config.to_dict()))  # JSON is YAML
-    assert main(["train", str(path), "--steps", "1", "--no-progress"]) == 0
+    assert main(["train", str(path), "--set", "algorithm.estimator", "--no-progress"]) == 2
+    assert "--set needs KEY=VALUE" in capsys.readouterr().out
+    assert main(["train", str(path), "--steps", "1", "--no-progress", "--set", "algorithm.estimator=gae",
+                 "--set", "algorithm.value_lr=1e-3"]) == 0
     out = capsys.readouterr().out
     assert "eval success" in out and "done: 1 steps" in out
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["algorithm"]["value_lr"] == 1e-3
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     for key in ("train/success", "train/reward", "train/turns", "train/horizon", "train/kl", "train/entropy",
-                "train/loss", "train/tokens_per_s", "eval/success"):
+                "train/loss", "train/tokens_per_s", "eval/success", "train/value_loss", "train/explained_variance"):
         assert key in record
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert latest_checkpoint(tmp_path / "run") is not None
@@ -104,12 +143,16 @@ def test_train_command_runs_from_a_yaml_config(tmp_path, capsys):
 
 def test_bad_configs_are_refused_with_the_key_named(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("env: {name: guess}\nmodel: {path: m}\nalgorithm: {estimator: gae}\n")
-    with pytest.raises(ConfigError, match="critic"):
+    path.write_text("env: {name: guess}\nmodel: {path: m}\nalgorithm: {estimator: ppo}\n")
+    with pytest.raises(ConfigError, match="algorithm.estimator must be one of grpo, .*gae"):
         load_config(path)
     assert main(["train", str(path)]) == 2
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['stepz'\] in train"):
         tiny_config(tmp_path, train={"stepz": 3})
+    with pytest.raises(ConfigError, match="algorithm.gamma"):
+        tiny_config(tmp_path, algorithm={"estimator": "gae", "gamma": 0})
+    with pytest.raises(ConfigError, match="algorithm.value_clip must be >= 0"):
+        tiny_config(tmp_path, algorithm={"estimator": "gae", "value_clip": -1})
     with pytest.raises(ConfigError, match="algorithm.lr must be float"):
         tiny_config(tmp_path, algorithm={"lr": "fast"})
     assert tiny_config(tmp_path, algorithm={"lr": "1e-3"}).algorithm.lr == 1e-3  # YAML 1.1 reads 1e-3 as text
