@@ -7,6 +7,11 @@
 A dropped connection costs the caller nothing: the client reconnects, resumes every session with
 its token and re-sends what was unanswered with the same sequence numbers, which the server
 executes once or answers from its record.
+
+The client uses only what the server's welcome lists (GW-HANDSHAKE-5): without `batch`, step_batch
+steps the sessions one by one; without `heartbeat`, it sends no pings; without `resume`, sessions
+are lost with their connection; `deadline_ms` without `deadlines`, or a cancel without `cancel`,
+raises MissingCapability before anything is sent.
 """
 
 from __future__ import annotations
@@ -60,9 +65,26 @@ log = logging.getLogger("gymwire.client")
 
 _UNCERTAIN = (ErrorCode.TIMEOUT, ErrorCode.CANCELLED)
 
+# Requests that only a server listing the capability accepts, and what to do without it.
+_REQUEST_CAPABILITY = {"step_batch": "batch", "cancel": "cancel", "resume": "resume"}
+_INSTEAD = {
+    "batch": "step the sessions one by one",
+    "cancel": "wait for the request's answer instead",
+    "resume": "close the session and open a new one",
+    "deadlines": "call without deadline_ms",
+}
+
 
 class ConnectionLost(ConnectionError):
     """The server could not be reached again within the reconnect budget."""
+
+
+class MissingCapability(RuntimeError):
+    """The server's welcome does not list a capability the call needs (GW-HANDSHAKE-5); nothing was sent."""
+
+    def __init__(self, capability: str, message: str) -> None:
+        super().__init__(message)
+        self.capability = capability
 
 
 class GymClient:
@@ -115,6 +137,25 @@ class GymClient:
     def limits(self) -> Limits:
         return self.welcome.limits if self.welcome else Limits()
 
+    def supports(self, capability: str) -> bool:
+        """Whether the server's welcome lists `capability`: the client uses no other (GW-HANDSHAKE-5)."""
+        return self.welcome is not None and capability in self.welcome.capabilities
+
+    def _require(self, capability: str, instead: str | None = None) -> None:
+        if not self.supports(capability):
+            raise MissingCapability(
+                capability,
+                f"the server at {self.url} does not support {capability!r} (not in its welcome); "
+                f"{instead or _INSTEAD[capability]}",
+            )
+
+    def _check_capabilities(self, message: Message) -> None:
+        capability = _REQUEST_CAPABILITY.get(message.type)
+        if capability is not None:
+            self._require(capability)
+        if getattr(message, "deadline_ms", None) is not None:
+            self._require("deadlines")
+
     async def connect(self) -> "GymClient":
         await self._connect_once()
         self._slots = asyncio.Semaphore(self.limits.max_inflight)
@@ -161,7 +202,11 @@ class GymClient:
         self._ws = ws
         self._last_heard = time.monotonic()
         self._reader = asyncio.get_running_loop().create_task(self._read_forever(ws))
-        self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_forever(ws))
+        # Without `heartbeat` the server neither pings nor expects pings: silence is no sign of a
+        # half-open connection, so there is nothing to watch.
+        self._heartbeat = (
+            asyncio.get_running_loop().create_task(self._heartbeat_forever(ws)) if self.supports("heartbeat") else None
+        )
         return ws
 
     async def close(self) -> None:
@@ -271,6 +316,11 @@ class GymClient:
         """Resume every session on the new connection, re-send what is unanswered, and only then
         let new requests through: sent earlier, they would reach sessions not resumed yet."""
         lost: set[str] = set()
+        why = "session lost while disconnected"
+        if not self.supports("resume"):
+            why += ": the server does not support resume; open a new session"
+            lost.update(self.sessions)
+            self.sessions.clear()
         for session in list(self.sessions.values()):
             try:
                 await self._roundtrip(ws, Resume(id=next(self._ids), session=session.id, resume_token=session.resume_token))
@@ -283,12 +333,14 @@ class GymClient:
             # Requests made while these sends wait are picked up by the next round.
             for request_id, (message, future) in unsent:
                 sent.add(request_id)
-                if getattr(message, "session", None) in lost:
+                try:
+                    if getattr(message, "session", None) in lost:
+                        raise ProtocolError(ErrorCode.UNKNOWN_SESSION, why, session=message.session)  # type: ignore[attr-defined]
+                    self._check_capabilities(message)  # the server now answering may offer less
+                except (ProtocolError, MissingCapability) as exc:
                     self._pending.pop(request_id, None)
                     if not future.done():
-                        future.set_exception(
-                            ProtocolError(ErrorCode.UNKNOWN_SESSION, "session lost while disconnected", session=message.session)  # type: ignore[attr-defined]
-                        )
+                        future.set_exception(exc)
                     continue
                 await ws.send(self.codec.encode(message))
         if ws is not self._ws:
@@ -334,6 +386,7 @@ class GymClient:
             raise ConnectionLost("client is closed")
         if not self._connected.is_set() and (self._reconnecting is None or self._reconnecting.done()):
             raise ConnectionLost(f"not connected to {self.url} and not reconnecting (budget spent); make a new client")
+        self._check_capabilities(message)
         request_id = message.id  # type: ignore[attr-defined]
         frame = self.codec.encode(message)
         limit = self.limits.max_frame_bytes
@@ -399,10 +452,17 @@ class GymClient:
     async def step_batch(
         self, steps: Sequence[tuple["ClientSession", str]], deadline_ms: int | None = None
     ) -> list[StepResult | ProtocolError]:
-        """Step many sessions in one frame. Each entry is the step's result or its typed error."""
+        """Step many sessions in one frame. Each entry is the step's result or its typed error.
+
+        Against a server without `batch` the steps go one by one, with the same results."""
+        if deadline_ms is not None:
+            self._require("deadlines")
+        for session, _ in steps:
+            await session._sync_if_uncertain()  # all of them before any seq is taken
+        if not self.supports("batch"):
+            return await self._step_one_by_one(steps, deadline_ms)
         items = []
         for session, action in steps:
-            await session._sync_if_uncertain()
             session.seq += 1
             items.append(BatchStep(session=session.id, seq=session.seq, action=action))
         try:
@@ -420,6 +480,25 @@ class GymClient:
             else:
                 session._note_result(result)
                 out.append(result)
+        return out
+
+    async def _step_one_by_one(
+        self, steps: Sequence[tuple["ClientSession", str]], deadline_ms: int | None
+    ) -> list[StepResult | ProtocolError]:
+        # As a batch would (GW-BATCH-3/4): in order within a session, concurrently across sessions.
+        out: list[Any] = [None] * len(steps)
+        positions: dict[ClientSession, list[int]] = {}
+        for position, (session, _) in enumerate(steps):
+            positions.setdefault(session, []).append(position)
+
+        async def step_session(session: ClientSession, its_positions: list[int]) -> None:
+            for position in its_positions:
+                try:
+                    out[position] = await session.step(steps[position][1], deadline_ms)
+                except ProtocolError as exc:
+                    out[position] = exc
+
+        await asyncio.gather(*(step_session(session, its) for session, its in positions.items()))
         return out
 
 
@@ -444,6 +523,10 @@ class ClientSession:
         # After a TIMEOUT or CANCELLED the server may or may not have run the request: ask it.
         if not self._uncertain:
             return
+        self.client._require(
+            "resume",
+            f"session {self.id} is in an unknown state after a TIMEOUT or CANCELLED answer; close it and open a new one",
+        )
         resumed = await self.client.request(
             Resume(id=self.client.next_id(), session=self.id, resume_token=self.resume_token)
         )
@@ -465,6 +548,8 @@ class ClientSession:
         self.done = result.terminated or result.truncated
 
     async def step(self, action: str, deadline_ms: int | None = None) -> StepResult:
+        if deadline_ms is not None:
+            self.client._require("deadlines")  # before the seq is taken
         await self._sync_if_uncertain()
         self.seq += 1
         if not isinstance(action, str):
@@ -484,6 +569,8 @@ class ClientSession:
     async def reset(
         self, *, split: str | None = None, index: int | None = None, seed: int | None = None, deadline_ms: int | None = None
     ) -> Observation:
+        if deadline_ms is not None:
+            self.client._require("deadlines")  # before the seq is taken
         await self._sync_if_uncertain()
         task = TaskRef(split=split, index=index, seed=seed) if (split is not None or seed is not None) else None
         self.seq += 1
