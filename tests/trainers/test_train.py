@@ -158,8 +158,10 @@ def test_bad_configs_are_refused_with_the_key_named(tmp_path):
     assert tiny_config(tmp_path, algorithm={"lr": "1e-3"}).algorithm.lr == 1e-3  # YAML 1.1 reads 1e-3 as text
 
 
-def test_tiny_model_learns_guess_from_the_reward(tmp_path):
-    """The README's example config, shortened: the reward alone takes a random model well past chance."""
+@pytest.mark.parametrize("estimator", ["grpo", "gae"])
+def test_tiny_model_learns_guess_from_the_reward(tmp_path, estimator):
+    """The README's example config, shortened: the reward alone takes a random model well past chance,
+    with GRPO and with PPO's critic."""
     example = Path(__file__).resolve().parents[2] / "examples" / "guess-tiny.yaml"
     config = load_config(
         example,
@@ -171,6 +173,7 @@ def test_tiny_model_learns_guess_from_the_reward(tmp_path):
             "train.checkpoint_every": 0,
             "train.rollouts_every": 0,
             "train.progress": False,
+            "algorithm.estimator": estimator,
         },
     )
     history = run(config)
