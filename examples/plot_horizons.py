@@ -1,7 +1,7 @@
 """Success vs training step for a fixed and a staged turn limit (ScalingInter-RL), on `guess`.
 
-    python examples/plot_horizons.py                       # writes docs/horizon.png
-    python examples/plot_horizons.py --high 31 --steps 300 --fixed 8 --staged 3,5,8@80
+    python examples/plot_horizons.py --parallel            # writes docs/horizon.png (~20 min on 2 cores)
+    python examples/plot_horizons.py --high 7 --fixed 3 --staged 2,3@50 --steps 150 --estimator grpo
 
 Both runs start from the same tiny random model (built once) and the same seed, and differ only
 in the horizon schedule. Evaluation always uses the longest limit, so the curves are comparable.
@@ -10,15 +10,18 @@ in the horizon schedule. Evaluation always uses the longest limit, so the curves
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import time
 from pathlib import Path
 
-from gymwire.trainers.config import load_config
+import yaml
+
+from gymwire.trainers.config import TrainConfig, load_config
 from gymwire.trainers.trainer import Trainer
 
 
-def train(base: Path, args: argparse.Namespace, name: str, horizon: str) -> list[dict]:
+def run_config(base: Path, args: argparse.Namespace, name: str, horizon: str) -> TrainConfig:
     overrides = {
         "output_dir": str(args.out / name),
         "model.path": str(args.out / "model"),  # shared: both runs start from the same weights
@@ -30,9 +33,16 @@ def train(base: Path, args: argparse.Namespace, name: str, horizon: str) -> list
         "train.checkpoint_every": 0,
         "train.progress": not args.quiet,
         "rollout.episode_tokens": args.episode_tokens,
+        "algorithm.estimator": args.estimator,
     }
-    config = load_config(base, overrides)
-    with Trainer(config) as trainer:
+    for assignment in args.set:
+        key, _, value = assignment.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    return load_config(base, overrides)
+
+
+def train(base: Path, args: argparse.Namespace, name: str, horizon: str) -> list[dict]:
+    with Trainer(run_config(base, args, name, horizon)) as trainer:
         return trainer.train()
 
 
@@ -41,44 +51,84 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path(__file__).with_name("guess-tiny.yaml"))
     parser.add_argument("--high", type=int, default=15, help="guess a number in 1..HIGH (15: 4 turns of binary search)")
     parser.add_argument("--fixed", default="6", help="the fixed horizon")
-    parser.add_argument("--staged", default="2,4,6@40", help="the staged horizon: turns per stage @ steps per stage")
-    parser.add_argument("--steps", type=int, default=120)
-    parser.add_argument("--eval-every", type=int, default=20)
+    parser.add_argument("--staged", default="3,4,6@75", help="the staged horizon: turns per stage @ steps per stage")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--estimator", default="gae", help="algorithm.estimator (gae learned guess 1..15 here, grpo hardly)")
     parser.add_argument("--episode-tokens", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("runs/horizons"))
     parser.add_argument("--png", type=Path, default=Path("docs/horizon.png"))
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (as gymwire train --set)")
+    parser.add_argument("--parallel", action="store_true", help="train both schedules at once, one process each")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; each gets its own tiny model and runs")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from OUT/seed-*/histories.json")
     args = parser.parse_args()
 
+    runs = {f"fixed {args.fixed}": f"fixed:{args.fixed}", f"staged {args.staged}": f"staged:{args.staged}"}
+    if not args.replot:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            train_seed(args, seed, runs)
+    histories = {path.parent.name: json.loads(path.read_text()) for path in sorted(args.out.glob("seed-*/histories.json"))}
+    if not histories:
+        raise SystemExit(f"no {args.out}/seed-*/histories.json to plot; run without --replot first")
+    plot(args, histories)
+    print(f"wrote {args.png}")
+
+
+def train_seed(args: argparse.Namespace, seed: int, runs: dict[str, str]) -> None:
+    seed_args = argparse.Namespace(**{**vars(args), "out": args.out / f"seed-{seed}", "set": [*args.set, f"seed={seed}"]})
+    if args.parallel:
+        # Build the shared model first, so the two processes do not race to create it.
+        with Trainer(run_config(args.config, seed_args, "build", "fixed:1")):
+            pass
+    results = {}
+    with concurrent.futures.ProcessPoolExecutor(max_workers=2 if args.parallel else 1) as pool:
+        started = time.perf_counter()
+        futures = {label: pool.submit(train, args.config, seed_args, label.split()[0], horizon) for label, horizon in runs.items()}
+        for label, future in futures.items():
+            results[label] = future.result()
+            final = results[label][-1]["eval/success"]
+            print(f"seed {seed}, {label}: {time.perf_counter() - started:.0f} s, final eval success {final:.3f}")
+    (seed_args.out / "histories.json").write_text(json.dumps(results))
+
+
+def plot(args: argparse.Namespace, histories: dict[str, dict[str, list[dict]]]) -> None:
+    """Train success (moving average over 10 steps) and test success per seed, thin; the mean of
+    the seeds' test success, thick."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {f"fixed {args.fixed}": f"fixed:{args.fixed}", f"staged {args.staged}": f"staged:{args.staged}"}
-    results = {}
-    for label, horizon in runs.items():
-        started = time.perf_counter()
-        results[label] = train(args.config, args, label.split()[0], horizon)
-        print(f"{label}: {time.perf_counter() - started:.0f} s, final eval success {results[label][-1]['eval/success']:.3f}")
-
     figure, (train_axis, eval_axis) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for label, history in results.items():
-        steps = [r["step"] for r in history]
-        train_axis.plot(steps, [r["train/success"] for r in history], label=label, alpha=0.8)
-        evals = [r for r in history if "eval/success" in r]
-        eval_axis.plot([r["step"] for r in evals], [r["eval/success"] for r in evals], marker="o", label=label)
-    train_axis.set(title="train episodes (at the step's turn limit)", xlabel="step", ylabel="success rate")
-    eval_axis.set(title=f"test split, greedy, {max(int(args.fixed), int(args.staged.split('@')[0].split(',')[-1]))} turns", xlabel="step")
+    labels = list(next(iter(histories.values())))
+    for color, label in zip(("tab:blue", "tab:orange"), labels):
+        eval_curves = []
+        for history in (runs[label] for runs in histories.values()):
+            success = [r["train/success"] for r in history]
+            smooth = [sum(success[max(0, i - 9) : i + 1]) / len(success[max(0, i - 9) : i + 1]) for i in range(len(success))]
+            train_axis.plot([r["step"] for r in history], smooth, color=color, alpha=0.6, linewidth=1)
+            evals = [(r["step"], r["eval/success"]) for r in history if "eval/success" in r]
+            eval_axis.plot(*zip(*evals), color=color, alpha=0.35, linewidth=1)
+            eval_curves.append(evals)
+        steps = [step for step, _ in eval_curves[0]]
+        mean = [sum(curve[i][1] for curve in eval_curves) / len(eval_curves) for i in range(len(steps))]
+        eval_axis.plot(steps, mean, color=color, marker="o", linewidth=2, label=f"{label} (mean of {len(eval_curves)})")
+        train_axis.plot([], [], color=color, label=label)
+    train_axis.set(title="train episodes, at the step's turn limit (10-step mean)", xlabel="step", ylabel="success rate")
+    eval_axis.set(title=f"test split (100 tasks), greedy, {args.fixed} turns", xlabel="step")
+    chance = 1 - (1 - 1 / args.high) ** int(args.fixed)  # a uniformly random number every turn
     for axis in (train_axis, eval_axis):
+        axis.axhline(chance, color="gray", linestyle=":", label=f"random numbers, {args.fixed} turns")
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle(f"guess 1..{args.high}, tiny GPT-2 from scratch, GRPO")
+    seeds = ", ".join(name.removeprefix("seed-") for name in histories)
+    plural = "s" if len(histories) > 1 else ""
+    figure.suptitle(f"guess 1..{args.high}, tiny GPT-2 from scratch, {args.estimator}, seed{plural} {seeds}")
     figure.tight_layout()
     args.png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.png, dpi=110)
-    (args.out / "histories.json").write_text(json.dumps(results))
-    print(f"wrote {args.png}")
 
 
 if __name__ == "__main__":
