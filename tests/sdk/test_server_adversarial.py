@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import random
 import tracemalloc
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -771,7 +772,9 @@ def _rss_kib() -> int:
 
 def _alive(*classes: type) -> int:
     gc.collect()
-    return sum(isinstance(obj, classes) for obj in gc.get_objects())
+    with warnings.catch_warnings():  # isinstance on torch's deprecated module attributes warns
+        warnings.simplefilter("ignore", FutureWarning)
+        return sum(isinstance(obj, classes) for obj in gc.get_objects())
 
 
 async def test_thousands_of_sessions_leave_nothing_behind(make_server):
