@@ -457,6 +457,8 @@ class GymClient:
         Against a server without `batch` the steps go one by one, with the same results."""
         if deadline_ms is not None:
             self._require("deadlines")
+        for session, action in steps:
+            _check_action(action)
         for session, _ in steps:
             await session._sync_if_uncertain()  # all of them before any seq is taken
         if not self.supports("batch"):
@@ -470,6 +472,10 @@ class GymClient:
         except ProtocolError as exc:
             for session, _ in steps:
                 session._note_error(exc)
+            raise
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            for session, _ in steps:
+                session._uncertain = True  # given up here, but the server may run the steps
             raise
         out: list[StepResult | ProtocolError] = []
         for (session, _), result in zip(steps, reply.results):  # type: ignore[attr-defined]
@@ -500,6 +506,11 @@ class GymClient:
 
         await asyncio.gather(*(step_session(session, its) for session, its in positions.items()))
         return out
+
+
+def _check_action(action: Any) -> None:
+    if not isinstance(action, str):
+        raise TypeError(f"an action is text, got {type(action).__name__}")
 
 
 class ClientSession:
@@ -535,6 +546,19 @@ class ClientSession:
         self.done = resumed.state == "finished"  # type: ignore[attr-defined]
         self._uncertain = False
 
+    async def _request(self, message: Message) -> Message:
+        """Send a request that took a seq, and keep the seq bookkeeping right however it ends."""
+        try:
+            return await self.client.request(message)
+        except ProtocolError as exc:
+            self._note_error(exc)
+            raise
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            # Given up here (request_timeout, or the caller cancelled), but the server may still
+            # run it: ask before the next request instead of guessing the seq.
+            self._uncertain = True
+            raise
+
     def _note_error(self, error: ProtocolError) -> None:
         if error.code in _UNCERTAIN:
             self._uncertain = True
@@ -550,19 +574,14 @@ class ClientSession:
     async def step(self, action: str, deadline_ms: int | None = None) -> StepResult:
         if deadline_ms is not None:
             self.client._require("deadlines")  # before the seq is taken
+        _check_action(action)
         await self._sync_if_uncertain()
         self.seq += 1
-        if not isinstance(action, str):
-            raise TypeError(f"an action is text, got {type(action).__name__}")
         # Every field is already typed by this client: skip validation on the hot path.
         message = Step.model_construct(
             id=self.client.next_id(), session=self.id, seq=self.seq, action=action, deadline_ms=deadline_ms
         )
-        try:
-            result = await self.client.request(message)
-        except ProtocolError as exc:
-            self._note_error(exc)
-            raise
+        result = await self._request(message)
         self._note_result(result)  # type: ignore[arg-type]
         return result  # type: ignore[return-value]
 
@@ -575,11 +594,7 @@ class ClientSession:
         task = TaskRef(split=split, index=index, seed=seed) if (split is not None or seed is not None) else None
         self.seq += 1
         message = Reset(id=self.client.next_id(), session=self.id, seq=self.seq, task=task, deadline_ms=deadline_ms)
-        try:
-            result = await self.client.request(message)
-        except ProtocolError as exc:
-            self._note_error(exc)
-            raise
+        result = await self._request(message)
         self.observation = result.observation  # type: ignore[attr-defined]
         self.turns = 0
         self.done = False
