@@ -132,7 +132,10 @@ class Codec:
         except ProtocolError:
             raise
         except (ValueError, TypeError, RecursionError, OverflowError, UnicodeError, msgpack.ExtraData) as exc:
-            raise ProtocolError(ErrorCode.BAD_FRAME, f"undecodable {self.encoding.value} frame: {_short(exc)}") from None
+            hint = ""
+            if self.binary and bytes(frame[:1]) in (b"{", b"["):
+                hint = " (it looks like JSON: send binary msgpack frames, or connect with gymwire.v1+json)"
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"undecodable {self.encoding.value} frame: {_short(exc)}{hint}") from None
         except Exception as exc:  # msgpack may raise its own exception types on hostile input
             raise ProtocolError(ErrorCode.BAD_FRAME, f"undecodable {self.encoding.value} frame: {_short(exc)}") from None
 

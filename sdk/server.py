@@ -440,12 +440,12 @@ class GymServer:
         self.metrics.connection(+1)
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(conn))
         log.info("connection from %s (%s)", conn.peer, ws.subprotocol)
-        # JSON frames are read as bytes: invalid UTF-8 is then the codec's BAD_FRAME (GW-FRAME-3),
-        # not websockets' 1007 close. msgpack connections keep text frames as str to refuse them.
-        decode = None if codec.binary else False
+        # Frames are read as bytes, text frames too: invalid UTF-8 is then the codec's BAD_FRAME on an
+        # open connection (GW-FRAME-3), not websockets' 1007 close. On a msgpack connection a text
+        # frame cannot decode as a msgpack map (no UTF-8 text starts with one), so it is BAD_FRAME too.
         try:
             while True:
-                frame = await ws.recv(decode=decode)
+                frame = await ws.recv(decode=False)
                 conn.last_heard = _now()
                 await self._on_frame(conn, frame)
         except ConnectionClosed:
