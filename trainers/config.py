@@ -95,6 +95,7 @@ class AlgorithmSection:
     loss_agg: str = "token-mean"
     kl_coef: float = 0.0  # > 0 keeps a frozen copy of the initial model as the KL reference
     kl_kind: str = "low_var_kl"
+    kl_in: str = "loss"  # "loss": a KL term in the loss; "reward": a per-token penalty on the reward
     entropy_coef: float = 0.0
     max_grad_norm: float | None = 1.0
 
@@ -249,6 +250,8 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"algorithm.loss_agg must be one of {AGGREGATIONS}, got {algorithm.loss_agg!r}")
     if algorithm.kl_kind not in KL_KINDS:
         raise ConfigError(f"algorithm.kl_kind must be one of {KL_KINDS}, got {algorithm.kl_kind!r}")
+    if algorithm.kl_in not in ("loss", "reward"):
+        raise ConfigError(f"algorithm.kl_in must be 'loss' (a KL loss term) or 'reward' (a KL penalty), got {algorithm.kl_in!r}")
     rollout = config.rollout
     if rollout.group_size < 2 and algorithm.estimator in ("grpo", "rloo", "reinforce_pp_baseline"):
         raise ConfigError(f"rollout.group_size must be >= 2 for {algorithm.estimator} (it compares episodes of a task)")

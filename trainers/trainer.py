@@ -25,7 +25,16 @@ from .chat import ChatFormat
 from .config import ConfigError, TrainConfig
 from .hf_policy import autocast_for
 from .advantages import masked_whiten
-from .losses import entropy_from_logits, kl_loss, masked_mean, policy_loss, token_logprobs, value_loss
+from .losses import (
+    apply_kl_to_rewards,
+    entropy_from_logits,
+    kl_loss,
+    kl_penalty,
+    masked_mean,
+    policy_loss,
+    token_logprobs,
+    value_loss,
+)
 from .policy import Sampling, make_policy
 from .rollout import Episode, EpisodeSpec, RolloutClient, RolloutSettings, write_jsonl
 
@@ -235,6 +244,11 @@ class Trainer:
             batch.width - 1,
             action_mask=batch.action_mask.cpu(),
         )
+        kl_in_reward = ref_logprobs is not None and algorithm.kl_in == "reward"
+        if kl_in_reward:
+            # The rollout policy's KL to the reference, per action token, taken off the reward.
+            kl_tokens = kl_penalty(old_logprobs, ref_logprobs, algorithm.kl_kind, batch.action_mask)
+            token_rewards = apply_kl_to_rewards(token_rewards, kl_tokens.cpu(), batch.action_mask.cpu(), algorithm.kl_coef)
         advantages, returns = compute_advantages(
             algorithm.estimator,
             token_rewards,
@@ -272,11 +286,11 @@ class Trainer:
                 if algorithm.entropy_coef:
                     loss = loss - algorithm.entropy_coef * entropy
                 stats["entropy"] = entropy.item()
-                if ref_logprobs is not None:
+                if ref_logprobs is not None and not kl_in_reward:
                     kl = kl_loss(logprobs, ref_logprobs[rows], mask, kind=algorithm.kl_kind, agg=algorithm.loss_agg)
                     loss = loss + algorithm.kl_coef * kl
                     stats["kl"] = kl.item()
-                else:
+                elif not kl_in_reward:
                     stats["kl"] = stats["approx_kl"]
                 if values is not None:
                     critic_loss, critic_stats = value_loss(
@@ -295,6 +309,8 @@ class Trainer:
                 updates += 1
         stats = {key: value / updates for key, value in totals.items()}
         stats["advantage_abs"] = masked_mean(advantages.abs(), batch.action_mask).item()
+        if kl_in_reward:
+            stats["kl"] = masked_mean(kl_tokens, batch.action_mask).item()
         if old_values is not None:
             stats["explained_variance"] = _explained_variance(old_values, returns, batch.action_mask)
         return stats

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from gymwire.sdk.cli import main
 from gymwire.sdk.server import GymServer
@@ -13,6 +14,7 @@ from gymwire.trainers.config import ConfigError, TrainConfig, load_config
 from gymwire.trainers.rollout import read_jsonl
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.rollout import EpisodeSpec
+from gymwire.trainers import trainer as trainer_module
 from gymwire.trainers.trainer import ResumeError, Trainer, _Batch, latest_checkpoint
 from trainer_envs import CoinEnv
 
@@ -115,6 +117,31 @@ def test_ppo_value_head_learns_the_expected_return_of_a_state(tmp_path):
     assert max(t["value_loss"] for t in last) < 0.25 * trace[0]["value_loss"]
 
 
+@pytest.mark.parametrize("kl_in", ["loss", "reward"])
+def test_kl_to_the_reference_is_a_loss_term_or_a_reward_penalty(tmp_path, monkeypatch, kl_in):
+    seen = []
+    real = trainer_module.compute_advantages
+    monkeypatch.setattr(trainer_module, "compute_advantages", lambda name, rewards, *a, **k: seen.append(rewards) or real(name, rewards, *a, **k))
+    config = tiny_config(tmp_path, algorithm={"estimator": "reinforce_pp", "kl_coef": 0.5, "kl_in": kl_in, "kl_kind": "k3"})
+    with Trainer(config) as trainer:
+        settings = trainer._settings(3, Sampling(1.0))
+        episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(8)], settings)
+        first = trainer.update(episodes)  # one minibatch, scored before its step: the policy is the reference
+        with torch.no_grad():
+            for parameter in trainer.model.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+        moved = trainer.update(episodes)
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6) and moved["kl"] > 1e-3
+    reward = sum(e.reward for e in episodes)
+    action_tokens = sum(sum(e.loss_mask) for e in episodes)
+    if kl_in == "loss":
+        assert moved["loss"] == pytest.approx(moved["pg_loss"] + 0.5 * moved["kl"], rel=1e-5)
+        assert seen[1].sum().item() == pytest.approx(reward)
+    else:  # no KL in the loss; the reward pays 0.5 x the rollout's KL on every action token
+        assert moved["loss"] == pytest.approx(moved["pg_loss"], rel=1e-6)
+        assert seen[1].sum().item() == pytest.approx(reward - 0.5 * moved["kl"] * action_tokens, rel=1e-4)
+
+
 def test_resume_refuses_a_changed_estimator(tmp_path):
     run(tiny_config(tmp_path, algorithm={"estimator": "gae"}, train={"steps": 1}))
     with pytest.raises(ResumeError, match="value head"):
@@ -151,6 +178,8 @@ def test_bad_configs_are_refused_with_the_key_named(tmp_path):
         tiny_config(tmp_path, train={"stepz": 3})
     with pytest.raises(ConfigError, match="algorithm.gamma"):
         tiny_config(tmp_path, algorithm={"estimator": "gae", "gamma": 0})
+    with pytest.raises(ConfigError, match="algorithm.kl_in must be 'loss'"):
+        tiny_config(tmp_path, algorithm={"kl_in": "advantage"})
     with pytest.raises(ConfigError, match="algorithm.value_clip must be >= 0"):
         tiny_config(tmp_path, algorithm={"estimator": "gae", "value_clip": -1})
     with pytest.raises(ConfigError, match="algorithm.lr must be float"):
