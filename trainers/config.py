@@ -153,8 +153,13 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     for dotted, value in (overrides or {}).items():
         *parents, leaf = dotted.split(".")
         node = data
-        for key in parents:
-            node = node.setdefault(key, {})
+        for depth, key in enumerate(parents):
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ConfigError(f"cannot set {dotted}: {where} is {node!r} in the config, not a section; set {where} itself")
         node[leaf] = value
     return TrainConfig.from_dict(data)
 
@@ -242,10 +247,12 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"algorithm.estimator must be one of {', '.join(ESTIMATORS)}, got {algorithm.estimator!r}")
     if not 0 < algorithm.gamma <= 1 or not 0 <= algorithm.lam <= 1:
         raise ConfigError(f"need 0 < algorithm.gamma <= 1 and 0 <= algorithm.lam <= 1, got {algorithm.gamma} and {algorithm.lam}")
-    for name in ("vf_coef", "value_clip", "value_lr", "entropy_coef", "kl_coef"):
+    for name in ("vf_coef", "value_lr", "entropy_coef", "kl_coef"):
         value = getattr(algorithm, name)
         if value is not None and value < 0:
             raise ConfigError(f"algorithm.{name} must be >= 0, got {value}")
+    if algorithm.value_clip is not None and algorithm.value_clip <= 0:
+        raise ConfigError(f"algorithm.value_clip must be > 0 (a value may move that far per update) or null, got {algorithm.value_clip}")
     if algorithm.loss_agg not in AGGREGATIONS:
         raise ConfigError(f"algorithm.loss_agg must be one of {AGGREGATIONS}, got {algorithm.loss_agg!r}")
     if algorithm.kl_kind not in KL_KINDS:

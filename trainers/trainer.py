@@ -20,11 +20,10 @@ from typing import Any
 
 import torch
 
-from .advantages import compute_advantages, place_rewards
+from .advantages import compute_advantages, masked_whiten, place_rewards
 from .chat import ChatFormat
 from .config import ConfigError, TrainConfig
 from .hf_policy import autocast_for
-from .advantages import masked_whiten
 from .losses import (
     apply_kl_to_rewards,
     entropy_from_logits,
@@ -127,8 +126,9 @@ class Trainer:
         self.value_head = None
         if algorithm.estimator == "gae":
             self.value_head = ValueHead(self.model.config.hidden_size).to(self.device)
-            value_lr = algorithm.lr if algorithm.value_lr is None else algorithm.value_lr
-            groups.append({"params": list(self.value_head.parameters()), "lr": value_lr})
+            groups.append({"params": list(self.value_head.parameters())})
+        for group, lr in zip(groups, self._learning_rates()):
+            group["lr"] = lr
         self.trained_parameters = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.AdamW(groups, lr=algorithm.lr, betas=algorithm.betas, weight_decay=algorithm.weight_decay)
         self.task_rng = random.Random(cfg.seed)
@@ -157,6 +157,11 @@ class Trainer:
             seed=self.config.seed,
         )
         build_tiny_model(path, corpus, spec)
+
+    def _learning_rates(self) -> list[float]:
+        """Per optimizer group: the model's, then the value head's."""
+        algorithm = self.config.algorithm
+        return [algorithm.lr, algorithm.lr if algorithm.value_lr is None else algorithm.value_lr]
 
     # ------------------------------------------------------------------ the loop
 
@@ -321,10 +326,21 @@ class Trainer:
         return self.config.rollout.temperature or 1.0
 
     def _forward(self, model: Any, batch: "_Batch", rows: torch.Tensor, values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (and the value head's values when `values`) predicting positions 1.. of `rows`."""
-        with autocast_for(self.device):
-            out = model(input_ids=batch.input_ids[rows], attention_mask=batch.attention[rows], output_hidden_states=values)
-        return out.logits[:, :-1], self.value_head(out.hidden_states[-1][:, :-1]) if values else None
+        """Logits (and the value head's values when `values`) predicting positions 1.. of `rows`.
+
+        Values read the hidden states where the LM head reads them (a hook on its input): any
+        architecture, and no copy of every layer's states as output_hidden_states would keep."""
+        final_hidden: list[torch.Tensor] = []
+        hook = None
+        if values:
+            hook = model.get_output_embeddings().register_forward_pre_hook(lambda _, args: final_hidden.append(args[0]))
+        try:
+            with autocast_for(self.device):
+                logits = model(input_ids=batch.input_ids[rows], attention_mask=batch.attention[rows]).logits[:, :-1]
+        finally:
+            if hook is not None:
+                hook.remove()
+        return logits, self.value_head(final_hidden[-1][:, :-1]) if values else None
 
     @torch.no_grad()
     def _score(self, model: Any, batch: "_Batch", values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -389,7 +405,7 @@ class Trainer:
                 "resume with the same schedule or start a new output_dir"
             )
         if (state.get("value_head") is None) != (self.value_head is None):
-            trained = "with" if state["value_head"] is not None else "without"
+            trained = "with" if state.get("value_head") is not None else "without"
             raise ResumeError(
                 f"{path} was trained {trained} a value head (estimator gae), the config now says "
                 f"{self.config.algorithm.estimator}; resume with the same estimator or start a new output_dir"
@@ -398,6 +414,8 @@ class Trainer:
             self.value_head.load_state_dict(state["value_head"])
         self.step = state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(self.optimizer.param_groups, self._learning_rates()):
+            group["lr"] = lr  # the config's, should it have changed since the checkpoint
         self.task_rng.setstate(state["task_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():

@@ -142,11 +142,48 @@ def test_kl_to_the_reference_is_a_loss_term_or_a_reward_penalty(tmp_path, monkey
         assert seen[1].sum().item() == pytest.approx(reward - 0.5 * moved["kl"] * action_tokens, rel=1e-4)
 
 
-def test_resume_refuses_a_changed_estimator(tmp_path):
+def test_values_at_a_position_see_only_the_tokens_up_to_it(tmp_path):
+    """values[:, t] is V of the state before token t+1 is generated: changing token t+1 leaves it
+    alone and changes values[:, t+1]."""
+    with Trainer(tiny_config(tmp_path, algorithm={"estimator": "gae"})) as trainer:
+        torch.nn.init.normal_(trainer.value_head.linear.weight)
+        settings = trainer._settings(3, Sampling(1.0))
+        episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", 0)], settings)
+        batch = _Batch(episodes, trainer.tokenizer.pad_token_id, trainer.device)
+        rows = torch.tensor([0])
+        _, values = trainer._forward(trainer.model, batch, rows, values=True)
+        t = int(batch.action_mask[0].nonzero()[0])  # token t+1 is the first generated one
+        batch.input_ids[0, t + 1] = (batch.input_ids[0, t + 1] + 1) % len(trainer.tokenizer)
+        _, changed = trainer._forward(trainer.model, batch, rows, values=True)
+    assert torch.equal(changed[0, : t + 1], values[0, : t + 1])
+    assert changed[0, t + 1] != values[0, t + 1]
+
+
+def test_resume_refuses_a_changed_estimator_and_takes_a_changed_learning_rate(tmp_path):
     run(tiny_config(tmp_path, algorithm={"estimator": "gae"}, train={"steps": 1}))
     with pytest.raises(ResumeError, match="value head"):
         with Trainer(tiny_config(tmp_path, algorithm={"estimator": "grpo"}, train={"resume": True})):
             pass
+    resumed = tiny_config(tmp_path, algorithm={"estimator": "gae", "lr": 1e-4, "value_lr": 5e-4}, train={"resume": True})
+    with Trainer(resumed) as trainer:
+        assert trainer.step == 1 and [g["lr"] for g in trainer.optimizer.param_groups] == [1e-4, 5e-4]
+    # A checkpoint from before value heads were saved holds no "value_head" entry at all.
+    state_file = latest_checkpoint(resumed.output_dir) / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=False)
+    del state["value_head"]
+    torch.save(state, state_file)
+    with pytest.raises(ResumeError, match="trained without a value head"):
+        with Trainer(resumed):
+            pass
+
+
+def test_set_overrides_reach_into_empty_sections_and_refuse_scalars(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("env: {name: guess}\nmodel: {path: m, tiny: null}\nalgorithm:\nhorizon: 'staged:2,4@50'\n")
+    config = load_config(path, {"algorithm.estimator": "gae", "model.tiny.n_layer": 1})
+    assert config.algorithm.estimator == "gae" and config.model.tiny.n_layer == 1
+    with pytest.raises(ConfigError, match="horizon is 'staged:2,4@50' in the config, not a section"):
+        load_config(path, {"horizon.stage_steps": 1})
 
 
 def test_train_command_runs_from_a_yaml_config(tmp_path, capsys):
@@ -180,7 +217,7 @@ def test_bad_configs_are_refused_with_the_key_named(tmp_path):
         tiny_config(tmp_path, algorithm={"estimator": "gae", "gamma": 0})
     with pytest.raises(ConfigError, match="algorithm.kl_in must be 'loss'"):
         tiny_config(tmp_path, algorithm={"kl_in": "advantage"})
-    with pytest.raises(ConfigError, match="algorithm.value_clip must be >= 0"):
+    with pytest.raises(ConfigError, match="algorithm.value_clip must be > 0"):
         tiny_config(tmp_path, algorithm={"estimator": "gae", "value_clip": -1})
     with pytest.raises(ConfigError, match="algorithm.lr must be float"):
         tiny_config(tmp_path, algorithm={"lr": "fast"})
