@@ -1,6 +1,6 @@
 """Success vs training step for a fixed and a staged turn limit (ScalingInter-RL), on `guess`.
 
-    python examples/plot_horizons.py --parallel --seeds 0,1  # writes docs/horizon.png (~17 min per seed, 2 cores)
+    python examples/plot_horizons.py --parallel --seeds 0,1,2  # writes docs/horizon.png (~16 min per seed, 2 cores)
     python examples/plot_horizons.py --high 7 --fixed 3 --staged 2,3@50 --steps 150 --estimator grpo
 
 Both runs start from the same tiny random model (built once) and the same seed, and differ only
