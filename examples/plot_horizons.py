@@ -15,9 +15,7 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
-from gymwire.trainers.config import TrainConfig, load_config
+from gymwire.trainers.config import TrainConfig, load_config, parse_assignments
 from gymwire.trainers.trainer import Trainer
 
 
@@ -35,10 +33,7 @@ def run_config(base: Path, args: argparse.Namespace, name: str, horizon: str) ->
         "rollout.episode_tokens": args.episode_tokens,
         "algorithm.estimator": args.estimator,
     }
-    for assignment in args.set:
-        key, _, value = assignment.partition("=")
-        overrides[key] = yaml.safe_load(value)
-    return load_config(base, overrides)
+    return load_config(base, {**overrides, **parse_assignments(args.set)})
 
 
 def train(base: Path, args: argparse.Namespace, name: str, horizon: str) -> list[dict]:

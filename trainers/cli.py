@@ -32,21 +32,13 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import yaml
+    from .config import ConfigError, load_config, parse_assignments
 
-    from .config import ConfigError, load_config
-
-    overrides: dict[str, Any] = {}
-    for assignment in args.set:
-        key, equals, value = assignment.partition("=")
-        if not equals or not key:
-            print(f"gymwire train: --set needs KEY=VALUE (e.g. --set algorithm.lr=1e-4), got {assignment!r}")
-            return 2
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            print(f"gymwire train: --set {key}: the value is not valid YAML: {exc}")
-            return 2
+    try:
+        overrides = parse_assignments(args.set)
+    except ConfigError as exc:
+        print(f"gymwire train: {exc}")
+        return 2
     for key, value in (
         ("train.steps", args.steps),
         ("output_dir", args.output_dir),

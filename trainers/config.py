@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from .horizon import Horizon, HorizonConfigError, horizon_from_config
 from .policy import POLICY_BACKENDS
 
-__all__ = ["ConfigError", "TrainConfig", "load_config"]
+__all__ = ["ConfigError", "TrainConfig", "load_config", "parse_assignments"]
 
 
 class ConfigError(ValueError):
@@ -135,6 +135,22 @@ class TrainConfig:
         config = _build(cls, data, "")
         _validate(config)
         return config
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`["algorithm.lr=1e-4", ...]` (the `--set` options) as overrides for load_config; values are YAML."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        key, equals, value = assignment.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"--set needs KEY=VALUE (e.g. --set algorithm.lr=1e-4), got {assignment!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: the value is not valid YAML: {exc}") from None
+    return overrides
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:

@@ -291,12 +291,12 @@ class Trainer:
                 if algorithm.entropy_coef:
                     loss = loss - algorithm.entropy_coef * entropy
                 stats["entropy"] = entropy.item()
-                if ref_logprobs is not None and not kl_in_reward:
+                if ref_logprobs is None:
+                    stats["kl"] = stats["approx_kl"]
+                elif not kl_in_reward:  # else the KL is on the reward already
                     kl = kl_loss(logprobs, ref_logprobs[rows], mask, kind=algorithm.kl_kind, agg=algorithm.loss_agg)
                     loss = loss + algorithm.kl_coef * kl
                     stats["kl"] = kl.item()
-                elif not kl_in_reward:
-                    stats["kl"] = stats["approx_kl"]
                 if values is not None:
                     critic_loss, critic_stats = value_loss(
                         values, old_values[rows], returns[rows], mask, clip=algorithm.value_clip, agg=algorithm.loss_agg

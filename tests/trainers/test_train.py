@@ -38,6 +38,12 @@ def tiny_config(tmp_path, **sections) -> TrainConfig:
     return TrainConfig.from_dict(data)
 
 
+def play(trainer: Trainer, count: int, turns: int, temperature: float = 1.0) -> list:
+    """Episodes of train tasks 0..count-1 with the trainer's current policy."""
+    settings = trainer._settings(turns, Sampling(temperature))
+    return trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(count)], settings)
+
+
 def run(config: TrainConfig) -> list[dict]:
     with Trainer(config) as trainer:
         return trainer.train()
@@ -77,8 +83,7 @@ def test_resume_at_a_stage_boundary_repeats_the_uninterrupted_run_exactly(tmp_pa
 def test_the_update_scores_exactly_the_tokens_the_rollout_sampled(tmp_path):
     config = tiny_config(tmp_path, rollout={"temperature": 0.7, "turn_tokens": 3})
     with Trainer(config) as trainer:
-        settings = trainer._settings(3, Sampling(0.7))
-        episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(6)], settings)
+        episodes = play(trainer, 6, turns=3, temperature=0.7)
         batch = _Batch(episodes, trainer.tokenizer.pad_token_id, trainer.device)
         logprobs, _ = trainer._score(trainer.model, batch)
     for row, episode in enumerate(episodes):
@@ -107,8 +112,7 @@ def test_ppo_value_head_learns_the_expected_return_of_a_state(tmp_path):
             algorithm={"estimator": "gae", "value_lr": 3e-3, "minibatches": 2},
         )
         with Trainer(config) as trainer:
-            settings = trainer._settings(1, Sampling(1.0))
-            episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(16)], settings)
+            episodes = play(trainer, 16, turns=1)
             trace = [trainer.update(episodes) for _ in range(30)]
     assert sorted(e.reward for e in episodes) == [0.0] * 8 + [1.0] * 8
     assert trace[0]["explained_variance"] == pytest.approx(0.0) and trace[0]["value_loss"] > 0.1
@@ -124,8 +128,7 @@ def test_kl_to_the_reference_is_a_loss_term_or_a_reward_penalty(tmp_path, monkey
     monkeypatch.setattr(trainer_module, "compute_advantages", lambda name, rewards, *a, **k: seen.append(rewards) or real(name, rewards, *a, **k))
     config = tiny_config(tmp_path, algorithm={"estimator": "reinforce_pp", "kl_coef": 0.5, "kl_in": kl_in, "kl_kind": "k3"})
     with Trainer(config) as trainer:
-        settings = trainer._settings(3, Sampling(1.0))
-        episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(8)], settings)
+        episodes = play(trainer, 8, turns=3)
         first = trainer.update(episodes)  # one minibatch, scored before its step: the policy is the reference
         with torch.no_grad():
             for parameter in trainer.model.parameters():
@@ -147,8 +150,7 @@ def test_values_at_a_position_see_only_the_tokens_up_to_it(tmp_path):
     alone and changes values[:, t+1]."""
     with Trainer(tiny_config(tmp_path, algorithm={"estimator": "gae"})) as trainer:
         torch.nn.init.normal_(trainer.value_head.linear.weight)
-        settings = trainer._settings(3, Sampling(1.0))
-        episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", 0)], settings)
+        episodes = play(trainer, 1, turns=3)
         batch = _Batch(episodes, trainer.tokenizer.pad_token_id, trainer.device)
         rows = torch.tensor([0])
         _, values = trainer._forward(trainer.model, batch, rows, values=True)
