@@ -13,8 +13,21 @@ def builtin_envs() -> dict[str, str]:
     return {entry.name: entry.value for entry in metadata.entry_points(group="gymwire.envs")}
 
 
+def env_factories() -> dict[str, metadata.EntryPoint]:
+    """prefix -> factory of environment classes built from a spec (`agentgym:webshop=URL`)."""
+    return {entry.name: entry for entry in metadata.entry_points(group="gymwire.env_factories")}
+
+
 def resolve_env(spec: str) -> type[Environment]:
-    """A built-in name (`guess`) or an import path (`mypkg.myenv:MyEnv`) -> the Environment class."""
+    """A built-in name (`guess`), a factory spec (`agentgym:webshop=http://...`) or an import path
+    (`mypkg.myenv:MyEnv`) -> the Environment class."""
+    prefix, _, argument = spec.partition(":")
+    factory = env_factories().get(prefix)
+    if factory is not None:
+        try:
+            return factory.load()(argument)
+        except ImportError as exc:
+            raise ValueError(f"cannot load {prefix!r} environments: {exc}") from exc
     builtins = builtin_envs()
     path = builtins.get(spec, spec)
     if ":" not in path:

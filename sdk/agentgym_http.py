@@ -1,0 +1,360 @@
+"""Serve gymwire environments with AgentGym's HTTP API, so AgentGym's `agentenv` clients (and
+AgentGym-RL's trainer) use them unchanged: `gymwire agentgym-serve textcraft --port 36001`.
+
+Each environment speaks one dialect of `agentgym_api.DIALECTS` (by default the one of its own name,
+else TextCraft's) under `/<name>/` — and also at `/` when only one is served, which is where
+AgentGym's clients look (`env_server_base` + `/create`). What it adds to AgentGym's servers: sessions
+idle past `--idle-timeout` are closed, every error is an `{"error": ...}` answer (never a dropped
+connection), a step after the end of an episode is refused, and sync environments run in a thread
+pool so one slow step does not stall the others.
+
+A task index (`data_idx`, `session_id`, `item_id`, ... as the dialect names it) is the index into one
+split of the environment (`--split`, default its first); environments without splits take it as seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterator
+
+from .agentgym_api import DIALECTS, Dialect
+from .environment import Environment, Task, TaskError, as_observation
+from .runners import EnvCrashed, EnvRunner, InlineRunner, ThreadRunner
+
+__all__ = ["AgentGymFacade", "register"]
+
+log = logging.getLogger("gymwire.agentgym_http")
+
+DEFAULT_DIALECT = "textcraft"
+
+
+@dataclass
+class _Session:
+    runner: EnvRunner
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    observation: str = ""
+    done: bool = False
+    score: float = 0.0
+    last_active: float = field(default_factory=time.monotonic)
+
+
+class _Served:
+    """One environment class behind one dialect, with its sessions (ids count from 0, as AgentGym's)."""
+
+    def __init__(self, cls: type[Environment], dialect: Dialect, split: str | None) -> None:
+        self.cls, self.dialect = cls, dialect
+        splits = cls.splits
+        if split is not None and split not in splits:
+            raise ValueError(f"{cls.name} has no split {split!r}; it has {sorted(splits) or 'none (seeds only)'}")
+        self.split = split or next(iter(splits), None)
+        self.sessions: dict[int, _Session] = {}
+        self.ids = itertools.count()
+
+    def task(self, index: int) -> Task:
+        return Task(split=self.split, index=index) if self.split is not None else Task(seed=index)
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class AgentGymFacade:
+    """An aiohttp application answering AgentGym's API for the given environment classes."""
+
+    def __init__(
+        self,
+        envs: list[tuple[type[Environment], str | None]],
+        split: str | None = None,
+        idle_timeout_s: float = 3600.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.served: dict[str, _Served] = {}
+        for cls, dialect_name in envs:
+            if cls.name in self.served:
+                raise ValueError(f"two environments are named {cls.name!r}")
+            name = dialect_name or (cls.name if cls.name in DIALECTS else DEFAULT_DIALECT)
+            if name not in DIALECTS:
+                raise ValueError(f"unknown AgentGym dialect {name!r}; known: {', '.join(sorted(DIALECTS))}")
+            self.served[cls.name] = _Served(cls, DIALECTS[name], split)
+        self.idle_timeout_s = idle_timeout_s
+        self.host, self.port = host, port
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="agentgym-env")
+        self._runner: Any = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def app(self) -> Any:
+        from aiohttp import web
+
+        app = web.Application()
+        prefixes = [""] if len(self.served) == 1 else []
+        for name, served in self.served.items():
+            for prefix in [f"/{name}", *prefixes]:
+                app.router.add_get(f"{prefix}/", self._handler(served, self._hello))
+                app.router.add_post(f"{prefix}/create", self._handler(served, self._create))
+                app.router.add_post(f"{prefix}/reset", self._handler(served, self._reset))
+                app.router.add_post(f"{prefix}/step", self._handler(served, self._step))
+                app.router.add_get(f"{prefix}/observation", self._handler(served, self._observation))
+                app.router.add_post(f"{prefix}/close", self._handler(served, self._close))
+        return app
+
+    async def start(self) -> "AgentGymFacade":
+        from aiohttp import web
+
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - the bound port when 0 was asked
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+        return self
+
+    async def stop(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        for served in self.served.values():
+            for session_id in list(served.sessions):
+                await self._drop(served, session_id)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> "AgentGymFacade":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    @contextlib.contextmanager
+    def run_in_thread(self) -> Iterator[str]:
+        """Serve on a private event loop in a thread (for sync callers and tests); yields the URL."""
+        import threading
+
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        thread = threading.Thread(target=loop.run_forever, daemon=True, name="agentgym-facade")
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=30)
+            ready.set()
+            yield self.url
+        finally:
+            if ready.is_set():
+                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            loop.close()
+
+    async def _reap_forever(self) -> None:
+        period = max(0.05, min(self.idle_timeout_s / 4, 30.0))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for served in self.served.values():
+                for session_id, session in list(served.sessions.items()):
+                    if not session.lock.locked() and now - session.last_active > self.idle_timeout_s:
+                        log.info("closing %s session %s: idle past %g s", served.cls.name, session_id, self.idle_timeout_s)
+                        await self._drop(served, session_id)
+
+    async def _drop(self, served: _Served, session_id: int) -> None:
+        session = served.sessions.pop(session_id, None)
+        if session is not None:
+            try:
+                await session.runner.close()
+            except EnvCrashed as exc:
+                log.warning("closing %s session %s: %s", served.cls.name, session_id, exc)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _handler(self, served: _Served, method: Callable[[_Served, Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            body: Any = dict(request.query)
+            if request.method == "POST" and request.can_read_body:
+                try:
+                    body = await request.json()
+                except ValueError as exc:
+                    body = exc
+            try:
+                if not isinstance(body, dict):
+                    raise _BadRequest(f"the body must be a JSON object ({body})")
+                answer = await method(served, body)
+            except _BadRequest as exc:
+                answer = {"error": str(exc)}
+            # AgentGym's convention: errors too are HTTP 200 with {"error": ...}.
+            return web.json_response(answer)
+
+        return handle
+
+    def _session(self, served: _Served, body: dict[str, Any]) -> tuple[int, _Session]:
+        key = served.dialect.id_key
+        try:
+            session_id = int(body[key])
+        except (KeyError, TypeError, ValueError):
+            raise _BadRequest(f"give the session as {key!r} (the number /create answered)") from None
+        session = served.sessions.get(session_id)
+        if session is None:
+            raise _BadRequest(f"no session {session_id}; it was closed, reaped, or never created")
+        session.last_active = time.monotonic()
+        return session_id, session
+
+    async def _hello(self, served: _Served, body: dict[str, Any]) -> str:
+        return f"This is gymwire's {served.cls.name} environment, served with AgentGym's {served.dialect.title} API."
+
+    async def _create(self, served: _Served, body: dict[str, Any]) -> Any:
+        cls, d = served.cls, served.dialect
+        env = cls()
+        runner = InlineRunner(env) if cls.is_async() or cls.inline else ThreadRunner(env, self.executor)
+        session_id = next(served.ids)
+        session = served.sessions[session_id] = _Session(runner)
+        if d.create_answer == "int":
+            return session_id
+        answer: dict[str, Any] = {d.id_key: session_id}
+        if d.create_resets:  # this family's client reads a first observation from /create
+            failed = await self._reset_session(served, session, 0)
+            if failed is not None:
+                await self._drop(served, session_id)
+                return failed
+            answer.update({d.observation_key: session.observation, "done": False, "reward": 0})
+        return answer
+
+    async def _reset_session(self, served: _Served, session: _Session, index: int) -> dict[str, str] | None:
+        async with session.lock:
+            try:
+                observation = await session.runner.reset(served.task(index))
+            except (TaskError, EnvCrashed) as exc:
+                return {"error": str(exc)}
+            session.observation = as_observation(observation).text or ""
+            session.done, session.score = False, 0.0
+        return None
+
+    async def _reset(self, served: _Served, body: dict[str, Any]) -> Any:
+        d = served.dialect
+        session_id, session = self._session(served, body)
+        try:
+            index = int(body.get(d.reset_key) or 0)
+        except (TypeError, ValueError):
+            raise _BadRequest(f"{d.reset_key!r} must be a whole number") from None
+        failed = await self._reset_session(served, session, index)
+        if failed is not None:
+            return failed
+        if d.reset_answer == "pair":
+            return [session.observation, None]
+        if d.reset_answer == "text":
+            return session.observation
+        answer: dict[str, Any] = {d.id_key: session_id, d.observation_key: session.observation, "reward": 0, d.done_key: False}
+        if d.score_key:
+            answer[d.score_key] = 0
+        if d.prefix_key:  # gymwire has no separate task description: it is part of the observation
+            answer[d.prefix_key] = ""
+        if d.actions_key:
+            answer[d.actions_key] = []
+        return answer
+
+    async def _step(self, served: _Served, body: dict[str, Any]) -> Any:
+        d = served.dialect
+        _, session = self._session(served, body)
+        action = body.get("action")
+        if not isinstance(action, str):
+            raise _BadRequest("give the action as a string in 'action'")
+        async with session.lock:
+            if session.done:
+                return {"error": "the episode has finished; reset the session to play another"}
+            try:
+                result = await session.runner.step(action)
+            except EnvCrashed as exc:
+                return {"error": str(exc)}
+            session.observation = as_observation(result.observation).text or ""
+            session.done = bool(result.terminated or result.truncated)
+            session.score += float(result.reward)
+        answer: dict[str, Any] = {d.observation_key: session.observation, "reward": result.reward, d.done_key: session.done}
+        if d.score_key:
+            answer[d.score_key] = session.score
+        if d.done_key == "terminated":
+            answer["truncated"] = bool(result.truncated)
+        if d.actions_key:
+            answer[d.actions_key] = []
+        return answer
+
+    async def _observation(self, served: _Served, body: dict[str, Any]) -> Any:
+        return self._session(served, body)[1].observation
+
+    async def _close(self, served: _Served, body: dict[str, Any]) -> Any:
+        session_id, _ = self._session(served, body)
+        await self._drop(served, session_id)
+        return {"closed": True}
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def _parse_env(spec: str) -> tuple[str, str | None]:
+    """`textcraft` or `mypkg.env:Env=webshop` -> (environment spec, dialect or None)."""
+    env, sep, name = spec.rpartition("=")
+    return (env, name) if sep and name in DIALECTS else (spec, None)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .registry import resolve_env
+
+    try:
+        import aiohttp  # noqa: F401 - fail here with the install line, not inside the event loop
+    except ImportError:
+        print("gymwire agentgym-serve: needs aiohttp; pip install 'gymwire[agentgym]'", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        envs = [(resolve_env(env), dialect) for env, dialect in map(_parse_env, args.envs)]
+        facade = AgentGymFacade(envs, split=args.split, idle_timeout_s=args.idle_timeout, host=args.host, port=args.port)
+    except ValueError as exc:
+        print(f"gymwire agentgym-serve: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        await facade.start()
+        routes = ", ".join(f"{facade.url}/{name} ({s.dialect.title} API)" for name, s in facade.served.items())
+        print(f"gymwire: serving with AgentGym's HTTP API: {routes} (Ctrl-C stops)", file=sys.stderr)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await facade.stop()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"gymwire agentgym-serve: cannot listen on {args.host}:{args.port}: {exc}; choose another --port", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "agentgym-serve",
+        help="serve environments with AgentGym's HTTP API (for AgentGym's agentenv clients)",
+        description="Serve gymwire environments with AgentGym's HTTP API. ENV is a built-in name or module:Class, "
+        f"optionally =DIALECT to speak another family's dialect ({', '.join(sorted(DIALECTS))}); "
+        f"by default an environment named like a family speaks its dialect, others {DEFAULT_DIALECT}'s.",
+    )
+    parser.add_argument("envs", nargs="+", metavar="ENV[=DIALECT]")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=36001, help="port (default 36001; 0 picks a free one)")
+    parser.add_argument("--split", help="the split task indices refer to (default: each environment's first)")
+    parser.add_argument("--idle-timeout", type=float, default=3600.0, metavar="S",
+                        help="close sessions idle this many seconds (default 3600)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(handler=_serve)
