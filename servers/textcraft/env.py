@@ -30,6 +30,7 @@ from typing import ClassVar, Iterator
 from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
 
+from .agentgym_profile import agentgym_episode, shown
 from .actions import USAGE, ActionParseError, Craft, Get, ShowInventory, parse_action, quote
 from .recipes import RECIPES_ENV_VAR, Ingredient, Recipe, RecipeBook, load_book
 
@@ -99,6 +100,9 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
                 "textcraft takes no recipes_dir option: the server's operator chooses the recipes "
                 f"(${RECIPES_ENV_VAR} or TextCraftEnv.with_recipes)"
             )
+        self._agentgym = agentgym_episode(self._book.source, task)  # None unless `profile: agentgym`
+        if self._agentgym is not None:
+            return Observation(text=self._agentgym.observation, data={"goal": shown(self._agentgym.goal), "profile": "agentgym"})
         split, index = self._resolve(task)
         self.goal = self._book.splits[split][index]
         self.inventory: Counter[str] = Counter()
@@ -108,6 +112,8 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         )
 
     def step(self, action: str) -> StepResult:
+        if self._agentgym is not None:
+            return self._agentgym.step(action)
         try:
             command = parse_action(action)
             if isinstance(command, ShowInventory):
