@@ -10,6 +10,8 @@ pool so one slow step does not stall the others.
 
 A task index (`data_idx`, `session_id`, `item_id`, ... as the dialect names it) is the index into one
 split of the environment (`--split`, default its first); environments without splits take it as seed.
+`--option KEY=VALUE` passes session options to every reset, e.g. `--option profile=agentgym` for
+TextCraft as AgentGym plays it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import sys
 import time
@@ -49,8 +52,8 @@ class _Session:
 class _Served:
     """One environment class behind one dialect, with its sessions (ids count from 0, as AgentGym's)."""
 
-    def __init__(self, cls: type[Environment], dialect: Dialect, split: str | None) -> None:
-        self.cls, self.dialect = cls, dialect
+    def __init__(self, cls: type[Environment], dialect: Dialect, split: str | None, options: dict[str, Any]) -> None:
+        self.cls, self.dialect, self.options = cls, dialect, options
         splits = cls.splits
         if split is not None and split not in splits:
             raise ValueError(f"{cls.name} has no split {split!r}; it has {sorted(splits) or 'none (seeds only)'}")
@@ -59,7 +62,9 @@ class _Served:
         self.ids = itertools.count()
 
     def task(self, index: int) -> Task:
-        return Task(split=self.split, index=index) if self.split is not None else Task(seed=index)
+        if self.split is not None:
+            return Task(split=self.split, index=index, options=dict(self.options))
+        return Task(seed=index, options=dict(self.options))
 
 
 class _BadRequest(Exception):
@@ -73,6 +78,7 @@ class AgentGymFacade:
         self,
         envs: list[tuple[type[Environment], str | None]],
         split: str | None = None,
+        options: dict[str, Any] | None = None,
         idle_timeout_s: float = 3600.0,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -84,7 +90,7 @@ class AgentGymFacade:
             name = dialect_name or (cls.name if cls.name in DIALECTS else DEFAULT_DIALECT)
             if name not in DIALECTS:
                 raise ValueError(f"unknown AgentGym dialect {name!r}; known: {', '.join(sorted(DIALECTS))}")
-            self.served[cls.name] = _Served(cls, DIALECTS[name], split)
+            self.served[cls.name] = _Served(cls, DIALECTS[name], split, dict(options or {}))
         self.idle_timeout_s = idle_timeout_s
         self.host, self.port = host, port
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="agentgym-env")
@@ -309,6 +315,17 @@ def _parse_env(spec: str) -> tuple[str, str | None]:
     return (env, name) if sep and name in DIALECTS else (spec, None)
 
 
+def _parse_option(text: str) -> tuple[str, Any]:
+    """`profile=agentgym` -> ("profile", "agentgym"); a JSON value (`images=true`, `low=5`) is decoded."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--option {text!r}: expected KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .registry import resolve_env
 
@@ -320,7 +337,10 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         envs = [(resolve_env(env), dialect) for env, dialect in map(_parse_env, args.envs)]
-        facade = AgentGymFacade(envs, split=args.split, idle_timeout_s=args.idle_timeout, host=args.host, port=args.port)
+        options = dict(_parse_option(option) for option in args.option)
+        facade = AgentGymFacade(
+            envs, split=args.split, options=options, idle_timeout_s=args.idle_timeout, host=args.host, port=args.port
+        )
     except ValueError as exc:
         print(f"gymwire agentgym-serve: {exc}", file=sys.stderr)
         return 2
@@ -354,6 +374,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=36001, help="port (default 36001; 0 picks a free one)")
     parser.add_argument("--split", help="the split task indices refer to (default: each environment's first)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="session option for every reset (repeatable), e.g. profile=agentgym")
     parser.add_argument("--idle-timeout", type=float, default=3600.0, metavar="S",
                         help="close sessions idle this many seconds (default 3600)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

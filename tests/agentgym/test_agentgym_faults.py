@@ -160,6 +160,19 @@ def test_facade_answers_like_agentgym_and_refuses_bad_requests():
         assert "error" in _post(url + "/step", {"id": 0, "action": "1"})
 
 
+def test_facade_passes_session_options_agentgym_textcraft_through_agentgyms_client_protocol():
+    # As AgentGym's TextCraft client does it (agentenv/agentenv/envs/textcraft.py): /create answers
+    # id and a first observation, /reset takes data_idx, the client sends the cleaned action.
+    facade = AgentGymFacade([(resolve_env("textcraft"), None)], options={"profile": "agentgym"})
+    with facade.run_in_thread() as url:
+        created = _post(url + "/create", {"minecraft_dir": "agentenv_textcraft/", "commands": None, "goal": None})
+        assert created["observation"].endswith("Goal: craft acacia planks.")  # AgentGym's data_idx 0
+        _post(url + "/reset", {"id": created["id"], "data_idx": 0})
+        assert _post(url + "/step", {"id": 0, "action": "get 1 acacia logs"})["observation"] == "Got 1 acacia logs"
+        step = _post(url + "/step", {"id": 0, "action": "craft 4 acacia planks using 1 acacia logs"})
+        assert step == {"observation": "Crafted 4 minecraft:acacia_planks", "reward": 1.0, "done": True}
+
+
 def test_facade_serves_several_envs_under_their_names_and_speaks_webshop():
     # WebShop's client (agentenv/agentenv/envs/webshop.py): create answers a bare int, requests carry
     # env_idx, reset sends session_id and answers [text, null], step answers `state`.
@@ -194,6 +207,7 @@ async def test_facade_reaps_idle_sessions():
         (["serve", "agentgym:maze=http://127.0.0.1:1,tasks=-1"], "must be >= 1"),
         (["agentgym-serve", "nosuch"], "unknown environment"),
         (["agentgym-serve", "guess", "--split", "dev"], "no split 'dev'"),
+        (["agentgym-serve", "guess", "--option", "profile"], "expected KEY=VALUE"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys):
