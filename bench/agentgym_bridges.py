@@ -12,9 +12,11 @@ transport's), one session stepping in a loop, then `--sessions` stepping concurr
 4. bridge: the gymwire client stepping a gymwire server whose environment is the AgentGym bridge,
    which posts /step to the facade of 2 (an AgentGym server as gymwire serves it).
 
-Facade overhead per step = 2 - 1. Bridge overhead per step = 4 - 3 - (2 - 1): what the bridge adds
-beyond the HTTP hop it makes. Every server runs in this process, each on its own thread and event
-loop, so client and servers share the GIL and the machine's cores: the figures are upper bounds.
+Latency overheads: facade = 2 - 1; bridge = 4 - 3 - (2 - 1), what the bridge adds beyond the HTTP
+hop it makes. On a loaded machine latencies mostly measure waiting for a core, so the script also
+reads each server process's CPU time (/proc) over the timed steps: the facade's CPU per step is its
+whole cost, and the bridge's is its server's CPU per step minus the direct gymwire server's. Each server is its own process started with the command line
+(`gymwire agentgym-serve`, `gymwire serve`), as it would be deployed; the client is this process.
 """
 
 from __future__ import annotations
@@ -24,22 +26,53 @@ import asyncio
 import json
 import os
 import platform
+import contextlib
+import socket
 import statistics
+import subprocess
+import sys
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 import aiohttp
 
-from gymwire.protocol import Limits
-from gymwire.sdk.agentgym_http import AgentGymFacade
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.environment import Task
-from gymwire.sdk.server import GymServer
-from gymwire.servers.agentgym import bridge_class
 from gymwire.servers.guess import GuessEnv
 
 ACTION = "Action: 0"  # never right (the number is 1..100): an episode that never ends
 MAX_TURNS = 1_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def command(*args: str) -> Iterator[tuple[int, int]]:
+    """Run `gymwire ARGS --port P` in a child process until its port answers; yields (P, pid)."""
+    port = free_port()
+    child = subprocess.Popen([sys.executable, "-m", "gymwire.sdk.cli", *args, "--port", str(port), "--log-level", "warning"])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gymwire {' '.join(args)} did not start")
+            time.sleep(0.1)
+        yield port, child.pid
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
 
 
 def summary(latencies: list[float]) -> dict[str, float]:
@@ -51,15 +84,33 @@ def summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
-async def timed_steps(step: Callable[[], Awaitable[object]], steps: int) -> list[float]:
-    for _ in range(min(100, steps)):  # warm-up
-        await step()
-    latencies = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        await step()
-        latencies.append(time.perf_counter() - start)
-    return latencies
+async def interleaved(paths: dict[str, tuple[Callable[[], Awaitable[object]], dict[str, int]]], steps: int, rounds: int) -> dict[str, dict]:
+    """Latency figures of `steps` steps per path, and the CPU per step of the server processes each
+    path names. The paths take turns, `steps / rounds` steps at a time, so a change in the
+    machine's load during the run touches all of them alike."""
+    for step, _ in paths.values():  # warm-up
+        for _ in range(min(100, steps)):
+            await step()
+    latencies: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, dict[str, float]] = {name: dict.fromkeys(servers, 0.0) for name, (_, servers) in paths.items()}
+    per_round = max(1, steps // rounds)
+    for _ in range(rounds):
+        for name, (step, servers) in paths.items():
+            before = {server: cpu_seconds(pid) for server, pid in servers.items()}
+            for _ in range(per_round):
+                start = time.perf_counter()
+                await step()
+                latencies[name].append(time.perf_counter() - start)
+            for server, pid in servers.items():
+                cpu[name][server] += cpu_seconds(pid) - before[server]
+    figures = {}
+    for name in paths:
+        count = len(latencies[name])
+        figures[name] = {
+            **summary(latencies[name]),
+            "server_cpu_us_per_step": {server: round(total / count * 1e6, 1) for server, total in cpu[name].items()},
+        }
+    return figures
 
 
 async def concurrent_rate(make_step: Callable[[], Awaitable[Callable[[], Awaitable[object]]]], sessions: int, steps: int) -> float:
@@ -76,24 +127,21 @@ async def concurrent_rate(make_step: Callable[[], Awaitable[Callable[[], Awaitab
     return round(per_session * sessions / (time.perf_counter() - start), 1)
 
 
-async def measure(steps: int, sessions: int) -> dict[str, object]:
-    results: dict[str, object] = {}
-    limits = Limits(max_sessions=4 * sessions + 8)
-    facade = AgentGymFacade([(GuessEnv, "textcraft")], split="test")
-    direct = GymServer([GuessEnv], port=0, limits=limits)
-    with facade.run_in_thread() as facade_url, direct.run_in_thread() as direct_url:
-        bridged = GymServer([bridge_class(f"textcraft={facade_url},name=bridged,tasks=100")], port=0, limits=limits)
-        with bridged.run_in_thread() as bridged_url:
+async def measure(steps: int, sessions: int, rounds: int) -> dict[str, object]:
+    with command("agentgym-serve", "guess", "--split", "test") as (facade_port, facade_pid), command("serve", "guess") as (
+        direct_port,
+        direct_pid,
+    ):
+        facade_url, direct_url = f"http://127.0.0.1:{facade_port}", f"ws://127.0.0.1:{direct_port}"
+        with command("serve", f"agentgym:textcraft={facade_url},name=bridged,tasks=100") as (bridged_port, bridged_pid):
+            bridged_url = f"ws://127.0.0.1:{bridged_port}"
             env = GuessEnv()
             env.reset(Task(split="test", index=3))
 
             async def in_process() -> object:
                 return env.step(ACTION)
 
-            print(f"1/4 in-process: {steps} steps", flush=True)
-            results["in_process"] = summary(await timed_steps(in_process, steps))
-
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession() as http, GymClient(direct_url) as direct, GymClient(bridged_url) as bridged:
 
                 async def facade_session() -> Callable[[], Awaitable[object]]:
                     async with http.post(f"{facade_url}/create", json={}) as created:
@@ -107,24 +155,32 @@ async def measure(steps: int, sessions: int) -> dict[str, object]:
 
                     return step
 
-                print(f"2/4 facade: {steps} steps, then {sessions} sessions", flush=True)
-                results["facade"] = summary(await timed_steps(await facade_session(), steps))
-                results["facade"]["concurrent_steps_per_s"] = await concurrent_rate(facade_session, sessions, steps)
-
-            for number, (key, url, env_name, split) in enumerate(
-                [("gymwire", direct_url, "guess", "test"), ("bridge", bridged_url, "bridged", "all")], start=3
-            ):
-                async with GymClient(url) as client:
-
-                    async def gymwire_session() -> Callable[[], Awaitable[object]]:
-                        session = await client.open(env_name, split=split, index=3, max_turns=MAX_TURNS)
+                def gymwire_session(client: GymClient, name: str, split: str) -> Callable[[], Awaitable[Callable[[], Awaitable[object]]]]:
+                    async def make() -> Callable[[], Awaitable[object]]:
+                        session = await client.open(name, split=split, index=3, max_turns=MAX_TURNS)
                         return lambda: session.step(ACTION)
 
-                    print(f"{number}/4 {key}: {steps} steps, then {sessions} sessions", flush=True)
-                    results[key] = summary(await timed_steps(await gymwire_session(), steps))
-                    results[key]["concurrent_steps_per_s"] = await concurrent_rate(gymwire_session, sessions, steps)
+                    return make
+
+                makers = {
+                    "facade": facade_session,
+                    "gymwire": gymwire_session(direct, "guess", "test"),
+                    "bridge": gymwire_session(bridged, "bridged", "all"),
+                }
+                servers = {"facade": {"facade": facade_pid}, "gymwire": {"gymwire": direct_pid}, "bridge": {"bridge": bridged_pid, "facade": facade_pid}}
+                paths = {"in_process": (in_process, {})} | {name: (await make(), servers[name]) for name, make in makers.items()}
+                print(f"one session per path: {steps} steps each, in {rounds} turns", flush=True)
+                results: dict[str, object] = await interleaved(paths, steps, rounds)
+                for name, make in makers.items():
+                    print(f"{name}: {sessions} concurrent sessions", flush=True)
+                    results[name]["concurrent_steps_per_s"] = await concurrent_rate(make, sessions, steps)  # type: ignore[index]
     median = {key: value["median_us"] for key, value in results.items()}  # type: ignore[index]
-    results["overhead_per_step_us"] = {
+    cpu = {key: value["server_cpu_us_per_step"] for key, value in results.items()}  # type: ignore[index]
+    results["cpu_overhead_per_step_us"] = {
+        "facade": cpu["facade"]["facade"],
+        "bridge": round(cpu["bridge"]["bridge"] - cpu["gymwire"]["gymwire"], 1),
+    }
+    results["latency_overhead_per_step_us"] = {
         "facade": round(median["facade"] - median["in_process"], 1),
         "bridge_beyond_its_http_hop": round(median["bridge"] - median["gymwire"] - (median["facade"] - median["in_process"]), 1),
         "bridge_total_vs_gymwire": round(median["bridge"] - median["gymwire"], 1),
@@ -136,9 +192,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=2000, help="timed steps per path (default 2000)")
     parser.add_argument("--sessions", type=int, default=32, help="concurrent sessions for the throughput figure")
+    parser.add_argument("--rounds", type=int, default=20, help="turns the paths take (default 20)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    results = asyncio.run(measure(args.steps, args.sessions))
+    results = asyncio.run(measure(args.steps, args.sessions, args.rounds))
     results["machine"] = {"cores": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()}
     print(json.dumps(results, indent=2))
     if args.json:
