@@ -20,6 +20,7 @@ from typing import Any
 
 from gymwire.sdk.environment import Environment, Image, Observation, StepResult, Task, TaskError
 
+from .agentgym_profile import agentgym_episode
 from .levels import SPLITS, level_and_seed
 from .view import CHECK_ACTIONS, FORWARD, PICKUP, DROP, PRIMITIVE_NAMES, TOGGLE, Plan, View
 
@@ -136,6 +137,10 @@ class BabyAIEnv(Environment):
             self._level = level
         self._obs_image = self._env.reset(seed=seed)[0]["image"]
         self._data = {"level": level, "seed": seed, "mission": self._env.mission}
+        self._agentgym = agentgym_episode(self._env, task)  # None unless `profile: agentgym`
+        if self._agentgym is not None:
+            self._data["profile"] = "agentgym"
+            return self._observation(self._agentgym.first_observation())
         self._look()
         text = f"Your goal: {self._env.mission}\n{self._view.describe()}\n{self._available()}"
         return self._observation(text)
@@ -147,6 +152,10 @@ class BabyAIEnv(Environment):
     # -- acting -----------------------------------------------------------------------------------
 
     def step(self, action: str) -> StepResult:
+        if self._agentgym is not None:
+            result = self._agentgym.step(action)
+            result.observation = self._observation(str(result.observation))
+            return result
         command = extract_action(action)
         plan = self._valid.get(self._resolve(command))
         if plan is None:
