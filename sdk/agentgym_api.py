@@ -111,7 +111,7 @@ DIALECTS: dict[str, Dialect] = {
           for name, title in [("weather", "Weather"), ("movie", "Movie"), ("academia", "Academia"),
                               ("todo", "Todo"), ("sheet", "Sheet")]],
         Dialect(
-            "searchqa", "SearchQA", "agentenv/agentenv/envs/searchqa.py (AgentGym-RL)",
+            "searchqa", "SearchQA", "agentenv/agentenv/envs/searchqa.py (in the AgentGym forks that carry SearchQA)",
             id_key="env_idx", create_answer="int", create_body={"id": 0}, reset_key="id", reset_answer="text",
             action_format="raw", tasks=51_713, max_turns=10,
             instructions="`<search>query</search>` or `<answer>text</answer>`.",

@@ -45,11 +45,13 @@ class _HttpPool:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.client: aiohttp.ClientSession | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.users = 0
 
     def acquire(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        if self.client is None or self.client.closed or self.client._loop is not loop:  # noqa: SLF001 - no public accessor
+        if self.client is None or self.client.closed or self.loop is not loop:
+            self.loop = loop
             self.client = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=CONNECT_TIMEOUT_S),
                 connector=aiohttp.TCPConnector(limit=256),

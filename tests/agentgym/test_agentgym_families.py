@@ -135,7 +135,8 @@ CASES = {
         for tool in ["weather", "movie", "academia", "todo", "sheet"]
     },
     "searchqa": (
-        "AgentGym-RL's agentenv-searchqa server (create sends {'id': 0} -> int; reset sends id and answers the text)",
+        "agentenv/agentenv/envs/searchqa.py as in SixPlusSeven67/AgentGym, and its searchqa README's server API "
+        "(create sends {'id': 0} -> int; reset sends id and answers the text)",
         [
             ("POST", "create", {"id": 0}, 0),
             ("POST", "reset", {"env_idx": 0, "id": 3}, "Question: who wrote Hamlet?"),
