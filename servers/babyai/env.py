@@ -7,7 +7,8 @@ An action that cannot be understood or performed is answered with what was wrong
 valid, and changes nothing: it is part of learning, not a protocol error.
 
 Options: `images: true` adds a PNG of the whole grid (agent's view highlighted) to every
-observation; `image_tile_size` sets pixels per cell (default 16).
+observation; `image_tile_size` sets pixels per cell (default 16); `profile: "agentgym"` plays with
+AgentGym's text, action names and task indices (agentgym_profile.py, docs/agentgym.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from gymwire.sdk.environment import Environment, Image, Observation, StepResult, Task, TaskError
 
-from .agentgym_profile import agentgym_episode
+from .agentgym_profile import AgentGymBabyAI, agentgym_episode
 from .levels import SPLITS, level_and_seed
 from .view import CHECK_ACTIONS, FORWARD, PICKUP, DROP, PRIMITIVE_NAMES, TOGGLE, Plan, View
 
@@ -116,6 +117,7 @@ class BabyAIEnv(Environment):
     default_max_turns = 20
     observation_fields = ["text", "data", "images"]
     images = True
+    _agentgym: AgentGymBabyAI | None = None  # the episode, when played with `profile: agentgym`
 
     def __init__(self) -> None:
         self._env: Any = None

