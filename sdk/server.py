@@ -515,14 +515,15 @@ class GymServer:
             if isinstance(message, Pong):
                 return
             raise ProtocolError(ErrorCode.HANDSHAKE_REQUIRED, "send hello first and wait for welcome")
+        if isinstance(message, Pong):
+            return
+        self._refuse_inflight_id(conn, message)
         if isinstance(message, Step):
             reply = self._step_now(conn, message)
             if reply is not None:
                 await conn.send(reply)
             else:
                 self._spawn(conn, message)
-        elif isinstance(message, Pong):
-            return
         elif isinstance(message, Ping):
             await conn.send(Pong(id=message.id))
         elif isinstance(message, ListEnvs):
@@ -577,9 +578,12 @@ class GymServer:
             raise ProtocolError(ErrorCode.UNKNOWN_ENV, f"no environment {name!r}; this server has {sorted(self.envs)}")
         return info
 
-    def _spawn(self, conn: Connection, message: Any) -> None:
+    def _refuse_inflight_id(self, conn: Connection, message: Any) -> None:
+        """One id, one answer (GW-REQUEST-5): any request reusing the id of one in flight is refused."""
         if message.id in conn.inflight:
             raise ProtocolError(ErrorCode.INVALID_STATE, f"request id {message.id} is already in flight; use a fresh id")
+
+    def _spawn(self, conn: Connection, message: Any) -> None:
         if len(conn.inflight) >= self.limits.max_inflight:
             raise ProtocolError(
                 ErrorCode.CAPACITY,
@@ -812,7 +816,7 @@ class GymServer:
     def _step_now(self, conn: Connection, message: Step) -> StepResult | None:
         """The hot path: a step of an inline sync environment whose session has nothing queued
         runs right here, with no task, since nothing can interleave with it. None: take the
-        ordinary path (deadline, queued requests, thread or process runner, duplicate id)."""
+        ordinary path (deadline, queued requests, thread or process runner)."""
         session = self.sessions.get(message.session)
         if (
             session is None
@@ -820,7 +824,6 @@ class GymServer:
             or session.owner is not conn
             or message.deadline_ms is not None
             or session.turns.busy()
-            or message.id in conn.inflight
         ):
             return None
         session.last_active = started = _now()
