@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import hmac
 import inspect
@@ -18,11 +19,12 @@ import logging
 import math
 import secrets
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import websockets
 # Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
@@ -245,6 +247,46 @@ def _without_images(message: Any) -> Any:
     return message
 
 
+# The smallest value of each limit with which a server is still usable: a frame must hold a hello,
+# a server with no session, no request in flight or no time left is no server.
+LIMIT_MINIMUMS = {
+    "max_frame_bytes": 512,
+    "max_sessions": 1,
+    "max_sessions_per_connection": 1,
+    "max_inflight": 1,
+    "max_batch": 1,
+    "max_action_bytes": 1,
+    "heartbeat_interval_ms": 10,
+    "idle_timeout_ms": 10,
+    "resume_grace_ms": 0,  # 0: a dropped connection's sessions are not kept for a resume
+}
+
+
+def check_limits(limits: Limits) -> None:
+    """Raise ValueError naming the first limit below its minimum (and its `gymwire serve` flag)."""
+    for name, value in limits.model_dump().items():
+        minimum = LIMIT_MINIMUMS[name]
+        if value < minimum:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"limit {name} ({flag}) must be at least {minimum}, got {value}")
+
+
+class ListenError(OSError):
+    """The server cannot listen where it was asked to; the message names the option to change."""
+
+
+def _listen_error(option: str, host: str, port: int, exc: OSError) -> ListenError:
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return ListenError(f"cannot listen on host {host!r}: {exc.strerror or exc}; check --host (an address of this machine)")
+    if exc.errno == errno.EADDRINUSE:
+        hint = f"port {port} is in use; choose another {option}"
+    elif exc.errno == errno.EACCES:
+        hint = f"no permission to listen on port {port}; choose another {option} (above 1023)"
+    else:
+        hint = f"check --host and {option}"
+    return ListenError(f"cannot listen on {host}:{port} ({option}): {exc.strerror or exc}; {hint}")
+
+
 class GymServer:
     """Serve environments over gymwire protocol v1.
 
@@ -266,12 +308,16 @@ class GymServer:
         metrics_port: int | None = None,
         name: str = _SERVER_NAME,
     ) -> None:
-        items = envs.items() if isinstance(envs, Mapping) else ((cls.info().name, cls) for cls in envs)
+        classes = list(envs.values() if isinstance(envs, Mapping) else envs)
+        for cls in classes:
+            cls.check_class()
+        items = envs.items() if isinstance(envs, Mapping) else ((cls.info().name, cls) for cls in classes)
         self.envs: dict[str, type[Environment]] = dict(items)
         if not self.envs:
             raise ValueError("a server needs at least one environment")
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
+        check_limits(limits or Limits())
         self.env_infos: dict[str, EnvInfo] = {}
         for env_name, cls in self.envs.items():
             info = cls.info()
@@ -302,24 +348,39 @@ class GymServer:
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
+    @property
+    def metrics_url(self) -> str | None:
+        if self._metrics_http is None:
+            return None
+        return f"http://{self.host}:{self._metrics_http.server_port}/metrics"
+
     async def start(self) -> "GymServer":
-        self._ws_server = await websockets.serve(
-            self._handle_connection,
-            self.host,
-            self.port,
-            subprotocols=list(SUBPROTOCOLS),
-            select_subprotocol=self._select_subprotocol,
-            process_request=self._process_request,
-            # Frames up to twice the limit still get a typed FRAME_TOO_LARGE; larger ones close (1009).
-            max_size=2 * self.limits.max_frame_bytes,
-            ping_interval=None,  # the protocol's own heartbeat works where proxies eat WebSocket pings
-            compression=None,
-            close_timeout=2,
-        )
+        """Listen; raises ListenError (an OSError) naming --port, --metrics-port or --host."""
+        try:
+            self._ws_server = await websockets.serve(
+                self._handle_connection,
+                self.host,
+                self.port,
+                subprotocols=list(SUBPROTOCOLS),
+                select_subprotocol=self._select_subprotocol,
+                process_request=self._process_request,
+                # Frames up to twice the limit still get a typed FRAME_TOO_LARGE; larger ones close (1009).
+                max_size=2 * self.limits.max_frame_bytes,
+                ping_interval=None,  # the protocol's own heartbeat works where proxies eat WebSocket pings
+                compression=None,
+                close_timeout=2,
+            )
+        except OSError as exc:
+            raise _listen_error("--port", self.host, self.port, exc) from exc
         sock = next(iter(self._ws_server.sockets))
         self.port = sock.getsockname()[1]
         if self.metrics_port is not None:
-            self._metrics_http = self.metrics.serve(self.metrics_port, self.host)
+            try:
+                self._metrics_http = self.metrics.serve(self.metrics_port, self.host)
+            except OSError as exc:
+                self._ws_server.close()
+                await self._ws_server.wait_closed()
+                raise _listen_error("--metrics-port", self.host, self.metrics_port, exc) from exc
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
         log.info("serving %s on %s (isolation=%s)", sorted(self.envs), self.url, self.isolation)
         return self
@@ -369,16 +430,19 @@ class GymServer:
         self.executor.shutdown(wait=False, cancel_futures=True)
         log.info("server stopped")
 
-    async def serve_forever(self) -> None:
+    async def serve_forever(self, on_listening: Callable[["GymServer"], None] | None = None) -> None:
         """Run until SIGTERM/SIGINT, then drain and stop. The process is the server's: its garbage
-        collector is tuned for serving (see `tune_gc_for_serving`)."""
-        await self.start()
-        tune_gc_for_serving()
+        collector is tuned for serving (see `tune_gc_for_serving`). `on_listening` is called once
+        the server listens (its `url` then has the real port)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before listening: a signal right after is a drain too
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        if on_listening is not None:
+            on_listening(self)
+        tune_gc_for_serving()
         await stop.wait()
         log.info("signal received: draining")
         await self.stop()
