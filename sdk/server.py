@@ -224,6 +224,18 @@ def _brief(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:500] + "..."
 
 
+def _task_text(task: TaskRef) -> str:
+    return " ".join(f"{key}={value}" for key, value in task.model_dump(exclude_none=True).items()) or "of the env's choice"
+
+
+def _log_crash(session: "ServerSession", what: str, exc: BaseException, task: TaskRef | None = None) -> None:
+    """The server's record of an ENV_CRASHED: the client gets one line, the operator the traceback."""
+    log.error(
+        "session %s of %s (task %s): %s failed; the session is crashed",
+        session.id, session.env_name, _task_text(task or session.task), what, exc_info=exc,
+    )
+
+
 def _replay(machine: SessionMachine, kind: type[Message], request_id: int) -> Any:
     """The recorded answer to a re-sent seq, if it answers the same kind of request."""
     reply = machine.last_reply
@@ -809,6 +821,7 @@ class GymServer:
         try:
             runner = await asyncio.get_running_loop().run_in_executor(self.executor, self._make_runner, cls)
         except Exception as exc:
+            log.error("environment %s failed to start (task %s)", message.env, _task_text(message.task), exc_info=exc)
             raise ProtocolError(ErrorCode.ENV_CRASHED, f"environment {message.env!r} failed to start: {_brief(exc)}") from exc
         finally:
             self.opening -= 1
@@ -836,6 +849,7 @@ class GymServer:
                 if isinstance(exc, TaskError):
                     raise ProtocolError(ErrorCode.INVALID_TASK, _brief(exc)) from None
                 if isinstance(exc, (EnvCrashed, TypeError)):
+                    _log_crash(session, "reset", exc)
                     raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {_brief(exc)}") from None
                 raise
         if conn.closed:
@@ -866,6 +880,7 @@ class GymServer:
                 raise ProtocolError(ErrorCode.INVALID_TASK, _brief(exc), session=session.id) from None
             except (EnvCrashed, TypeError) as exc:
                 session.machine.crashed()
+                _log_crash(session, "reset", exc, task)
                 raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {_brief(exc)}", session=session.id) from None
             reply = ResetResult(id=message.id, session=session.id, seq=message.seq, observation=observation)
             session.task = task  # only now: a refused task leaves the session as it was (GW-SESSION-2)
@@ -939,6 +954,7 @@ class GymServer:
                 raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
         except (EnvCrashed, TypeError, ValueError) as exc:
             machine.crashed()
+            _log_crash(session, "step", exc)
             raise ProtocolError(ErrorCode.ENV_CRASHED, f"step failed: {_brief(exc)}", session=session.id) from None
         terminated = bool(result.terminated)
         truncated = machine.step_done(reward, terminated, bool(result.truncated))
