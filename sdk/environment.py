@@ -68,7 +68,7 @@ def require_modules(modules: Iterable[str], extra: str | None, needed_by: str) -
             missing.append(module)
     if missing:
         install = f"pip install 'gymwire[{extra}]'" if extra else f"pip install {' '.join(missing)}"
-        raise MissingExtra(f"{needed_by} needs {', '.join(missing)}, which is not installed: {install}")
+        raise MissingExtra(f"{needed_by} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: {install}")
 
 
 def as_observation(value: ObservationLike) -> Observation:
