@@ -7,6 +7,7 @@ FRAME_TOO_LARGE. The request id is attached to the error whenever it can be read
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgpack
@@ -25,22 +26,27 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
 
-# msgpack decodes extension type -1 (timestamp) itself, without calling ext_hook. Its type byte is
-# 0xff, so only frames holding that byte (a fast memchr) pay for a walk of the decoded object.
-_TIMESTAMP_TYPE_BYTE = b"\xff"
+# Two things msgpack lets through that the spec forbids (GW-FRAME-7): extension type -1 (timestamp),
+# which it decodes itself without calling ext_hook, and binary (bytes) map keys, which
+# strict_map_key allows. A timestamp's type byte is 0xff and a binary value starts with 0xc4-0xc6,
+# so only frames holding one of those bytes (one regex scan) pay for a walk of the decoded object.
+_SUSPECT_BYTE = re.compile(b"[\xc4-\xc6\xff]")
 
 
-def _holds_timestamp(obj: Any) -> bool:
+def _forbidden_content(obj: Any) -> str | None:
+    """What in a decoded msgpack object the spec forbids, or None."""
     stack = [obj]
     while stack:
         item = stack.pop()
         if isinstance(item, msgpack.Timestamp):
-            return True
+            return "msgpack extension type -1 (timestamp) is not allowed"
         if isinstance(item, dict):
+            if any(isinstance(key, bytes) for key in item):
+                return "map keys must be strings, not binary"
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return None
 
 
 def _request_id(obj: Any) -> int | None:
@@ -123,8 +129,10 @@ class Codec:
                     raise ProtocolError(ErrorCode.BAD_FRAME, "text frame on a msgpack connection; send binary frames")
                 frame = bytes(frame)  # no-op for bytes; a memoryview cannot be searched with `in`
                 obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_reject_ext)
-                if _TIMESTAMP_TYPE_BYTE in frame and _holds_timestamp(obj):
-                    raise ValueError("msgpack extension type -1 (timestamp) is not allowed")
+                if _SUSPECT_BYTE.search(frame):
+                    forbidden = _forbidden_content(obj)
+                    if forbidden is not None:
+                        raise ValueError(forbidden)
                 return obj
             if isinstance(frame, str):
                 frame = frame.encode("utf-8", "surrogatepass")

@@ -30,6 +30,13 @@ class Decision(enum.Enum):
     REPLAY = "replay"
 
 
+def _quoted_seq(seq: int) -> str:
+    """A seq as an error quotes it: JSON carries integers of any length, and an error must not echo
+    thousands of digits (GW-ERROR-8)."""
+    text = str(seq)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} digits)"
+
+
 class SessionMachine:
     __slots__ = ("session", "state", "last_seq", "turns", "max_turns", "last_reply", "total_reward")
 
@@ -51,7 +58,7 @@ class SessionMachine:
         if seq != self.last_seq + 1:
             raise self._fail(
                 ErrorCode.BAD_SEQUENCE,
-                f"seq {seq} is out of order: the last answered is {self.last_seq}, send {self.last_seq + 1}",
+                f"seq {_quoted_seq(seq)} is out of order: the last answered is {self.last_seq}, send {self.last_seq + 1}",
             )
         return Decision.EXECUTE
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Sequence
 
@@ -28,9 +28,8 @@ def package_version() -> str:
 
 
 def spec_dir() -> Path:
-    """Where spec/ lives: next to the installed sources (editable) or the current checkout."""
-    here = Path(__file__).resolve().parent.parent / "spec"
-    return here if here.is_dir() else Path.cwd() / "spec"
+    """Where the spec is installed: package data of gymwire.spec (the checkout's spec/ when editable)."""
+    return Path(str(resources.files("gymwire.spec")))
 
 
 def _version(args: argparse.Namespace) -> int:

@@ -45,31 +45,50 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         classes = [resolve_env(spec) for spec in args.envs]
-    except ValueError as exc:
+        limits = Limits(**{name: getattr(args, name) for name in Limits.model_fields})
+        server = GymServer(
+            classes,
+            host=args.host,
+            port=args.port,
+            token=args.token or os.environ.get("GYMWIRE_TOKEN") or None,
+            limits=limits,
+            isolation=args.isolation,
+            metrics_port=args.metrics_port,
+        )
+    except (ValueError, ImportError) as exc:  # an unknown or unusable class, a missing extra, a bad limit
         print(f"gymwire serve: {exc}", file=sys.stderr)
         return 2
-    limits = Limits(**{name: getattr(args, name) for name in Limits.model_fields})
-    server = GymServer(
-        classes,
-        host=args.host,
-        port=args.port,
-        token=args.token or os.environ.get("GYMWIRE_TOKEN") or None,
-        limits=limits,
-        isolation=args.isolation,
-        metrics_port=args.metrics_port,
-    )
-    names = ", ".join(sorted(server.envs))
-    print(f"gymwire: serving {names} on {server.url} (Ctrl-C or SIGTERM drains and stops)", file=sys.stderr)
+
+    def banner(server: GymServer) -> None:
+        if args.log_format == "json":
+            return  # the server logs where it listens, as JSON: stderr holds JSON lines only
+        metrics = f", metrics on {server.metrics_url}" if server.metrics_url else ""
+        names = ", ".join(sorted(server.envs))
+        print(f"gymwire: serving {names} on {server.url}{metrics} (Ctrl-C or SIGTERM drains and stops)", file=sys.stderr)
+
     try:
-        asyncio.run(server.serve_forever())
-    except OSError as exc:
-        print(f"gymwire serve: cannot listen on {args.host}:{args.port}: {exc}; choose another --port", file=sys.stderr)
+        asyncio.run(server.serve_forever(on_listening=banner))
+    except OSError as exc:  # ListenError: says which option to change
+        print(f"gymwire serve: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
+def server_url(text: str) -> str:
+    """`ws://host:port` or `wss://...` as given; a bare `host:port` gets `ws://`. Else ValueError."""
+    if "://" not in text:
+        return f"ws://{text}"
+    if text.startswith(("ws://", "wss://")):
+        return text
+    raise ValueError(f"{text!r} is not a server address: give ws://host:port, wss://host:port or host:port")
+
+
+def _client_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {"token": args.token or os.environ.get("GYMWIRE_TOKEN") or None}
+
+
 async def _envs_async(args: argparse.Namespace) -> int:
-    async with GymClient(args.url, token=args.token, reconnect_attempts=0) as client:
+    async with GymClient(args.url, reconnect_attempts=0, **_client_args(args)) as client:
         envs = await client.list_envs()
     if args.json:
         print(json.dumps([e.model_dump() for e in envs], indent=2))
@@ -85,12 +104,17 @@ async def _envs_async(args: argparse.Namespace) -> int:
 
 
 def _envs(args: argparse.Namespace) -> int:
-    return _run_client_command(_envs_async(args))
+    return _run_client_command(args, _envs_async)
 
 
-def _run_client_command(coro: Any) -> int:
+def _run_client_command(args: argparse.Namespace, command: Any) -> int:
     try:
-        return asyncio.run(coro)
+        args.url = server_url(args.url)
+    except ValueError as exc:
+        print(f"gymwire {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(command(args))
     except ProtocolError as exc:
         print(f"gymwire: server answered {exc.code.name}: {exc.message}", file=sys.stderr)
     except OSError as exc:
@@ -100,12 +124,12 @@ def _run_client_command(coro: Any) -> int:
 
 async def _play_async(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
-    async with GymClient(args.url, token=args.token) as client:
+    async with GymClient(args.url, **_client_args(args)) as client:
         info = await client.describe(args.env)
         if info.instructions:
             print(f"[{info.name}] {info.instructions}\n")
         session = await client.open(
-            args.env, split=args.split, index=args.index if args.split else None, seed=args.seed, max_turns=args.max_turns
+            args.env, split=args.split, index=args.index, seed=args.seed, max_turns=args.max_turns
         )
         print(session.observation.text if session.observation else "")
         total = 0.0
@@ -130,7 +154,12 @@ async def _play_async(args: argparse.Namespace) -> int:
 
 
 def _play(args: argparse.Namespace) -> int:
-    return _run_client_command(_play_async(args))
+    if args.index is not None and args.split is None:
+        print("gymwire play: --index needs --split (e.g. --split test --index 3); --seed N picks a task by seed", file=sys.stderr)
+        return 2
+    if args.split is not None and args.index is None:
+        args.index = 0
+    return _run_client_command(args, _play_async)
 
 
 def register(sub: Any) -> None:
@@ -153,19 +182,19 @@ def register(sub: Any) -> None:
     serve.set_defaults(handler=_serve)
 
     envs = sub.add_parser("envs", help="list what a server offers")
-    envs.add_argument("url", help="ws://host:port")
-    envs.add_argument("--token")
+    envs.add_argument("url", help="ws://host:port (or host:port)")
+    envs.add_argument("--token", help="the server's bearer token (default: $GYMWIRE_TOKEN)")
     envs.add_argument("--json", action="store_true", help="print the environment descriptions as JSON")
     envs.set_defaults(handler=_envs)
 
     play = sub.add_parser("play", help="play an environment yourself in the terminal")
-    play.add_argument("url", help="ws://host:port")
+    play.add_argument("url", help="ws://host:port (or host:port)")
     play.add_argument("env")
-    play.add_argument("--split", help="task split (with --index)")
-    play.add_argument("--index", type=int, default=0)
-    play.add_argument("--seed", type=int)
+    play.add_argument("--split", help="task split; plays its task --index (default 0)")
+    play.add_argument("--index", type=int, help="task index in --split (needs --split)")
+    play.add_argument("--seed", type=int, help="let the environment pick a task from this seed")
     play.add_argument("--max-turns", type=int)
-    play.add_argument("--token")
+    play.add_argument("--token", help="the server's bearer token (default: $GYMWIRE_TOKEN)")
     play.set_defaults(handler=_play)
 
     from .bench.cli import register as register_bench  # argparse only; the bench loads its modules when run

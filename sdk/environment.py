@@ -8,13 +8,14 @@ enforces the turn limit and reports episode metrics.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, ClassVar, Union
+from typing import Any, Awaitable, ClassVar, Iterable, Union
 
 from gymwire.protocol import EnvInfo, Image, Observation, TaskRef
 
-__all__ = ["Environment", "Task", "StepResult", "Observation", "Image", "TaskError", "ObservationLike"]
+__all__ = ["Environment", "Task", "StepResult", "Observation", "Image", "TaskError", "ObservationLike", "MissingExtra"]
 
 ObservationLike = Union[str, Observation]
 
@@ -51,6 +52,25 @@ class StepResult:
     score: float | None = None
 
 
+class MissingExtra(ImportError):
+    """A module an optional feature needs is not installed; the message has the pip line to run."""
+
+
+def require_modules(modules: Iterable[str], extra: str | None, needed_by: str) -> None:
+    """Raise MissingExtra unless every module can be imported (looked up, not imported: cheap)."""
+    missing = []
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package is missing, or a broken __spec__
+            found = False
+        if not found:
+            missing.append(module)
+    if missing:
+        install = f"pip install 'gymwire[{extra}]'" if extra else f"pip install {' '.join(missing)}"
+        raise MissingExtra(f"{needed_by} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: {install}")
+
+
 def as_observation(value: ObservationLike) -> Observation:
     if isinstance(value, Observation):
         return value
@@ -80,6 +100,10 @@ class Environment:
     # Sync environments run in a thread pool so they never block the server. One whose steps take
     # microseconds may set `inline = True` to run on the event loop: a thread hop would cost more.
     inline: ClassVar[bool] = False
+    # Importable modules the environment needs beyond gymwire's own dependencies, and the gymwire
+    # extra that installs them: a server refuses to start without them, naming the pip line.
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
 
     def reset(self, task: Task) -> ObservationLike | Awaitable[ObservationLike]:
         """Start an episode of `task`; return the first observation."""
@@ -112,8 +136,23 @@ class Environment:
         )
 
     @classmethod
+    def check_requirements(cls) -> None:
+        """Raise MissingExtra when a module of `requires` is not installed."""
+        require_modules(cls.requires, cls.extra, f"environment {cls.name or cls.__qualname__!r}")
+
+    @classmethod
+    def check_class(cls) -> None:
+        """Raise ValueError when the class cannot be served (no `name`), MissingExtra when a module
+        it requires is missing. A server calls this for every class before it starts."""
+        if not cls.name:
+            raise ValueError(f"{cls.__module__}.{cls.__qualname__} must set the class attribute `name` (e.g. name = \"mygame\")")
+        cls.check_requirements()
+
+    @classmethod
     def is_async(cls) -> bool:
-        """True when reset and step are coroutines: they then run on the event loop itself."""
+        """True when reset and step are coroutines: they then run on the event loop itself. A class
+        mixing `def` and `async def` methods runs its sync ones in the thread pool, its coroutines
+        on the loop."""
         return inspect.iscoroutinefunction(cls.step) and inspect.iscoroutinefunction(cls.reset)
 
     @classmethod

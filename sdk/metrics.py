@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .environment import require_modules
+
 
 class ServerMetrics:
     """Counters and histograms of one server. Disabled: every method is a cheap no-op."""
@@ -15,10 +17,9 @@ class ServerMetrics:
         self.enabled = enabled
         if not enabled:
             return
-        try:
-            import prometheus_client as prom
-        except ImportError as exc:
-            raise RuntimeError("metrics need prometheus-client: pip install 'gymwire[metrics]'") from exc
+        require_modules(["prometheus_client"], "metrics", "--metrics-port (Prometheus metrics)")
+        import prometheus_client as prom
+
         self.registry = prom.CollectorRegistry()
         self.sessions = prom.Gauge("gymwire_sessions", "Live sessions", ["env"], registry=self.registry)
         self.connections = prom.Gauge("gymwire_connections", "Open connections", registry=self.registry)

@@ -5,7 +5,8 @@ close), so the transport never knows how the environment is isolated.
 
 - `InlineRunner`: async environments, and sync ones that declare `inline = True` (microsecond
   steps: a thread hop would cost more than the step).
-- `ThreadRunner`: sync environments by default. The loop stays free while they compute.
+- `ThreadRunner`: sync environments by default. The loop stays free while they compute. A class
+  mixing `def` and `async def` methods has its coroutines run on the loop.
 - `ProcessRunner`: one child process per session, for environments that can crash, leak or hold
   the GIL. A dead child becomes EnvCrashed for that session alone; close kills it for sure.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import multiprocessing
 import multiprocessing.connection
 import traceback
@@ -39,8 +41,11 @@ class EnvRunner:
 
 
 def env_crashed(exc: BaseException) -> EnvCrashed:
-    """The EnvCrashed an exception raised by environment code becomes (type and message kept)."""
-    return EnvCrashed(f"{type(exc).__name__}: {exc}")
+    """The EnvCrashed an exception raised by environment code becomes (type and message kept; the
+    exception is its cause, so the server's log shows the environment's traceback)."""
+    crashed = EnvCrashed(f"{type(exc).__name__}: {exc}")
+    crashed.__cause__ = exc
+    return crashed
 
 
 class InlineRunner(EnvRunner):
@@ -74,6 +79,8 @@ class ThreadRunner(InlineRunner):
         self.executor = executor
 
     async def _call(self, method: Any, *args: Any) -> Any:
+        if inspect.iscoroutinefunction(method):  # an `async def` among `def` methods: on the loop
+            return await super()._call(method, *args)
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, method, *args)
         except TaskError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import hmac
 import inspect
@@ -18,11 +19,12 @@ import logging
 import math
 import secrets
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import websockets
 # Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
@@ -222,6 +224,18 @@ def _brief(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:500] + "..."
 
 
+def _task_text(task: TaskRef) -> str:
+    return " ".join(f"{key}={value}" for key, value in task.model_dump(exclude_none=True).items()) or "of the env's choice"
+
+
+def _log_crash(session: "ServerSession", what: str, exc: BaseException, task: TaskRef | None = None) -> None:
+    """The server's record of an ENV_CRASHED: the client gets one line, the operator the traceback."""
+    log.error(
+        "session %s of %s (task %s): %s failed; the session is crashed",
+        session.id, session.env_name, _task_text(task or session.task), what, exc_info=exc,
+    )
+
+
 def _replay(machine: SessionMachine, kind: type[Message], request_id: int) -> Any:
     """The recorded answer to a re-sent seq, if it answers the same kind of request."""
     reply = machine.last_reply
@@ -245,6 +259,46 @@ def _without_images(message: Any) -> Any:
     return message
 
 
+# The smallest value of each limit with which a server is still usable: a frame must hold a hello,
+# a server with no session, no request in flight or no time left is no server.
+LIMIT_MINIMUMS = {
+    "max_frame_bytes": 512,
+    "max_sessions": 1,
+    "max_sessions_per_connection": 1,
+    "max_inflight": 1,
+    "max_batch": 1,
+    "max_action_bytes": 1,
+    "heartbeat_interval_ms": 10,
+    "idle_timeout_ms": 10,
+    "resume_grace_ms": 0,  # 0: a dropped connection's sessions are not kept for a resume
+}
+
+
+def check_limits(limits: Limits) -> None:
+    """Raise ValueError naming the first limit below its minimum (and its `gymwire serve` flag)."""
+    for name, value in limits.model_dump().items():
+        minimum = LIMIT_MINIMUMS[name]
+        if value < minimum:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"limit {name} ({flag}) must be at least {minimum}, got {value}")
+
+
+class ListenError(OSError):
+    """The server cannot listen where it was asked to; the message names the option to change."""
+
+
+def _listen_error(option: str, host: str, port: int, exc: OSError) -> ListenError:
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return ListenError(f"cannot listen on host {host!r}: {exc.strerror or exc}; check --host (an address of this machine)")
+    if exc.errno == errno.EADDRINUSE:
+        hint = f"port {port} is in use; choose another {option}"
+    elif exc.errno == errno.EACCES:
+        hint = f"no permission to listen on port {port}; choose another {option} (above 1023)"
+    else:
+        hint = f"check --host and {option}"
+    return ListenError(f"cannot listen on {host}:{port} ({option}): {exc.strerror or exc}; {hint}")
+
+
 class GymServer:
     """Serve environments over gymwire protocol v1.
 
@@ -266,12 +320,16 @@ class GymServer:
         metrics_port: int | None = None,
         name: str = _SERVER_NAME,
     ) -> None:
-        items = envs.items() if isinstance(envs, Mapping) else ((cls.info().name, cls) for cls in envs)
+        classes = list(envs.values() if isinstance(envs, Mapping) else envs)
+        for cls in classes:
+            cls.check_class()
+        items = envs.items() if isinstance(envs, Mapping) else ((cls.info().name, cls) for cls in classes)
         self.envs: dict[str, type[Environment]] = dict(items)
         if not self.envs:
             raise ValueError("a server needs at least one environment")
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
+        check_limits(limits or Limits())
         self.env_infos: dict[str, EnvInfo] = {}
         for env_name, cls in self.envs.items():
             info = cls.info()
@@ -302,24 +360,39 @@ class GymServer:
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
+    @property
+    def metrics_url(self) -> str | None:
+        if self._metrics_http is None:
+            return None
+        return f"http://{self.host}:{self._metrics_http.server_port}/metrics"
+
     async def start(self) -> "GymServer":
-        self._ws_server = await websockets.serve(
-            self._handle_connection,
-            self.host,
-            self.port,
-            subprotocols=list(SUBPROTOCOLS),
-            select_subprotocol=self._select_subprotocol,
-            process_request=self._process_request,
-            # Frames up to twice the limit still get a typed FRAME_TOO_LARGE; larger ones close (1009).
-            max_size=2 * self.limits.max_frame_bytes,
-            ping_interval=None,  # the protocol's own heartbeat works where proxies eat WebSocket pings
-            compression=None,
-            close_timeout=2,
-        )
+        """Listen; raises ListenError (an OSError) naming --port, --metrics-port or --host."""
+        try:
+            self._ws_server = await websockets.serve(
+                self._handle_connection,
+                self.host,
+                self.port,
+                subprotocols=list(SUBPROTOCOLS),
+                select_subprotocol=self._select_subprotocol,
+                process_request=self._process_request,
+                # Frames up to twice the limit still get a typed FRAME_TOO_LARGE; larger ones close (1009).
+                max_size=2 * self.limits.max_frame_bytes,
+                ping_interval=None,  # the protocol's own heartbeat works where proxies eat WebSocket pings
+                compression=None,
+                close_timeout=2,
+            )
+        except OSError as exc:
+            raise _listen_error("--port", self.host, self.port, exc) from exc
         sock = next(iter(self._ws_server.sockets))
         self.port = sock.getsockname()[1]
         if self.metrics_port is not None:
-            self._metrics_http = self.metrics.serve(self.metrics_port, self.host)
+            try:
+                self._metrics_http = self.metrics.serve(self.metrics_port, self.host)
+            except OSError as exc:
+                self._ws_server.close()
+                await self._ws_server.wait_closed()
+                raise _listen_error("--metrics-port", self.host, self.metrics_port, exc) from exc
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
         log.info("serving %s on %s (isolation=%s)", sorted(self.envs), self.url, self.isolation)
         return self
@@ -369,16 +442,19 @@ class GymServer:
         self.executor.shutdown(wait=False, cancel_futures=True)
         log.info("server stopped")
 
-    async def serve_forever(self) -> None:
+    async def serve_forever(self, on_listening: Callable[["GymServer"], None] | None = None) -> None:
         """Run until SIGTERM/SIGINT, then drain and stop. The process is the server's: its garbage
-        collector is tuned for serving (see `tune_gc_for_serving`)."""
-        await self.start()
-        tune_gc_for_serving()
+        collector is tuned for serving (see `tune_gc_for_serving`). `on_listening` is called once
+        the server listens (its `url` then has the real port)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before listening: a signal right after is a drain too
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        if on_listening is not None:
+            on_listening(self)
+        tune_gc_for_serving()
         await stop.wait()
         log.info("signal received: draining")
         await self.stop()
@@ -515,14 +591,15 @@ class GymServer:
             if isinstance(message, Pong):
                 return
             raise ProtocolError(ErrorCode.HANDSHAKE_REQUIRED, "send hello first and wait for welcome")
+        if isinstance(message, Pong):
+            return
+        self._refuse_inflight_id(conn, message)
         if isinstance(message, Step):
             reply = self._step_now(conn, message)
             if reply is not None:
                 await conn.send(reply)
             else:
                 self._spawn(conn, message)
-        elif isinstance(message, Pong):
-            return
         elif isinstance(message, Ping):
             await conn.send(Pong(id=message.id))
         elif isinstance(message, ListEnvs):
@@ -577,9 +654,12 @@ class GymServer:
             raise ProtocolError(ErrorCode.UNKNOWN_ENV, f"no environment {name!r}; this server has {sorted(self.envs)}")
         return info
 
-    def _spawn(self, conn: Connection, message: Any) -> None:
+    def _refuse_inflight_id(self, conn: Connection, message: Any) -> None:
+        """One id, one answer (GW-REQUEST-5): any request reusing the id of one in flight is refused."""
         if message.id in conn.inflight:
             raise ProtocolError(ErrorCode.INVALID_STATE, f"request id {message.id} is already in flight; use a fresh id")
+
+    def _spawn(self, conn: Connection, message: Any) -> None:
         if len(conn.inflight) >= self.limits.max_inflight:
             raise ProtocolError(
                 ErrorCode.CAPACITY,
@@ -741,6 +821,7 @@ class GymServer:
         try:
             runner = await asyncio.get_running_loop().run_in_executor(self.executor, self._make_runner, cls)
         except Exception as exc:
+            log.error("environment %s failed to start (task %s)", message.env, _task_text(message.task), exc_info=exc)
             raise ProtocolError(ErrorCode.ENV_CRASHED, f"environment {message.env!r} failed to start: {_brief(exc)}") from exc
         finally:
             self.opening -= 1
@@ -768,6 +849,7 @@ class GymServer:
                 if isinstance(exc, TaskError):
                     raise ProtocolError(ErrorCode.INVALID_TASK, _brief(exc)) from None
                 if isinstance(exc, (EnvCrashed, TypeError)):
+                    _log_crash(session, "reset", exc)
                     raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {_brief(exc)}") from None
                 raise
         if conn.closed:
@@ -798,6 +880,7 @@ class GymServer:
                 raise ProtocolError(ErrorCode.INVALID_TASK, _brief(exc), session=session.id) from None
             except (EnvCrashed, TypeError) as exc:
                 session.machine.crashed()
+                _log_crash(session, "reset", exc, task)
                 raise ProtocolError(ErrorCode.ENV_CRASHED, f"reset failed: {_brief(exc)}", session=session.id) from None
             reply = ResetResult(id=message.id, session=session.id, seq=message.seq, observation=observation)
             session.task = task  # only now: a refused task leaves the session as it was (GW-SESSION-2)
@@ -812,7 +895,7 @@ class GymServer:
     def _step_now(self, conn: Connection, message: Step) -> StepResult | None:
         """The hot path: a step of an inline sync environment whose session has nothing queued
         runs right here, with no task, since nothing can interleave with it. None: take the
-        ordinary path (deadline, queued requests, thread or process runner, duplicate id)."""
+        ordinary path (deadline, queued requests, thread or process runner)."""
         session = self.sessions.get(message.session)
         if (
             session is None
@@ -820,7 +903,6 @@ class GymServer:
             or session.owner is not conn
             or message.deadline_ms is not None
             or session.turns.busy()
-            or message.id in conn.inflight
         ):
             return None
         session.last_active = started = _now()
@@ -872,6 +954,7 @@ class GymServer:
                 raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
         except (EnvCrashed, TypeError, ValueError) as exc:
             machine.crashed()
+            _log_crash(session, "step", exc)
             raise ProtocolError(ErrorCode.ENV_CRASHED, f"step failed: {_brief(exc)}", session=session.id) from None
         terminated = bool(result.terminated)
         truncated = machine.step_done(reward, terminated, bool(result.truncated))

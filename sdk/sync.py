@@ -1,12 +1,8 @@
-"""Blocking facades over the async client: for scripts, notebooks and Gymnasium-style code.
+"""Blocking facades over the async client: for scripts and notebooks (Gymnasium: gym_env.py).
 
     with SyncGymClient(url) as client:
         env = client.open("guess", split="test", index=0)
         result = env.step("50")
-
-    env = GymnasiumEnv(url, "guess", split="test")
-    obs, info = env.reset(seed=3)
-    obs, reward, terminated, truncated, info = env.step("50")
 """
 
 from __future__ import annotations
@@ -16,7 +12,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Self, TypeVar
 
-from gymwire.protocol import EnvInfo, Observation, StepResult
+from gymwire.protocol import EnvInfo, Limits, Observation, StepResult
 
 from .client import ClientSession, GymClient
 
@@ -86,8 +82,16 @@ class SyncGymClient(ClosingContext):
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop_thread.run(coro)
 
+    @property
+    def limits(self) -> Limits:
+        """The limits the server announced in its welcome."""
+        return self._client.limits
+
     def list_envs(self) -> list[EnvInfo]:
         return self._run(self._client.list_envs())
+
+    def describe(self, env: str) -> EnvInfo:
+        return self._run(self._client.describe(env))
 
     def open(self, env: str, **kwargs: Any) -> "SyncSession":
         return SyncSession(self, self._run(self._client.open(env, **kwargs)))
@@ -117,55 +121,3 @@ class SyncSession:
 
     def close(self) -> None:
         self._client._run(self.session.close())
-
-
-class GymnasiumEnv:
-    """The Gymnasium calling convention over a gymwire session (text observations and actions).
-
-    `reset(seed=None, options=None)` -> (observation text, info); `options` may hold `split` and
-    `index`. `step(action)` -> (observation text, reward, terminated, truncated, info). The full
-    Observation (structured data, images) is in `info["observation"]`.
-    """
-
-    metadata: dict[str, Any] = {"render_modes": []}
-
-    def __init__(self, url: str, env: str, *, split: str | None = None, max_turns: int | None = None, **client_kwargs: Any):
-        self._client = SyncGymClient(url, **client_kwargs)
-        self.env_name = env
-        self.split = split
-        self.max_turns = max_turns
-        self._session: SyncSession | None = None
-        self._next_index = 0
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        options = dict(options or {})
-        split = options.pop("split", self.split)
-        index = options.pop("index", None)
-        if split is not None and index is None and seed is None:
-            index, self._next_index = self._next_index, self._next_index + 1
-        if seed is not None and index is None:
-            split = None
-        if self._session is not None:
-            self._session.close()
-        self._session = self._client.open(
-            self.env_name, split=split, index=index, seed=seed, options=options, max_turns=self.max_turns
-        )
-        observation = self._session.observation
-        assert observation is not None
-        return observation.text, {"observation": observation, "session": self._session.session.id}
-
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if self._session is None:
-            raise RuntimeError("call reset() before step()")
-        result = self._session.step(action)
-        info = dict(result.info)
-        info["observation"] = result.observation
-        if result.metrics is not None:
-            info["episode"] = result.metrics.model_dump()
-        return result.observation.text, result.reward, result.terminated, result.truncated, info
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-        self._client.close()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"protocol": "gymwire.protocol", "sdk": "gymwire.sdk", "servers": "gymwire.servers", "trainers": "gymwire.trainers"}
+FOLDERS = {"protocol": "gymwire.protocol", "sdk": "gymwire.sdk", "servers": "gymwire.servers", "trainers": "gymwire.trainers", "spec": "gymwire.spec"}
+CODE_FOLDERS = ["protocol", "sdk", "servers", "trainers"]
 
 
 def _packages_on_disk() -> set[str]:
@@ -59,3 +62,40 @@ def test_protocol_and_sdk_import_without_heavy_dependencies():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_declared_python_floor_is_the_one_the_code_needs():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    floor = re.fullmatch(r">=(\d+\.\d+)", declared.replace(" ", ""))
+    assert floor, f"requires-python should be a plain floor like >=3.11, got {declared!r}"
+    # vermin reads the code and names the lowest Python able to run it (typing.Self needs 3.11, ...).
+    found = subprocess.run(
+        [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", "--no-tips", "--eval-annotations",
+         *(str(ROOT / f) for f in CODE_FOLDERS)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    needed = re.search(r"Minimum required versions: (\d+\.\d+)", found).group(1)
+    assert needed == floor.group(1), f"the code needs Python {needed}, pyproject declares {declared}"
+    assert sys.version_info >= tuple(map(int, needed.split("."))), "tests run on a Python the package does not support"
+
+
+def test_the_wheel_ships_the_spec_and_py_typed(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, text=True,
+    )
+    (wheel,) = tmp_path.glob("gymwire-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    spec_files = {"PROTOCOL.md", "CONFORMANCE.md", "requirements.json"} | {
+        f"schemas/{p.name}" for p in (ROOT / "spec" / "schemas").glob("*.json")
+    }
+    missing = {f"gymwire/spec/{f}" for f in spec_files} - names
+    assert not missing, f"not in the wheel: {sorted(missing)}"
+    for package in ("protocol", "sdk", "servers"):
+        assert f"gymwire/{package}/py.typed" in names
+
+
+def test_gymwire_spec_prints_paths_that_exist():
+    out = subprocess.run([sys.executable, "-m", "gymwire.sdk.cli", "spec"], capture_output=True, text=True, check=True).stdout
+    paths = dict(line.split(":", 1) for line in out.splitlines() if line.startswith(("spec:", "schemas:")))
+    assert Path(paths["spec"].strip()).is_file() and Path(paths["schemas"].strip(), "step.json").is_file()

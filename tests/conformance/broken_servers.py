@@ -14,7 +14,9 @@ from typing import Any
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from gymwire.protocol import SUBPROTOCOL_JSON, ProtocolError
+import msgpack
+
+from gymwire.protocol import SUBPROTOCOL_JSON, ErrorCode, ProtocolError, Step, StepBatch, Open, Reset, Close, Resume
 from gymwire.sdk import Environment, StepResult, Task
 from gymwire.sdk.server import GymServer
 
@@ -101,6 +103,42 @@ class NoDrainServer(GymServer):
 
     async def drain(self, timeout: float = 30.0) -> None:
         return None
+
+
+class ControlIdReuseServer(GymServer):
+    """Refuses a reused in-flight id only for session requests: ping, list_envs, describe_env and
+    cancel with that id are served, so one id gets two answers."""
+
+    def _refuse_inflight_id(self, conn: Any, message: Any) -> None:
+        if isinstance(message, (Open, Reset, Step, StepBatch, Close, Resume)):
+            super()._refuse_inflight_id(conn, message)
+
+
+class BytesKeyServer(GymServer):
+    """Takes msgpack maps with binary (bytes) keys as if the keys were strings."""
+
+    async def _on_frame(self, conn: Any, frame: bytes | str) -> None:
+        if isinstance(frame, bytes):
+            try:
+                obj = msgpack.unpackb(frame, raw=False)
+            except Exception:
+                obj = None
+            if isinstance(obj, dict):
+                keys = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+                frame = msgpack.packb(keys, use_bin_type=True)
+        await super()._on_frame(conn, frame)
+
+
+class SeqEchoServer(GymServer):
+    """Quotes an out-of-order seq whole in BAD_SEQUENCE, however many digits it has."""
+
+    async def _step_session(self, session: Any, request_id: int, seq: int, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._step_session(session, request_id, seq, *args, **kwargs)
+        except ProtocolError as exc:
+            if exc.code is ErrorCode.BAD_SEQUENCE:
+                exc.message = f"seq {seq} is out of order; send {session.machine.last_seq + 1}"
+            raise
 
 
 class JsonOnlyServer(GymServer):

@@ -5,11 +5,14 @@ from broken_servers import (
     SLOW_ACTION,
     SLOW_MS,
     AnyTokenServer,
+    BytesKeyServer,
+    ControlIdReuseServer,
     CrashOnBadFrameServer,
     DeadlineIgnoringServer,
     DoubleStepServer,
     LockstepServer,
     NoDrainServer,
+    SeqEchoServer,
     SleepyEnv,
 )
 from conformance_servers import FAST_LIMITS, serve
@@ -27,6 +30,9 @@ BROKEN = {
     DoubleStepServer: ({"replay-last-seq", "resume-after-drop"}, {"GW-SESSION-5", "GW-RESUME-4"}),
     DeadlineIgnoringServer: ({"deadline", "batch-deadline"}, {"GW-DEADLINE-1", "GW-DEADLINE-4"}),
     AnyTokenServer: ({"auth"}, {"GW-AUTH-1"}),
+    ControlIdReuseServer: ({"duplicate-id"}, {"GW-REQUEST-5"}),
+    BytesKeyServer: ({"malformed-frames-msgpack"}, {"GW-FRAME-7"}),
+    SeqEchoServer: ({"bad-sequence"}, {"GW-ERROR-8"}),
 }
 
 

@@ -226,6 +226,20 @@ def test_msgpack_extension_types_are_bad_frames(frame):
     assert "extension type" in outcome.message
 
 
+@fuzz
+@given(st.binary(max_size=20), st.sampled_from(sorted(MESSAGE_TYPES)), st.booleans())
+def test_a_binary_map_key_anywhere_makes_a_bad_frame(key, message_type, nested):
+    """GW-FRAME-7: map keys are strings; msgpack's strict_map_key lets binary keys through."""
+    wire = SAMPLES[message_type].model_dump(exclude_none=True)
+    if nested:
+        wire["extra"] = [{"deep": {key: 1}}]
+    else:
+        wire[key] = 1
+    outcome = decode(MSGPACK, msgpack.packb(wire, use_bin_type=True))
+    assert isinstance(outcome, ProtocolError) and outcome.code is ErrorCode.BAD_FRAME
+    assert "not binary" in outcome.message
+
+
 @pytest.mark.parametrize(
     "frame",
     [

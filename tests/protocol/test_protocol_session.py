@@ -185,3 +185,13 @@ def test_random_request_sequences_never_execute_a_seq_twice(requests):
             machine.record(seq, REPLY)
     assert executed == list(range(1, len(executed) + 1))
     assert machine.turns <= machine.max_turns
+
+
+def test_bad_sequence_does_not_quote_a_huge_seq_whole():
+    """GW-ERROR-8: JSON carries integers of thousands of digits; the error names the seq briefly."""
+    machine = SessionMachine("s", max_turns=5)
+    machine.opened(did_reset=True)
+    with pytest.raises(ProtocolError) as info:
+        machine.check_step(10**3999)
+    assert info.value.code is ErrorCode.BAD_SEQUENCE
+    assert len(info.value.message) < 120 and "4000 digits" in info.value.message and "send 1" in info.value.message

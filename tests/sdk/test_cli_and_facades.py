@@ -14,7 +14,8 @@ import pytest
 
 from gymwire.protocol import ErrorCode, ProtocolError
 from gymwire.sdk.server import GymServer
-from gymwire.sdk.sync import GymnasiumEnv, SyncGymClient
+from gymwire.sdk.gym_env import GymnasiumEnv
+from gymwire.sdk.sync import SyncGymClient
 from gymwire.servers.guess import GuessEnv
 
 
@@ -112,7 +113,7 @@ def test_sync_facade_and_gymnasium_adapter():
         assert obs.startswith("I am thinking") and "session" in info
         obs, reward, terminated, truncated, info = env.step("15")
         assert (reward, terminated, truncated) == (1.0, True, False)
-        assert info["episode"]["success"] is True
+        assert info["metrics"]["success"] is True
         obs, info = env.reset(seed=7, options={"low": 1, "high": 4})
         assert "from 1 to 4" in obs
         env.close()
