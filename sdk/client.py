@@ -454,7 +454,10 @@ class GymClient:
     ) -> list[StepResult | ProtocolError]:
         """Step many sessions in one frame. Each entry is the step's result or its typed error.
 
-        Against a server without `batch` the steps go one by one, with the same results."""
+        `deadline_ms` is the batch's, but it applies to each step: when the batch is answered
+        TIMEOUT, each step's own result is asked for (its seq re-sent, same deadline), so only the
+        steps still running get TIMEOUT. Against a server without `batch` the steps go one by one,
+        with the same results."""
         if deadline_ms is not None:
             self._require("deadlines")
         for session, action in steps:
@@ -472,6 +475,8 @@ class GymClient:
         except ProtocolError as exc:
             for session, _ in steps:
                 session._note_error(exc)
+            if exc.code is ErrorCode.TIMEOUT and deadline_ms is not None:
+                return await self._results_after_timeout(steps, items, deadline_ms)
             raise
         except (asyncio.TimeoutError, asyncio.CancelledError):
             for session, _ in steps:
@@ -486,6 +491,34 @@ class GymClient:
             else:
                 session._note_result(result)
                 out.append(result)
+        return out
+
+    async def _results_after_timeout(
+        self, steps: Sequence[tuple["ClientSession", str]], items: list[BatchStep], deadline_ms: int
+    ) -> list[StepResult | ProtocolError]:
+        # What the server started runs on, and a re-sent seq gets its recorded answer (GW-DEADLINE-4);
+        # a step never started runs now, once.
+        out: list[Any] = [None] * len(steps)
+        positions: dict[ClientSession, list[int]] = {}
+        for position, (session, _) in enumerate(steps):
+            positions.setdefault(session, []).append(position)
+
+        async def ask(session: ClientSession, its_positions: list[int]) -> None:
+            for position in its_positions:
+                item = items[position]
+                step = Step.model_construct(
+                    id=self.next_id(), session=session.id, seq=item.seq, action=item.action, deadline_ms=deadline_ms
+                )
+                try:
+                    result = await session._request(step)
+                except ProtocolError as exc:
+                    out[position] = exc
+                    continue
+                session._uncertain = False
+                session._note_result(result)  # type: ignore[arg-type]
+                out[position] = result
+
+        await asyncio.gather(*(ask(session, its) for session, its in positions.items()))
         return out
 
     async def _step_one_by_one(
