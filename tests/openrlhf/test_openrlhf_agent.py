@@ -2,6 +2,7 @@
 gymwire server on loopback."""
 
 import asyncio
+import threading
 import importlib.util
 from pathlib import Path
 
@@ -359,3 +360,54 @@ async def test_an_environment_crash_ends_only_its_own_episode(tokenizer):
     crashed, *fine = results
     assert crashed["extra_logs"]["env_crashed"] == 1.0 and crashed["reward"] == 0.0 and len(crashed["action_ranges"]) == 1
     assert all(r["extra_logs"]["env_crashed"] == 0.0 and r["reward"] == 1.0 for r in fine)
+
+
+class HangingGuess(GuessEnv):
+    """Guess whose step on task 0 blocks until `release` is set: a hung environment."""
+
+    name = "hanging-guess"
+    inline = False  # runs in the server's thread pool, so the server itself stays responsive
+    release = threading.Event()
+
+    def reset(self, task):
+        self.hangs = task.index == 0
+        return super().reset(task)
+
+    def step(self, action):
+        if self.hangs:
+            type(self).release.wait(timeout=60)
+        return super().step(action)
+
+
+async def test_a_hung_environment_step_ends_its_episode_at_the_step_timeout(tokenizer, monkeypatch):
+    HangingGuess.release = threading.Event()
+    # Without a deadline the hang ends by itself after 30 s, so the test fails rather than hangs.
+    asyncio.get_running_loop().call_later(30, HangingGuess.release.set)
+    monkeypatch.setenv("GYMWIRE_STEP_TIMEOUT", "0.5")
+    try:
+        async with GymServer([HangingGuess], port=0) as server:
+            monkeypatch.setenv("GYMWIRE_URLS", server.url)
+            executor = load_agent_file("agent_func.py")()
+            results = await asyncio.gather(*(
+                executor.execute("p", TaskLabel("hanging-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
+                                 tokenizer, FakeEngine(tokenizer))
+                for i in range(3)
+            ))
+            HangingGuess.release.set()
+            await pool_for_running_loop((server.url,), None).close()
+    finally:
+        HangingGuess.release.set()
+    hung, *fine = results
+    assert hung["extra_logs"]["env_timeout"] == 1.0 and hung["reward"] == 0.0 and len(hung["action_ranges"]) == 1
+    assert all(r["extra_logs"]["env_timeout"] == 0.0 and r["reward"] == 1.0 for r in fine)
+
+
+@pytest.mark.parametrize("value, seconds", [(None, 60.0), ("2.5", 2.5), ("none", None)])
+def test_the_step_timeout_is_on_by_default(value, seconds, monkeypatch):
+    monkeypatch.setenv("GYMWIRE_URLS", "ws://a:1")
+    if value is not None:
+        monkeypatch.setenv("GYMWIRE_STEP_TIMEOUT", value)
+    assert AgentSettings.from_env().step_timeout == seconds
+    monkeypatch.setenv("GYMWIRE_STEP_TIMEOUT", "0")
+    with pytest.raises(AgentConfigError, match="GYMWIRE_STEP_TIMEOUT"):
+        AgentSettings.from_env()

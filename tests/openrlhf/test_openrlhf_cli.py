@@ -174,3 +174,22 @@ def test_launch_serves_embedded_envs_for_the_run_and_stops_them(tmp_path, monkey
     assert seen["envs"] == ["guess"] and seen["urls"] == f"ws://127.0.0.1:{port}"
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_prepare_a_users_own_class_writes_labels_its_server_accepts(tmp_path, monkeypatch):
+    (tmp_path / "mywordle.py").write_text(
+        "from gymwire.servers.guess import GuessEnv\n\nclass Wordle(GuessEnv):\n    name = 'wordle'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "tasks.jsonl"
+    assert main(["openrlhf", "prepare", "mywordle:Wordle", "--split", "test", "--limit", "3", "--out", str(out)]) == 0
+    labels = [TaskLabel.parse(row["label"]) for row in read_rows(out)]
+    assert labels == [TaskLabel("wordle", "test", i) for i in range(3)]
+    from mywordle import Wordle
+
+    from gymwire.sdk.sync import SyncGymClient
+
+    with GymServer([Wordle], port=0).run_in_thread() as url, SyncGymClient(url) as client:  # as `gymwire serve mywordle:Wordle`
+        for label in labels:
+            session = client.open(label.env, split=label.split, index=label.index)
+            session.close()

@@ -14,6 +14,7 @@ from typing import Sequence
 
 GYMWIRE_VARIABLES = (
     "GYMWIRE_URLS", "GYMWIRE_TOKEN", "GYMWIRE_HORIZON", "GYMWIRE_STEP_SOURCE", "GYMWIRE_TURN_TOKENS", "GYMWIRE_TOKENIZER",
+    "GYMWIRE_STEP_TIMEOUT",
 )
 # train_ppo_ray's own ray.init sets these; it is skipped when Ray is already initialised, so keep them.
 OPENRLHF_DEFAULTS = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
