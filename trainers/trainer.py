@@ -261,7 +261,7 @@ class Trainer:
                 except (ConnectionError, ProtocolError) as exc:
                     path = self._checkpoint_before_exit()
                     raise TrainingStopped(
-                        f"the environment server failed at step {self.step + 1}: {exc}; {_resume_hint(path)}", path, 1
+                        f"step {self.step + 1} failed at the environment server: {exc}; {_resume_hint(path)}", path, 1
                     ) from exc
                 if "eval/success" in record:
                     last_eval = record["eval/success"]

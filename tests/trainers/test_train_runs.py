@@ -127,7 +127,7 @@ def test_a_server_lost_mid_training_checkpoints_the_last_step_then_stops(tmp_pat
     finally:
         if running:
             serving.__exit__(None, None, None)
-    assert "the environment server failed at step 3" in str(stopped.value) and "--resume" in str(stopped.value)
+    assert "step 3 failed at the environment server: could not reconnect" in str(stopped.value) and "--resume" in str(stopped.value)
     assert stopped.value.checkpoint == latest_checkpoint(tmp_path / "run") and stopped.value.checkpoint.name == "step-000002"
     assert metric_steps(tmp_path / "run") == [1, 2]
     with GymServer([CoinEnv], port=0).run_in_thread() as new_url:
