@@ -119,7 +119,7 @@ class Trainer:
 
     def _setup(self) -> None:
         cfg = self.config
-        resume_from = self._prepare_output_dir()
+        resume_from, previous_run = self._check_output_dir()
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
         self.device = _device(cfg.model.device)
@@ -179,13 +179,16 @@ class Trainer:
 
         from torch.utils.tensorboard import SummaryWriter
 
+        for path in previous_run:  # --overwrite, once everything else is known to work
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
         self.writer = self._stack.enter_context(SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.step + 1))
 
-    def _prepare_output_dir(self) -> Path | None:
-        """The checkpoint to resume from. A new run never mixes into a previous one's files: their
-        metrics would interleave and a later --resume could continue the wrong run."""
+    def _check_output_dir(self) -> tuple[Path | None, list[Path]]:
+        """(the checkpoint to resume from, a previous run's files to delete). A new run never mixes
+        into a previous one's files: metrics would interleave and a later --resume could continue
+        the wrong run."""
         train = self.config.train
         if train.resume:
             found = latest_checkpoint(self.output_dir)
@@ -194,17 +197,14 @@ class Trainer:
                     f"nothing to resume: {self.output_dir / 'checkpoints'} holds no complete checkpoint; "
                     "drop --resume to start a new run (add --overwrite if output_dir holds an unfinished one)"
                 )
-            return found
-        previous = [name for name in RUN_FILES if (self.output_dir / name).exists()]
+            return found, []
+        previous = [self.output_dir / name for name in RUN_FILES if (self.output_dir / name).exists()]
         if previous and not train.overwrite:
             raise ConfigError(
-                f"output_dir {self.output_dir} holds a previous run ({', '.join(previous)}): pass --resume to "
-                "continue it, --overwrite to delete it and start over, or choose another --output-dir"
+                f"output_dir {self.output_dir} holds a previous run ({', '.join(p.name for p in previous)}): pass "
+                "--resume to continue it, --overwrite to delete it and start over, or choose another --output-dir"
             )
-        for name in previous:
-            path = self.output_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        return None
+        return None, previous
 
     def _build_tiny_model(self, path: Path) -> None:
         from .tiny import TinyModelSpec, build_tiny_model
