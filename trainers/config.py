@@ -115,7 +115,9 @@ class TrainSection:
     resume: bool = False  # continue from the latest checkpoint in output_dir
     overwrite: bool = False  # delete a previous run's files in output_dir and start over
     progress: bool = True  # tqdm bar
-    log_every: int = 10  # without the bar: a summary line every N steps (and at each evaluation)
+    # Without the bar: a summary line every N steps and at each evaluation. null: every eval_every
+    # steps, or every 10 when eval_every is 0.
+    log_every: int | None = None
 
 
 @dataclass
@@ -295,10 +297,11 @@ def _validate(config: TrainConfig) -> None:
         ("algorithm.epochs", algorithm.epochs),
         ("algorithm.minibatches", algorithm.minibatches),
         ("train.steps", config.train.steps),
-        ("train.log_every", config.train.log_every),
     ):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+    if config.train.log_every is not None and config.train.log_every < 1:
+        raise ConfigError(f"train.log_every must be a whole number >= 1 or null, got {config.train.log_every!r}")
     if batch % algorithm.minibatches:
         raise ConfigError(
             f"algorithm.minibatches={algorithm.minibatches} must divide the batch of "

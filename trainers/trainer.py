@@ -244,6 +244,7 @@ class Trainer:
 
             progress = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         last_eval: float | None = None
+        log_every = cfg.log_every or cfg.eval_every or 10
         with contextlib.ExitStack() as stack:
             if progress is not None:
                 stack.callback(progress.close)
@@ -266,7 +267,7 @@ class Trainer:
                 if "eval/success" in record:
                     last_eval = record["eval/success"]
                 if progress is None:
-                    if "eval/success" in record or _due(self.step, cfg.log_every, cfg.steps):
+                    if "eval/success" in record or _due(self.step, log_every, cfg.steps):
                         print(_summary_line(record, last_eval), flush=True)
                 else:
                     postfix = {"success": f"{record['train/success']:.2f}", "turns": record["train/horizon"]}

@@ -163,12 +163,13 @@ def test_a_signal_checkpoints_the_current_step_and_exits_cleanly(tmp_path, sig):
     assert metric_steps(tmp_path / "run") == list(range(1, stopped_at + 1))
 
 
-def test_without_a_progress_bar_a_line_is_printed_every_log_every_steps(tmp_path, capsys):
-    path = write_config(tmp_path, train={"steps": 4, "eval_every": 0, "log_every": 2})
+@pytest.mark.parametrize("steps, log_every, printed", [(4, 2, ["step 2", "step 4"]), (11, None, ["step 10", "step 11"])])
+def test_without_a_progress_bar_a_line_is_printed_every_log_every_steps(tmp_path, capsys, steps, log_every, printed):
+    path = write_config(tmp_path, train={"steps": steps, "eval_every": 0, "log_every": log_every, "eval_tasks": 2})
     assert main(["train", str(path), "--no-progress"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
-    assert [line.split(":")[0] for line in lines] == ["step 2", "step 4"]
-    assert "eval success" not in lines[0] and "eval success" in lines[1]
+    assert [line.split(":")[0] for line in lines] == printed
+    assert "eval success" not in lines[0] and "eval success" in lines[1]  # evaluated after the last step only
 
 
 def test_the_progress_bar_keeps_the_last_evaluation(tmp_path, capsys):
