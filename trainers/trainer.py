@@ -118,8 +118,11 @@ class Trainer:
         self._stack.close()
 
     def _setup(self) -> None:
+        from transformers.utils import logging as transformers_logging
+
         cfg = self.config
         resume_from, previous_run = self._check_output_dir()
+        transformers_logging.disable_progress_bar()  # its bars per saved checkpoint would break up the trainer's own
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
         self.device = _device(cfg.model.device)
@@ -636,9 +639,6 @@ def _device(name: str) -> torch.device:
 
 def _load_model(path: str | Path, device: torch.device) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # its per-checkpoint bars would break up the trainer's own
 
     if not Path(path, "config.json").exists():
         raise ConfigError(

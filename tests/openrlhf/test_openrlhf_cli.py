@@ -102,6 +102,24 @@ def test_launch_dry_run_prints_environment_and_openrlhf_command(tmp_path, capsys
     assert "--critic.num_gpus_per_node" not in argv and "--data.apply_chat_template" not in argv
 
 
+def test_paths_workers_read_or_write_are_absolute_and_hub_names_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    config = LaunchConfig.from_mapping(base_config(
+        model="models/mine", dataset="tasks.jsonl", checkpoints={"path": "ckpt/run"},
+        extra_args=["--logger.tensorboard_dir", "logs/tb", "--ckpt.output_dir", "out", "--eval.dataset", "org/evalset"],
+    ))
+    argv, _ = build_command(config, ["ws://h:1"])
+    assert flag(argv, "--actor.model_name_or_path") == str(tmp_path / "models" / "mine")
+    assert flag(argv, "--data.prompt_dataset") == str(tmp_path / "tasks.jsonl")
+    assert flag(argv, "--ckpt.path") == str(tmp_path / "ckpt" / "run")
+    assert flag(argv, "--logger.tensorboard_dir") == str(tmp_path / "logs" / "tb")
+    assert flag(argv, "--ckpt.output_dir") == str(tmp_path / "out")
+    assert flag(argv, "--eval.dataset") == "org/evalset"  # a Hub name
+    hub = LaunchConfig.from_mapping(base_config(model="Qwen/Qwen2.5-1.5B-Instruct"))
+    assert flag(build_command(hub, ["ws://h:1"])[0], "--actor.model_name_or_path") == "Qwen/Qwen2.5-1.5B-Instruct"
+
+
 def test_launch_gae_gets_a_critic_and_multiturn_gets_the_template(tmp_path):
     config = LaunchConfig.from_mapping(base_config(estimator="gae", agent="multiturn"))
     argv, env = build_command(config, ["ws://h:1"])

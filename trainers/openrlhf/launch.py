@@ -201,9 +201,10 @@ def _is_local(path: str, file_suffixes: tuple[str, ...] = ()) -> bool:
     return Path(path).expanduser().exists() or path.startswith((".", "/", "~")) or path.endswith(file_suffixes)
 
 
-def _absolute(path: str, file_suffixes: tuple[str, ...] = ()) -> str:
-    """A local path made absolute (Ray workers do not run in this directory); a Hub name as it is."""
-    return str(Path(path).expanduser().resolve()) if _is_local(path, file_suffixes) else path
+def _absolute(path: str, file_suffixes: tuple[str, ...] = (), *, output: bool = False) -> str:
+    """A local path made absolute (Ray workers do not run in this directory); an input that may be
+    a Hub name (a model, a dataset) stays as it is unless it is local. Outputs are always local."""
+    return str(Path(path).expanduser().resolve()) if output or _is_local(path, file_suffixes) else path
 
 
 def build_command(config: LaunchConfig, urls: list[str], token: str | None = None) -> tuple[list[str], dict[str, str]]:
@@ -247,7 +248,7 @@ def build_command(config: LaunchConfig, urls: list[str], token: str | None = Non
         argv += ["--data.apply_chat_template"]
     ckpt = config.checkpoints
     if ckpt.get("path"):
-        argv += ["--ckpt.path", _absolute(str(ckpt["path"]))]
+        argv += ["--ckpt.path", str(ckpt["path"])]
     if ckpt.get("save_steps"):
         argv += ["--ckpt.save_steps", str(ckpt["save_steps"])]
     if ckpt.get("resume"):
@@ -266,12 +267,14 @@ def _absolute_paths(argv: list[str]) -> list[str]:
     for position, flag in enumerate(out[:-1]):
         if not flag.startswith("--") or flag == "--train.agent_func_path":
             continue
-        if flag.endswith(("_path", ".path", "_dir", "dataset")):
-            value = out[position + 1]
+        value = out[position + 1]
+        if flag.endswith(("_dir", ".path")):  # where OpenRLHF writes
+            out[position + 1] = _absolute(value, output=True)
+        elif flag.endswith(("_path", "dataset")):  # what it reads: local files, or Hub names
             out[position + 1] = ",".join(_absolute(part, DATASET_FILE_SUFFIXES) for part in value.split(","))
     for flag, default in RELATIVE_DEFAULTS.items():
         if flag not in out:
-            out += [flag, _absolute(default)]
+            out += [flag, _absolute(default, output=True)]
     return out
 
 
