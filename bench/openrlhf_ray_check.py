@@ -71,9 +71,12 @@ def main() -> int:
     from gymwire.trainers.horizon import horizon_from_config
     from gymwire.trainers.openrlhf.publishing import StepPublishingMixin, unwrap_actor_class
     from gymwire.trainers.openrlhf.steps import RayStepBoard, StepNotPublished
+    from gymwire.trainers.openrlhf.train import runtime_env
 
     started = time.monotonic()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # As train.py starts the job: the agent files as the job's working directory (check 4).
+    job_env = runtime_env(["--train.agent_func_path", "agent_func.py"], {})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=job_env)
     print(f"ray {ray.__version__} up in {time.monotonic() - started:.1f}s")
     board_name = f"check-{os.getpid()}"
 
@@ -210,13 +213,13 @@ def main() -> int:
 
 def check_agent_in_a_ray_actor(board, board_name: str, horizon) -> None:
     """4. The agent file loaded by openrlhf's own `_load_agent_executor` inside an async Ray actor
-    whose GYMWIRE_* variables came through the job's runtime_env, as train.py passes them,
-    playing episodes on a gymwire server with a fake engine (tests/openrlhf/openrlhf_fakes.py)."""
+    in the job's working directory (holding the agent file, named relatively as the launcher names
+    it), as train.py starts the job, with its GYMWIRE_* variables from its runtime_env, playing
+    episodes on a gymwire server with a fake engine (tests/openrlhf/openrlhf_fakes.py)."""
     import ray
 
     from gymwire.sdk.server import GymServer
     from gymwire.servers.guess import GuessEnv
-    from gymwire.trainers.openrlhf import agent_func
     from gymwire.trainers.openrlhf.train import worker_env
 
     fakes_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "openrlhf")
@@ -242,12 +245,12 @@ def check_agent_in_a_ray_actor(board, board_name: str, horizon) -> None:
             return [(r["extra_logs"]["step"], r["extra_logs"]["turn_limit"], r["extra_logs"]["turns"]) for r in results]
 
     with GymServer([GuessEnv], port=0).run_in_thread() as url:
-        env = worker_env({"GYMWIRE_URLS": url, "GYMWIRE_HORIZON": str(horizon), "GYMWIRE_STEP_SOURCE": f"ray:{board_name}"})
-        actor = Rollout.options(runtime_env={"env_vars": env}).remote()
+        settings = {"GYMWIRE_URLS": url, "GYMWIRE_HORIZON": str(horizon), "GYMWIRE_STEP_SOURCE": f"ray:{board_name}"}
+        actor = Rollout.options(runtime_env={"env_vars": worker_env(settings)}).remote()
         outcomes = []
         for step in (2, 3, 5):
             board.publish(step)
-            outcomes += ray.get(actor.play.remote(agent_func.__file__, fakes_dir, 20))
+            outcomes += ray.get(actor.play.remote("agent_func.py", fakes_dir, 20))
     expected = [(float(s), float(horizon.turns_at(s)), float(horizon.turns_at(s))) for s in (2, 3, 5) for _ in range(20)]
     check("agent_func.py in a Ray actor: 60 episodes at the published steps' limits", outcomes == expected,
           sorted(set(outcomes)))

@@ -29,6 +29,7 @@ def run_config(base: Path, args: argparse.Namespace, name: str, horizon: str) ->
         "train.steps": args.steps,
         "train.eval_every": args.eval_every,
         "train.checkpoint_every": 0,
+        "train.overwrite": True,  # each invocation trains its runs afresh
         "train.progress": not args.quiet,
         "rollout.episode_tokens": args.episode_tokens,
         "algorithm.estimator": args.estimator,

@@ -454,7 +454,10 @@ class GymClient:
     ) -> list[StepResult | ProtocolError]:
         """Step many sessions in one frame. Each entry is the step's result or its typed error.
 
-        Against a server without `batch` the steps go one by one, with the same results."""
+        `deadline_ms` is the batch's, but it applies to each step: when the batch is answered
+        TIMEOUT, each step's own result is asked for (its seq re-sent, same deadline), so only the
+        steps still running get TIMEOUT. Against a server without `batch` the steps go one by one,
+        with the same results."""
         if deadline_ms is not None:
             self._require("deadlines")
         for session, action in steps:
@@ -472,6 +475,8 @@ class GymClient:
         except ProtocolError as exc:
             for session, _ in steps:
                 session._note_error(exc)
+            if exc.code is ErrorCode.TIMEOUT and deadline_ms is not None:
+                return await self._results_after_timeout(steps, items, deadline_ms)
             raise
         except (asyncio.TimeoutError, asyncio.CancelledError):
             for session, _ in steps:
@@ -486,6 +491,34 @@ class GymClient:
             else:
                 session._note_result(result)
                 out.append(result)
+        return out
+
+    async def _results_after_timeout(
+        self, steps: Sequence[tuple["ClientSession", str]], items: list[BatchStep], deadline_ms: int
+    ) -> list[StepResult | ProtocolError]:
+        # What the server started runs on, and a re-sent seq gets its recorded answer (GW-DEADLINE-4);
+        # a step never started runs now, once.
+        out: list[Any] = [None] * len(steps)
+        positions: dict[ClientSession, list[int]] = {}
+        for position, (session, _) in enumerate(steps):
+            positions.setdefault(session, []).append(position)
+
+        async def ask(session: ClientSession, its_positions: list[int]) -> None:
+            for position in its_positions:
+                item = items[position]
+                step = Step.model_construct(
+                    id=self.next_id(), session=session.id, seq=item.seq, action=item.action, deadline_ms=deadline_ms
+                )
+                try:
+                    result = await session._request(step)
+                except ProtocolError as exc:
+                    out[position] = exc
+                    continue
+                session._uncertain = False
+                session._note_result(result)  # type: ignore[arg-type]
+                out[position] = result
+
+        await asyncio.gather(*(ask(session, its) for session, its in positions.items()))
         return out
 
     async def _step_one_by_one(
@@ -607,50 +640,147 @@ class ClientSession:
 
 
 class GymPool:
-    """Spread sessions over several servers (replicas of the same environments).
+    """Spread sessions over several servers (replicas of the same environments), from one event loop.
 
-    A session opens on the connected server holding the fewest of this pool's sessions; a
-    CAPACITY or DRAINING refusal moves the open to the next server, and when all refuse the pool
-    waits the advised retry_after_ms and tries again, up to `open_attempts` rounds.
+    One connection per server, made on first use and shared by every session the pool opens there.
+    A session opens on the server with the fewest of this pool's sessions (opens in progress
+    count), preferring connected servers that are not draining. A server that refuses the open
+    (CAPACITY, DRAINING) or cannot be reached moves it to the next one; an unreachable server is
+    tried again after `retry_unreachable_s`. When every server refuses, the pool waits the longest
+    advised retry_after_ms and tries again, up to `open_attempts` rounds.
     """
 
-    def __init__(self, urls: Sequence[str], *, open_attempts: int = 5, **client_kwargs: Any) -> None:
+    def __init__(
+        self, urls: Sequence[str], *, open_attempts: int = 5, retry_unreachable_s: float = 5.0, **client_kwargs: Any
+    ) -> None:
         if not urls:
-            raise ValueError("a pool needs at least one server URL")
-        self.clients = [GymClient(url, **client_kwargs) for url in urls]
+            raise ValueError("a pool needs at least one server URL (ws://host:port)")
+        self.urls = list(dict.fromkeys(urls))
         self.open_attempts = open_attempts
+        self.retry_unreachable_s = retry_unreachable_s
+        self.clients: dict[str, GymClient] = {}  # url -> connected client
+        self._client_kwargs = client_kwargs
+        self._connecting = {url: asyncio.Lock() for url in self.urls}
+        self._unreachable: dict[str, tuple[float, str]] = {}  # url -> (when to try again, why)
+        self._opening = dict.fromkeys(self.urls, 0)
+        self._infos: dict[str, asyncio.Future[EnvInfo]] = {}
 
     async def __aenter__(self) -> "GymPool":
-        await asyncio.gather(*(client.connect() for client in self.clients))
-        return self
+        return await self.connect()
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        await asyncio.gather(*(client.close() for client in self.clients), return_exceptions=True)
+    async def connect(self) -> "GymPool":
+        """Connect to every server now; an error only when none can be reached."""
+        results = await asyncio.gather(*(self.client(url) for url in self.urls), return_exceptions=True)
+        if not self.clients:
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if any(isinstance(r, ProtocolError) for r in failures):  # e.g. a wrong token: no reason to go on
+                raise next(r for r in failures if isinstance(r, ProtocolError))
+            raise ConnectionLost("no server of the pool can be reached: " + "; ".join(str(r) for r in failures))
+        return self
 
-    def _by_load(self) -> list[GymClient]:
-        return sorted(self.clients, key=lambda c: (c.draining, len(c.sessions)))
+    async def close(self) -> None:
+        clients, self.clients = list(self.clients.values()), {}
+        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+
+    async def client(self, url: str) -> GymClient:
+        """The connected client of `url`; ConnectionLost when it cannot be reached (then for a while)."""
+        client = self.clients.get(url)
+        if client is not None:
+            return client
+        async with self._connecting[url]:  # hundreds of opens start at once: connect once
+            if url in self.clients:
+                return self.clients[url]
+            retry_at, why = self._unreachable.get(url, (0.0, ""))
+            if time.monotonic() < retry_at:
+                raise ConnectionLost(f"{url} is unreachable ({why})")
+            try:
+                client = await GymClient(url, **self._client_kwargs).connect()
+            except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                self._unreachable[url] = (time.monotonic() + self.retry_unreachable_s, why)
+                log.warning("pool: cannot reach %s (%s); using the other servers", url, why)
+                raise ConnectionLost(f"{url} is unreachable ({why})") from exc
+            self.clients[url] = client
+            return client
+
+    def _by_preference(self) -> list[str]:
+        def rank(url: str) -> tuple[Any, ...]:
+            client = self.clients.get(url)
+            unreachable = client is None and time.monotonic() < self._unreachable.get(url, (0.0, ""))[0]
+            disconnected = client is not None and not client._connected.is_set()
+            draining = client is not None and client.draining
+            load = (len(client.sessions) if client else 0) + self._opening[url]
+            return (unreachable, disconnected, draining, load)
+
+        return sorted(self.urls, key=rank)
 
     async def open(self, env: str, **kwargs: Any) -> ClientSession:
-        last_error: ProtocolError | None = None
-        for _ in range(self.open_attempts):
+        """Open a session (arguments of GymClient.open) on the preferred server that accepts it."""
+        refusal: ProtocolError | None = None
+        unreachable: list[str] = []
+        for attempt in range(self.open_attempts):
             wait_ms = 0
-            for client in self._by_load():
+            unreachable = []
+            for url in self._by_preference():
+                self._opening[url] += 1
                 try:
-                    return await client.open(env, **kwargs)
+                    return await (await self.client(url)).open(env, **kwargs)
                 except ProtocolError as exc:
                     if exc.code not in (ErrorCode.CAPACITY, ErrorCode.DRAINING):
                         raise
-                    last_error = exc
+                    refusal = exc
                     wait_ms = max(wait_ms, exc.retry_after_ms or 100)
-            await asyncio.sleep(wait_ms / 1000)
-        assert last_error is not None
-        raise last_error
+                except ConnectionError as exc:  # unreachable, or its client spent its reconnect budget
+                    unreachable.append(str(exc))
+                    client = self.clients.get(url)
+                    if client is not None and not client._connected.is_set():
+                        self._forget(url)
+                finally:
+                    self._opening[url] -= 1
+            if attempt + 1 < self.open_attempts:
+                await asyncio.sleep(max(wait_ms, 100) / 1000)
+        if refusal is None:
+            raise ConnectionLost("no server of the pool can be reached: " + "; ".join(unreachable))
+        raise ProtocolError(
+            refusal.code,
+            f"every reachable server refused the open for {self.open_attempts} rounds (last: {refusal.message}); "
+            "add server replicas or open fewer sessions at once",
+            retry_after_ms=refusal.retry_after_ms,
+        )
+
+    def _forget(self, url: str) -> None:
+        """Drop a client whose reconnect budget is spent: the next use connects anew."""
+        client = self.clients.pop(url)
+        self._unreachable[url] = (time.monotonic() + self.retry_unreachable_s, "connection lost")
+        asyncio.get_running_loop().create_task(client.close())
 
     def session(self, env: str, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[ClientSession]:
         return _closing_session(self.open(env, **kwargs))
+
+    async def describe(self, env: str) -> EnvInfo:
+        """The environment's description, asked once: concurrent callers share the answer, and a
+        failure is not remembered."""
+        asked = self._infos.get(env)
+        if asked is None:
+            asked = self._infos[env] = asyncio.ensure_future(self._describe(env))
+        try:
+            return await asyncio.shield(asked)  # one waiter cancelled does not cancel the others
+        except Exception:
+            if asked.done() and self._infos.get(env) is asked:
+                del self._infos[env]
+            raise
+
+    async def _describe(self, env: str) -> EnvInfo:
+        failures = []
+        for url in self._by_preference():
+            try:
+                return await (await self.client(url)).describe(env)
+            except ConnectionError as exc:
+                failures.append(str(exc))
+        raise ConnectionLost("no server of the pool can be reached: " + "; ".join(failures))
 
 
 @contextlib.asynccontextmanager

@@ -65,6 +65,9 @@ class EnvSection:
     test_split: str = "test"
     instructions: bool = True  # put the environment's instructions before the first observation
     system: str | None = None  # a system prompt
+    # Seconds the server may take for one open or step (its deadline_ms); a step over it ends its
+    # episode with a TIMEOUT error instead of stalling training. null: no limit.
+    step_timeout: float | None = 60.0
 
 
 @dataclass
@@ -110,7 +113,11 @@ class TrainSection:
     keep_checkpoints: int = 2
     rollouts_every: int = 10  # write the step's episodes as JSONL every N steps (0: never)
     resume: bool = False  # continue from the latest checkpoint in output_dir
+    overwrite: bool = False  # delete a previous run's files in output_dir and start over
     progress: bool = True  # tqdm bar
+    # Without the bar: a summary line every N steps and at each evaluation. null: every eval_every
+    # steps, or every 10 when eval_every is 0.
+    log_every: int | None = None
 
 
 @dataclass
@@ -256,6 +263,10 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"env.server must be 'builtin' or a ws:// or wss:// URL, got {config.env.server!r}")
     if not config.model.path:
         raise ConfigError("model.path is required: a local Hugging Face checkpoint (or where model.tiny builds one)")
+    if config.train.resume and config.train.overwrite:
+        raise ConfigError("train.resume and train.overwrite exclude each other: continue the run in output_dir, or start it over")
+    if config.env.step_timeout is not None and config.env.step_timeout <= 0:
+        raise ConfigError(f"env.step_timeout must be > 0 seconds, or null for no limit; got {config.env.step_timeout}")
     if config.model.backend not in POLICY_BACKENDS:
         raise ConfigError(f"model.backend must be one of {POLICY_BACKENDS}, got {config.model.backend!r}")
     algorithm = config.algorithm
@@ -289,6 +300,8 @@ def _validate(config: TrainConfig) -> None:
     ):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+    if config.train.log_every is not None and config.train.log_every < 1:
+        raise ConfigError(f"train.log_every must be a whole number >= 1 or null, got {config.train.log_every!r}")
     if batch % algorithm.minibatches:
         raise ConfigError(
             f"algorithm.minibatches={algorithm.minibatches} must divide the batch of "

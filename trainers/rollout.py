@@ -43,7 +43,7 @@ T = TypeVar("T")
 TERMINATED = "terminated"  # the environment ended it (goal reached or failed)
 TRUNCATED = "truncated"  # the server's turn limit
 TOKEN_BUDGET = "token_budget"  # the next turn would not fit the per-episode token budget
-ERROR = "error"  # the server answered a step with an error
+ERROR = "error"  # the server answered a step with an error (TIMEOUT: over the step timeout)
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class RolloutSettings:
     episode_tokens: int = 4096
     sampling: Sampling = Sampling()
     instructions: bool = True  # prefix the first observation with the environment's instructions
+    step_timeout: float | None = None  # seconds the server may take for an open or a step (None: no limit)
 
     def __post_init__(self) -> None:
         if self.turn_tokens < 1 or self.episode_tokens < 2:
@@ -164,6 +165,14 @@ class _Running:
         self.done = True
 
 
+def _deadline_ms(client: GymClient, settings: RolloutSettings) -> int | None:
+    """The step timeout as the server's deadline. A server without `deadlines` gets none (and a
+    hung step there stalls: there is no safe way to give up on a step the server may still run)."""
+    if settings.step_timeout is None or not client.supports("deadlines"):
+        return None
+    return max(1, round(settings.step_timeout * 1000))
+
+
 async def _open(client: GymClient, spec: EpisodeSpec, settings: RolloutSettings) -> ClientSession:
     return await client.open(
         settings.env,
@@ -172,6 +181,7 @@ async def _open(client: GymClient, spec: EpisodeSpec, settings: RolloutSettings)
         seed=spec.seed,
         options=settings.options,
         max_turns=settings.max_turns,
+        deadline_ms=_deadline_ms(client, settings),
     )
 
 
@@ -230,7 +240,10 @@ async def _play_turn(
     # One frame per batch of steps (the server runs them concurrently) instead of one per episode.
     size = client.limits.max_batch
     steps = [(r.session, action) for r, action in zip(active, actions)]
-    chunks = await asyncio.gather(*(client.step_batch(steps[i : i + size]) for i in range(0, len(steps), size)))
+    deadline_ms = _deadline_ms(client, settings)
+    chunks = await asyncio.gather(
+        *(client.step_batch(steps[i : i + size], deadline_ms=deadline_ms) for i in range(0, len(steps), size))
+    )
     results = [result for chunk in chunks for result in chunk]
     for r, generation, action, result in zip(active, generations, actions, results):
         episode = r.episode

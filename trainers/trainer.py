@@ -14,11 +14,15 @@ import contextlib
 import json
 import random
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gymwire.protocol import ErrorCode, ProtocolError
 
 from .advantages import compute_advantages, masked_whiten, place_rewards
 from .chat import ChatFormat
@@ -37,18 +41,42 @@ from .losses import (
 from .policy import Sampling, make_policy
 from .rollout import Episode, EpisodeSpec, RolloutClient, RolloutSettings, write_jsonl
 
-__all__ = ["Trainer", "ResumeError", "ValueHead", "latest_checkpoint"]
+__all__ = ["Trainer", "ResumeError", "TrainingStopped", "ValueHead", "checkpoints", "latest_checkpoint"]
 
 STATE_FILE = "trainer_state.pt"
+# What a run writes into output_dir; `overwrite` deletes these and nothing else (the tiny model is
+# often built inside output_dir, and output_dir may be a folder holding other things).
+RUN_FILES = ("config.json", "metrics.jsonl", "tensorboard", "rollouts", "checkpoints")
 
 
 class ResumeError(RuntimeError):
     """A checkpoint cannot continue this run."""
 
 
+class TrainingStopped(RuntimeError):
+    """Training stopped before `train.steps`: a signal, or the environment server went away. The
+    last completed step is checkpointed (`checkpoint`, None when no step completed)."""
+
+    def __init__(self, message: str, checkpoint: Path | None, exit_code: int):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+        self.exit_code = exit_code
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """The complete checkpoints (their state file written) of a run, oldest step first."""
+    found = [state.parent for state in Path(output_dir, "checkpoints").glob("step-*/" + STATE_FILE)]
+    return sorted(found, key=_checkpoint_step)
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    found = sorted(Path(output_dir, "checkpoints").glob("step-*/" + STATE_FILE))
-    return found[-1].parent if found else None
+    found = checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def _checkpoint_step(path: Path) -> int:
+    # By number: names sort wrongly past step-999999.
+    return int(path.name.removeprefix("step-"))
 
 
 class ValueHead(torch.nn.Module):
@@ -90,18 +118,34 @@ class Trainer:
         self._stack.close()
 
     def _setup(self) -> None:
+        from transformers.utils import logging as transformers_logging
+
         cfg = self.config
+        resume_from, previous_run = self._check_output_dir()
+        transformers_logging.disable_progress_bar()  # its bars per saved checkpoint would break up the trainer's own
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
         self.device = _device(cfg.model.device)
         url = cfg.env.server
+        # The name sessions are opened with: a `module:Class` env.name is served under its class's name.
+        self.env_name = cfg.env.name
         if url == "builtin":
             from gymwire.sdk.registry import resolve_env
             from gymwire.sdk.server import GymServer
 
-            url = self._stack.enter_context(GymServer([resolve_env(cfg.env.name)], port=0).run_in_thread())
+            try:
+                env_class = resolve_env(cfg.env.name)
+            except ValueError as exc:
+                raise ConfigError(f"env.name: {exc}") from None
+            self.env_name = env_class.info().name
+            url = self._stack.enter_context(GymServer([env_class], port=0).run_in_thread())
         self.rollouts = self._stack.enter_context(RolloutClient(url, token=cfg.env.token))
-        self.env_info = self.rollouts.run(self.rollouts.client.describe(cfg.env.name))
+        try:
+            self.env_info = self.rollouts.run(self.rollouts.client.describe(self.env_name))
+        except ProtocolError as exc:
+            if exc.code is not ErrorCode.UNKNOWN_ENV:
+                raise
+            raise ConfigError(f"env.name: {exc.message}") from None
         self.horizon = cfg.schedule(self.env_info.default_max_turns)
         for split in (cfg.env.train_split, cfg.env.test_split):
             if split not in self.env_info.splits:
@@ -113,7 +157,6 @@ class Trainer:
         model_path = Path(cfg.model.path)
         if cfg.model.tiny is not None and not (model_path / "config.json").exists():
             self._build_tiny_model(model_path)
-        resume_from = latest_checkpoint(self.output_dir) if cfg.train.resume else None
         self.model, self.tokenizer = _load_model(resume_from or model_path, self.device)
         self.reference = None
         if cfg.algorithm.kl_coef > 0:
@@ -135,18 +178,44 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         if resume_from is not None:
             self._load_state(resume_from)
+        self._rng_at_step = self._rng_states()
 
         from torch.utils.tensorboard import SummaryWriter
 
+        for path in previous_run:  # --overwrite, once everything else is known to work
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
         self.writer = self._stack.enter_context(SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.step + 1))
+
+    def _check_output_dir(self) -> tuple[Path | None, list[Path]]:
+        """(the checkpoint to resume from, a previous run's files to delete). A new run never mixes
+        into a previous one's files: metrics would interleave and a later --resume could continue
+        the wrong run."""
+        train = self.config.train
+        if train.resume:
+            found = latest_checkpoint(self.output_dir)
+            if found is None:
+                raise ResumeError(
+                    f"nothing to resume: {self.output_dir / 'checkpoints'} holds no complete checkpoint; "
+                    "drop --resume to start a new run (add --overwrite if output_dir holds an unfinished one)"
+                )
+            return found, []
+        previous = [self.output_dir / name for name in RUN_FILES if (self.output_dir / name).exists()]
+        if previous and not train.overwrite:
+            raise ConfigError(
+                f"output_dir {self.output_dir} holds a previous run ({', '.join(p.name for p in previous)}): pass "
+                "--resume to continue it, --overwrite to delete it and start over, or choose another --output-dir"
+            )
+        return None, previous
 
     def _build_tiny_model(self, path: Path) -> None:
         from .tiny import TinyModelSpec, build_tiny_model
 
         tiny = self.config.model.tiny
-        corpus = self.rollouts.run(_env_corpus(self.rollouts.client, self.config, self.env_info, tiny.numbers, tiny.corpus_episodes))
+        corpus = self.rollouts.run(
+            _env_corpus(self.rollouts.client, self.config, self.env_name, self.env_info, tiny.numbers, tiny.corpus_episodes)
+        )
         spec = TinyModelSpec(
             n_layer=tiny.n_layer,
             n_head=tiny.n_head,
@@ -166,33 +235,71 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> list[dict[str, Any]]:
-        """Run until `train.steps`; returns one record per step (also in metrics.jsonl)."""
+        """Run until `train.steps`; returns one record per step (also in metrics.jsonl).
+
+        SIGTERM or Ctrl-C (in the main thread) finishes the current step, checkpoints it and raises
+        TrainingStopped; a second Ctrl-C quits at once. A lost environment server also checkpoints
+        the last completed step before TrainingStopped."""
         cfg = self.config.train
         progress = None
         if cfg.progress:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        last_eval: float | None = None
+        log_every = cfg.log_every or cfg.eval_every or 10
         with contextlib.ExitStack() as stack:
             if progress is not None:
                 stack.callback(progress.close)
+            stop = stack.enter_context(_StopOnSignal())
             while self.step < cfg.steps:
-                record = self.train_step()
-                if _due(self.step, cfg.eval_every, cfg.steps):
-                    record.update({f"eval/{k}": v for k, v in self.evaluate().items()})
-                self._log(record)
-                if _due(self.step, cfg.checkpoint_every, cfg.steps):
-                    self.save_checkpoint()
+                if stop.signal is not None:
+                    path = self._checkpoint_before_exit()
+                    raise TrainingStopped(
+                        f"stopped by {stop.signal.name} after step {self.step}; {_resume_hint(path)}",
+                        path,
+                        128 + stop.signal.value,
+                    )
+                try:
+                    record = self._step_and_log()
+                except (ConnectionError, ProtocolError) as exc:
+                    path = self._checkpoint_before_exit()
+                    raise TrainingStopped(
+                        f"step {self.step + 1} failed at the environment server: {exc}; {_resume_hint(path)}", path, 1
+                    ) from exc
+                if "eval/success" in record:
+                    last_eval = record["eval/success"]
                 if progress is None:
-                    if "eval/success" in record:
-                        print(_summary_line(record), flush=True)
+                    if "eval/success" in record or _due(self.step, log_every, cfg.steps):
+                        print(_summary_line(record, last_eval), flush=True)
                 else:
                     postfix = {"success": f"{record['train/success']:.2f}", "turns": record["train/horizon"]}
-                    if "eval/success" in record:
-                        postfix["eval"] = f"{record['eval/success']:.2f}"
+                    if last_eval is not None:  # the latest evaluation stays on the bar until the next
+                        postfix["eval"] = f"{last_eval:.2f}"
                     progress.set_postfix(postfix, refresh=False)
                     progress.update(1)
         return self.history
+
+    def _step_and_log(self) -> dict[str, Any]:
+        cfg = self.config.train
+        record = self.train_step()
+        try:
+            if _due(self.step, cfg.eval_every, cfg.steps):
+                record.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+        finally:  # the step is done even if its evaluation failed: its record goes with its checkpoint
+            self._log(record)
+        if _due(self.step, cfg.checkpoint_every, cfg.steps):
+            self.save_checkpoint()
+        return record
+
+    def _checkpoint_before_exit(self) -> Path | None:
+        """A checkpoint of the last completed step (None before the first step)."""
+        if self.step == 0:
+            return None
+        latest = latest_checkpoint(self.output_dir)
+        if latest is not None and _checkpoint_step(latest) == self.step:
+            return latest
+        return self.save_checkpoint()
 
     def train_step(self) -> dict[str, Any]:
         cfg = self.config
@@ -210,6 +317,7 @@ class Trainer:
         stats = self.update(episodes)
         self.policy.load_weights(self.model)
         self.step = step
+        self._rng_at_step = self._rng_states()
         seconds = time.perf_counter() - started
         if cfg.train.rollouts_every and step % cfg.train.rollouts_every == 0:
             write_jsonl(episodes, self.output_dir / "rollouts" / f"step-{step:06d}.jsonl")
@@ -226,13 +334,14 @@ class Trainer:
     def _settings(self, max_turns: int, sampling: Sampling) -> RolloutSettings:
         cfg = self.config
         return RolloutSettings(
-            env=cfg.env.name,
+            env=self.env_name,
             options=cfg.env.options,
             max_turns=max_turns,
             turn_tokens=cfg.rollout.turn_tokens,
             episode_tokens=cfg.rollout.episode_tokens,
             sampling=sampling,
             instructions=cfg.env.instructions,
+            step_timeout=cfg.env.step_timeout,
         )
 
     # ------------------------------------------------------------------ the update
@@ -384,18 +493,24 @@ class Trainer:
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
-            "task_rng": self.task_rng.getstate(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            # As they were when the step completed: a step that failed half-way drew from them.
+            **self._rng_at_step,
             "horizon": self.horizon.to_config(),
             "value_head": self.value_head.state_dict() if self.value_head is not None else None,
         }
         # Written last: a folder without it is an interrupted save and is never resumed from.
         torch.save(state, path / STATE_FILE)
         self.writer.flush()
-        for old in sorted((self.output_dir / "checkpoints").glob("step-*"))[: -self.config.train.keep_checkpoints]:
+        for old in checkpoints(self.output_dir)[: -self.config.train.keep_checkpoints]:
             shutil.rmtree(old)
         return path
+
+    def _rng_states(self) -> dict[str, Any]:
+        return {
+            "task_rng": self.task_rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
 
     def _load_state(self, path: Path) -> None:
         state = torch.load(path / STATE_FILE, weights_only=False)
@@ -465,12 +580,48 @@ def _explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch
     return (1 - unexplained / variance).item() if variance > 0 else 0.0
 
 
-def _summary_line(record: dict[str, Any]) -> str:
+def _summary_line(record: dict[str, Any], last_eval: float | None) -> str:
+    if "eval/success" in record:
+        evaluation = f"eval success {record['eval/success']:.3f}, "
+    else:
+        evaluation = "" if last_eval is None else f"(last eval success {last_eval:.3f}), "
     return (
         f"step {record['step']}: train success {record['train/success']:.3f} at {record['train/horizon']} turns, "
-        f"eval success {record['eval/success']:.3f}, loss {record['train/loss']:.4f}, "
+        f"{evaluation}loss {record['train/loss']:.4f}, "
         f"entropy {record['train/entropy']:.3f}, {record['train/tokens_per_s']:.0f} tokens/s"
     )
+
+
+def _resume_hint(checkpoint: Path | None) -> str:
+    if checkpoint is None:
+        return "no step completed, so nothing was checkpointed"
+    return f"checkpoint in {checkpoint}; continue with --resume"
+
+
+class _StopOnSignal:
+    """While training: SIGTERM or the first Ctrl-C asks to stop after the current step (`signal`
+    says which); a second Ctrl-C interrupts at once. Signals can only be caught in the main thread:
+    elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, number: int, frame: Any) -> None:
+        if self.signal is signal.SIGINT and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(number)
+        print(f"\n{self.signal.name}: stopping after this step and checkpointing it (Ctrl-C again to quit now)", flush=True)
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -490,7 +641,7 @@ def _load_model(path: str | Path, device: torch.device) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not Path(path, "config.json").exists():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"no Hugging Face checkpoint at {path} (config.json missing); set model.path to a local "
             "checkpoint folder, or add model.tiny to build a tiny random model there"
         )
@@ -499,14 +650,14 @@ def _load_model(path: str | Path, device: torch.device) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-async def _env_corpus(client: Any, config: TrainConfig, info: Any, numbers: int, episodes: int) -> list[str]:
+async def _env_corpus(client: Any, config: TrainConfig, env: str, info: Any, numbers: int, episodes: int) -> list[str]:
     """Texts of the environment for a tiny model's vocabulary: its instructions and what it says
     over a few episodes played with random whole numbers (and one non-number) as actions."""
     rng = random.Random(config.seed)
     texts = [info.instructions, info.description]
     for index in range(episodes):
         async with client.session(
-            config.env.name, split=config.env.train_split, index=index, options=config.env.options, max_turns=8
+            env, split=config.env.train_split, index=index, options=config.env.options, max_turns=8
         ) as session:
             texts.append(session.observation.text if session.observation else "")
             actions = ["hello"] + [str(rng.randrange(numbers)) for _ in range(7)]

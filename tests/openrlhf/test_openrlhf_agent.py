@@ -2,6 +2,7 @@
 gymwire server on loopback."""
 
 import asyncio
+import threading
 import importlib.util
 from pathlib import Path
 
@@ -167,7 +168,7 @@ async def test_hundreds_of_concurrent_samples(guess_server, tokenizer):
     # Same task, same trajectory: samples did not leak into each other's sessions.
     assert results[7]["observation_tokens"] == results[107]["observation_tokens"] == results[207]["observation_tokens"]
     assert not guess_server.sessions
-    assert len(pool_for_running_loop((guess_server.url,), None)._clients) == 1  # one shared connection
+    assert len(pool_for_running_loop((guess_server.url,), None).clients) == 1  # one shared connection
 
 
 async def test_connection_dropped_mid_episode_completes_via_resume(guess_server, tokenizer):
@@ -176,7 +177,7 @@ async def test_connection_dropped_mid_episode_completes_via_resume(guess_server,
     dropped = []
 
     def drop_connections():
-        client = pool._clients[guess_server.url]
+        client = pool.clients[guess_server.url]
         dropped.append(client.welcome)
         for conn in list(guess_server.connections):
             conn.ws.transport.abort()
@@ -184,31 +185,30 @@ async def test_connection_dropped_mid_episode_completes_via_resume(guess_server,
     engine = FakeEngine(tokenizer, before_call={2: drop_connections, 4: drop_connections})
     reference = await run(executor_for(guess_server), FakeEngine(tokenizer), tokenizer, index=11)
     result = await run(executor, engine, tokenizer, index=11)
-    assert len(dropped) == 2 and pool._clients[guess_server.url].welcome is not dropped[-1]  # it reconnected
+    assert len(dropped) == 2 and pool.clients[guess_server.url].welcome is not dropped[-1]  # it reconnected
     # The same episode as without the drops: every step ran once, the reward counted once.
     assert result["observation_tokens"] == reference["observation_tokens"]
     assert result["reward"] == 1.0 and result["extra_logs"]["turns"] == len(engine.calls)
     assert not guess_server.sessions
 
 
-async def test_capacity_on_one_server_moves_sessions_to_the_next(guess_server, tokenizer):
-    from gymwire.trainers.openrlhf.pool import GymPool
+async def test_agents_play_on_the_replicas_left_when_one_is_down_full_or_draining(guess_server, tokenizer):
+    import socket
 
-    async with GymServer([GuessEnv], port=0, limits=Limits(max_sessions=1)) as small:
-        # One round: an open that meets the full server must try the other one before giving up,
-        # however many opens run at the same time.
-        pool = GymPool((small.url, guess_server.url), capacity_rounds=1)
-        sessions = await asyncio.gather(*(pool.open("guess", split="test", index=i) for i in range(20)))
-        placed = [s.client.url for s in sessions]
-        assert (placed.count(small.url), placed.count(guess_server.url)) == (1, 19)
-        await pool.close()
+    with socket.socket() as probe:  # a loopback port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        down = f"ws://127.0.0.1:{probe.getsockname()[1]}"
+    async with GymServer([GuessEnv], port=0, limits=Limits(max_sessions=1)) as full, \
+            GymServer([GuessEnv], port=0) as draining:
+        await draining.drain(timeout=0)
+        urls = (down, draining.url, full.url, guess_server.url)
         executor = GymwireAgentExecutor(
-            AgentSettings(urls=(small.url, guess_server.url), horizon=horizon_from_config(7),
-                          step_board=MemoryStepBoard(1))
+            AgentSettings(urls=urls, horizon=horizon_from_config(7), step_board=MemoryStepBoard(1))
         )
         results = await asyncio.gather(*(run(executor, FakeEngine(tokenizer), tokenizer, index=i) for i in range(20)))
         assert all(r["reward"] == 1.0 for r in results)
-        await pool_for_running_loop((small.url, guess_server.url), None).close()
+        assert not draining.sessions
+        await pool_for_running_loop(urls, None).close()
 
 
 async def test_openrlhf_multiturn_loop_with_gymwire_instance(guess_server, tokenizer, tmp_path, monkeypatch):
@@ -360,3 +360,54 @@ async def test_an_environment_crash_ends_only_its_own_episode(tokenizer):
     crashed, *fine = results
     assert crashed["extra_logs"]["env_crashed"] == 1.0 and crashed["reward"] == 0.0 and len(crashed["action_ranges"]) == 1
     assert all(r["extra_logs"]["env_crashed"] == 0.0 and r["reward"] == 1.0 for r in fine)
+
+
+class HangingGuess(GuessEnv):
+    """Guess whose step on task 0 blocks until `release` is set: a hung environment."""
+
+    name = "hanging-guess"
+    inline = False  # runs in the server's thread pool, so the server itself stays responsive
+    release = threading.Event()
+
+    def reset(self, task):
+        self.hangs = task.index == 0
+        return super().reset(task)
+
+    def step(self, action):
+        if self.hangs:
+            type(self).release.wait(timeout=60)
+        return super().step(action)
+
+
+async def test_a_hung_environment_step_ends_its_episode_at_the_step_timeout(tokenizer, monkeypatch):
+    HangingGuess.release = threading.Event()
+    # Without a deadline the hang ends by itself after 30 s, so the test fails rather than hangs.
+    asyncio.get_running_loop().call_later(30, HangingGuess.release.set)
+    monkeypatch.setenv("GYMWIRE_STEP_TIMEOUT", "0.5")
+    try:
+        async with GymServer([HangingGuess], port=0) as server:
+            monkeypatch.setenv("GYMWIRE_URLS", server.url)
+            executor = load_agent_file("agent_func.py")()
+            results = await asyncio.gather(*(
+                executor.execute("p", TaskLabel("hanging-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
+                                 tokenizer, FakeEngine(tokenizer))
+                for i in range(3)
+            ))
+            HangingGuess.release.set()
+            await pool_for_running_loop((server.url,), None).close()
+    finally:
+        HangingGuess.release.set()
+    hung, *fine = results
+    assert hung["extra_logs"]["env_timeout"] == 1.0 and hung["reward"] == 0.0 and len(hung["action_ranges"]) == 1
+    assert all(r["extra_logs"]["env_timeout"] == 0.0 and r["reward"] == 1.0 for r in fine)
+
+
+@pytest.mark.parametrize("value, seconds", [(None, 60.0), ("2.5", 2.5), ("none", None)])
+def test_the_step_timeout_is_on_by_default(value, seconds, monkeypatch):
+    monkeypatch.setenv("GYMWIRE_URLS", "ws://a:1")
+    if value is not None:
+        monkeypatch.setenv("GYMWIRE_STEP_TIMEOUT", value)
+    assert AgentSettings.from_env().step_timeout == seconds
+    monkeypatch.setenv("GYMWIRE_STEP_TIMEOUT", "0")
+    with pytest.raises(AgentConfigError, match="GYMWIRE_STEP_TIMEOUT"):
+        AgentSettings.from_env()

@@ -193,7 +193,7 @@ def test_train_command_runs_from_a_yaml_config(tmp_path, capsys):
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config.to_dict()))  # JSON is YAML
     assert main(["train", str(path), "--set", "algorithm.estimator", "--no-progress"]) == 2
-    assert "--set needs KEY=VALUE" in capsys.readouterr().out
+    assert "--set needs KEY=VALUE" in capsys.readouterr().err
     assert main(["train", str(path), "--steps", "1", "--no-progress", "--set", "algorithm.estimator=gae",
                  "--set", "algorithm.value_lr=1e-3"]) == 0
     out = capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from gymwire.sdk.environment import Environment, StepResult, Task
 
 
@@ -23,3 +25,21 @@ class CoinEnv(Environment):
 
     def step(self, action: str) -> StepResult:
         return StepResult("done", reward=1.0 if self.heads else 0.0, terminated=True)
+
+
+class HangingCoinEnv(CoinEnv):
+    """CoinEnv whose step on train task `hangs_on` blocks until `release` is set: a hung environment."""
+
+    name = "hanging-coin"
+    inline = False  # runs in the server's thread pool, so the server itself stays responsive
+    hangs_on = 7
+    release: threading.Event = threading.Event()
+
+    def reset(self, task: Task) -> str:
+        self.hangs = task.index == self.hangs_on
+        return super().reset(task)
+
+    def step(self, action: str) -> StepResult:
+        if self.hangs:
+            type(self).release.wait(timeout=60)
+        return super().step(action)

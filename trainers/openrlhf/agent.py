@@ -21,6 +21,7 @@ Settings come from environment variables, which the launcher sets on every Ray w
     GYMWIRE_STEP_SOURCE   where the trainer publishes the step: ray:NAME (default), file:PATH, memory
     GYMWIRE_TURN_TOKENS   per-turn token cap overriding --rollout.max_new_tokens
     GYMWIRE_TOKENIZER     tokenizer path, for GymwireAgentInstance only (the built-in loop keeps it)
+    GYMWIRE_STEP_TIMEOUT  seconds the server may take for an open or a step (default 60; "none": no limit)
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ __all__ = [
 log = logging.getLogger("gymwire.openrlhf")
 
 # Every sample reports the same keys: OpenRLHF stacks them into one tensor per key.
-EXTRA_LOG_KEYS = ("success", "score", "turns", "turn_limit", "step", "budget_cut", "env_crashed")
+EXTRA_LOG_KEYS = ("success", "score", "turns", "turn_limit", "step", "budget_cut", "env_crashed", "env_timeout")
+DEFAULT_STEP_TIMEOUT = 60.0
 
 
 class AgentConfigError(ValueError):
@@ -77,6 +79,11 @@ class AgentSettings:
     step_board: StepBoard | None = None  # read only when a horizon is set
     turn_tokens: int | None = None
     tokenizer_path: str | None = None
+    step_timeout: float | None = DEFAULT_STEP_TIMEOUT  # seconds; None: no deadline
+
+    @property
+    def deadline_ms(self) -> int | None:
+        return None if self.step_timeout is None else max(1, round(self.step_timeout * 1000))
 
     def __post_init__(self) -> None:
         if self.horizon is not None and self.step_board is None:
@@ -101,6 +108,7 @@ class AgentSettings:
         if turn_tokens is not None and not (turn_tokens.isdigit() and int(turn_tokens) > 0):
             raise AgentConfigError(f"GYMWIRE_TURN_TOKENS must be a whole number > 0, got {turn_tokens!r}")
         return cls(
+            step_timeout=_step_timeout(environ.get("GYMWIRE_STEP_TIMEOUT")),
             urls=urls,
             token=environ.get("GYMWIRE_TOKEN") or None,
             horizon=horizon,
@@ -108,6 +116,20 @@ class AgentSettings:
             turn_tokens=int(turn_tokens) if turn_tokens else None,
             tokenizer_path=environ.get("GYMWIRE_TOKENIZER") or None,
         )
+
+
+def _step_timeout(value: str | None) -> float | None:
+    if value is None or not value.strip():
+        return DEFAULT_STEP_TIMEOUT
+    if value.strip().lower() == "none":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise AgentConfigError(f"GYMWIRE_STEP_TIMEOUT must be a number of seconds > 0 or 'none', got {value!r}")
+    return seconds
 
 
 class GymEpisode:
@@ -124,6 +146,7 @@ class GymEpisode:
         self.score: float | None = None
         self.budget_cut = False
         self.env_crashed = False
+        self.env_timeout = False
 
     async def start(self) -> str:
         """Open the session; returns the first user message (instructions and first observation)."""
@@ -134,7 +157,12 @@ class GymEpisode:
         pool = pool_for_running_loop(self.settings.urls, self.settings.token)
         info = await pool.describe(self.label.env)
         self.session = await pool.open(
-            self.label.env, split=self.label.split, index=self.label.index, seed=self.label.seed, max_turns=max_turns
+            self.label.env,
+            split=self.label.split,
+            index=self.label.index,
+            seed=self.label.seed,
+            max_turns=max_turns,
+            deadline_ms=self.settings.deadline_ms,
         )
         self.turn_limit = self.session.max_turns
         return first_message(info, self.session.observation.text if self.session.observation else "")
@@ -147,13 +175,17 @@ class GymEpisode:
         """Send the model's action; returns (environment's reply, reward, episode over)."""
         assert self.session is not None, "start() first"
         try:
-            result = await self.session.step(action_text)
+            result = await self.session.step(action_text, deadline_ms=self.settings.deadline_ms)
         except ProtocolError as exc:
-            if exc.code is not ErrorCode.ENV_CRASHED:
+            # One broken or hung environment ends its own episode, not the training run.
+            if exc.code is ErrorCode.ENV_CRASHED:
+                log.warning("environment crashed in %s: %s", self.label.to_json(), exc.message)
+                self.env_crashed = True
+            elif exc.code is ErrorCode.TIMEOUT:
+                log.warning("environment step over GYMWIRE_STEP_TIMEOUT in %s: %s", self.label.to_json(), exc.message)
+                self.env_timeout = True
+            else:
                 raise
-            # One broken environment ends its own episode, not the training run.
-            log.warning("environment crashed in %s: %s", self.label.to_json(), exc.message)
-            self.env_crashed = True
             return "", 0.0, True
         self.total_reward += result.reward
         if result.metrics is not None:
@@ -170,6 +202,7 @@ class GymEpisode:
             "step": float(self.step),
             "budget_cut": float(self.budget_cut),
             "env_crashed": float(self.env_crashed),
+            "env_timeout": float(self.env_timeout),
         }
 
     async def close(self) -> None:

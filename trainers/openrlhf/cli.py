@@ -40,7 +40,11 @@ def _launch(args: argparse.Namespace) -> int:
     except (LaunchConfigError, HorizonConfigError, OSError, ValueError) as exc:
         print(f"gymwire openrlhf launch: {args.config}: {exc}", file=sys.stderr)
         return 2
-    return launch(config, dry_run=args.dry_run)
+    try:
+        return launch(config, dry_run=args.dry_run)
+    except LaunchConfigError as exc:
+        print(f"gymwire openrlhf launch: {exc}", file=sys.stderr)
+        return 2
 
 
 def register(sub: Any) -> None:

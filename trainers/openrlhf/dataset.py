@@ -46,15 +46,18 @@ async def task_rows(
 
 
 @contextlib.asynccontextmanager
-async def _server_url(url: str | None, env: str, token: str | None) -> AsyncIterator[str]:
+async def _served(url: str | None, env: str, token: str | None) -> AsyncIterator[tuple[str, str]]:
+    """(server URL, the environment's name there). Served here, a `module:Class` is served under
+    its class's name, as `gymwire serve module:Class` serves it: the labels must say that name."""
     if url:
-        yield url
+        yield url, env
         return
     from gymwire.sdk.registry import resolve_env
     from gymwire.sdk.server import GymServer
 
-    async with GymServer({env: resolve_env(env)}, port=0, token=token) as server:
-        yield server.url
+    env_class = resolve_env(env)
+    async with GymServer([env_class], port=0, token=token) as server:
+        yield server.url, env_class.info().name
 
 
 async def collect_rows(
@@ -68,8 +71,8 @@ async def collect_rows(
 ) -> list[dict[str, str]]:
     """The dataset's rows. Without `url`, serves `env` (a built-in name or module:Class) in this
     process for the duration."""
-    async with _server_url(url, env, token) as server_url, GymClient(server_url, token=token, reconnect_attempts=2) as client:
-        return await task_rows(client, env, split, start=start, limit=limit)
+    async with _served(url, env, token) as (server_url, name), GymClient(server_url, token=token, reconnect_attempts=2) as client:
+        return await task_rows(client, name, split, start=start, limit=limit)
 
 
 def prepare_dataset(env: str, split: str, out: str | Path, **kwargs: Any) -> int:
