@@ -17,10 +17,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import orjson
+
 __all__ = ["EpisodeRow", "JsonlFile", "Run", "Catalog", "ViewError", "find_runs"]
 
 STEP_FILE = re.compile(r"step-(\d+)\.jsonl$")
 EPISODE_KEYS = ("turns", "tokens", "finish")  # a JSONL line with one of these is an episode
+# Episode.to_json writes the summary fields before "turns" and the long token arrays after it:
+# parsing that head alone, and counting the turns' "action" keys, is several times faster than
+# parsing the whole line. Lines of any other layout, or not whole, are parsed whole.
+TURNS_AT = b', "turns": ['
+HEAD_KEYS = {"env", "task", "success", "finish"}
+LAST_KEY = b', "logprobs": ['
+
+
+
+def loads(raw: bytes) -> Any:
+    """orjson; the standard parser for what orjson refuses but Python's json writes (NaN, Infinity)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def _episode_head(raw: bytes) -> tuple[dict[str, Any], int] | None:
+    """The fields before "turns" and the number of turns, for a line laid out as Episode.to_json."""
+    cut = raw.find(TURNS_AT)
+    if cut == -1 or not (raw.startswith(b"]", cut + len(TURNS_AT)) or raw.startswith(b'{"action": ', cut + len(TURNS_AT))):
+        return None
+    # The line must be whole: it ends with the logprobs array, whose numbers contain no quote (a
+    # key's quotes inside a string value are escaped, so this key is the real last one).
+    last = raw.rfind(LAST_KEY)
+    if last < cut or not raw.endswith(b"]}") or raw.find(b'"', last + len(LAST_KEY)) != -1:
+        return None
+    try:
+        head = loads(raw[:cut] + b"}")
+    except ValueError:
+        return None
+    if not isinstance(head, dict) or not HEAD_KEYS <= head.keys() or raw.find(b'"step": ', cut) != -1:
+        return None
+    end = raw.find(b'], "text": ', cut)
+    return head, raw.count(b'{"action": ', cut, end if end != -1 else len(raw))
 
 
 class ViewError(Exception):
@@ -72,31 +109,34 @@ class EpisodeRow:
         }
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _typed(value: Any, kind: type) -> Any:
+    """`value` if it is exactly of `kind` (so True is not an int), else None."""
+    return value if type(value) is kind else None
 
 
 def _summarise(row: EpisodeRow, record: Any) -> None:
-    if not isinstance(record, dict):
+    """The summary fields of a parsed episode; a field of the wrong type counts as absent."""
+    if type(record) is not dict:
         row.problem = f"line {row.line}: a JSON {type(record).__name__}, not an episode object"
         return
-    task = record.get("task") if isinstance(record.get("task"), dict) else {}
-    row.env = str(record.get("env", ""))
-    row.split = task.get("split") if isinstance(task.get("split"), str) else None
-    row.task = _int(task.get("index"))
-    row.seed = _int(task.get("seed"))
-    row.group = _int(task.get("group"))
-    row.success = record["success"] if isinstance(record.get("success"), bool) else None
-    row.finish = str(record.get("finish") or "")
-    row.reward = _number(record.get("reward"))
-    turns = record.get("turns")
-    row.turns = len(turns) if isinstance(turns, list) else None
-    row.error = str(record["error"]) if record.get("error") else None
-    if _int(record.get("step")) is not None:
+    get = record.get
+    task = get("task")
+    if type(task) is dict:
+        row.split = _typed(task.get("split"), str)
+        row.task = _typed(task.get("index"), int)
+        row.seed = _typed(task.get("seed"), int)
+        row.group = _typed(task.get("group"), int)
+    row.env = str(get("env", ""))
+    row.success = _typed(get("success"), bool)
+    row.finish = str(get("finish") or "")
+    reward = get("reward")
+    row.reward = float(reward) if type(reward) in (int, float) else None
+    turns = get("turns")
+    if type(turns) is list:
+        row.turns = len(turns)
+    error = get("error")
+    row.error = str(error) if error else None
+    if type(get("step")) is int:
         row.step = record["step"]
 
 
@@ -152,12 +192,16 @@ class JsonlFile:
         return True
 
     def _parse(self, line_no: int, offset: int, raw: bytes, complete: bool) -> Any:
-        try:
-            record = json.loads(raw)
-        except ValueError as exc:
-            where = "its last line has no newline: cut short, or still being written" if not complete else str(exc)
-            return self._on_line(line_no, offset, raw, None, f"line {line_no}: not valid JSON ({where})")
-        return self._on_line(line_no, offset, raw, record, None)
+        return self._on_line(line_no, offset, raw, complete)
+
+
+def _parse_line(line_no: int, raw: bytes, complete: bool) -> tuple[Any, str | None]:
+    """(record, None), or (None, what is wrong with the line)."""
+    try:
+        return loads(raw), None
+    except ValueError as exc:
+        where = str(exc) if complete else "its last line has no newline: cut short, or still being written"
+        return None, f"line {line_no}: not valid JSON ({where})"
 
 
 @dataclass
@@ -177,25 +221,22 @@ class Run:
     metrics: JsonlFile | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # eval summary and such, shown as they are
 
-    def refresh(self) -> bool:
-        changed = False
-        if self.metrics_path is not None:
-            if self.metrics is None and self.metrics_path.exists():
+    def refresh(self, lock: threading.Lock, changed: Callable[[], None]) -> None:
+        """Read what is new on disk, one file at a time under `lock` (readers see whole files),
+        calling `changed` after each file that changed."""
+        found = self._episode_paths()
+        with lock:
+            if self.metrics_path is not None and self.metrics is None and self.metrics_path.exists():
                 self.metrics = JsonlFile(self.metrics_path, _metric_line)
-            if self.metrics is not None:
-                changed |= self.metrics.refresh()
-        known = {f.path for f in self.files}
-        new_paths = [p for p in self._episode_paths() if p not in known]
-        for path in new_paths:
-            match = STEP_FILE.search(path.name)
-            position = len(self.files)
-            self.files.append(
-                JsonlFile(path, _episode_line(self.id, position, int(match.group(1)) if match else None),
-                          int(match.group(1)) if match else None)
-            )
-        for f in self.files:
-            changed |= f.refresh()
-        return changed or bool(new_paths)
+            known = {f.path for f in self.files}
+            for path in found:
+                if path not in known:
+                    step = _step_of(path)
+                    self.files.append(JsonlFile(path, _episode_line(self.id, len(self.files), step), step))
+        for f in ([self.metrics] if self.metrics is not None else []) + self.files:
+            with lock:
+                if f.refresh():
+                    changed()
 
     def _episode_paths(self) -> list[Path]:
         paths = list(self.episode_paths)
@@ -203,7 +244,7 @@ class Run:
             folder, pattern = self.episode_glob
             if folder.is_dir():
                 found = [p for p in folder.glob(pattern) if p.is_file()]
-                paths += sorted(found, key=lambda p: (_step_of(p), p.name))
+                paths += sorted(found, key=lambda p: (_step_of(p) or -1, p.name))
         return paths
 
     def metric_records(self) -> tuple[list[dict[str, Any]], list[str]]:
@@ -241,12 +282,13 @@ class Run:
         }
 
 
-def _step_of(path: Path) -> int:
+def _step_of(path: Path) -> int | None:
     match = STEP_FILE.search(path.name)
-    return int(match.group(1)) if match else -1
+    return int(match.group(1)) if match else None
 
 
-def _metric_line(line_no: int, offset: int, raw: bytes, record: Any, problem: str | None) -> Any:
+def _metric_line(line_no: int, offset: int, raw: bytes, complete: bool) -> Any:
+    record, problem = _parse_line(line_no, raw, complete)
     if problem is not None:
         return f"metrics {problem}"
     if not isinstance(record, dict):
@@ -255,11 +297,15 @@ def _metric_line(line_no: int, offset: int, raw: bytes, record: Any, problem: st
 
 
 def _episode_line(run: int, position: int, step: int | None) -> Callable[..., EpisodeRow]:
-    def make(line_no: int, offset: int, raw: bytes, record: Any, problem: str | None) -> EpisodeRow:
+    def make(line_no: int, offset: int, raw: bytes, complete: bool) -> EpisodeRow:
         row = EpisodeRow(run, position, line_no, offset, len(raw), step=step)
-        if problem is not None:
-            row.problem = problem
-        else:
+        head = _episode_head(raw) if complete else None
+        if head is not None:
+            _summarise(row, head[0])
+            row.turns = head[1]
+            return row
+        record, row.problem = _parse_line(line_no, raw, complete)
+        if row.problem is None:
             _summarise(row, record)
         return row
 
@@ -347,16 +393,14 @@ class Catalog:
         self._rows: list[EpisodeRow] = []
         self._rows_generation = -1
 
-    def refresh(self) -> bool:
-        """Read what changed on disk (run in a worker thread; the lock keeps readers consistent)."""
-        changed = False
+    def refresh(self) -> None:
+        """Read what changed on disk (in a worker thread: pages are answered meanwhile)."""
         for run in self.runs:
-            with self._lock:
-                if run.refresh():
-                    changed = True
-                    self.generation += 1
+            run.refresh(self._lock, self._changed)
         self.indexed = True
-        return changed
+
+    def _changed(self) -> None:
+        self.generation += 1
 
     def rows(self) -> list[EpisodeRow]:
         with self._lock:
@@ -383,10 +427,7 @@ class Catalog:
         with path.open("rb") as f:
             f.seek(row.offset)
             raw = f.read(row.length)
-        try:
-            return json.loads(raw), raw
-        except ValueError:
-            return None, raw
+        return _loads_or_none(raw), raw
 
     def search(self, rows: list[EpisodeRow], text: str, matches: Callable[[Any, str], bool]) -> list[EpisodeRow]:
         """Rows whose episode text contains `text` (case-insensitive). The raw bytes of each file are
@@ -400,22 +441,28 @@ class Catalog:
         for (run_id, position), file_rows in by_file.items():
             path = self.runs[run_id].files[position].path
             try:
-                data = path.read_bytes().lower()
+                data = path.read_bytes()
             except OSError:
                 continue
+            lower = data.lower()
             starts = [row.offset for row in file_rows]
             for needle in needle_forms:
-                at = data.find(needle)
+                at = lower.find(needle)
                 while at != -1:
                     i = bisect.bisect_right(starts, at) - 1
                     if i >= 0 and at < starts[i] + file_rows[i].length:
                         row = file_rows[i]
-                        if id(row) not in found:
-                            record, _ = self.read_record(row)
-                            if matches(record, text.lower()):
-                                found.add(id(row))
-                        at = data.find(needle, starts[i] + file_rows[i].length)
+                        if id(row) not in found and matches(_loads_or_none(data[row.offset : row.offset + row.length]), text.lower()):
+                            found.add(id(row))
+                        at = lower.find(needle, row.offset + row.length)
                     else:
-                        at = data.find(needle, at + 1)
+                        at = lower.find(needle, at + 1)
         return [row for row in rows if id(row) in found]
 
+
+
+def _loads_or_none(raw: bytes) -> Any:
+    try:
+        return loads(raw)
+    except ValueError:
+        return None

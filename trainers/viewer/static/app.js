@@ -321,8 +321,8 @@ function episodePanel(e, opts) {
     h("div", { class: "title" }, h("span", { class: "swatch", style: `background:${runColor(s.run)}` }),
       `${e.run_name} · step ${s.step ?? "–"} · ${e.env ?? s.env} ${e.task ? JSON.stringify(e.task) : ""}`),
     h("dl", null, [
-      ["success", yesNo(e.success)], ["score", cell(e.score)], ["reward", cell(e.reward)], ["finish", e.finish || "–"],
-      ["turns", `${e.turns.length} of ${e.max_turns ?? "?"}`], e.model ? ["model", cell(e.model)] : null,
+      ["success", yesNo(e.success ?? s.success)], ["score", cell(e.score)], ["reward", cell(e.reward)], ["finish", e.finish || "–"],
+      ["turns", e.turns ? `${e.turns.length} of ${e.max_turns ?? "?"}` : "–"], e.model ? ["model", cell(e.model)] : null,
       e.error ? ["error", e.error] : null, ["file", `${e.file}:${e.line}`],
     ].filter(Boolean).map(([k, v]) => [h("dt", null, k), h("dd", { class: k === "success" ? (e.success ? "ok" : "fail") : null }, v)])));
   if (e.unreadable) {
