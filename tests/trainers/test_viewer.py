@@ -167,3 +167,42 @@ def test_view_command_refuses_a_missing_path_in_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["view", str(tmp_path / "empty"), "--no-browser"]) == 2
     assert "no run here" in capsys.readouterr().err
+
+
+def eval_episode(index: int, *, success: bool, finish: str | None = None) -> dict:
+    """An episode as `gymwire eval` writes it with a chat backend: no token ids, messages instead."""
+    record = episode(index, success=success, split="test")
+    for turn in record["turns"]:
+        turn["start"] = turn["end"] = None
+    record.update(tokens=[], loss_mask=[], logprobs=[], prompt_length=0,
+                  messages=[{"role": "user", "content": "I am thinking of a number from 1 to 7."}],
+                  usage={"prompt_tokens": 40, "completion_tokens": 4, "requests": 2, "retries": 0},
+                  error_kind="policy.timeout" if finish == "error" else None)
+    if finish:
+        record["finish"] = finish
+    return record
+
+
+async def test_eval_outputs_are_summarised_while_running_and_then_from_results(tmp_path, open_viewer):
+    out = tmp_path / "evals" / "tiny-a"
+    (out / "episodes").mkdir(parents=True)
+    (out / "run.json").write_text(json.dumps({"format": "gymwire.eval/1", "model": "tiny-a", "split": "test"}))
+    episodes = out / "episodes" / "guess.jsonl"
+    # Task 1 failed with an error and was retried on resume: its last line counts.
+    episodes.write_text(lines(eval_episode(0, success=True), eval_episode(1, success=False, finish="error"),
+                              eval_episode(2, success=False), eval_episode(1, success=True)))
+    client = await open_viewer(tmp_path / "evals")  # a folder of eval outputs
+    state = await wait_for(client, "/api/state", lambda s: s["indexed"] and s["runs"][0]["episodes"] == 4)
+    run = state["runs"][0]
+    assert run["name"] == "tiny-a" and run["kind"] == "eval" and run["results"] is None
+    assert run["live"]["guess"]["episodes"] == 3 and run["live"]["guess"]["success"] == pytest.approx(2 / 3)
+
+    view = await (await client.get("/api/episode/0.0.2")).json()
+    assert view["error_kind"] == "policy.timeout" and view["usage"]["requests"] == 2
+    assert view["prompt"] == "[user]\nI am thinking of a number from 1 to 7." and view["tokens"] is None
+    assert "judge" not in view["unknown"] and "messages" not in view["unknown"]
+
+    results = {"format": "gymwire.eval/1", "envs": {"guess": {"episodes": 3, "success": {"mean": 0.67, "low": 0.2, "high": 0.94}}}}
+    (out / "results.json").write_text(json.dumps(results))
+    state = await wait_for(client, "/api/state", lambda s: s["runs"][0]["results"] is not None)
+    assert state["runs"][0]["results"] == results

@@ -1,49 +1,74 @@
-"""`gymwire view` in a real browser (Debian's chromium through Playwright) over a real training run:
-pages load, a filter applies, an episode opens with its turns and tokens, curves are drawn, new
-steps appear without a reload, and no console errors. Screenshots go to $GYMWIRE_VIEWER_SCREENSHOTS
-when set (docs/viewer/ is made this way from a 30-step run given as $GYMWIRE_VIEWER_RUN):
+"""`gymwire view` in a real browser (Debian's chromium through Playwright) over a real training run
+and two eval outputs of it: pages load, a filter applies, an episode opens with its turns and
+tokens, curves are drawn, new steps appear without a reload, and no console errors. Screenshots go
+to $GYMWIRE_VIEWER_SCREENSHOTS when set; docs/viewer/ is made this way, from examples/guess-tiny.yaml
+trained for 30 steps:
 
-    GYMWIRE_VIEWER_RUN=runs/view-demo GYMWIRE_VIEWER_SCREENSHOTS=docs/viewer \\
+    GYMWIRE_VIEWER_STEPS=30 GYMWIRE_VIEWER_SCREENSHOTS=docs/viewer \
         python -m pytest -q tests/trainers/test_viewer_browser.py
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from gymwire.trainers.config import TrainConfig
+from gymwire.trainers.config import load_config
+from gymwire.trainers.policy import Sampling
+from gymwire.trainers.rollout import EpisodeSpec, write_jsonl
 from gymwire.trainers.trainer import Trainer
 from viewer_browser import chromium, viewer
 
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = os.environ.get("GYMWIRE_VIEWER_SCREENSHOTS")
-GIVEN_RUN = os.environ.get("GYMWIRE_VIEWER_RUN")
+STEPS = int(os.environ.get("GYMWIRE_VIEWER_STEPS", "0"))  # 0: a 4-step run with small batches (CI)
+
+
+def write_eval(trainer: Trainer, folder: Path, label: str, *, finished: bool) -> None:
+    """The trainer's current policy on the first test tasks, written as `gymwire eval` writes its
+    output (format gymwire.eval/1); results.json only when `finished` (else: an eval still running)."""
+    cfg = trainer.config
+    specs = [EpisodeSpec("test", index, group=index) for index in range(cfg.train.eval_tasks)]
+    episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, specs, trainer._settings(trainer.horizon.max_turns, Sampling(0.0)))
+    (folder / "episodes").mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({
+        "format": "gymwire.eval/1", "model": label, "backend": "transformers", "split": "test", "tasks": len(specs),
+        "turn_tokens": cfg.rollout.turn_tokens, "episode_tokens": cfg.rollout.episode_tokens,
+    }))
+    write_jsonl(episodes, folder / "episodes" / "guess.jsonl")
+    if finished:
+        n, k = len(episodes), sum(e.success for e in episodes)
+        z, p = 1.96, k / n  # Wilson score interval, as gymwire eval reports it
+        centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        turns = sum(len(e.turns) for e in episodes) / n
+        (folder / "results.json").write_text(json.dumps({"format": "gymwire.eval/1", "model": label, "envs": {"guess": {
+            "episodes": n, "tasks": n, "success": {"mean": p, "low": centre - half, "high": centre + half, "method": "wilson"},
+            "turns": {"mean": turns, "low": turns, "high": turns, "method": "t"},
+            "finish": {f: sum(e.finish == f for e in episodes) for f in {e.finish for e in episodes}},
+        }}}))
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, Path]:
-    """A real training run (trained here, or a copy of $GYMWIRE_VIEWER_RUN) and a run with bad files."""
+def runs(tmp_path_factory) -> tuple[Path, ...]:
+    """A real training run of examples/guess-tiny.yaml, evals of its policy before and after, and a
+    run with bad files."""
     root = tmp_path_factory.mktemp("viewer")
     run = root / "guess-tiny"
-    if GIVEN_RUN:
-        shutil.copytree(GIVEN_RUN, run, ignore=shutil.ignore_patterns("tensorboard"))
-    else:
-        config = TrainConfig.from_dict({
-            "seed": 0,
-            "output_dir": str(run),
-            "model": {"path": str(root / "model"), "tiny": {"numbers": 10, "corpus_episodes": 4, "init_std": 0.08}, "threads": 1},
-            "env": {"name": "guess", "options": {"low": 1, "high": 7, "show_range": True}, "instructions": False},
-            "horizon": "staged:2,3@2",
-            "rollout": {"tasks_per_step": 4, "group_size": 4, "turn_tokens": 1, "episode_tokens": 128},
-            "algorithm": {"lr": 1e-3, "entropy_coef": 0.05},
-            "train": {"steps": 4, "eval_every": 2, "eval_tasks": 8, "progress": False, "rollouts_every": 1, "checkpoint_every": 4},
-        })
-        with Trainer(config) as trainer:
-            trainer.train()
+    steps = STEPS or 4
+    overrides = {"output_dir": str(run), "model.path": str(root / "model"), "train.steps": steps, "train.progress": False,
+                 "train.rollouts_every": max(1, steps // 6), "train.eval_every": max(2, steps // 3), "train.checkpoint_every": steps}
+    if not STEPS:  # small batches: CI's run takes seconds
+        overrides.update({"rollout.tasks_per_step": 4, "rollout.group_size": 4, "train.eval_tasks": 8})
+    evals = root / "evals"
+    with Trainer(load_config(ROOT / "examples" / "guess-tiny.yaml", overrides)) as trainer:
+        write_eval(trainer, evals / "untrained", "guess-tiny step 0", finished=True)
+        trainer.train()
+        write_eval(trainer, evals / "trained", f"guess-tiny step {steps}", finished=False)
     bad = root / "broken-run"
     (bad / "rollouts").mkdir(parents=True)
     good = (run / "rollouts" / sorted(os.listdir(run / "rollouts"))[0]).read_text().splitlines()[0]
@@ -53,7 +78,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     (bad / "rollouts" / "step-000001.jsonl").write_text(
         good + "\n" + good[: len(good) // 3] + "\n" + json.dumps(record) + "\n"
     )
-    return run, bad
+    return run, bad, evals
 
 
 @pytest.fixture
@@ -80,7 +105,7 @@ def episode_count(page) -> int:
 
 
 def test_browse_a_training_run(page, runs):
-    run, _ = runs
+    run = runs[0]
     page.goto(page.base_url + "#runs")
     page.wait_for_selector("#runs-table td >> text=guess-tiny")
     assert "config" in page.inner_text("#runs-table")
@@ -99,6 +124,9 @@ def test_browse_a_training_run(page, runs):
 
     page.click("nav >> text=Evals")
     page.wait_for_selector("table.eval-steps")
+    headers = page.inner_text("#eval-table thead")
+    assert "guess-tiny step 0" in headers and "running: from the episodes so far" in headers
+    assert "success" in page.inner_text("#eval-table tbody")
     shoot(page, "evals")
 
     page.goto(page.base_url + "#episodes?run=0")
@@ -139,6 +167,17 @@ def test_browse_a_training_run(page, runs):
     page.wait_for_selector("#compare-view .episode >> nth=1")
     tasks = page.eval_on_selector_all("#compare-view .episode-head .title", "ts => ts.map(t => t.textContent.split('·').pop())")
     assert tasks[0].split('"index":')[1].split(",")[0] == tasks[1].split('"index":')[1].split(",")[0]
+
+    # Two models on the same test task: the evals before and after training.
+    page.goto(page.base_url + "#episodes?run=3&task=2")
+    page.click("#episode-list .erow >> nth=0 >> span:nth-child(4)")
+    page.wait_for_selector(".compare-link")
+    assert page.locator(".compare-link").count() == 1
+    page.click(".compare-link")
+    page.wait_for_selector("#compare-view .episode >> nth=1")
+    titles = page.eval_on_selector_all("#compare-view .episode-head .title", "ts => ts.map(t => t.textContent)")
+    assert titles[0].startswith("guess-tiny step 0 ") and titles[1].startswith("guess-tiny step ") and titles[1] != titles[0]
+    assert all('"index":2' in t for t in titles)
     shoot(page, "compare")
 
 
@@ -164,7 +203,7 @@ def test_bad_input_is_shown_not_hidden(page):
 
 
 def test_new_steps_appear_without_a_reload(page, runs):
-    run, _ = runs
+    run = runs[0]
     page.goto(page.base_url + "#episodes?run=0")
     before = episode_count(page)
     page.evaluate("window.notReloaded = true")

@@ -14,6 +14,7 @@ TOKEN_LIMIT = 20_000  # tokens in the token view
 KNOWN_FIELDS = {
     "env", "task", "options", "success", "score", "reward", "finish", "error", "max_turns", "turns", "text",
     "prompt_length", "tokens", "loss_mask", "logprobs", "step", "observation", "model", "turn_tokens",
+    "messages", "usage", "error_kind",  # gymwire eval's fields (chat backends keep messages, not tokens)
 }
 KNOWN_TURN_FIELDS = {"action", "observation", "reward", "start", "end", "metrics", "images", "terminated", "truncated"}
 
@@ -119,10 +120,19 @@ def episode_view(
     prompt = None
     tokens = record.get("tokens")
     prompt_length = record.get("prompt_length")
+    messages = record.get("messages") if isinstance(record.get("messages"), list) else None
     if isinstance(record.get("observation"), str):
         prompt = record["observation"]
-    elif decode is not None and isinstance(tokens, list) and isinstance(prompt_length, int):
+    elif decode is not None and isinstance(tokens, list) and tokens and isinstance(prompt_length, int):
         prompt = "".join(decode(tokens[:prompt_length]))
+    elif messages:  # a chat backend: the messages up to the first user message
+        shown = []
+        for message in messages:
+            if isinstance(message, dict):
+                shown.append(f"[{message.get('role')}]\n{message.get('content')}")
+                if message.get("role") == "user":
+                    break
+        prompt = "\n\n".join(shown)
     unknown = {k: _clip_json(v, full, f"field {k}", notes) for k, v in record.items() if k not in KNOWN_FIELDS}
     return {
         "env": record.get("env"),
@@ -135,6 +145,9 @@ def episode_view(
         "finish": record.get("finish"),
         "error": record.get("error"),
         "max_turns": record.get("max_turns"),
+        "usage": record.get("usage"),
+        "error_kind": record.get("error_kind"),
+        "messages": _clip_json(messages, full, "messages", notes) if messages else None,
         "prompt": _clip(prompt, full, "first observation", notes),
         "text": _clip(record.get("text"), full, "text", notes),
         "turns": turns,

@@ -219,7 +219,9 @@ class Run:
     notes: list[str] = field(default_factory=list)  # about the run as a whole (missing metrics, bad config)
     files: list[JsonlFile] = field(default_factory=list)
     metrics: JsonlFile | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # eval summary and such, shown as they are
+    results_path: Path | None = None  # an eval output's results.json, rewritten at the end of each eval
+    results: Any = None
+    _results_version: Any = None
 
     def refresh(self, lock: threading.Lock, changed: Callable[[], None]) -> None:
         """Read what is new on disk, one file at a time under `lock` (readers see whole files),
@@ -237,6 +239,22 @@ class Run:
             with lock:
                 if f.refresh():
                     changed()
+        if self.results_path is not None:
+            self._read_results(changed)
+
+    def _read_results(self, changed: Callable[[], None]) -> None:
+        try:
+            stat = self.results_path.stat()
+        except FileNotFoundError:
+            return
+        if (stat.st_size, stat.st_mtime_ns) == self._results_version:
+            return
+        self._results_version = (stat.st_size, stat.st_mtime_ns)
+        try:
+            self.results = json.loads(self.results_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # half-written: read again when it changes
+            self.results = {"problem": f"results.json could not be read: {exc}"}
+        changed()
 
     def _episode_paths(self) -> list[Path]:
         paths = list(self.episode_paths)
@@ -258,6 +276,27 @@ class Run:
         for f in self.files:
             yield from f.items
 
+    def live_summary(self) -> dict[str, dict[str, Any]]:
+        """Per environment, from the episodes written so far (results.json appears only at the end).
+        A task played twice (an eval resumed after errors) counts by its last line."""
+        last: dict[tuple, EpisodeRow] = {}
+        for row in self.rows():
+            if row.problem is None:
+                last[(row.env, row.split, row.task, row.seed, row.line if row.task is None and row.seed is None else 0)] = row
+        summary: dict[str, dict[str, Any]] = {}
+        for row in last.values():
+            env = summary.setdefault(row.env, {"episodes": 0, "successes": 0, "turns": 0, "errors": 0, "finish": {}})
+            env["episodes"] += 1
+            env["successes"] += bool(row.success)
+            env["turns"] += row.turns or 0
+            env["errors"] += row.finish == "error"
+            env["finish"][row.finish] = env["finish"].get(row.finish, 0) + 1
+        return {
+            name: {"episodes": e["episodes"], "success": e["successes"] / e["episodes"], "turns": e["turns"] / e["episodes"],
+                   "errors": e["errors"] / e["episodes"], "finish": e["finish"]}
+            for name, e in summary.items()
+        }
+
     def info(self) -> dict[str, Any]:
         records, problems = self.metric_records()
         notes = list(self.notes)
@@ -278,7 +317,8 @@ class Run:
             "steps": len(records),
             "last_step": records[-1].get("step") if records else None,
             "notes": notes,
-            "extra": self.extra,
+            "results": self.results,
+            "live": self.live_summary() if self.kind == "eval" else None,
         }
 
 
@@ -334,14 +374,34 @@ def _is_train_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in ("config.json", "metrics.jsonl", "rollouts"))
 
 
+def _is_eval_output(folder: Path) -> bool:
+    """`gymwire eval --output DIR` (format gymwire.eval/1): run.json, episodes/<env>.jsonl, results.json."""
+    return (folder / "run.json").exists() or ((folder / "episodes").is_dir() and (folder / "results.json").exists())
+
+
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """Runs under the given paths: a run directory, a folder of runs, an eval output or a JSONL file."""
+    """Runs under the given paths: a run directory, an eval output, a folder of those, or a JSONL file."""
     runs: list[Run] = []
 
     def add(kind: str, path: Path, **kwargs: Any) -> Run:
         run = Run(len(runs), _name(path), path, kind, **kwargs)
         runs.append(run)
         return run
+
+    def add_folder(folder: Path) -> bool:
+        if _is_eval_output(folder):
+            run = add("eval", folder, episode_glob=(folder / "episodes", "*.jsonl"), results_path=folder / "results.json")
+            if (folder / "run.json").exists():
+                _load_config(run, folder / "run.json")
+                if isinstance(run.config, dict) and isinstance(run.config.get("model"), str):
+                    run.name = run.config["model"]
+        elif _is_train_run(folder):
+            run = add("train", folder, metrics_path=folder / "metrics.jsonl", episode_glob=(folder / "rollouts", "*.jsonl"))
+            if (folder / "config.json").exists():
+                _load_config(run, folder / "config.json")
+        else:
+            return False
+        return True
 
     for given in paths:
         path = Path(given).expanduser()
@@ -353,28 +413,20 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
                 add("train", path, metrics_path=path)
             else:
                 add("episodes", path, episode_paths=[path])
-        elif _is_train_run(path):
-            run = add("train", path, metrics_path=path / "metrics.jsonl", episode_glob=(path / "rollouts", "*.jsonl"))
-            if (path / "config.json").exists():
-                _load_config(run, path / "config.json")
-        else:
-            children = sorted(p for p in path.iterdir() if p.is_dir() and _is_train_run(p))
-            for child in children:
-                run = add("train", child, metrics_path=child / "metrics.jsonl", episode_glob=(child / "rollouts", "*.jsonl"))
-                if (child / "config.json").exists():
-                    _load_config(run, child / "config.json")
-            if not children:
+        elif not add_folder(path):
+            found = [add_folder(child) for child in sorted(p for p in path.iterdir() if p.is_dir())]
+            if not any(found):
                 files = sorted(path.glob("*.jsonl"))
                 if not files:
                     raise ViewError(
-                        f"{given}: no run here (no config.json, metrics.jsonl, rollouts/ or *.jsonl); "
-                        "pass a training run directory, a folder of runs, an eval output or a JSONL file"
+                        f"{given}: no run here (no config.json, metrics.jsonl, rollouts/, run.json or *.jsonl); "
+                        "pass a training run directory, an eval output, a folder of those or a JSONL file"
                     )
                 add("episodes", path, episode_paths=files)
     names = [run.name for run in runs]
-    for run in runs:  # same folder name twice (runs/a/x, runs/b/x): show more of the path
+    for run in runs:  # the same name twice (runs/a/x, runs/b/x): show more of the path
         if names.count(run.name) > 1:
-            run.name = f"{run.path.parent.name}/{run.name}"
+            run.name = f"{run.path.parent.name}/{run.path.name}" if run.name == run.path.name else f"{run.name} ({run.path.name})"
     return runs
 
 

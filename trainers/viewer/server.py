@@ -36,7 +36,7 @@ class Tokenizers:
         if self._override:
             return [Path(self._override)]
         paths = []
-        model_path = ((run.config or {}).get("model") or {}).get("path")
+        model_path = _setting(run, "model", "path")
         if isinstance(model_path, str):
             paths += [Path(model_path), run.path / model_path, run.path.parent.parent / model_path]
         paths.append(run.path / "model")
@@ -68,6 +68,14 @@ class Tokenizers:
             return [pieces[i] for i in ids]
 
         return decode
+
+
+def _setting(run: Run, *keys: str) -> Any:
+    """A value from the run's config (config.json or run.json), or None where it is absent."""
+    value: Any = run.config
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def _wanted_runs(catalog: Catalog, request: web.Request) -> set[int]:
@@ -178,10 +186,10 @@ class Api:
         run = self.catalog.runs[row.run]
         record, raw = await asyncio.to_thread(self.catalog.read_record, row)
         decode = await asyncio.to_thread(self.tokenizers.get, run)
-        rollout = (run.config or {}).get("rollout") or {}
-        turn_tokens = rollout.get("turn_tokens") if isinstance(rollout.get("turn_tokens"), int) else None
-        if isinstance(record, dict) and isinstance(record.get("turn_tokens"), int):
-            turn_tokens = record["turn_tokens"]
+        # The per-turn token cap: a training config's rollout.turn_tokens, an eval's run.json turn_tokens.
+        turn_tokens = _setting(run, "rollout", "turn_tokens") or _setting(run, "turn_tokens")
+        if not isinstance(turn_tokens, int):
+            turn_tokens = None
         view = await asyncio.to_thread(
             episode_view, record, raw, full=request.query.get("full") == "1", decode=decode, turn_tokens=turn_tokens
         )

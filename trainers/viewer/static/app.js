@@ -89,7 +89,7 @@ function runsView(main) {
           h("tr", null, h("td", { colspan: 8 }, h("details", { class: "config" },
             h("summary", null, r.config ? "config" : "config: none found"),
             r.config ? h("pre", null, JSON.stringify(r.config, null, 2)) : null,
-            Object.keys(r.extra || {}).length ? h("pre", null, JSON.stringify(r.extra, null, 2)) : null))),
+            r.results ? h("pre", null, JSON.stringify(r.results, null, 2)) : null))),
         ])))
     );
   };
@@ -140,13 +140,26 @@ function evalsView(main) {
   const render = async () => {
     const metrics = await getJSON("/api/metrics");
     const tables = [];
-    // Eval outputs: their summaries side by side, one column per output.
+    // Eval outputs side by side, one column per output: results.json, or while an eval is still
+    // running, what its episodes so far say.
     const evals = app.state.runs.filter((r) => r.kind === "eval");
     if (evals.length) {
-      const keys = [...new Set(evals.flatMap((r) => Object.keys(r.extra.summary || {})))].sort();
+      const perEnv = (r) => (r.results && r.results.envs) || r.live || {};
+      const envs = [...new Set(evals.flatMap((r) => Object.keys(perEnv(r))))].sort();
+      const metrics = ["success", "score", "turns", "generated_tokens", "errors", "episodes", "tasks", "episodes_per_s", "finish", "error_kinds"];
+      const rows = [];
+      for (const env of envs) {
+        rows.push(h("tr", { class: "env-row" }, h("th", { colspan: evals.length + 1 }, env)));
+        for (const m of metrics) {
+          if (!evals.some((r) => (perEnv(r)[env] || {})[m] !== undefined)) continue;
+          rows.push(h("tr", null, h("th", null, m), evals.map((r) => h("td", null, cell((perEnv(r)[env] || {})[m])))));
+        }
+      }
       tables.push(h("h3", null, "Eval outputs"), h("table", { class: "grid-table", id: "eval-table" },
-        h("thead", null, h("tr", null, h("th", null, "metric"), evals.map((r) => h("th", null, h("span", { class: "swatch", style: `background:${runColor(r.id)}` }), r.name)))),
-        h("tbody", null, keys.map((k) => h("tr", null, h("th", null, k), evals.map((r) => h("td", null, cell((r.extra.summary || {})[k]))))))));
+        h("thead", null, h("tr", null, h("th", null, ""), evals.map((r) => h("th", null,
+          h("span", { class: "swatch", style: `background:${runColor(r.id)}` }), r.name,
+          r.results && r.results.envs ? null : h("div", { class: "hint" }, "running: from the episodes so far"))))),
+        h("tbody", null, rows)));
     }
     // Training runs: the evaluations logged during training, step by step, runs side by side.
     const trains = app.state.runs.filter((r) => (metrics[r.id] || []).some((m) => Object.keys(m).some((k) => k.startsWith("eval/"))));
@@ -168,6 +181,8 @@ function evalsView(main) {
 function cell(v) {
   if (typeof v === "number") return fmt(v);
   if (v === undefined || v === null) return "–";
+  if (typeof v === "object" && typeof v.mean === "number") return `${fmt(v.mean)} (${fmt(v.low)}–${fmt(v.high)})`;
+  if (typeof v === "object" && !Array.isArray(v)) return Object.entries(v).map(([k, x]) => `${k} ${cell(x)}`).join(", ") || "–";
   return typeof v === "object" ? JSON.stringify(v) : String(v);
 }
 
@@ -323,7 +338,8 @@ function episodePanel(e, opts) {
     h("dl", null, [
       ["success", yesNo(e.success ?? s.success)], ["score", cell(e.score)], ["reward", cell(e.reward)], ["finish", e.finish || "–"],
       ["turns", e.turns ? `${e.turns.length} of ${e.max_turns ?? "?"}` : "–"], e.model ? ["model", cell(e.model)] : null,
-      e.error ? ["error", e.error] : null, ["file", `${e.file}:${e.line}`],
+      e.error ? ["error", e.error] : null, e.error_kind ? ["error kind", e.error_kind] : null,
+      e.usage ? ["usage", cell(e.usage)] : null, ["file", `${e.file}:${e.line}`],
     ].filter(Boolean).map(([k, v]) => [h("dt", null, k), h("dd", { class: k === "success" ? (e.success ? "ok" : "fail") : null }, v)])));
   if (e.unreadable) {
     return h("div", { class: "episode" }, head,
@@ -345,6 +361,7 @@ function episodePanel(e, opts) {
     opts && opts.compare ? null : tokenView(e.tokens),
     Object.keys(e.unknown).length ? h("section", { class: "unknown" }, h("h3", null, "Fields this viewer does not know"),
       Object.entries(e.unknown).map(([k, v]) => [h("div", { class: "label" }, k), h("pre", null, v)])) : null,
+    e.messages ? h("details", null, h("summary", null, "messages (chat backend: the conversation as sent)"), h("pre", null, e.messages)) : null,
     e.text ? h("details", null, h("summary", null, "rendered text (the model's view)"), h("pre", null, e.text)) : null);
 }
 
