@@ -2,11 +2,13 @@
 
 Writes a synthetic training run shaped like the tiny guess run (3 turns, ~70 tokens, real
 Episode.to_json records), then measures, in this one process:
-  index   the first full index of every episode file (what happens when the viewer starts);
+  index   the first full index of every episode file (what happens when the viewer starts), wall
+          and CPU time (on a busy shared machine the CPU time is the steadier figure);
   api     the viewer's HTTP answers over loopback: first state, first page, a filtered page,
           100 pages at random offsets (scrolling), a full-text search;
-  browser (with --browser: Debian's chromium via Playwright) from loading #episodes to the first
-          rows on screen, and 30 jumps to random scroll positions until their rows are drawn.
+  browser (with --browser: Debian's chromium via Playwright) a fresh `gymwire view` process, from
+          its start and from loading #episodes to the first rows on screen; 30 jumps to random
+          scroll positions until their rows are drawn; frames drawn while scrolling 120 steps.
 
     python bench/viewer_load.py [--episodes 100000] [--browser] [--keep DIR]
 """
@@ -101,50 +103,44 @@ async def measure_api(catalog: Catalog, total: int) -> dict[str, float]:
     return figures
 
 
-def measure_browser(folder: Path) -> dict[str, float]:
-    """The whole path a user sees: a fresh viewer process on the run, then Chromium."""
-    import subprocess
-
-    from playwright.sync_api import sync_playwright
-
+def measure_browser(folder: Path, total: int) -> dict[str, float]:
+    """The whole path a user sees: a fresh `gymwire view` process on the run, then Chromium."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "trainers"))
-    from viewer_browser import CHROMIUM_FLAGS, free_port  # the browser tests' launch settings
+    from viewer_browser import chromium, viewer  # the browser tests' way to start both
 
-    port = free_port()
-    started = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gymwire.sdk.cli", "view", str(folder), "--port", str(port), "--no-browser"],
-        stderr=subprocess.PIPE, text=True,
-    )
     figures: dict[str, float] = {}
-    try:
-        assert server.stderr is not None
-        server.stderr.readline()  # "gymwire view: ... at URL": listening
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=list(CHROMIUM_FLAGS))
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            opened = time.perf_counter()
-            page.goto(f"http://127.0.0.1:{port}/#episodes")
-            page.wait_for_function("document.querySelector('#episode-count')?.textContent.startsWith('100,000')", timeout=60_000)
-            page.wait_for_selector("#episode-list .erow")
-            figures["browser_open_s"] = time.perf_counter() - opened
-            figures["command_to_rows_s"] = time.perf_counter() - started
-            rng = random.Random(2)
-            jumps = []
-            for _ in range(30):
-                row = rng.randrange(99_000)
-                t0 = time.perf_counter()
-                page.evaluate(f"document.getElementById('episode-list').scrollTop = {row * 26}")
-                page.wait_for_function(
-                    f"[...document.querySelectorAll('#episode-list .erow')].some(e => parseInt(e.style.top) === {row * 26})"
-                )
-                jumps.append(time.perf_counter() - t0)
-            figures["browser_scroll_jump_median_s"] = statistics.median(jumps)
-            figures["browser_scroll_jump_max_s"] = max(jumps)
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    started = time.perf_counter()
+    with viewer(folder) as url, chromium() as context:
+        figures["command_listening_s"] = time.perf_counter() - started
+        page = context.new_page()
+        opened = time.perf_counter()
+        page.goto(url + "#episodes")
+        page.wait_for_function(f"document.querySelector('#episode-count')?.textContent.startsWith('{total:,} ')", timeout=60_000)
+        page.wait_for_selector("#episode-list .erow")
+        figures["browser_open_to_rows_s"] = time.perf_counter() - opened
+        figures["command_to_rows_s"] = time.perf_counter() - started
+        rng = random.Random(2)
+        jumps = []
+        for _ in range(30):  # jump to a random place in the list, wait until its rows are drawn
+            top = rng.randrange(total - 50) * 26
+            t0 = time.perf_counter()
+            page.evaluate(f"document.getElementById('episode-list').scrollTop = {top}")
+            page.wait_for_function(f"[...document.querySelectorAll('#episode-list .erow')].some(e => parseInt(e.style.top) === {top})")
+            jumps.append(time.perf_counter() - t0)
+        figures["browser_scroll_jump_median_s"] = statistics.median(jumps)
+        figures["browser_scroll_jump_max_s"] = max(jumps)
+        # Smooth scrolling: wheel steps through the list; the frames Chromium drew meanwhile.
+        frames = page.evaluate("""async () => {
+            const list = document.getElementById('episode-list');
+            let frames = 0, running = true;
+            const count = () => { frames++; if (running) requestAnimationFrame(count); };
+            requestAnimationFrame(count);
+            const t0 = performance.now();
+            for (let i = 0; i < 120; i++) { list.scrollTop += 260; await new Promise(r => requestAnimationFrame(r)); }
+            running = false;
+            return [frames, performance.now() - t0];
+        }""")
+        figures["browser_scroll_fps"] = frames[0] / (frames[1] / 1000)
     return figures
 
 
@@ -162,17 +158,17 @@ def main() -> int:
             write_run(folder, args.episodes)
             print(f"  {time.perf_counter() - started:.1f} s", file=sys.stderr)
         size = sum(p.stat().st_size for p in (folder / "rollouts").iterdir())
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         catalog = Catalog(find_runs([folder]))
         catalog.refresh()
         figures: dict[str, float] = {"episodes": len(catalog.rows()), "megabytes": round(size / 1e6, 1),
-                                     "index_s": time.perf_counter() - started}
+                                     "index_s": time.perf_counter() - started, "index_cpu_s": time.process_time() - cpu}
         started = time.perf_counter()
         catalog.refresh()
         figures["refresh_unchanged_s"] = time.perf_counter() - started
         figures.update(asyncio.run(measure_api(catalog, args.episodes)))
         if args.browser:
-            figures.update(measure_browser(folder))
+            figures.update(measure_browser(folder, args.episodes))
         for key, value in figures.items():
             print(f"{key:28} {value:.4f}" if isinstance(value, float) else f"{key:28} {value}")
     finally:

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gymwire.sdk.cli import main
 from gymwire.trainers.rollout import Episode, EpisodeSpec, Turn
-from gymwire.trainers.viewer.episodes import TEXT_LIMIT
+from gymwire.trainers.viewer.episodes import TEXT_LIMIT, episode_view
 from gymwire.trainers.viewer.index import Catalog, find_runs
 from gymwire.trainers.viewer.server import make_app
 
@@ -206,3 +206,11 @@ async def test_eval_outputs_are_summarised_while_running_and_then_from_results(t
     (out / "results.json").write_text(json.dumps(results))
     state = await wait_for(client, "/api/state", lambda s: s["runs"][0]["results"] is not None)
     assert state["runs"][0]["results"] == results
+
+
+def test_token_view_marks_where_budgets_cut():
+    record = {**episode(0, success=False), "finish": "token_budget"}
+    record["turns"][0]["end"] = 4  # the first turn generated 2 tokens (3 and 4), the second 1
+    view = episode_view(record, b"", turn_tokens=2, decode=lambda ids: [f"<{i}>" for i in ids])
+    assert [(c["at"], c["budget"]) for c in view["tokens"]["cuts"]] == [(4, "turn_tokens"), (6, "episode_tokens")]
+    assert view["tokens"]["pieces"][:2] == ["<1>", "<2>"] and view["prompt"] == "<1><2><3>"

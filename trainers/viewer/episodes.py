@@ -71,9 +71,11 @@ def _token_view(
         if isinstance(turn, dict) and isinstance(turn.get("start"), int) and isinstance(turn.get("end"), int):
             generated = turn["end"] - turn["start"] + 1
             if turn_tokens is not None and generated >= turn_tokens:
-                cuts.append({"at": turn["end"], "why": f"turn {number} reached turn_tokens ({turn_tokens}): generation cut"})
+                cuts.append({"at": turn["end"], "budget": "turn_tokens",
+                             "why": f"turn {number} used all {turn_tokens} turn_tokens: its generation stopped there"})
     if record.get("finish") == "token_budget":
-        cuts.append({"at": len(tokens) - 1, "why": "episode_tokens budget: the next turn would not fit, episode ended"})
+        cuts.append({"at": len(tokens) - 1, "budget": "episode_tokens",
+                     "why": "episode_tokens budget: the next turn would not fit, so the episode ended"})
     return {
         "ids": shown,
         "pieces": pieces,

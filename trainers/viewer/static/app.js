@@ -76,17 +76,17 @@ function runsView(main) {
   const render = () => {
     setMain(main, h("h2", null, "Runs"),
       h("table", { class: "grid-table", id: "runs-table" },
-        h("thead", null, h("tr", null, ["", "run", "kind", "steps", "last step", "episodes", "files", "path"].map((c) => h("th", null, c)))),
+        h("thead", null, h("tr", null, ["", "run", "kind", "setup", "steps", "last step", "episodes", "files", "path"].map((c) => h("th", null, c)))),
         h("tbody", null, app.state.runs.map((r) => [
           h("tr", { "data-run": r.id },
             h("td", null, h("input", { type: "checkbox", title: "show in curves", checked: !app.hidden.has(r.id),
               onchange: (e) => { e.target.checked ? app.hidden.delete(r.id) : app.hidden.add(r.id); } })),
             h("td", null, h("span", { class: "swatch", style: `background:${runColor(r.id)}` }), r.name),
-            h("td", null, r.kind), h("td", null, r.steps), h("td", null, r.last_step ?? "–"),
+            h("td", null, r.kind), h("td", null, setup(r)), h("td", null, r.steps), h("td", null, r.last_step ?? "–"),
             h("td", null, h("a", { href: `#episodes?run=${r.id}` }, r.episodes.toLocaleString())),
             h("td", null, r.files), h("td", { class: "path" }, r.path)),
-          r.notes.length ? h("tr", null, h("td", { colspan: 8 }, notesBox(r.notes))) : null,
-          h("tr", null, h("td", { colspan: 8 }, h("details", { class: "config" },
+          r.notes.length ? h("tr", null, h("td", { colspan: 9 }, notesBox(r.notes))) : null,
+          h("tr", null, h("td", { colspan: 9 }, h("details", { class: "config" },
             h("summary", null, r.config ? "config" : "config: none found"),
             r.config ? h("pre", null, JSON.stringify(r.config, null, 2)) : null,
             r.results ? h("pre", null, JSON.stringify(r.results, null, 2)) : null))),
@@ -95,6 +95,18 @@ function runsView(main) {
   };
   render();
   return { refresh: render };
+}
+
+// A run's setup in one line, from its config (training) or run.json (eval).
+function setup(r) {
+  const c = r.config;
+  if (!c || typeof c !== "object") return "–";
+  const get = (...keys) => keys.reduce((v, k) => (v && typeof v === "object" ? v[k] : undefined), c);
+  const parts = r.kind === "eval"
+    ? [get("backend"), get("split") && `split ${get("split")}`, get("tasks") && `${get("tasks")} tasks`]
+    : [get("env", "name"), get("algorithm", "estimator"), get("horizon") !== undefined && `horizon ${JSON.stringify(get("horizon"))}`,
+       get("rollout", "tasks_per_step") && `${get("rollout", "tasks_per_step")}×${get("rollout", "group_size")} episodes/step`];
+  return parts.filter(Boolean).join(" · ") || "–";
 }
 
 // ---------------------------------------------------------------- curves
@@ -223,6 +235,7 @@ function episodesView(main, params) {
 
   const renderBar = async () => {
     const f = await getJSON(`/api/facets?run=${filters.run || "all"}`);
+    const draft = bar.querySelector("input[data-filter=q]");  // typed, not yet applied: kept
     bar.replaceChildren(
       select("run", "run", app.state.runs.map((r) => [String(r.id), r.name])),
       select("env", "env", f.env.map((v) => [v, v])),
@@ -232,7 +245,7 @@ function episodesView(main, params) {
       select("step", "step", f.step.map((v) => [String(v), String(v)])),
       select("success", "success", [["1", "yes"], ["0", "no"]]),
       select("finish", "finish", f.finish.map((v) => [v, v])),
-      h("label", null, "search ", h("input", { type: "search", "data-filter": "q", placeholder: "in actions and observations", value: filters.q,
+      h("label", null, "search ", h("input", { type: "search", "data-filter": "q", placeholder: "in actions and observations", value: draft ? draft.value : filters.q,
         onkeydown: (e) => { if (e.key === "Enter") setFilter("q", e.target.value.trim()); },
         onsearch: (e) => setFilter("q", e.target.value.trim()) })),
       h("label", null, h("input", { type: "checkbox", "data-filter": "problems", checked: filters.problems === "1",
@@ -291,7 +304,19 @@ function episodesView(main, params) {
   setMain(main, h("h2", null, "Episodes"), bar, header, list);
   compareBtn.disabled = app.picked.length !== 2;
   renderBar().then(() => load(0, true));
-  return { refresh: () => { pages.clear(); renderBar(); load(0, true); } };
+  // Live follow: fetch the page on screen first, then drop the others (no flicker of empty rows);
+  // the filter bar is left alone while the user is in it.
+  const refresh = async () => {
+    if (!bar.contains(document.activeElement)) await renderBar();
+    const p = Math.floor(list.scrollTop / ROW_H / PAGE);
+    const data = await getJSON(query(p * PAGE));
+    pages.clear();
+    pages.set(p, data.rows);
+    total = data.total;
+    count.textContent = `${total.toLocaleString()} episode${total === 1 ? "" : "s"}`;
+    draw();
+  };
+  return { refresh };
 }
 
 // ---------------------------------------------------------------- one episode
@@ -305,7 +330,7 @@ function probColor(lp) {
 function tokenView(t) {
   if (!t) return null;
   const turnStarts = new Set(t.turn_starts);
-  const cuts = new Map(t.cuts.map((c) => [c.at, c.why]));
+  const cuts = new Map(t.cuts.map((c) => [c.at, c]));
   const spans = [];
   for (let i = 0; i < t.ids.length; i++) {
     if (turnStarts.has(i)) spans.push(h("span", { class: "turn-mark", title: "a turn starts" }, "▸"));
@@ -314,7 +339,7 @@ function tokenView(t) {
     const lp = t.logprobs[i];
     const title = `#${i} id ${t.ids[i]}` + (model && lp !== null ? ` · log-prob ${lp.toFixed(3)} · p ${Math.exp(lp).toFixed(3)}` : model ? "" : kind === "tok-prompt" ? " · prompt" : " · environment");
     spans.push(h("span", { class: `tok ${kind}`, title, style: model ? `background:${probColor(lp)}` : null }, t.pieces[i]));
-    if (cuts.has(i)) spans.push(h("span", { class: "cut", title: cuts.get(i) }, `✂ ${cuts.get(i)}`));
+    if (cuts.has(i)) spans.push(h("span", { class: "cut", title: cuts.get(i).why }, `✂ ${cuts.get(i).budget}`));
   }
   return h("section", { class: "tokens", id: "token-view" },
     h("h3", null, `Tokens (${t.total.toLocaleString()})`),
@@ -323,9 +348,16 @@ function tokenView(t) {
       h("span", { class: "tok tok-model", style: `background:${probColor(0)}` }, "model, p≈1"),
       h("span", { class: "tok tok-model", style: `background:${probColor(Math.log(0.5))}` }, "p≈0.5"),
       h("span", { class: "tok tok-model", style: `background:${probColor(Math.log(0.05))}` }, "p≈0.05"),
-      h("span", { class: "cut" }, "✂ budget cut"),
+      h("span", { class: "cut", title: "a turn used all its turn_tokens, or the episode_tokens budget ended the episode" }, "✂ where a budget cut (hover for why)"),
       t.decoded ? null : h("span", { class: "hint" }, "no tokenizer found: token ids shown (--tokenizer PATH)")),
     h("div", { class: "token-text" }, spans));
+}
+
+// "test task 7 (group 7)" from an episode's task object.
+function taskLabel(task) {
+  if (!task || typeof task !== "object") return null;
+  const what = task.index !== undefined ? `task ${task.index}` : task.seed !== undefined ? `seed ${task.seed}` : "";
+  return [task.split, what].filter(Boolean).join(" ") + (task.group !== undefined ? ` (group ${task.group})` : "");
 }
 
 function episodePanel(e, opts) {
@@ -334,12 +366,13 @@ function episodePanel(e, opts) {
     ? h("a", { href: `#episode/${e.id}?full=1` }, "show everything") : null;
   const head = h("div", { class: "episode-head" },
     h("div", { class: "title" }, h("span", { class: "swatch", style: `background:${runColor(s.run)}` }),
-      `${e.run_name} · step ${s.step ?? "–"} · ${e.env ?? s.env} ${e.task ? JSON.stringify(e.task) : ""}`),
+      [e.run_name, s.step !== null ? `step ${s.step}` : null, e.env ?? s.env, taskLabel(e.task)].filter(Boolean).join(" · ")),
+    h("div", { class: "where" }, `${e.file}:${e.line}`),
     h("dl", null, [
       ["success", yesNo(e.success ?? s.success)], ["score", cell(e.score)], ["reward", cell(e.reward)], ["finish", e.finish || "–"],
       ["turns", e.turns ? `${e.turns.length} of ${e.max_turns ?? "?"}` : "–"], e.model ? ["model", cell(e.model)] : null,
       e.error ? ["error", e.error] : null, e.error_kind ? ["error kind", e.error_kind] : null,
-      e.usage ? ["usage", cell(e.usage)] : null, ["file", `${e.file}:${e.line}`],
+      e.usage ? ["usage", cell(e.usage)] : null,
     ].filter(Boolean).map(([k, v]) => [h("dt", null, k), h("dd", { class: k === "success" ? (e.success ? "ok" : "fail") : null }, v)])));
   if (e.unreadable) {
     return h("div", { class: "episode" }, head,
