@@ -190,6 +190,9 @@ def test_bad_input_is_shown_not_hidden(page):
 
     page.goto(page.base_url + "#episodes?run=1")
     assert episode_count(page) == 3
+    page.wait_for_selector("#episode-list .erow.bad")
+    assert "line 2: not valid JSON" in page.inner_text("#episode-list .erow.bad .note")
+    shoot(page, "bad-lines")
     page.click("#episode-list .erow.bad")
     page.wait_for_selector(".problem")
     assert "not valid JSON" in page.inner_text(".problem")

@@ -31,7 +31,6 @@ HEAD_KEYS = {"env", "task", "success", "finish"}
 LAST_KEY = b', "logprobs": ['
 
 
-
 def loads(raw: bytes) -> Any:
     """orjson; the standard parser for what orjson refuses but Python's json writes (NaN, Infinity)."""
     try:

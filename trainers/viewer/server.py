@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,6 +32,7 @@ class Tokenizers:
     def __init__(self, override: str | None = None):
         self._override = override
         self._loaded: dict[int, Callable[[Sequence[int]], list[str]] | None] = {}
+        self._lock = threading.Lock()
 
     def candidates(self, run: Run) -> list[Path]:
         if self._override:
@@ -44,9 +46,10 @@ class Tokenizers:
         return [p for p in paths if (p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists()]
 
     def get(self, run: Run) -> Callable[[Sequence[int]], list[str]] | None:
-        if run.id not in self._loaded:
-            self._loaded[run.id] = self._load(run)
-        return self._loaded[run.id]
+        with self._lock:  # the preload at start and an episode request may ask at once
+            if run.id not in self._loaded:
+                self._loaded[run.id] = self._load(run)
+            return self._loaded[run.id]
 
     def _load(self, run: Run) -> Callable[[Sequence[int]], list[str]] | None:
         found = self.candidates(run)
@@ -130,13 +133,18 @@ class Api:
         self.catalog = catalog
         self.tokenizers = tokenizers
         self._search_cache: tuple[Any, list[EpisodeRow]] | None = None
+        self._state: tuple[Any, dict[str, Any]] | None = None
 
     async def state(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "generation": self.catalog.generation,
-            "indexed": self.catalog.indexed,
-            "runs": [run.info() for run in self.catalog.runs],
-        })
+        # Every open page asks every 1.5 s: the answer is rebuilt only when something was read.
+        key = (self.catalog.generation, self.catalog.indexed)
+        if self._state is None or self._state[0] != key:
+            self._state = (key, {
+                "generation": self.catalog.generation,
+                "indexed": self.catalog.indexed,
+                "runs": [run.info() for run in self.catalog.runs],
+            })
+        return web.json_response(self._state[1])
 
     async def metrics(self, request: web.Request) -> web.Response:
         runs = _wanted_runs(self.catalog, request)
@@ -204,12 +212,16 @@ class Api:
         return web.json_response(view)
 
 
-async def _follow(catalog: Catalog, every_s: float) -> None:
+async def _follow(catalog: Catalog, tokenizers: Tokenizers, every_s: float) -> None:
+    first = True
     while True:
         try:
             await asyncio.to_thread(catalog.refresh)
         except OSError as exc:  # a file vanished or became unreadable mid-read: try again next time
             log.warning("refresh failed: %s", exc)
+        if first:  # load tokenizers now (transformers takes seconds to import), not when an episode opens
+            await asyncio.to_thread(lambda: [tokenizers.get(run) for run in catalog.runs if tokenizers.candidates(run)])
+            first = False
         await asyncio.sleep(every_s)
 
 
@@ -226,7 +238,8 @@ async def _errors_as_text(request: web.Request, handler: Callable[..., Any]) -> 
 
 def make_app(catalog: Catalog, *, tokenizer: str | None = None, follow_s: float = 1.0) -> web.Application:
     app = web.Application(middlewares=[_errors_as_text])
-    api = Api(catalog, Tokenizers(tokenizer))
+    tokenizers = Tokenizers(tokenizer)
+    api = Api(catalog, tokenizers)
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
@@ -240,7 +253,7 @@ def make_app(catalog: Catalog, *, tokenizer: str | None = None, follow_s: float 
     app.router.add_get("/api/episode/{id}", api.episode)
 
     async def follow(app: web.Application):  # cleanup context: runs for the app's lifetime
-        task = asyncio.create_task(_follow(catalog, follow_s))
+        task = asyncio.create_task(_follow(catalog, tokenizers, follow_s))
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -255,7 +255,7 @@ function episodesView(main, params) {
 
   const rowEl = (r, i) => {
     const picked = app.picked.includes(r.id);
-    return h("div", { class: `erow${r.problem ? " bad" : ""}${picked ? " picked" : ""}`, style: `top:${i * ROW_H}px`, "data-id": r.id,
+    return h("div", { class: `erow${r.problem ? " bad" : ""}${picked ? " picked" : ""}`, style: `top:${i * ROW_H}px`, "data-id": r.id, "data-index": i,
       onclick: (e) => { if (e.target.tagName !== "INPUT") location.hash = `#episode/${r.id}`; } },
       h("span", null, h("input", { type: "checkbox", title: "pick for side-by-side", checked: picked, onchange: (e) => pick(r.id, e.target.checked) })),
       h("span", null, h("span", { class: "swatch", style: `background:${runColor(r.run)}` }), runName(r.run)),
