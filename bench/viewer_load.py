@@ -6,9 +6,10 @@ Episode.to_json records), then measures, in this one process:
           and CPU time (on a busy shared machine the CPU time is the steadier figure);
   api     the viewer's HTTP answers over loopback: first state, first page, a filtered page,
           100 pages at random offsets (scrolling), a full-text search;
-  browser (with --browser: Debian's chromium via Playwright) a fresh `gymwire view` process, from
-          its start and from loading #episodes to the first rows on screen; 30 jumps to random
-          scroll positions until their rows are drawn; frames drawn while scrolling 120 steps.
+  browser (with --browser: Debian's chromium via Playwright) a fresh `gymwire view` process: from
+          loading #episodes to the first rows on screen (the index fills in behind them) and to
+          all episodes listed, also counted from the command's start; 30 jumps to random scroll
+          positions until their rows are drawn; frames drawn while scrolling 120 steps.
 
     python bench/viewer_load.py [--episodes 100000] [--browser] [--keep DIR]
 """
@@ -116,10 +117,12 @@ def measure_browser(folder: Path, total: int) -> dict[str, float]:
         page = context.new_page()
         opened = time.perf_counter()
         page.goto(url + "#episodes")
+        page.wait_for_selector("#episode-list .erow", timeout=60_000)
+        figures["browser_open_to_first_rows_s"] = time.perf_counter() - opened
+        # All of them listed: the index is complete and the page's next poll (every 1.5 s) saw it.
         page.wait_for_function(f"document.querySelector('#episode-count')?.textContent.startsWith('{total:,} ')", timeout=60_000)
-        page.wait_for_selector("#episode-list .erow")
-        figures["browser_open_to_rows_s"] = time.perf_counter() - opened
-        figures["command_to_rows_s"] = time.perf_counter() - started
+        figures["browser_open_to_all_listed_s"] = time.perf_counter() - opened
+        figures["command_to_all_listed_s"] = time.perf_counter() - started
         rng = random.Random(2)
         jumps = []
         for _ in range(30):  # jump to a random place in the list, wait until its rows are drawn

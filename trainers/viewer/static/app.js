@@ -82,7 +82,7 @@ function runsView(main) {
             h("td", null, h("input", { type: "checkbox", title: "show in curves", checked: !app.hidden.has(r.id),
               onchange: (e) => { e.target.checked ? app.hidden.delete(r.id) : app.hidden.add(r.id); } })),
             h("td", null, h("span", { class: "swatch", style: `background:${runColor(r.id)}` }), r.name),
-            h("td", null, r.kind), h("td", null, setup(r)), h("td", null, r.steps), h("td", null, r.last_step ?? "–"),
+            h("td", null, r.kind), h("td", null, setup(r)), h("td", null, r.kind === "train" ? r.steps : "–"), h("td", null, r.last_step ?? "–"),
             h("td", null, h("a", { href: `#episodes?run=${r.id}` }, r.episodes.toLocaleString())),
             h("td", null, r.files), h("td", { class: "path" }, r.path)),
           r.notes.length ? h("tr", null, h("td", { colspan: 9 }, notesBox(r.notes))) : null,
