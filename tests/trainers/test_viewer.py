@@ -130,6 +130,10 @@ async def test_growing_files_are_followed_and_a_half_written_line_is_read_again(
 
     metrics.write_text(lines({"step": 1, "train/success": 0.9}))  # a resume rewrote it shorter
     await wait_for(client, "/api/metrics", lambda m: m["0"] == [{"step": 1, "train/success": 0.9}])
+    # A step replayed after a resume rewrites its file in place, here longer than before.
+    (run / "rollouts" / "step-000004.jsonl").write_text(lines(*(episode(i, success=False) for i in (7, 8, 9))))
+    replayed = await wait_for(client, "/api/episodes?step=4", lambda b: b["total"] == 3)
+    assert [r["task"] for r in replayed["rows"]] == [7, 8, 9]
 
 
 async def test_filters_and_full_text_search(tmp_path, open_viewer):
@@ -214,3 +218,21 @@ def test_token_view_marks_where_budgets_cut():
     view = episode_view(record, b"", turn_tokens=2, decode=lambda ids: [f"<{i}>" for i in ids])
     assert [(c["at"], c["budget"]) for c in view["tokens"]["cuts"]] == [(4, "turn_tokens"), (6, "episode_tokens")]
     assert view["tokens"]["pieces"][:2] == ["<1>", "<2>"] and view["prompt"] == "<1><2><3>"
+
+
+def test_paths_are_recognised_by_what_they_hold(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(lines({"step": 1, "train/success": 0.5}))
+    (tmp_path / "episodes.jsonl").write_text(lines(episode(0, success=True)))
+    for name in ("a", "b"):
+        (tmp_path / "runs" / name / "x").mkdir(parents=True)
+        (tmp_path / "runs" / name / "x" / "config.json").write_text("{}")
+    (tmp_path / "runs" / "an-eval" / "episodes").mkdir(parents=True)
+    (tmp_path / "runs" / "an-eval" / "run.json").write_text(json.dumps({"model": "m"}))
+    runs = find_runs([tmp_path / "metrics.jsonl", tmp_path / "episodes.jsonl", tmp_path / "runs" / "a", tmp_path / "runs" / "b",
+                      tmp_path / "runs"])
+    # runs/a and runs/b each hold a run named x: the names take their parent folder; in runs/, only
+    # the eval output is a run (a folder of runs is looked into one level deep).
+    assert [(r.kind, r.name) for r in runs] == [
+        ("train", "metrics"), ("episodes", "episodes"), ("train", "a/x"), ("train", "b/x"), ("eval", "m"),
+    ]
+    assert runs[0].metrics_path == tmp_path / "metrics.jsonl" and runs[1].episode_paths == [tmp_path / "episodes.jsonl"]

@@ -140,15 +140,18 @@ def _summarise(row: EpisodeRow, record: Any) -> None:
 
 
 class JsonlFile:
-    """A JSONL file read incrementally. `on_line(line_no, offset, raw, record_or_None, problem)`
-    turns each line into whatever the owner keeps; a line that does not parse gets a problem."""
+    """A JSONL file read incrementally. `on_line(line_no, offset, raw, complete)` turns each line
+    into whatever the owner keeps (`complete`: the line ends with a newline)."""
 
-    def __init__(self, path: Path, on_line: Callable[..., Any], step: int | None = None):
+    def __init__(self, path: Path, on_line: Callable[[int, int, bytes, bool], Any], step: int | None = None):
         self.path = path
         self.step = step
         self.items: list[Any] = []
         self._on_line = on_line
         self._offset = 0  # end of the last line read as complete
+        # The file's first bytes and those just before _offset: if either changed, it was rewritten
+        # in place (metrics.jsonl after a resume, a replayed step's rollouts).
+        self._head = self._anchor = b""
         self._lines = 0
         self._tail: Any = None  # the item made from a last line without newline, read again if it grows
         self._version: tuple[int, int] | None = None
@@ -157,41 +160,43 @@ class JsonlFile:
         """Read what was appended; True when something changed."""
         try:
             stat = self.path.stat()
-            size, version = stat.st_size, (stat.st_size, stat.st_mtime_ns)
         except FileNotFoundError:
-            size, version = 0, (0, 0)
+            return False
+        version = (stat.st_size, stat.st_mtime_ns)
         if version == self._version:
             return False
-        if size < self._offset:  # rewritten (e.g. metrics.jsonl after a resume): read again
-            self.items.clear()
-            self._offset = self._lines = 0
-            self._tail = None
+        self._version = version
         if self._tail is not None:
             self.items.pop()
             self._tail = None
-        self._version = version
-        if size == self._offset:
-            return True
         with self.path.open("rb") as f:
+            head = f.read(len(self._head))
+            f.seek(max(0, self._offset - len(self._anchor)))
+            if head != self._head or f.read(len(self._anchor)) != self._anchor:  # rewritten: read it again
+                self.items.clear()
+                self._offset = self._lines = 0
+                self._head = self._anchor = b""
             f.seek(self._offset)
-            data = f.read(size - self._offset)
+            data = f.read()
         pos = 0
         while pos < len(data):
             end = data.find(b"\n", pos)
             if end == -1:  # a last line without newline: kept, and read again if the file grows
                 if data[pos:].strip():
-                    self._tail = self._parse(self._lines + 1, self._offset + pos, data[pos:], complete=False)
+                    self._tail = self._on_line(self._lines + 1, self._offset + pos, data[pos:], False)
                     self.items.append(self._tail)
                 break
             self._lines += 1
             if data[pos:end].strip():
-                self.items.append(self._parse(self._lines, self._offset + pos, data[pos:end], complete=True))
+                self.items.append(self._on_line(self._lines, self._offset + pos, data[pos:end], True))
             pos = end + 1
-        self._offset += data.rfind(b"\n") + 1
+        consumed = data.rfind(b"\n") + 1
+        if consumed:
+            if not self._offset:
+                self._head = data[: min(consumed, 64)]
+            self._anchor = data[max(0, consumed - 32) : consumed]
+            self._offset += consumed
         return True
-
-    def _parse(self, line_no: int, offset: int, raw: bytes, complete: bool) -> Any:
-        return self._on_line(line_no, offset, raw, complete)
 
 
 def _parse_line(line_no: int, raw: bytes, complete: bool) -> tuple[Any, str | None]:
@@ -220,7 +225,7 @@ class Run:
     metrics: JsonlFile | None = None
     results_path: Path | None = None  # an eval output's results.json, rewritten at the end of each eval
     results: Any = None
-    _results_version: Any = None
+    _results_version: Any = field(default=None, repr=False)
 
     def refresh(self, lock: threading.Lock, changed: Callable[[], None]) -> None:
         """Read what is new on disk, one file at a time under `lock` (readers see whole files),
@@ -281,7 +286,8 @@ class Run:
         last: dict[tuple, EpisodeRow] = {}
         for row in self.rows():
             if row.problem is None:
-                last[(row.env, row.split, row.task, row.seed, row.line if row.task is None and row.seed is None else 0)] = row
+                task = (row.split, row.task, row.seed) if row.task is not None or row.seed is not None else row.key
+                last[(row.env, task)] = row
         summary: dict[str, dict[str, Any]] = {}
         for row in last.values():
             env = summary.setdefault(row.env, {"episodes": 0, "successes": 0, "turns": 0, "errors": 0, "finish": {}})
