@@ -469,7 +469,7 @@ async function poll() {
   } catch (err) {
     document.getElementById("live").textContent = `○ viewer not reachable (${err.message})`;
   }
-  setTimeout(poll, POLL_MS);
+  setTimeout(poll, app.state && !app.state.indexed ? POLL_MS / 5 : POLL_MS);  // sooner while the first index is built
 }
 
 window.addEventListener("hashchange", route);
