@@ -220,6 +220,15 @@ def test_token_view_marks_where_budgets_cut():
     assert view["tokens"]["pieces"][:2] == ["<1>", "<2>"] and view["prompt"] == "<1><2><3>"
 
 
+def test_turn_images_and_metrics_are_passed_to_the_page():
+    record = episode(0, success=True)
+    record["turns"][0].update(images=[{"mime": "image/png", "data": "iVBORw0KGgo="}, "data:image/jpeg;base64,/9j/",
+                                      "http://example.com/x.png"], metrics={"progress": 0.5})
+    turn = episode_view(record, b"")["turns"][0]
+    assert turn["images"] == ["data:image/png;base64,iVBORw0KGgo=", "data:image/jpeg;base64,/9j/"]  # never a remote URL
+    assert turn["metrics"] == {"progress": 0.5}
+
+
 def test_paths_are_recognised_by_what_they_hold(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(lines({"step": 1, "train/success": 0.5}))
     (tmp_path / "episodes.jsonl").write_text(lines(episode(0, success=True)))

@@ -45,10 +45,12 @@ def write_eval(trainer: Trainer, folder: Path, label: str, *, finished: bool) ->
         n, k = len(episodes), sum(e.success for e in episodes)
         z, p = 1.96, k / n  # Wilson score interval, as gymwire eval reports it
         centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        turns = sum(len(e.turns) for e in episodes) / n
+        turns = [len(e.turns) for e in episodes]
+        mean = sum(turns) / n
+        spread = 1.96 * math.sqrt(sum((t - mean) ** 2 for t in turns) / (n - 1) / n)  # normal approximation
         (folder / "results.json").write_text(json.dumps({"format": "gymwire.eval/1", "model": label, "envs": {"guess": {
             "episodes": n, "tasks": n, "success": {"mean": p, "low": centre - half, "high": centre + half, "method": "wilson"},
-            "turns": {"mean": turns, "low": turns, "high": turns, "method": "t"},
+            "turns": {"mean": mean, "low": mean - spread, "high": mean + spread, "method": "normal"},
             "finish": {f: sum(e.finish == f for e in episodes) for f in {e.finish for e in episodes}},
         }}}))
 
@@ -66,9 +68,9 @@ def runs(tmp_path_factory) -> tuple[Path, ...]:
         overrides.update({"rollout.tasks_per_step": 4, "rollout.group_size": 4, "train.eval_tasks": 8})
     evals = root / "evals"
     with Trainer(load_config(ROOT / "examples" / "guess-tiny.yaml", overrides)) as trainer:
-        write_eval(trainer, evals / "untrained", "guess-tiny step 0", finished=True)
+        write_eval(trainer, evals / "step-0", "guess-tiny step 0", finished=True)
         trainer.train()
-        write_eval(trainer, evals / "trained", f"guess-tiny step {steps}", finished=False)
+        write_eval(trainer, evals / f"step-{steps}", f"guess-tiny step {steps}", finished=False)
     bad = root / "broken-run"
     (bad / "rollouts").mkdir(parents=True)
     good = (run / "rollouts" / sorted(os.listdir(run / "rollouts"))[0]).read_text().splitlines()[0]
@@ -170,7 +172,7 @@ def test_browse_a_training_run(page, runs):
     assert tasks[0].split("(")[0] == tasks[1].split("(")[0] and "train task " in tasks[0]
 
     # Two models on the same test task: the evals before and after training.
-    page.goto(page.base_url + "#episodes?run=3&task=2")
+    page.goto(page.base_url + "#episodes?run=2&task=2")  # runs: 0 training, 1 broken, 2 eval at step 0, 3 after
     page.click("#episode-list .erow >> nth=0 >> span:nth-child(4)")
     page.wait_for_selector(".compare-link")
     assert page.locator(".compare-link").count() == 1

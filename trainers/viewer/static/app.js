@@ -158,11 +158,11 @@ function evalsView(main) {
     if (evals.length) {
       const perEnv = (r) => (r.results && r.results.envs) || r.live || {};
       const envs = [...new Set(evals.flatMap((r) => Object.keys(perEnv(r))))].sort();
-      const metrics = ["success", "score", "turns", "generated_tokens", "errors", "episodes", "tasks", "episodes_per_s", "finish", "error_kinds"];
+      const shown = ["success", "score", "turns", "generated_tokens", "errors", "episodes", "tasks", "episodes_per_s", "finish", "error_kinds"];
       const rows = [];
       for (const env of envs) {
         rows.push(h("tr", { class: "env-row" }, h("th", { colspan: evals.length + 1 }, env)));
-        for (const m of metrics) {
+        for (const m of shown) {
           if (!evals.some((r) => (perEnv(r)[env] || {})[m] !== undefined)) continue;
           rows.push(h("tr", null, h("th", null, m), evals.map((r) => h("td", null, cell((perEnv(r)[env] || {})[m])))));
         }
