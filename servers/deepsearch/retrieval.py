@@ -70,7 +70,10 @@ class BM25Index:
     """A tantivy BM25 index over a corpus; it also stores the passages, so a search needs nothing else."""
 
     def __init__(self, corpus: Corpus, cache_dir: Path | None = None) -> None:
-        import tantivy
+        try:
+            import tantivy
+        except ImportError as exc:
+            raise ImportError("deepsearch needs tantivy for BM25: pip install 'gymwire[deepsearch]'") from exc
 
         self._tantivy = tantivy
         # The index format may change between tantivy releases: the version is part of the name.
