@@ -46,6 +46,7 @@ CORPUS_ENV_VAR = "GYMWIRE_DEEPSEARCH_CORPUS"
 QUESTIONS_ENV_VAR = "GYMWIRE_DEEPSEARCH_QUESTIONS"
 ENCODER_ENV_VAR = "GYMWIRE_DEEPSEARCH_ENCODER"
 MAX_TOP_K = 20
+INLINE_SEARCH_MAX_PASSAGES = 1_000_000
 
 _ACTION = re.compile(r"<(search|answer|python)>(.*?)</\1>", re.DOTALL)
 _OPTIONS = {"top_k", "end_on_wrong_answer", "retriever"}
@@ -96,6 +97,12 @@ class DataSet:
     splits: dict[str, list[Question]]
     bm25: BM25Index
     dense: DenseIndex | None
+
+    def search_inline(self, retriever: Retriever) -> bool:
+        """Whether a search is quick enough to run on the server's event loop: BM25 over a corpus of
+        up to a million passages takes well under a millisecond, less than a hop to a worker thread
+        costs under load; a larger index or a dense encoder runs in a thread."""
+        return retriever is self.bm25 and self.bm25.passages <= INLINE_SEARCH_MAX_PASSAGES
 
     def retriever(self, name: str | None) -> Retriever:
         if name is None:
@@ -219,7 +226,10 @@ class DeepSearchEnv(Environment, metaclass=_LazySplitsMeta):
             self._counts["searches"] += 1
             if not body:
                 return self._result("<information>The query is empty: put words to search for between <search> and </search>.</information>")
-            passages = await asyncio.to_thread(self._retriever.search, body, self._top_k)
+            if self._data.search_inline(self._retriever):
+                passages = self._retriever.search(body, self._top_k)
+            else:
+                passages = await asyncio.to_thread(self._retriever.search, body, self._top_k)
             if not passages:
                 return self._result("<information>No passage matches this query.</information>")
             return self._result(passages_text(passages))

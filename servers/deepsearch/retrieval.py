@@ -82,6 +82,7 @@ class BM25Index:
         self.path = _build_atomically(folder, lambda scratch: self._build(scratch, corpus))
         self._index = tantivy.Index(self._schema(), path=str(self.path))
         self._searcher = self._index.searcher()
+        self.passages = self._searcher.num_docs
 
     def _schema(self):
         builder = self._tantivy.SchemaBuilder()

@@ -209,3 +209,52 @@ def test_environment_variables_choose_the_data_and_bad_files_say_where(tmp_path,
     bad_corpus.write_text('{"id": 1, "text": "no contents"}\n')
     with pytest.raises(DataError, match=r"bad_corpus.jsonl:1: .*`contents`"):
         DeepSearchEnv.with_data(bad_corpus, questions)
+
+
+def write_bag_of_words_encoder(folder: Path, words: list[str]) -> None:
+    """A tiny BERT whose layers pass word embeddings straight through: mean pooling then gives a
+    bag-of-words embedding, so passages sharing a query's words rank first. Real e5 models load the
+    same way (AutoModel, AutoTokenizer from the folder)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    torch.manual_seed(0)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "query", "passage", ":", *sorted(set(words))]
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    model = BertModel(config, add_pooling_layer=False)
+    with torch.no_grad():
+        model.embeddings.position_embeddings.weight.zero_()
+        model.embeddings.token_type_embeddings.weight.zero_()
+        for layer in model.encoder.layer:
+            for dense in (layer.attention.output.dense, layer.output.dense):
+                dense.weight.zero_()
+                dense.bias.zero_()
+    model.save_pretrained(folder)
+
+
+async def test_dense_retrieval_with_a_local_encoder_folder(tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.setenv("GYMWIRE_DEEPSEARCH_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(record) + "\n" for record in CORPUS))
+    questions = tmp_path / "test.jsonl"
+    questions.write_text(json.dumps({"question": "Where was the founder of Quillport born?", "golden_answers": ["Lowmarsh"]}) + "\n")
+    words = re.findall(r"\w+", " ".join(r["contents"] for r in CORPUS).lower())
+    write_bag_of_words_encoder(tmp_path / "encoder", words)
+
+    env = DeepSearchEnv.with_data(corpus, questions, encoder=tmp_path / "encoder", name="zorb-dense")
+    dense = env.data().dense
+    assert dense is not None and (dense.path / "embeddings.npy").exists()
+    assert env.info().metadata["retrievers"] == ["bm25", "dense"]
+    async with GymServer([env], port=0) as server, GymClient(server.url) as client:
+        async with client.session("zorb-dense", split="test", index=0, options={"top_k": 2}) as session:
+            found = await session.step("<search>fen village</search>")  # dense: the default once an encoder is given
+            assert found.observation.text.startswith('<information>Doc 1(Title: "Lowmarsh") Lowmarsh is a fen village.\n')
+            assert found.observation.text.count("(Title: ") == 2
+        async with client.session("zorb-dense", split="test", index=0, options={"retriever": "bm25", "top_k": 4}) as session:
+            only_match = await session.step("<search>fen village</search>")
+            assert only_match.observation.text.count("(Title: ") == 1  # BM25 finds only passages with the words
