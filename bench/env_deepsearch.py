@@ -18,7 +18,7 @@ Client and server share this machine's cores.
 from __future__ import annotations
 
 import asyncio
-import os
+import json
 import shutil
 import statistics
 import sys
@@ -173,8 +173,6 @@ def main() -> int:
     print(f"python sandbox: print(1) p50 {results['sandbox']['p50_ms']} ms")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    import json
-
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

@@ -43,21 +43,22 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import GymServer
 
     setup_logging(args.log_level, args.log_format)
+    limits = Limits(**{name: getattr(args, name) for name in Limits.model_fields})
     try:
         classes = [resolve_env(spec) for spec in args.envs]
+        # Describing an environment may load its data (a corpus, a recipe directory): a bad path is a ValueError.
+        server = GymServer(
+            classes,
+            host=args.host,
+            port=args.port,
+            token=args.token or os.environ.get("GYMWIRE_TOKEN") or None,
+            limits=limits,
+            isolation=args.isolation,
+            metrics_port=args.metrics_port,
+        )
     except ValueError as exc:
         print(f"gymwire serve: {exc}", file=sys.stderr)
         return 2
-    limits = Limits(**{name: getattr(args, name) for name in Limits.model_fields})
-    server = GymServer(
-        classes,
-        host=args.host,
-        port=args.port,
-        token=args.token or os.environ.get("GYMWIRE_TOKEN") or None,
-        limits=limits,
-        isolation=args.isolation,
-        metrics_port=args.metrics_port,
-    )
     names = ", ".join(sorted(server.envs))
     print(f"gymwire: serving {names} on {server.url} (Ctrl-C or SIGTERM drains and stops)", file=sys.stderr)
     try:

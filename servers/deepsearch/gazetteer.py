@@ -115,7 +115,8 @@ def generate_questions() -> dict[str, list[dict[str, Any]]]:
         evidence = [city_ref(city), country_ref(country)]
         if country["capital"] and country["capital"] != city["name"]:
             two_hop.append(_question(
-                f"What is the capital of the country in which the city of {city['name']} lies?", [country["capital"]], evidence, "city-country-capital"
+                f"What is the capital of the country in which the city of {city['name']} lies?", [country["capital"]], evidence,
+                "city-country-capital",
             ))
         if country["currencycode"]:
             two_hop.append(_question(
@@ -133,7 +134,9 @@ def generate_questions() -> dict[str, list[dict[str, Any]]]:
         capital = by_name.get(country["capital"])
         if capital is not None and capital["countrycode"] == code:
             evidence = [country_ref(country), city_ref(capital)]
-            two_hop.append(_question(f"What is the time zone of the capital of {country['name']}?", [capital["timezone"]], evidence, "country-capital-timezone"))
+            two_hop.append(_question(
+                f"What is the time zone of the capital of {country['name']}?", [capital["timezone"]], evidence, "country-capital-timezone"
+            ))
             two_hop.append(_question(
                 f"What is the population of the capital of {country['name']}?", [f"{capital['population']:,}", str(capital["population"])], evidence,
                 "country-capital-population",

@@ -258,3 +258,15 @@ async def test_dense_retrieval_with_a_local_encoder_folder(tmp_path, monkeypatch
         async with client.session("zorb-dense", split="test", index=0, options={"retriever": "bm25", "top_k": 4}) as session:
             only_match = await session.step("<search>fen village</search>")
             assert only_match.observation.text.count("(Title: ") == 1  # BM25 finds only passages with the words
+
+
+def test_serve_with_a_missing_corpus_is_a_one_line_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GYMWIRE_DEEPSEARCH_CORPUS": str(tmp_path / "missing.jsonl"), "GYMWIRE_DEEPSEARCH_QUESTIONS": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "gymwire.sdk.cli", "serve", "deepsearch", "--port", "0"], env=env, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"gymwire serve: corpus file {tmp_path / 'missing.jsonl'} does not exist"
