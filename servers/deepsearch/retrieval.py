@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV_VAR = "GYMWIRE_DEEPSEARCH_CACHE"
 _QUERY_JUNK = re.compile(r"[^\w\s]+")
+_OPERATORS = {"AND", "OR", "NOT", "IN"}
 TITLE_BOOST = 2.0
 
 
@@ -116,9 +117,10 @@ class BM25Index:
         return Passage(id=doc["id"][0], title=doc["title"][0], text=doc["text"][0])
 
     def search(self, query: str, k: int) -> list[Passage]:
-        # Punctuation would be query syntax (fields, phrases, ranges), and upper-case AND/OR/NOT
-        # operators: the agent's query is plain words.
-        words = _QUERY_JUNK.sub(" ", query).lower().split()
+        # Punctuation would be query syntax (fields, phrases, ranges), and upper-case AND/OR/NOT/IN
+        # operators: the agent's query is plain words. Other words go as they are, for the index's own
+        # tokenizer to lower-case ("İ" must become what it became in the passages).
+        words = [word.lower() if word in _OPERATORS else word for word in _QUERY_JUNK.sub(" ", query).split()]
         if not words:
             return []
         # A match in the title counts double: a query naming the subject of a passage finds it even

@@ -45,3 +45,14 @@ def test_builtin_corpus_holds_every_evidence_passage_and_two_hop_questions_need_
             # The first passage names the bridge (the second passage's title) but not the answer.
             assert evidence[1].title in evidence[0].text, question
             assert not any(normalize_answer(a) in normalize_answer(evidence[0].text).split() for a in question["golden_answers"]), question
+
+
+def test_queries_are_plain_words_for_the_index():
+    from gymwire.servers.deepsearch import DeepSearchEnv
+
+    bm25 = DeepSearchEnv.data().bm25
+    assert bm25.search("İskilip", 1)[0].title == "İskilip"  # the index's tokenizer lower-cases both sides alike
+    assert bm25.search("ISTANBUL", 1)[0].title == "Istanbul"
+    # Query syntax (fields, phrases, operators, wildcards) is read as words or dropped, never an error.
+    assert len(bm25.search('title:Paris AND "France OR (NOT IN', 3)) == 3
+    assert bm25.search("*** ???", 3) == []
