@@ -7,12 +7,13 @@
    when bm25s is not installed): build time, size on disk, and in-process query latency p50/p99
    over the test questions and the titles of their evidence.
 2. Search latency through the server (child process, one msgpack connection): 1 and then 64
-   sessions, each sending `<search>` steps back to back for `--seconds`; step latency p50/p99 and
-   searches/s.
+   sessions, each sending `<search>` steps back to back for `--seconds`; step latency p50/p99,
+   searches/s, and CPU time per search step in the server and the client (which, unlike the
+   latencies, does not depend on what else the machine runs).
 3. Server memory: resident set after loading the data, and its growth per open session (64).
 4. The Python tool: wall time of `print(1)` in the sandbox (p50 of 20 runs).
 
-Client and server share this machine's cores.
+Client and server share this machine's cores; the load average at the start is recorded.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def bench_bm25s(cache: Path, texts: list[str]) -> dict | None:
     return {"build_s": round(build, 2), "index_bytes": folder_bytes(cache / "bm25s"), "stores_passages": False, "query": percentiles(latencies)}
 
 
-async def search_latency(url: str, texts: list[str], sessions: int, seconds: float) -> dict:
+async def search_latency(url: str, pid: int, texts: list[str], sessions: int, seconds: float) -> dict:
     from gymwire.sdk.client import GymClient
 
     latencies: list[float] = []
@@ -105,11 +106,14 @@ async def search_latency(url: str, texts: list[str], sessions: int, seconds: flo
                 n += sessions
 
         started = time.perf_counter()
+        server_cpu, client_cpu = env_bench.cpu_seconds(pid), time.process_time()
         await asyncio.gather(*(worker(i, s) for i, s in enumerate(opened)))
         elapsed = time.perf_counter() - started
+        result = {"sessions": sessions, **percentiles(latencies), "steps": len(latencies), "searches_per_s": round(len(latencies) / elapsed)}
+        result = env_bench.with_cpu_cost(result, pid, server_cpu, client_cpu)
         for session in opened:
             await session.close()
-    return {"sessions": sessions, **percentiles(latencies), "searches_per_s": round(len(latencies) / elapsed)}
+    return result
 
 
 async def memory(url: str, pid: int, sessions: int) -> dict:
@@ -163,9 +167,10 @@ def main() -> int:
               f"{results['memory']['rss_bytes_per_session']:,} B per open session")
         results["search"] = []
         for sessions in (1, args.sessions):
-            row = asyncio.run(search_latency(url, texts, sessions, args.seconds))
+            row = asyncio.run(search_latency(url, proc.pid, texts, sessions, args.seconds))
             results["search"].append(row)
-            print(f"{sessions} sessions: search step p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, {row['searches_per_s']:,} searches/s")
+            print(f"{sessions} sessions: search step p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, {row['searches_per_s']:,} searches/s; "
+                  f"CPU per search step: server {row['server_cpu_us_per_step']} us, client {row['client_cpu_us_per_step']} us")
     finally:
         proc.terminate()
         proc.wait()
