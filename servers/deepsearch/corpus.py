@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, Iterator
 __all__ = ["Passage", "Corpus", "Question", "DataError", "load_questions", "builtin_questions_dir"]
 
 QUESTION_SUFFIXES = (".jsonl", ".parquet")
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -70,6 +73,7 @@ class Corpus:
             for line in self._builtin_lines:
                 digest.update(line + b"\n")
         else:
+            log.info("hashing %s (%.0f MB) to find its cached index", self.path, self.path.stat().st_size / 1e6)
             with self.path.open("rb") as file:
                 while chunk := file.read(1 << 22):
                     digest.update(chunk)

@@ -98,7 +98,7 @@ class BM25Index:
         writer = index.writer(heap_size=256_000_000, num_threads=1)
         for count, passage in enumerate(corpus.passages(), 1):
             writer.add_document(self._tantivy.Document(id=passage.id, title=passage.title, text=passage.text))
-            if count % 1_000_000 == 0:
+            if count % 500_000 == 0:
                 log.info("indexed %d passages", count)
         writer.commit()
         writer.wait_merging_threads()
@@ -161,6 +161,8 @@ class DenseIndex:
                     chunks.append(self._embed([f"passage: {p.title} {p.text}" for p in batch]))
                     ids.extend(p.id for p in batch)
                     batch = []
+                    if len(chunks) % 1000 == 0:
+                        log.info("embedded %d passages", len(ids))
             if batch:
                 chunks.append(self._embed([f"passage: {p.title} {p.text}" for p in batch]))
                 ids.extend(p.id for p in batch)
