@@ -5,7 +5,8 @@ bubblewrap) with new user, PID, network, IPC, UTS and cgroup namespaces: no netw
 loopback, `/usr` read-only, and one writable folder, a private size-capped tmpfs that is its working
 directory, $HOME and $TMPDIR and vanishes with it. `prlimit` caps CPU time, address space, file size
 and processes; the server caps wall time and output, killing the sandbox (and, through its PID
-namespace, everything it started) when either is passed.
+namespace, everything it started) when either is passed, and runs at most `concurrent_runs`
+programs at once (without cgroups, memory is capped per process, so this bounds the total).
 
 The process cap is per user id, so when the server runs as root each program runs under a user id of
 its own (from a range no account uses): a fork bomb then exhausts its own cap, not another
@@ -20,6 +21,7 @@ import itertools
 import os
 import shutil
 import signal
+import weakref
 from dataclasses import dataclass
 
 __all__ = ["SandboxLimits", "SandboxResult", "run_python", "sandbox_available"]
@@ -37,7 +39,9 @@ class SandboxLimits:
     wall_seconds: float = 10.0
     cpu_seconds: int = 5
     memory_bytes: int = 512 << 20  # address space of each process
-    processes: int = 16
+    processes: int = 4  # with the memory cap, bounds a program's memory to 2 GB
+    # Programs running at once in one server; more wait their turn (other sessions' searches do not).
+    concurrent_runs: int = max(2, os.cpu_count() or 2)
     disk_bytes: int = 64 << 20  # the private tmpfs; also the largest file
     output_bytes: int = 1 << 20  # stdout and stderr together; past it the program is stopped
     shown_chars: int = 4000  # of the output, in the observation
@@ -55,7 +59,9 @@ class SandboxResult:
         if len(text) > shown_chars:
             text = text[:shown_chars] + f"\n... [{len(self.output) - shown_chars} more characters not shown]"
         status = self.stopped or ("finished" if self.exit_code == 0 else f"exit code {self.exit_code}")
-        return f"<output>\n{text}{'' if not text or text.endswith(chr(10)) else chr(10)}</output>\n[{status}]"
+        if text and not text.endswith("\n"):
+            text += "\n"
+        return f"<output>\n{text}</output>\n[{status}]"
 
 
 def sandbox_available() -> str | None:
@@ -91,6 +97,22 @@ async def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> Sand
         return SandboxResult("", None, unavailable)
     if len(code) > limits.code_chars:
         return SandboxResult("", None, f"not run: the code is longer than {limits.code_chars} characters")
+    async with _run_slots(limits.concurrent_runs):
+        return await _run(code, limits)
+
+
+_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+
+
+def _run_slots(count: int) -> asyncio.Semaphore:
+    # One semaphore per event loop: a semaphore belongs to the loop it first waits on.
+    loop = asyncio.get_running_loop()
+    if loop not in _slots:
+        _slots[loop] = asyncio.Semaphore(count)
+    return _slots[loop]
+
+
+async def _run(code: str, limits: SandboxLimits) -> SandboxResult:
     as_root = os.geteuid() == 0
     ids = {}
     if as_root:

@@ -25,7 +25,7 @@ TEST_QUESTIONS = DeepSearchEnv.data().splits["test"]
 
 class QuickSandboxEnv(DeepSearchEnv):
     # Short limits keep the containment tests quick; the limits themselves are the same mechanism.
-    sandbox_limits = SandboxLimits(wall_seconds=3, cpu_seconds=2, memory_bytes=256 << 20, processes=8)
+    sandbox_limits = SandboxLimits(wall_seconds=3, cpu_seconds=2, memory_bytes=256 << 20, processes=4)
 
 
 @pytest.fixture(scope="module")
