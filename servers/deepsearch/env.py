@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import string
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -39,8 +37,9 @@ from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
 from .corpus import Corpus, DataError, Question, builtin_questions_dir, load_questions
 from .retrieval import BM25Index, DenseIndex, Retriever, passages_text
 from .sandbox import SandboxLimits, run_python
+from .scoring import exact_match, token_f1
 
-__all__ = ["DeepSearchEnv", "DataSet", "normalize_answer", "exact_match", "token_f1"]
+__all__ = ["DeepSearchEnv", "DataSet"]
 
 CORPUS_ENV_VAR = "GYMWIRE_DEEPSEARCH_CORPUS"
 QUESTIONS_ENV_VAR = "GYMWIRE_DEEPSEARCH_QUESTIONS"
@@ -56,34 +55,6 @@ INVALID_ACTION = (
     "To give the final answer, put it between <answer> and </answer>. "
     "To run Python, put the code between <python> and </python>. Let me try again."
 )
-
-
-# -- answer scoring (the standard SQuAD / FlashRAG normalisation) --------------------------------
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
-
-
-def exact_match(prediction: str, golden_answers: tuple[str, ...] | list[str]) -> bool:
-    predicted = normalize_answer(prediction)
-    return any(predicted == normalize_answer(gold) for gold in golden_answers)
-
-
-def token_f1(prediction: str, golden_answers: tuple[str, ...] | list[str]) -> float:
-    """The best token-overlap F1 against any gold answer."""
-    predicted = normalize_answer(prediction).split()
-    best = 0.0
-    for gold in golden_answers:
-        expected = normalize_answer(gold).split()
-        common = sum((Counter(predicted) & Counter(expected)).values())
-        if common:
-            precision, recall = common / len(predicted), common / len(expected)
-            best = max(best, 2 * precision * recall / (precision + recall))
-    return best
 
 
 # -- data ---------------------------------------------------------------------------------------

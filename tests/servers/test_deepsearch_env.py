@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from gymwire.servers.deepsearch.corpus import Corpus, Passage, builtin_questions_dir
-from gymwire.servers.deepsearch.env import exact_match, normalize_answer, token_f1
+from gymwire.servers.deepsearch.scoring import exact_match, mentions, normalize_answer, token_f1
 from gymwire.servers.deepsearch.gazetteer import write_questions
 from gymwire.servers.deepsearch.retrieval import passages_text
 
@@ -18,6 +18,7 @@ def test_answers_are_compared_after_the_standard_normalisation():
     assert not exact_match("United", ["United States"])
     assert token_f1("United", ["United States", "USA"]) == 2 / 3
     assert token_f1("", ["x"]) == 0.0
+    assert mentions("Its time zone is Asia/Tokyo.", "Tokyo") and not mentions("Its time zone is Europe/Madrid.", "EUR")
 
 
 def test_search_results_read_as_agentgym_rl_shows_them():
@@ -36,6 +37,7 @@ def test_builtin_corpus_holds_every_evidence_passage_and_two_hop_questions_need_
     assert len(passages) > 30_000
     test = [json.loads(line) for line in (builtin_questions_dir() / "test.jsonl").read_text().splitlines()]
     assert len(test) == 200 and sum(q["metadata"]["hops"] == 2 for q in test) == 100
+    assert len({q["metadata"]["kind"] for q in test}) == 8  # every kind of question is asked
     for question in test:
         evidence = [passages[e["id"]] for e in question["metadata"]["evidence"]]
         assert all(p.title == e["title"] for p, e in zip(evidence, question["metadata"]["evidence"]))
@@ -44,7 +46,7 @@ def test_builtin_corpus_holds_every_evidence_passage_and_two_hop_questions_need_
         if len(evidence) == 2:
             # The first passage names the bridge (the second passage's title) but not the answer.
             assert evidence[1].title in evidence[0].text, question
-            assert not any(normalize_answer(a) in normalize_answer(evidence[0].text).split() for a in question["golden_answers"]), question
+            assert not any(mentions(evidence[0].text, a) for a in question["golden_answers"]), question
 
 
 def test_queries_are_plain_words_for_the_index():
