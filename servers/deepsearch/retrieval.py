@@ -16,34 +16,25 @@ never see half an index.
 from __future__ import annotations
 
 import hashlib
-from importlib import metadata
 import logging
 import os
 import re
 import shutil
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Protocol
 
-from .corpus import Corpus, Passage
+from .corpus import Corpus, Passage, default_cache_dir
 
-__all__ = ["Passage", "Retriever", "BM25Index", "DenseIndex", "default_cache_dir"]
+__all__ = ["Retriever", "BM25Index", "DenseIndex", "passages_text"]
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV_VAR = "GYMWIRE_DEEPSEARCH_CACHE"
 _QUERY_JUNK = re.compile(r"[^\w\s]+")
 _OPERATORS = {"AND", "OR", "NOT", "IN"}
 TITLE_BOOST = 2.0
 MAX_QUERY_WORDS = 256  # a search query, not a document: the rest is ignored
-
-
-def default_cache_dir() -> Path:
-    """$GYMWIRE_DEEPSEARCH_CACHE, else $XDG_CACHE_HOME/gymwire/deepsearch (~/.cache/...)."""
-    if os.environ.get(CACHE_ENV_VAR):
-        return Path(os.environ[CACHE_ENV_VAR])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "gymwire" / "deepsearch"
 
 
 class Retriever(Protocol):

@@ -28,10 +28,17 @@ __all__ = ["SandboxLimits", "SandboxResult", "run_python", "sandbox_available"]
 
 PYTHON = "/usr/bin/python3"
 # User ids from 2,000,000,000 belong to no account on a normal system (far above every distribution's
-# ranges); bwrap cannot map ids of 2^31 and more.
+# ranges); bwrap cannot map ids of 2^31 and more. Each server process (each session's process under
+# `--isolation process`) cycles through 1,000 ids of its own, chosen by its pid: an id comes back
+# only after 999 other runs, long after the processes of its last run are gone and reaped.
 _UID_BASE = 2_000_000_000
-_UID_RANGE = 1_000_000
-_uids = itertools.count()
+_UIDS_PER_PROCESS = 1_000
+_PROCESS_SLOTS = 100_000
+_runs = itertools.count()
+
+
+def _sandbox_uid() -> int:
+    return _UID_BASE + (os.getpid() % _PROCESS_SLOTS) * _UIDS_PER_PROCESS + next(_runs) % _UIDS_PER_PROCESS
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,7 @@ async def _run(code: str, limits: SandboxLimits) -> SandboxResult:
     as_root = os.geteuid() == 0
     ids = {}
     if as_root:
-        uid = _UID_BASE + next(_uids) % _UID_RANGE
+        uid = _sandbox_uid()
         ids = {"user": uid, "group": uid, "extra_groups": []}
     process = await asyncio.create_subprocess_exec(
         *_command(limits, with_nproc=as_root),

@@ -271,3 +271,15 @@ def test_serve_with_a_missing_corpus_is_a_one_line_error(tmp_path):
                          text=True, timeout=60)  # fmt: skip
     assert run.returncode == 2
     assert run.stderr.strip() == f"gymwire serve: corpus file {tmp_path / 'missing.jsonl'} does not exist"
+
+
+async def test_process_isolation_searches_and_runs_python_in_every_session():
+    # Each session's process loads the data from the cache and gives its sandboxes user ids of its
+    # own: two processes starting from the same id once made the second sandbox fail to fork.
+    async with GymServer([DeepSearchEnv], port=0, isolation="process") as server, GymClient(server.url) as client:
+        for index in range(3):
+            async with client.session("deepsearch", split="test", index=index) as session:
+                found = await session.step("<search>Paris</search>")
+                ran = await session.step("<python>print(6 * 7)</python>")
+                assert "(Title: Paris)" in found.observation.text
+                assert ran.observation.text == "<output>\n42\n</output>\n[finished]"
