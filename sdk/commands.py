@@ -55,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
             isolation=args.isolation,
             metrics_port=args.metrics_port,
         )
+    # ValueError also covers an environment whose data (a corpus, a recipe directory) cannot load.
     except (ValueError, ImportError) as exc:  # an unknown or unusable class, a missing extra, a bad limit
         print(f"gymwire serve: {exc}", file=sys.stderr)
         return 2

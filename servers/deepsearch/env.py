@@ -1,0 +1,237 @@
+"""Deep Search: answer a question by searching a corpus (and running Python), as AgentGym-RL's SearchQA.
+
+Each turn the agent writes one of
+- `<search>query</search>`: the top-k passages (k = 3, option `top_k`), as
+  `<information>Doc 1(Title: ...) text\\nDoc 2(...) ...</information>`;
+- `<answer>text</answer>`: right (exact match after the standard QA normalisation: lower case, no
+  punctuation, no articles a/an/the, single spaces) against any gold answer ends the episode with
+  reward 1; a wrong one is answered "incorrect" and the agent may go on, as in AgentGym-RL
+  (option `end_on_wrong_answer: true` ends the episode with reward 0 instead);
+- `<python>code</python>`: runs in a sandbox (see sandbox.py) and returns its output.
+Text around the tag (a `<think>` block, say) is allowed; the first tag counts. Anything else is
+answered with what is valid. `info` of every step carries the running episode figures: searches,
+python runs, answers given and the best token F1 of an answer so far.
+
+Data (the server operator's choice, never a session option: a client must not make the server read
+paths of its choosing): by default the built-in gazetteer task set (gazetteer.py). Else a FlashRAG
+corpus and questions (corpus.py) from $GYMWIRE_DEEPSEARCH_CORPUS and $GYMWIRE_DEEPSEARCH_QUESTIONS,
+or a class made with `DeepSearchEnv.with_data(corpus, questions)`. $GYMWIRE_DEEPSEARCH_ENCODER (or
+`encoder=`) names a local e5-style model folder: dense retrieval then becomes the default and
+sessions may pick `retriever: "bm25"` or `"dense"`. Indexes are cached under
+$GYMWIRE_DEEPSEARCH_CACHE (default ~/.cache/gymwire/deepsearch). Each data set is loaded once per
+process and shared by all sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, ClassVar
+
+from gymwire.protocol import EnvInfo, Observation
+from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
+
+from .corpus import Corpus, DataError, Question, builtin_questions_dir, load_questions
+from .retrieval import BM25Index, DenseIndex, Retriever, passages_text
+from .sandbox import SandboxLimits, run_python
+from .scoring import exact_match, token_f1
+
+__all__ = ["DeepSearchEnv", "DataSet"]
+
+CORPUS_ENV_VAR = "GYMWIRE_DEEPSEARCH_CORPUS"
+QUESTIONS_ENV_VAR = "GYMWIRE_DEEPSEARCH_QUESTIONS"
+ENCODER_ENV_VAR = "GYMWIRE_DEEPSEARCH_ENCODER"
+MAX_TOP_K = 20
+INLINE_SEARCH_MAX_PASSAGES = 1_000_000
+
+_ACTION = re.compile(r"<(search|answer|python)>(.*?)</\1>", re.DOTALL)
+_OPTIONS = {"top_k", "end_on_wrong_answer", "retriever"}
+
+INVALID_ACTION = (
+    "Your previous action is invalid. To search, put the query between <search> and </search>. "
+    "To give the final answer, put it between <answer> and </answer>. "
+    "To run Python, put the code between <python> and </python>. Let me try again."
+)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataSet:
+    """A corpus with its indexes and its question splits, shared by every session of a process."""
+
+    corpus: Corpus
+    splits: dict[str, list[Question]]
+    bm25: BM25Index
+    dense: DenseIndex | None
+
+    def search_inline(self, retriever: Retriever) -> bool:
+        """Whether a search is quick enough to run on the server's event loop: BM25 over a corpus of
+        up to a million passages takes well under a millisecond, less than a hop to a worker thread
+        costs under load; a larger index or a dense encoder runs in a thread."""
+        return retriever is self.bm25 and self.bm25.passages <= INLINE_SEARCH_MAX_PASSAGES
+
+    def retriever(self, name: str | None) -> Retriever:
+        if name is None:
+            return self.dense or self.bm25
+        if name == "bm25":
+            return self.bm25
+        if name == "dense" and self.dense is not None:
+            return self.dense
+        available = ["bm25"] + (["dense"] if self.dense is not None else [])
+        raise TaskError(f"retriever {name!r} is not available on this server; it has {available}")
+
+
+@lru_cache(maxsize=8)
+def load_data(corpus: str | None, questions: str | None, encoder: str | None) -> DataSet:
+    """The data set of these paths (None: the built-in one / no dense retrieval), loaded once."""
+    if (corpus is None) != (questions is None):
+        raise DataError(
+            f"give both a corpus and questions (${CORPUS_ENV_VAR} and ${QUESTIONS_ENV_VAR}), or neither for the built-in task set"
+        )
+    source = Corpus(corpus)
+    splits = load_questions(questions if questions is not None else builtin_questions_dir())
+    bm25 = BM25Index(source)
+    dense = DenseIndex(source, encoder, store=bm25) if encoder else None
+    return DataSet(source, splits, bm25, dense)
+
+
+class _LazySplitsMeta(type):
+    # `splits` needs the question files; reading them on first use keeps the import cheap and lets
+    # the environment variables or `with_data` choose the data first.
+    @property
+    def splits(cls) -> dict[str, int]:
+        return {name: len(questions) for name, questions in cls.data().splits.items()}
+
+
+class DeepSearchEnv(Environment, metaclass=_LazySplitsMeta):
+    name = "deepsearch"
+    version = "1.0.0"
+    description = "Answer questions by searching a document corpus (BM25 or dense retrieval) and running Python in a sandbox."
+    instructions = (
+        "Answer the question. You may search the corpus with <search>query</search>, which returns the top passages "
+        "between <information> and </information>; run Python with <python>code</python>, which returns its output; "
+        "and answer with <answer>text</answer>, a short answer without explanation. One action per turn; you may think "
+        "first between <think> and </think>."
+    )
+    # AgentGym-RL's fixed baseline for Deep Search; its ScalingInter-RL schedule is 5, 8, 10 turns.
+    default_max_turns = 5
+    seedable = True
+    requires: ClassVar[tuple[str, ...]] = ("tantivy",)
+    extra: ClassVar[str] = "deepsearch"
+    sandbox_limits: ClassVar[SandboxLimits] = SandboxLimits()
+    corpus_path: ClassVar[str | None] = None  # None: $GYMWIRE_DEEPSEARCH_CORPUS, else the built-in corpus
+    questions_path: ClassVar[str | None] = None
+    encoder_path: ClassVar[str | None] = None
+
+    @classmethod
+    def data(cls) -> DataSet:
+        corpus = cls.corpus_path or os.environ.get(CORPUS_ENV_VAR) or None
+        questions = cls.questions_path or os.environ.get(QUESTIONS_ENV_VAR) or None
+        encoder = cls.encoder_path or os.environ.get(ENCODER_ENV_VAR) or None
+        return load_data(corpus, questions, encoder)
+
+    @classmethod
+    def with_data(
+        cls, corpus: str | os.PathLike[str], questions: str | os.PathLike[str], encoder: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+    ) -> type["DeepSearchEnv"]:
+        """A Deep Search class over a FlashRAG corpus and question file(s) (optionally under another name)."""
+        attributes = {"corpus_path": str(corpus), "questions_path": str(questions), "encoder_path": str(encoder) if encoder else None}
+        env = type(cls.__name__, (cls,), {**attributes, "name": name or cls.name})
+        env.data()  # fail now, with the file at fault, rather than at the first session
+        return env
+
+    @classmethod
+    def info(cls) -> EnvInfo:
+        data = cls.data()
+        metadata = {
+            "corpus": data.corpus.source,
+            "retrievers": ["bm25"] + (["dense"] if data.dense else []),
+            "options": {
+                "top_k": f"passages per search, 1..{MAX_TOP_K} (default 3)",
+                "end_on_wrong_answer": "end the episode at a wrong answer (default false: the agent may answer again)",
+                "retriever": "bm25 or dense (default: dense when the server has an encoder)",
+            },
+        }
+        return super().info().model_copy(update={"metadata": metadata})
+
+    def __init__(self) -> None:
+        self._data = self.data()
+
+    # -- episode --------------------------------------------------------------------------------
+
+    async def reset(self, task: Task) -> Observation:
+        unknown = set(task.options) - _OPTIONS
+        if unknown:
+            raise TaskError(
+                f"unknown option(s) {sorted(unknown)}; deepsearch takes {sorted(_OPTIONS)} "
+                f"(the corpus and questions are the server operator's: ${CORPUS_ENV_VAR}, ${QUESTIONS_ENV_VAR})"
+            )
+        top_k = task.options.get("top_k", 3)
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+            raise TaskError(f"option top_k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")
+        end_on_wrong = task.options.get("end_on_wrong_answer", False)
+        if not isinstance(end_on_wrong, bool):
+            raise TaskError(f"option end_on_wrong_answer must be true or false, got {end_on_wrong!r}")
+        self._retriever = self._data.retriever(task.options.get("retriever"))
+        self._top_k, self._end_on_wrong = top_k, end_on_wrong
+        split, index = self._resolve(task)
+        self.question = self._data.splits[split][index]
+        self._counts = {"searches": 0, "python_runs": 0, "answers": 0, "f1": 0.0}
+        return Observation(
+            text=f"Question: {self.question.question}",
+            data={"split": split, "index": index, "id": self.question.id},
+        )
+
+    async def step(self, action: str) -> StepResult:
+        match = _ACTION.search(action)
+        if match is None:
+            return self._result(INVALID_ACTION)
+        kind, body = match.group(1), match.group(2).strip()
+        if kind == "search":
+            self._counts["searches"] += 1
+            if not body:
+                return self._result("<information>The query is empty: put words to search for between <search> and </search>.</information>")
+            if self._data.search_inline(self._retriever):
+                passages = self._retriever.search(body, self._top_k)
+            else:
+                passages = await asyncio.to_thread(self._retriever.search, body, self._top_k)
+            if not passages:
+                return self._result("<information>No passage matches this query.</information>")
+            return self._result(passages_text(passages))
+        if kind == "python":
+            self._counts["python_runs"] += 1
+            result = await run_python(body, self.sandbox_limits)
+            return self._result(result.observation(self.sandbox_limits.shown_chars))
+        self._counts["answers"] += 1
+        self._counts["f1"] = max(self._counts["f1"], token_f1(body, self.question.golden_answers))
+        if exact_match(body, self.question.golden_answers):
+            return self._result("Your answer is correct.", solved=True)
+        if self._end_on_wrong:
+            return self._result("Your answer is incorrect.", ended=True)
+        return self._result("Your answer is incorrect. You may search more and answer again.")
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _resolve(self, task: Task) -> tuple[str, int]:
+        sizes = {name: len(questions) for name, questions in self._data.splits.items()}
+        if task.split is None:
+            split = "train" if "train" in sizes else next(iter(sizes))
+            return split, (task.seed or 0) % sizes[split]
+        if task.split not in sizes:
+            raise TaskError(f"unknown split {task.split!r}; deepsearch has splits {sorted(sizes)}")
+        index = task.index or 0
+        if not 0 <= index < sizes[task.split]:
+            raise TaskError(f"index {index} out of range: split {task.split!r} has tasks 0..{sizes[task.split] - 1}")
+        return task.split, index
+
+    def _result(self, text: str, solved: bool = False, ended: bool = False) -> StepResult:
+        info: dict[str, Any] = dict(self._counts)
+        return StepResult(
+            text, reward=1.0 if solved else 0.0, terminated=solved or ended, info=info, success=solved, score=1.0 if solved else 0.0
+        )
