@@ -96,6 +96,7 @@ class JavaProcess:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.call_timeout_s)
         except asyncio.TimeoutError:
+            log.warning("sciworld: Java process %s hung", self.pid)
             self.kill(f"the Java process gave no answer within {self.call_timeout_s:g} s and was killed")
             raise JavaCrashed(self.dead) from None
         except JavaCrashed:
@@ -105,18 +106,32 @@ class JavaProcess:
                 raise JavaCrashed(self.dead) from exc
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
+                log.warning("sciworld: Java process %s died (exit code %s)", self.pid, code)
                 self.kill(f"the Java process died (exit code {code})")
                 raise JavaCrashed(self.dead) from exc
             raise
+
+    async def heap_used_bytes(self) -> int:
+        """The JVM's live heap after a full garbage collection (what its simulators hold)."""
+
+        def work() -> int:
+            self.gateway.jvm.System.gc()
+            runtime = self.gateway.jvm.Runtime.getRuntime()
+            return runtime.totalMemory() - runtime.freeMemory()
+
+        return await self.call(work)
 
     def kill(self, reason: str) -> None:
         """Stop serving: later calls raise JavaCrashed(reason). Safe to call twice."""
         if self.dead:
             return
         self.dead = reason
-        log.warning("sciworld: Java process %s stopped: %s", self.pid, reason)
+        log.info("sciworld: Java process %s stopped: %s", self.pid, reason)
         if self.process is not None and self.process.poll() is None:
             self.process.kill()  # also unblocks a call stuck waiting for the JVM's answer
+        if self.gateway is not None:
+            # Otherwise py4j tries to tell the dead JVM about every proxy Python collects, and logs errors.
+            self.gateway._gateway_client.is_connected = False
         self._thread.submit(self._close_gateway)
         self._thread.shutdown(wait=False)
 
