@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -28,7 +30,13 @@ log = logging.getLogger(__name__)
 __all__ = ["JavaCrashed", "JavaProcess", "JavaPool", "Simulator", "StepOutcome", "MISSING_EXTRA"]
 
 MISSING_EXTRA = "ScienceWorld needs its extra and a Java runtime: pip install 'gymwire[sciworld]' (and e.g. apt-get install default-jre-headless)"
+try:
+    from py4j.protocol import Py4JError, Py4JJavaError
+except ImportError as exc:  # pragma: no cover - CI installs the extra
+    raise ImportError(f"{MISSING_EXTRA} ({exc})") from exc
+
 T = TypeVar("T")
+_WATCH_INTERVAL_S = 0.5  # how often a waiting call checks whether the JVM's running call overran
 
 
 class JavaCrashed(RuntimeError):
@@ -52,6 +60,7 @@ class JavaProcess:
         self.call_timeout_s = call_timeout_s
         self.sessions = 0  # simulators handed out and not yet released
         self.dead: str | None = None  # why it stopped serving, once it has
+        self._busy_since: float | None = None  # when the running call started (monotonic), None when idle
         self.gateway: Any = None
         self.process: Any = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sciworld-jvm")
@@ -83,33 +92,62 @@ class JavaProcess:
         log.info("sciworld: started Java process %d", self.process.pid)
 
     async def call(self, work: Callable[[], T]) -> T:
-        """Run `work` on this JVM's thread; JavaCrashed if the JVM is or goes dead, or hangs."""
+        """Run `work` on this JVM's thread; JavaCrashed if the JVM is or goes dead, or hangs (one
+        call running longer than call_timeout_s; time spent queued behind other calls does not count)."""
         if self.dead:
             raise JavaCrashed(self.dead)
 
         def guarded() -> T:
             if self.dead:  # the launch failed, or the JVM was killed while this call waited its turn
                 raise JavaCrashed(self.dead)
-            return work()
+            self._busy_since = time.monotonic()
+            try:
+                return work()
+            finally:
+                self._busy_since = None
 
-        future = self._thread.submit(guarded)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.call_timeout_s)
-        except asyncio.TimeoutError:
-            log.warning("sciworld: Java process %s hung", self.pid)
-            self.kill(f"the Java process gave no answer within {self.call_timeout_s:g} s and was killed")
-            raise JavaCrashed(self.dead) from None
+            future = asyncio.wrap_future(self._thread.submit(guarded))
+        except RuntimeError:  # the thread was shut down by a kill in another thread
+            raise JavaCrashed(self.dead or "the Java process stopped") from None
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=_WATCH_INTERVAL_S)
+                if done:
+                    return future.result()
+                busy_since = self._busy_since
+                if busy_since is not None and time.monotonic() - busy_since > self.call_timeout_s:
+                    log.warning("sciworld: Java process %s hung", self.pid)
+                    self.kill(f"the Java process gave no answer within {self.call_timeout_s:g} s and was killed")
+                    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # its error is expected
+                    raise JavaCrashed(self.dead)
         except JavaCrashed:
             raise
         except Exception as exc:
             if self.dead:
                 raise JavaCrashed(self.dead) from exc
-            if self.process is None or self.process.poll() is not None:
-                code = None if self.process is None else self.process.returncode
-                log.warning("sciworld: Java process %s died (exit code %s)", self.pid, code)
-                self.kill(f"the Java process died (exit code {code})")
-                raise JavaCrashed(self.dead) from exc
-            raise
+            if isinstance(exc, Py4JJavaError) or not isinstance(exc, Py4JError):
+                raise  # the simulator threw: that session's problem, the JVM is fine
+            # The connection to the JVM broke: it died (its exit may take a moment to show) or is unusable.
+            code = await asyncio.to_thread(self._exit_code, 2.0)
+            log.warning("sciworld: Java process %s lost (exit code %s): %s", self.pid, code, exc)
+            self.kill(f"the Java process died (exit code {code})" if code is not None else f"lost the Java process: {exc}")
+            raise JavaCrashed(self.dead) from exc
+
+    def _exit_code(self, wait_s: float) -> int | None:
+        try:
+            return self.process.wait(timeout=wait_s) if self.process is not None else None
+        except subprocess.TimeoutExpired:
+            return None
+
+    def detach(self, interface: Any) -> None:
+        """Let the JVM collect a simulator's objects (py4j holds a reference per proxy until told)."""
+        if self.dead:
+            return
+        try:
+            self._thread.submit(lambda: self.gateway.detach(interface))
+        except RuntimeError:
+            pass  # killed meanwhile: the JVM and its objects are gone anyway
 
     async def heap_used_bytes(self) -> int:
         """The JVM's live heap after a full garbage collection (what its simulators hold)."""
@@ -235,12 +273,8 @@ class JavaPool:
     def release(self, simulator: Simulator) -> None:
         """Give a simulator back; its world becomes garbage in the JVM. A JVM left empty beyond
         the pool's base count is stopped."""
-        process = simulator.process
-        if not process.dead:
-            # py4j keeps a Java reference per proxy until told otherwise: drop it now, not at GC.
-            interface = simulator._interface
-            process._thread.submit(lambda: process.gateway.detach(interface))
-        self._unplace(process)
+        simulator.process.detach(simulator._interface)
+        self._unplace(simulator.process)
 
     def _unplace(self, process: JavaProcess) -> None:
         with self._lock:
