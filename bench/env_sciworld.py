@@ -115,7 +115,7 @@ async def scripts() -> list[list[str]]:
 
 
 async def play_for(seconds: float, players: list, all_scripts: list[list[str]]) -> dict:
-    """Each player (reset(index), step(action)) replays gold episodes until time is up."""
+    """Each player (reset(index), step(action) -> episode over) replays gold episodes until time is up."""
     counts = {"steps": 0, "episodes": 0}
     start = time.perf_counter()
 
@@ -125,8 +125,9 @@ async def play_for(seconds: float, players: list, all_scripts: list[list[str]]) 
             index = SCRIPT_TASKS[task % len(SCRIPT_TASKS)]
             await player.reset(index)
             for action in all_scripts[index]:
-                await player.step(action)
-            counts["steps"] += len(all_scripts[index])
+                counts["steps"] += 1
+                if await player.step(action):
+                    break  # a gold path can complete the task before its last action
             counts["episodes"] += 1
             task += len(players)
 
@@ -142,8 +143,8 @@ class InProcessPlayer:
     async def reset(self, index: int) -> None:
         await self.env.reset(Task(split=SPLIT, index=index))
 
-    async def step(self, action: str) -> None:
-        await self.env.step(action)
+    async def step(self, action: str) -> bool:
+        return (await self.env.step(action)).terminated
 
 
 class ServedPlayer:
@@ -153,8 +154,9 @@ class ServedPlayer:
     async def reset(self, index: int) -> None:
         await self.session.reset(split=SPLIT, index=index)
 
-    async def step(self, action: str) -> None:
-        await self.session.step(action)
+    async def step(self, action: str) -> bool:
+        result = await self.session.step(action)
+        return result.terminated or result.truncated
 
 
 async def bench_in_process(all_scripts: list[list[str]], sessions: int, seconds: float) -> dict:

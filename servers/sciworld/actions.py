@@ -2,7 +2,8 @@
 
 Accepted: a ReAct reply (`Thought: ...` then `Action: ...`; the last `Action:` counts) or a bare
 command on its first line. Case, extra spaces, surrounding quotes/backticks/brackets and a trailing
-period are tolerated; the simulator itself matches the command against its action templates.
+period are tolerated (parentheses that belong to a name, `book (moby dick)`, are kept); the
+simulator itself matches the command against its action templates.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ AMBIGUOUS = "Ambiguous request"
 _ACTION_LABEL = re.compile(r"\baction\s*:", re.IGNORECASE)
 _THOUGHT_LABEL = re.compile(r"^\s*thought\s*:", re.IGNORECASE)
 _OPTION = re.compile(r"^\s*(\d+):\s*(.+?)\s*$")
-_WRAPPERS = "`'\"[]()<>*"
+_QUOTES = "`'\"*"
+_BRACKETS = {"[": "]", "(": ")", "<": ">", "{": "}"}  # removed only when they enclose the whole command
 
 
 class ActionParseError(ValueError):
@@ -50,11 +52,21 @@ def parse_action(text: str) -> str:
         raise ActionParseError("Your reply has no action. " + ("Write it after `Action:`. " if labels else "") + USAGE)
     if not labels and _THOUGHT_LABEL.match(lines[0]):
         raise ActionParseError("Your reply has a thought but no `Action:` line. " + USAGE)
-    command = " ".join(lines[0].lower().strip(_WRAPPERS + " ").split())
-    command = command.rstrip(".!").strip(_WRAPPERS + " ")
+    command = _unwrap(" ".join(lines[0].lower().split()))
     if not command:
         raise ActionParseError("Your reply has no action. " + USAGE)
     return command
+
+
+def _unwrap(text: str) -> str:
+    """`[open door].` -> `open door`; `pick up book (moby dick)` keeps its parenthesis."""
+    while True:
+        before = text
+        text = text.strip(_QUOTES + " ").rstrip(".!").strip(_QUOTES + " ")
+        if len(text) >= 2 and _BRACKETS.get(text[0]) == text[-1]:
+            text = text[1:-1]
+        if text == before:
+            return text
 
 
 def ambiguity_options(observation: str) -> list[str]:

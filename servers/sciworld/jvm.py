@@ -165,11 +165,11 @@ class JavaProcess:
             return
         self.dead = reason
         log.info("sciworld: Java process %s stopped: %s", self.pid, reason)
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()  # also unblocks a call stuck waiting for the JVM's answer
         if self.gateway is not None:
             # Otherwise py4j tries to tell the dead JVM about every proxy Python collects, and logs errors.
             self.gateway._gateway_client.is_connected = False
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()  # also unblocks a call stuck waiting for the JVM's answer
         self._thread.submit(self._close_gateway)
         self._thread.shutdown(wait=False)
 

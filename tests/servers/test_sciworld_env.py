@@ -76,6 +76,8 @@ def test_agentgym_list_and_splits():
         ("Action: wait\nAction: look around\nmore text", "look around"),
         ("  pick up thermometer  \nbecause I need it", "pick up thermometer"),
         ("Action: 1", "1"),
+        ("Action: focus on book (moby dick).", "focus on book (moby dick)"),
+        ("`[open door to kitchen]`", "open door to kitchen"),
     ],
 )
 def test_parse_action(text, command):
