@@ -63,7 +63,9 @@ class SciWorldEnv(Environment):
     extra: ClassVar[str] = "sciworld"
 
     # The Java pool; each default can be set by $GYMWIRE_SCIWORLD_<NAME> (JVMS, SESSIONS_PER_JVM, ...).
-    jvms: ClassVar[int] = int(_setting("JVMS", os.cpu_count() or 1))  # JVMs sessions are spread over first
+    # JVMs sessions are spread over first: one per CPU for parallel steps, at most 8 by default as
+    # each costs ~200 MB before its first session.
+    jvms: ClassVar[int] = int(_setting("JVMS", min(os.cpu_count() or 1, 8)))
     sessions_per_jvm: ClassVar[int] = int(_setting("SESSIONS_PER_JVM", 64))
     jvm_heap_mb: ClassVar[int] = int(_setting("JVM_HEAP_MB", 2048))
     call_timeout_s: ClassVar[float] = _setting("CALL_TIMEOUT_S", 120.0)
