@@ -13,6 +13,8 @@ TOKEN = "conformance-test-token"
 
 # Environments that send images only when an open asks for them.
 OPEN_OPTIONS = {"babyai": {"images": True}}
+# ScienceWorld's first session waits for a Java process to start and load the simulator.
+REPLY_TIMEOUT = {"sciworld": 60}
 
 
 @pytest.mark.parametrize("name", sorted(builtin_envs()))
@@ -20,7 +22,7 @@ async def test_builtin_env_conforms(name):
     with serve([resolve_env(name)]) as url:
         # max_wait=1 skips the checks that only wait for server timers (heartbeat, resume grace): they
         # do not depend on the environment and run once, in the next test.
-        report = await run_conformance(url, env=name, options=OPEN_OPTIONS.get(name), max_wait=1, reply_timeout=10)
+        report = await run_conformance(url, env=name, options=OPEN_OPTIONS.get(name), max_wait=1, reply_timeout=REPLY_TIMEOUT.get(name, 10))
     assert report.ok, report.summary()
     statuses = {r.name: r.status for r in report.results}
     assert statuses["episode-msgpack"] == statuses["episode-json"] == "pass", report.summary()

@@ -1,0 +1,170 @@
+"""ScienceWorld: elementary-science tasks in a text world, on the real simulator (AgentGym's SciWorld).
+
+The first observation is the task description and what `look around` shows. Actions are
+ScienceWorld's action templates as text (`open door to kitchen`, `focus on water`, ...), read from a
+ReAct `Action:` line or a bare reply. A command the simulator cannot match is answered with the
+valid templates and changes nothing. When a command is ambiguous ScienceWorld lists numbered
+choices; the agent answers with the number (or the choice's text), and anything else is answered
+with the choices again, the game unchanged.
+
+Reward: ScienceWorld's score (0-100) as progress in [0, 1]; each step's reward is the change in
+progress, so an episode's rewards add up to its final score / 100 (a step that undoes progress is
+rewarded negatively). The episode ends when the task is completed (success) or failed (the
+simulator's score goes negative, e.g. after focusing on the wrong object: score 0). Metrics:
+success, score (0-100), turns.
+
+Tasks: see `tasks.py` (splits train, dev, test of 200, and `agentgym` indexed by AgentGym's
+data_idx). A seed picks a train task.
+
+Simulators run in a pool of Java processes, many per process (see `jvm.py`); the pool is sized
+by class attributes or environment variables, and `SciWorldEnv.with_pool(...)` makes a class
+with its own pool.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import ClassVar
+
+from gymwire.protocol import EnvInfo, Observation
+from gymwire.sdk.environment import Environment, StepResult, Task
+
+from . import tasks
+from .actions import AMBIGUOUS, NO_MATCH, USAGE, ActionParseError, ambiguity_options, parse_action, quote
+from .jvm import MISSING_EXTRA, JavaPool, Simulator
+
+try:  # fail at import, with the install line, rather than at the first session
+    import py4j  # noqa: F401
+    import scienceworld  # noqa: F401
+except ImportError as exc:  # pragma: no cover - CI installs the extra
+    raise ImportError(f"{MISSING_EXTRA} ({exc})") from exc
+
+__all__ = ["SciWorldEnv"]
+
+
+def _setting(name: str, default: float) -> float:
+    value = os.environ.get(f"GYMWIRE_SCIWORLD_{name}")
+    return float(value) if value else default
+
+
+class SciWorldEnv(Environment):
+    name = "sciworld"
+    version = "1.0.0"
+    description = "ScienceWorld: elementary-science experiments in a simulated text world (scienceworld, Java)."
+    instructions = (
+        "Complete the science task. " + USAGE + " If an action is ambiguous you are shown numbered choices: answer "
+        "with the number. Answer with `Thought: ...` then `Action: <one action>`."
+    )
+    splits = tasks.split_sizes()
+    default_max_turns = 20  # AgentGym-RL's fixed baseline; its ScalingInter-RL schedule is 10, 20, 30
+    seedable = True
+    requires: ClassVar[tuple[str, ...]] = ("scienceworld", "py4j")
+    extra: ClassVar[str] = "sciworld"
+
+    # The Java pool; each default can be set by $GYMWIRE_SCIWORLD_<NAME> (JVMS, SESSIONS_PER_JVM, ...).
+    # JVMs sessions are spread over first: one per CPU for parallel steps, at most 8 by default as
+    # each costs ~200 MB before its first session.
+    jvms: ClassVar[int] = int(_setting("JVMS", min(os.cpu_count() or 1, 8)))
+    sessions_per_jvm: ClassVar[int] = int(_setting("SESSIONS_PER_JVM", 64))
+    jvm_heap_mb: ClassVar[int] = int(_setting("JVM_HEAP_MB", 2048))
+    call_timeout_s: ClassVar[float] = _setting("CALL_TIMEOUT_S", 120.0)
+
+    _pools: ClassVar[dict[type, JavaPool]] = {}
+    _pools_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def pool(cls) -> JavaPool:
+        """This class's pool of Java processes, made on first use."""
+        with cls._pools_lock:
+            if cls not in cls._pools:
+                cls._pools[cls] = JavaPool(cls.jvms, cls.sessions_per_jvm, cls.jvm_heap_mb, cls.call_timeout_s)
+            return cls._pools[cls]
+
+    @classmethod
+    def with_pool(
+        cls, jvms: int | None = None, sessions_per_jvm: int | None = None, jvm_heap_mb: int | None = None,
+        call_timeout_s: float | None = None,
+    ) -> type["SciWorldEnv"]:
+        """A SciWorldEnv class with its own Java pool, sized as given (the rest as this class)."""
+        settings = {"jvms": jvms, "sessions_per_jvm": sessions_per_jvm, "jvm_heap_mb": jvm_heap_mb, "call_timeout_s": call_timeout_s}
+        return type(cls.__name__, (cls,), {k: v for k, v in settings.items() if v is not None})
+
+    @classmethod
+    def info(cls) -> EnvInfo:
+        test_tasks: dict[str, int] = {}
+        for index in range(cls.splits["test"]):
+            task_id = tasks.task_at("test", index).task_id
+            test_tasks[task_id] = test_tasks.get(task_id, 0) + 1
+        metadata = {"simulator": f"scienceworld {scienceworld.__version__}", "test_tasks_per_task_id": test_tasks}
+        return super().info().model_copy(update={"metadata": metadata})
+
+    def __init__(self) -> None:
+        self._simulator: Simulator | None = None
+        self._progress = 0.0
+        self._choices: list[str] | None = None  # pending numbered choices of an ambiguous command
+
+    async def reset(self, task: Task) -> Observation:
+        split, index = self.task_index(task, default_split="train")
+        sci_task = tasks.task_at(split, index)
+        if self._simulator is not None and not self._simulator.alive:
+            self._release()  # its Java process died: play on in a fresh one
+        if self._simulator is None:
+            self._simulator = await self.pool().acquire()
+        description, look = await self._simulator.load(sci_task.name, sci_task.variation)
+        self._progress = 0.0
+        self._choices = None
+        return Observation(
+            text=f"{description}\n\n{look}",
+            data={
+                "task_id": sci_task.task_id, "task": sci_task.name, "variation": sci_task.variation,
+                "split": split, "index": index, "agentgym_index": sci_task.agentgym_index,
+            },
+        )
+
+    async def step(self, action: str) -> StepResult:
+        if self._simulator is None:
+            raise RuntimeError("step before reset")
+        try:
+            command = self._command(parse_action(action))
+        except ActionParseError as exc:
+            return self._unchanged(str(exc))
+        outcome = await self._simulator.step(command)
+        text = outcome.observation
+        if text.startswith(AMBIGUOUS):
+            self._choices = ambiguity_options(text)
+        elif text.strip() == NO_MATCH:
+            text = f"{NO_MATCH} ({quote(command)}) {USAGE}"
+        failed = outcome.score < 0
+        score = 0 if failed else min(outcome.score, 100)
+        progress = score / 100
+        reward, self._progress = progress - self._progress, progress
+        success = outcome.completed and not failed
+        return StepResult(
+            text, reward=reward, terminated=success or failed, success=success, score=float(score),
+            info={"score": outcome.score},
+        )
+
+    async def close(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._simulator is not None:
+            simulator, self._simulator = self._simulator, None
+            type(self).pool().release(simulator)
+
+    def _command(self, command: str) -> str:
+        """The command to send; while ScienceWorld waits for a numbered choice, only a choice."""
+        if self._choices is None:
+            return command
+        choices, self._choices = self._choices, None
+        if command.isdigit() and int(command) < len(choices):
+            return command
+        if command in choices:
+            return str(choices.index(command))
+        self._choices = choices
+        listed = "\n".join(f"{number}: {choice}" for number, choice in enumerate(choices))
+        raise ActionParseError(f"Your last action was ambiguous. Answer with the number of the one you mean:\n{listed}")
+
+    def _unchanged(self, text: str) -> StepResult:
+        return StepResult(text, reward=0.0, success=False, score=self._progress * 100, info={"score": round(self._progress * 100)})

@@ -1,0 +1,107 @@
+"""ScienceWorld through a real gymwire server: gold paths reach success; a dead or hung Java process
+takes down only its own sessions and is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from gymwire.protocol import ErrorCode, ProtocolError
+from gymwire.sdk.client import GymClient
+from gymwire.sdk.registry import resolve_env
+from gymwire.sdk.server import GymServer
+from gymwire.servers.sciworld import SciWorldEnv
+from gymwire.servers.sciworld.solver import solve
+
+# Short test tasks from five task families (power, find, paint, lifespan, life stages); the whole
+# test split is `python -m gymwire.servers.sciworld.solver`.
+SOLVER_TASKS = (70, 110, 150, 180, 195)
+
+
+def test_sciworld_is_a_builtin_environment():
+    assert resolve_env("sciworld") is SciWorldEnv
+
+
+async def test_gold_paths_reach_success_through_the_server():
+    env = SciWorldEnv.with_pool(jvms=2, sessions_per_jvm=8)
+    gold_pool = SciWorldEnv.with_pool(jvms=1).pool()
+    try:
+        async with GymServer([env], port=0) as server, GymClient(server.url) as client:
+            outcomes = await asyncio.gather(*(solve(client, "test", index, gold_pool) for index in SOLVER_TASKS))
+    finally:
+        env.pool().shutdown()
+        gold_pool.shutdown()
+    assert [(o.index, o.reason) for o in outcomes if not o.success] == []
+    assert all(o.score == 100 and 1 <= o.steps <= o.gold_steps for o in outcomes)
+
+
+def java_process(server: GymServer, session_id: str):
+    """The Java process hosting a session's simulator (the server runs in this test's loop)."""
+    return server.sessions[session_id].runner.env._simulator.process
+
+
+async def test_a_killed_java_process_crashes_only_its_sessions_and_is_replaced():
+    # Two JVMs, two sessions each: a, c share one JVM, b, d the other.
+    env = SciWorldEnv.with_pool(jvms=2, sessions_per_jvm=2)
+    try:
+        async with GymServer([env], port=0) as server, GymClient(server.url) as client:
+            sessions = [await client.open("sciworld", split="test", index=i, max_turns=50) for i in (110, 111, 112, 113)]
+            a, b, c, d = sessions
+            for session in sessions:
+                await session.step("look around")
+            victim = java_process(server, a.id)
+            assert java_process(server, c.id) is victim and java_process(server, b.id) is not victim
+            os.kill(victim.pid, signal.SIGKILL)
+            with pytest.raises(ProtocolError) as crashed:
+                await a.step("look around")
+            assert crashed.value.code is ErrorCode.ENV_CRASHED and "died" in str(crashed.value)
+            with pytest.raises(ProtocolError) as also:
+                await c.step("look around")
+            assert also.value.code is ErrorCode.ENV_CRASHED
+            # The other JVM's sessions play on.
+            for session in (b, d):
+                result = await session.step("look around")
+                assert "is called the" in result.observation.text
+            # A new session gets a fresh JVM, and plays.
+            fresh = await client.open("sciworld", split="test", index=110, max_turns=50)
+            assert java_process(server, fresh.id) is not victim and java_process(server, fresh.id).pid != victim.pid
+            assert "is called the" in (await fresh.step("look around")).observation.text
+            assert not any(p.dead for p in env.pool().live)
+    finally:
+        env.pool().shutdown()
+
+
+async def test_a_hung_java_process_is_killed_after_the_call_timeout():
+    env = SciWorldEnv.with_pool(jvms=2, sessions_per_jvm=1)
+    try:
+        async with GymServer([env], port=0) as server, GymClient(server.url) as client:
+            hung, healthy = [await client.open("sciworld", split="test", index=i, max_turns=50) for i in (110, 111)]
+            victim = java_process(server, hung.id)
+            victim.call_timeout_s = 3  # only now: a cold JVM's first load on a busy machine takes longer
+            os.kill(victim.pid, signal.SIGSTOP)  # alive but silent
+            with pytest.raises(ProtocolError) as caught:
+                await hung.step("look around")
+            assert caught.value.code is ErrorCode.ENV_CRASHED and "no answer within 3 s" in str(caught.value)
+            assert victim.process.wait(timeout=10) is not None  # killed, not left stopped
+            assert "is called the" in (await healthy.step("look around")).observation.text
+    finally:
+        env.pool().shutdown()
+
+
+async def test_unusable_action_over_the_wire_is_an_observation():
+    env = SciWorldEnv.with_pool(jvms=1, sessions_per_jvm=2)
+    try:
+        async with GymServer([env], port=0) as server, GymClient(server.url, encoding="json") as client:
+            async with client.session("sciworld", split="test", index=110, max_turns=3) as session:
+                assert session.observation.data["task_id"] == "4-2"
+                bad = await session.step("Thought: let me think")
+                assert "no `Action:`" in bad.observation.text and bad.reward == 0.0 and not bad.terminated
+                await session.step("dance")
+                last = await session.step("look around")
+                assert last.truncated and last.metrics and not last.metrics.success and last.metrics.turns == 3
+                assert last.metrics.score == 0.0
+    finally:
+        env.pool().shutdown()
