@@ -1,0 +1,283 @@
+"""The browser side every web task shares: a session's context, its tabs, WebArena's actions and
+observation. `MiniWoBEnv` and `WebArenaEnv` add where an episode starts and how it is scored.
+
+The environment is async: Playwright's calls are awaited on the server's event loop, and one
+session waiting on a slow page never holds up another. Every step has a time limit; when it runs
+out the browser is probed, and a browser that no longer answers is killed (its sessions fail
+with ENV_CRASHED, new sessions get a new browser), while a page that hangs in a live browser
+fails only its own session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from gymwire.sdk.environment import Environment, Image, Observation, StepResult, Task, TaskError
+
+from . import axtree
+from .actions import USAGE, Action, ActionError, parse_action
+from .browser import Browser, BrowserCrashed, BrowserPool, origin_of, pool_for
+
+VIEWPORT = {"width": 1280, "height": 720}
+STEP_TIMEOUT_S = 30.0
+LOAD_TIMEOUT_MS = 5000
+SETTLE_S = 0.05  # let event handlers and short animations run before the page is read
+
+_KEY_NAMES = {"ctrl": "Control", "control": "Control", "cmd": "Meta", "meta": "Meta", "alt": "Alt", "shift": "Shift",
+              "enter": "Enter", "return": "Enter", "esc": "Escape", "escape": "Escape", "tab": "Tab",
+              "backspace": "Backspace", "delete": "Delete", "space": "Space", "pageup": "PageUp",
+              "pagedown": "PageDown", "up": "ArrowUp", "down": "ArrowDown", "left": "ArrowLeft", "right": "ArrowRight"}
+
+
+class ActionFailed(Exception):
+    """A well-formed action that cannot be done on this page; the message is the observation."""
+
+
+def key_combo(text: str) -> str:
+    """`ctrl+a` -> `Control+a`: Playwright's key names, agents' spellings."""
+    keys = [k.strip() for k in text.replace(" ", "").split("+") if k.strip()]
+    return "+".join(_KEY_NAMES.get(k.lower(), k) for k in keys)
+
+
+class BrowserEnv(Environment):
+    """Base of the web environments (not served by itself)."""
+
+    version = "1.0.0"
+    observation_fields = ["text", "data", "images"]
+    images = True
+    seedable = True
+    sessions_per_browser: ClassVar[int] = 16
+
+    def __init__(self) -> None:
+        self._pool: BrowserPool | None = None
+        self._browser: Browser | None = None
+        self._context: Any = None
+        self._page: Any = None
+        self._cdp_sessions: dict[Any, Any] = {}
+        self._origins: set[str] = set()
+        self._tree = axtree.AXTree("", frozenset())
+        self._images = False
+        self.objective = ""
+
+    # -- episode lifecycle (used by subclasses) ---------------------------------------------------
+
+    def _read_options(self, task: Task) -> None:
+        self._images = task.options.get("images", False)
+        if not isinstance(self._images, bool):
+            raise TaskError(f"option images must be true or false, got {self._images!r}")
+
+    async def _open(self, origins: set[str], url: str) -> None:
+        """A fresh context on this session's browser (a new one if it died), one tab at `url`."""
+        await self._close_context()
+        if self._browser is not None and not self._browser.alive:
+            self._release()
+        if self._browser is None:
+            self._pool = pool_for(self.sessions_per_browser)
+            self._browser = await self._pool.acquire()
+        self._origins = {origin_of(o) for o in origins}
+        self._context = await self._browser.new_context(self._origins, VIEWPORT)
+        self._context.on("page", self._on_new_page)
+        self._page = await self._context.new_page()
+        await self._page.goto(url, wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+
+    def _on_new_page(self, page: Any) -> None:
+        self._page = page  # a link that opens a tab moves the agent there, as in WebArena
+
+    async def _close_context(self) -> None:
+        context, self._context, self._page = self._context, None, None
+        self._cdp_sessions.clear()
+        if context is not None and self._browser is not None and self._browser.alive:
+            try:
+                await asyncio.wait_for(context.close(), 10)
+            except Exception:
+                pass  # a context of a dying browser goes with it
+
+    def _release(self) -> None:
+        if self._browser is not None and self._pool is not None:
+            self._pool.release(self._browser)
+        self._browser = None
+
+    async def close(self) -> None:
+        await self._close_context()
+        self._release()
+
+    def _check_browser(self) -> None:
+        if self._browser is None or self._context is None:
+            raise RuntimeError("no episode: reset first")
+        if not self._browser.alive:
+            raise BrowserCrashed(f"Chromium (pid {self._browser.pid}) hosting this session died")
+
+    async def _guarded(self, coro: Any) -> Any:
+        """Run browser work under the step time limit; tell a hung page from a hung browser."""
+        try:
+            return await asyncio.wait_for(coro, STEP_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            browser = self._browser
+            assert browser is not None
+            if not await browser.responsive():
+                browser.kill()
+                raise BrowserCrashed(f"Chromium (pid {browser.pid}) stopped answering and was killed") from None
+            await self._close_context()
+            raise RuntimeError(f"the page did not answer within {STEP_TIMEOUT_S:.0f} s") from None
+        except Exception as exc:
+            if self._browser is not None and not self._browser.alive:
+                raise BrowserCrashed(f"Chromium (pid {self._browser.pid}) hosting this session died: {exc}") from exc
+            raise
+
+    # -- acting -----------------------------------------------------------------------------------
+
+    async def _perform(self, action: Action) -> None:
+        """Do one action on the current tab. Raises ActionFailed with what went wrong."""
+        from playwright.async_api import Error as PlaywrightError
+
+        page = self._current_page()
+        try:
+            if action.name in ("click", "hover", "type"):
+                await self._on_element(page, action)
+            elif action.name == "press":
+                await page.keyboard.press(key_combo(action.text))
+            elif action.name == "scroll":
+                sign = "" if action.text == "down" else "-"
+                await page.evaluate(f"window.scrollBy(0, {sign}window.innerHeight)")
+            elif action.name == "goto":
+                url = action.text if "://" in action.text else f"http://{action.text}"
+                if origin_of(url) not in self._origins:
+                    raise ActionFailed(f"goto {url}: only these sites can be visited: {', '.join(sorted(self._origins))}")
+                await page.goto(url, wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+            elif action.name == "go_back":
+                await page.go_back(wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+            elif action.name == "go_forward":
+                await page.go_forward(wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+            elif action.name == "new_tab":
+                await self._context.new_page()  # becomes current through _on_new_page
+            elif action.name == "tab_focus":
+                pages = self._context.pages
+                if not 0 <= (action.tab or 0) < len(pages):
+                    raise ActionFailed(f"there is no tab {action.tab}; tabs are 0..{len(pages) - 1}")
+                self._page = pages[action.tab or 0]
+                await self._page.bring_to_front()
+            elif action.name == "close_tab":
+                await page.close()
+                self._page = None
+                if not self._context.pages:
+                    await self._context.new_page()
+        except PlaywrightError as exc:
+            self._check_browser()
+            raise ActionFailed(f"{action.name} failed: {str(exc).splitlines()[0]}") from exc
+        if self._page is not None and not self._page.is_closed():
+            try:
+                await self._page.wait_for_load_state("load", timeout=LOAD_TIMEOUT_MS)
+            except PlaywrightError:
+                pass  # still loading: the agent sees the page as it is
+        await asyncio.sleep(SETTLE_S)
+
+    def _current_page(self) -> Any:
+        if self._page is None or self._page.is_closed():
+            open_pages = [p for p in self._context.pages if not p.is_closed()]
+            self._page = open_pages[-1]
+        return self._page
+
+    async def _cdp(self, page: Any) -> Any:
+        if page not in self._cdp_sessions:
+            self._cdp_sessions[page] = await self._context.new_cdp_session(page)
+        return self._cdp_sessions[page]
+
+    async def _on_element(self, page: Any, action: Action) -> None:
+        if action.element not in self._tree.ids:
+            raise ActionFailed(f"there is no element [{action.element}] on the page; use an id from the tree")
+        cdp = await self._cdp(page)
+        node = {"backendNodeId": action.element}
+        if action.name == "type" and await self._is_select(cdp, node):
+            await self._select(cdp, node, action.text)
+            return
+        try:
+            await cdp.send("DOM.scrollIntoViewIfNeeded", node)
+            quads = (await cdp.send("DOM.getContentQuads", node))["quads"]
+        except Exception as exc:
+            raise ActionFailed(f"element [{action.element}] cannot be reached: {str(exc).splitlines()[0]}") from exc
+        if not quads:
+            raise ActionFailed(f"element [{action.element}] is not visible")
+        quad = quads[0]
+        x, y = sum(quad[0::2]) / 4, sum(quad[1::2]) / 4
+        if action.name == "hover":
+            await page.mouse.move(x, y)
+            return
+        await page.mouse.click(x, y)
+        if action.name == "type":
+            await page.keyboard.press("Control+a")
+            await page.keyboard.press("Backspace")
+            await page.keyboard.type(action.text)
+            if action.press_enter:
+                await page.keyboard.press("Enter")
+
+    async def _call_on(self, cdp: Any, node: dict, function: str, *args: Any) -> Any:
+        target = (await cdp.send("DOM.resolveNode", node))["object"]["objectId"]
+        result = await cdp.send(
+            "Runtime.callFunctionOn",
+            {"objectId": target, "functionDeclaration": function, "arguments": [{"value": a} for a in args], "returnByValue": True},
+        )
+        return result.get("result", {}).get("value")
+
+    async def _is_select(self, cdp: Any, node: dict) -> bool:
+        return bool(await self._call_on(cdp, node, "function() { return this.tagName === 'SELECT'; }"))
+
+    async def _select(self, cdp: Any, node: dict, label: str) -> None:
+        """`type` on a drop-down picks the option with that text (its popup is not part of the page)."""
+        chosen = await self._call_on(
+            cdp,
+            node,
+            """function(label) {
+                const want = label.trim().toLowerCase();
+                const option = [...this.options].find(o => o.text.trim().toLowerCase() === want);
+                if (!option) return [...this.options].map(o => o.text.trim());
+                this.value = option.value;
+                this.dispatchEvent(new Event('input', {bubbles: true}));
+                this.dispatchEvent(new Event('change', {bubbles: true}));
+                return null;
+            }""",
+            label,
+        )
+        if chosen is not None:
+            raise ActionFailed(f"the drop-down has no option {label!r}; its options: {chosen}")
+
+    # -- observing --------------------------------------------------------------------------------
+
+    async def _observe(self, note: str = "", data: dict[str, Any] | None = None) -> Observation:
+        page = self._current_page()
+        cdp = await self._cdp(page)
+        nodes = (await cdp.send("Accessibility.getFullAXTree"))["nodes"]
+        self._tree = axtree.render(nodes)
+        pages = self._context.pages
+        titles = [await p.title() for p in pages]
+        current = pages.index(page)
+        tabs = " | ".join(f"Tab {i}{' (current)' if i == current else ''}: {t}" for i, t in enumerate(titles))
+        head = [note] if note else []
+        text = "\n".join(head + [f"OBJECTIVE: {self.objective}", f"URL: {page.url}", f"TABS: {tabs}", "", self._tree.text])
+        payload = {"url": page.url, "tabs": titles, "current_tab": current, **(data or {})}
+        images = None
+        if self._images:
+            png = await page.screenshot(type="png")
+            images = [Image(mime="image/png", width=VIEWPORT["width"], height=VIEWPORT["height"], data=png)]
+        return Observation(text=text, data=payload, images=images)
+
+    @staticmethod
+    def _invalid(reply: str, why: str) -> str:
+        return f"Invalid action: {why}. Nothing was done. Valid actions: {USAGE}"
+
+    async def _step_action(self, reply: str) -> tuple[Action | None, str]:
+        """Parse and perform; (action done or None, note for the observation)."""
+        try:
+            action = parse_action(reply)
+        except ActionError as exc:
+            return None, self._invalid(reply, str(exc))
+        if action.name == "stop":
+            return action, ""
+        try:
+            await self._perform(action)
+        except ActionFailed as exc:
+            return None, f"The action was not done: {exc}."
+        return action, ""
+
+
+__all__ = ["BrowserEnv", "ActionFailed", "BrowserCrashed", "STEP_TIMEOUT_S", "VIEWPORT", "key_combo"]

@@ -1,0 +1,1 @@
+from .env import BrowserEnv as WebArenaEnv
