@@ -13,7 +13,6 @@ for leaves the machine unless the task names that origin.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import re
 import shutil
@@ -72,6 +71,8 @@ class Browser:
         self.cdp = cdp  # browser-level CDP session, for health checks
         self.sessions = 0
         self.dead = False
+        # Chromium runs in its own process group and would outlive this object, or the server.
+        self._finalizer = weakref.finalize(self, _kill_process_group, process, profile_dir)
 
     @property
     def pid(self) -> int:
@@ -91,9 +92,11 @@ class Browser:
         except Exception:
             return False
 
-    async def new_context(self, origins: Iterable[str], viewport: dict[str, int]) -> Any:
+    async def new_context(self, origins: Iterable[str], viewport: dict[str, int], storage_state: str | None = None) -> Any:
         allowed = {origin_of(o) for o in origins}
-        context = await self.handle.new_context(viewport=viewport, service_workers="block", accept_downloads=False)
+        context = await self.handle.new_context(
+            viewport=viewport, service_workers="block", accept_downloads=False, storage_state=storage_state
+        )
 
         async def only_task_origins(route: Any) -> None:
             url = route.request.url
@@ -108,13 +111,17 @@ class Browser:
     def kill(self) -> None:
         """Kill Chromium and its helper processes (they share its process group)."""
         self.dead = True
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(timeout=10)
-        shutil.rmtree(self.profile_dir, ignore_errors=True)
+        self._finalizer()
+
+
+def _kill_process_group(process: subprocess.Popen, profile_dir: str) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+    shutil.rmtree(profile_dir, ignore_errors=True)
 
 
 async def launch_chromium(playwright: Any) -> Browser:
@@ -131,9 +138,7 @@ async def launch_chromium(playwright: Any) -> Browser:
         handle = await playwright.chromium.connect_over_cdp(endpoint)
         cdp = await handle.new_browser_cdp_session()
     except BaseException:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        shutil.rmtree(profile_dir, ignore_errors=True)
+        _kill_process_group(process, profile_dir)
         raise
     browser = Browser(process, profile_dir, handle, cdp)
     handle.on("disconnected", lambda _: setattr(browser, "dead", True))
@@ -192,7 +197,8 @@ class BrowserPool:
 
     def release(self, browser: Browser) -> None:
         browser.sessions -= 1
-        if not browser.alive:
+        # A dead browser goes; so does an idle one while another can take new sessions.
+        if not browser.alive or (browser.sessions == 0 and len(self.browsers) > 1):
             self._discard(browser)
 
     def _discard(self, browser: Browser) -> None:
@@ -209,7 +215,7 @@ class BrowserPool:
 
 
 _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, BrowserPool]]" = weakref.WeakKeyDictionary()
-_launched: "weakref.WeakSet[Browser]" = weakref.WeakSet()
+_launched: "weakref.WeakSet[Browser]" = weakref.WeakSet()  # every live Browser object, for tests and benchmarks
 
 
 def pool_for(sessions_per_browser: int) -> BrowserPool:
@@ -218,10 +224,3 @@ def pool_for(sessions_per_browser: int) -> BrowserPool:
     if sessions_per_browser not in pools:
         pools[sessions_per_browser] = BrowserPool(sessions_per_browser)
     return pools[sessions_per_browser]
-
-
-@atexit.register
-def _kill_all() -> None:
-    # Chromium runs in its own process group, so it would outlive a server that exits without closing.
-    for browser in list(_launched):
-        browser.kill()

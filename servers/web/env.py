@@ -67,7 +67,7 @@ class BrowserEnv(Environment):
         if not isinstance(self._images, bool):
             raise TaskError(f"option images must be true or false, got {self._images!r}")
 
-    async def _open(self, origins: set[str], url: str) -> None:
+    async def _open(self, origins: set[str], url: str, storage_state: str | None = None) -> None:
         """A fresh context on this session's browser (a new one if it died), one tab at `url`."""
         await self._close_context()
         if self._browser is not None and not self._browser.alive:
@@ -76,7 +76,7 @@ class BrowserEnv(Environment):
             self._pool = pool_for(self.sessions_per_browser)
             self._browser = await self._pool.acquire()
         self._origins = {origin_of(o) for o in origins}
-        self._context = await self._browser.new_context(self._origins, VIEWPORT)
+        self._context = await self._browser.new_context(self._origins, VIEWPORT, storage_state)
         self._context.on("page", self._on_new_page)
         self._page = await self._context.new_page()
         await self._page.goto(url, wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
@@ -202,6 +202,15 @@ class BrowserEnv(Environment):
         x, y = sum(quad[0::2]) / 4, sum(quad[1::2]) / 4
         if action.name == "hover":
             await page.mouse.move(x, y)
+            return
+        opens_tab = action.name == "click" and await self._call_on(
+            cdp, node, "function() { const a = (this.closest ? this : this.parentElement).closest('a[target]'); return !!a && a.target !== '_self'; }"
+        )
+        if opens_tab:
+            # A link to another tab: wait for the tab, so the observation shows it.
+            async with self._context.expect_page(timeout=LOAD_TIMEOUT_MS) as new_page:
+                await page.mouse.click(x, y)
+            await (await new_page.value).wait_for_load_state("load", timeout=LOAD_TIMEOUT_MS)
             return
         await page.mouse.click(x, y)
         if action.name == "type":

@@ -176,7 +176,8 @@ def click_tab_2(s: MiniWoBSolver, objective: str, nodes: list[Node]) -> str:
     for node in nodes[panel + 1 :]:
         if node.name == name and node.role in ("link", "StaticText"):
             return _click(node)
-    unvisited = [n for n in nodes if n.role == "link" and n.name.startswith("Tab #") and n.id not in s.clicked]
+    tabs = [nodes[i + 1] if i + 1 < len(nodes) and nodes[i + 1].role == "link" else n for i, n in enumerate(nodes) if n.role == "tab"]
+    unvisited = [tab for tab in tabs if tab.id not in s.clicked]
     if not unvisited:
         raise SolverStuck(f"link {name!r} is in no tab")
     return _click(unvisited[0])
