@@ -44,9 +44,9 @@ def _candidate(reply: str) -> str:
     for i in range(len(lines) - 1, -1, -1):
         match = _LABEL.match(lines[i])
         if match:
-            rest = match.group(1).strip() or next((line for line in lines[i + 1 :] if line.strip()), "")
+            rest = match.group(1).strip() or "\n".join(lines[i + 1 :]).strip()
             fenced = _FENCE.findall(rest)
-            return (fenced[-1] if fenced else rest).strip().strip("`").strip()
+            return (fenced[-1] if fenced else rest.splitlines()[0] if rest else "").strip().strip("`").strip()
     fenced = _FENCE.findall(reply)
     if fenced:
         return fenced[-1].strip()

@@ -20,7 +20,7 @@ from .actions import USAGE, Action, ActionError, parse_action
 from .browser import Browser, BrowserCrashed, BrowserPool, origin_of, pool_for
 
 VIEWPORT = {"width": 1280, "height": 720}
-STEP_TIMEOUT_S = 30.0
+NAVIGATION_TIMEOUT_MS = 15_000  # a slow navigation is an observation; only a step past step_timeout_s is a crash
 LOAD_TIMEOUT_MS = 5000
 SETTLE_S = 0.05  # let event handlers and short animations run before the page is read
 
@@ -48,6 +48,7 @@ class BrowserEnv(Environment):
     images = True
     seedable = True
     sessions_per_browser: ClassVar[int] = 16
+    step_timeout_s: ClassVar[float] = 30.0  # a step (or reset) still running then means a hung page or browser
 
     def __init__(self) -> None:
         self._pool: BrowserPool | None = None
@@ -79,7 +80,7 @@ class BrowserEnv(Environment):
         self._context = await self._browser.new_context(self._origins, VIEWPORT, storage_state)
         self._context.on("page", self._on_new_page)
         self._page = await self._context.new_page()
-        await self._page.goto(url, wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+        await self._page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
 
     def _on_new_page(self, page: Any) -> None:
         self._page = page  # a link that opens a tab moves the agent there, as in WebArena
@@ -111,7 +112,7 @@ class BrowserEnv(Environment):
     async def _guarded(self, coro: Any) -> Any:
         """Run browser work under the step time limit; tell a hung page from a hung browser."""
         try:
-            return await asyncio.wait_for(coro, STEP_TIMEOUT_S)
+            return await asyncio.wait_for(coro, self.step_timeout_s)
         except asyncio.TimeoutError:
             browser = self._browser
             assert browser is not None
@@ -119,7 +120,7 @@ class BrowserEnv(Environment):
                 browser.kill()
                 raise BrowserCrashed(f"Chromium (pid {browser.pid}) stopped answering and was killed") from None
             await self._close_context()
-            raise RuntimeError(f"the page did not answer within {STEP_TIMEOUT_S:.0f} s") from None
+            raise RuntimeError(f"the page did not answer within {self.step_timeout_s:g} s") from None
         except Exception as exc:
             if self._browser is not None and not self._browser.alive:
                 raise BrowserCrashed(f"Chromium (pid {self._browser.pid}) hosting this session died: {exc}") from exc
@@ -144,11 +145,11 @@ class BrowserEnv(Environment):
                 url = action.text if "://" in action.text else f"http://{action.text}"
                 if origin_of(url) not in self._origins:
                     raise ActionFailed(f"goto {url}: only these sites can be visited: {', '.join(sorted(self._origins))}")
-                await page.goto(url, wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+                await page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
             elif action.name == "go_back":
-                await page.go_back(wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+                await page.go_back(wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
             elif action.name == "go_forward":
-                await page.go_forward(wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+                await page.go_forward(wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
             elif action.name == "new_tab":
                 await self._context.new_page()  # becomes current through _on_new_page
             elif action.name == "tab_focus":
@@ -270,16 +271,13 @@ class BrowserEnv(Environment):
             images = [Image(mime="image/png", width=VIEWPORT["width"], height=VIEWPORT["height"], data=png)]
         return Observation(text=text, data=payload, images=images)
 
-    @staticmethod
-    def _invalid(reply: str, why: str) -> str:
-        return f"Invalid action: {why}. Nothing was done. Valid actions: {USAGE}"
 
     async def _step_action(self, reply: str) -> tuple[Action | None, str]:
         """Parse and perform; (action done or None, note for the observation)."""
         try:
             action = parse_action(reply)
         except ActionError as exc:
-            return None, self._invalid(reply, str(exc))
+            return None, f"Invalid action: {exc}. Nothing was done. Valid actions: {USAGE}"
         if action.name == "stop":
             return action, ""
         try:
@@ -289,4 +287,4 @@ class BrowserEnv(Environment):
         return action, ""
 
 
-__all__ = ["BrowserEnv", "ActionFailed", "BrowserCrashed", "STEP_TIMEOUT_S", "VIEWPORT", "key_combo"]
+__all__ = ["BrowserEnv", "ActionFailed", "BrowserCrashed", "NAVIGATION_TIMEOUT_MS", "VIEWPORT", "key_combo"]

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from gymwire.sdk.environment import Observation, StepResult, Task, TaskError
 
-from .env import STEP_TIMEOUT_S, BrowserEnv
+from .env import NAVIGATION_TIMEOUT_MS, BrowserEnv
 
 TASKS_ENV_VAR = "GYMWIRE_WEBARENA_TASKS"
 SITES_ENV_VAR = "GYMWIRE_WEBARENA_SITES"
@@ -253,7 +253,7 @@ class WebArenaEnv(BrowserEnv, metaclass=_LazySplitsMeta):
         await self._open(set(self.site_map().values()), urls[0], storage_state=storage)
         for url in urls[1:]:
             page = await self._context.new_page()
-            await page.goto(url, wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+            await page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
         self._page = self._context.pages[0]
 
     async def step(self, action: str) -> StepResult:
@@ -292,7 +292,7 @@ class WebArenaEnv(BrowserEnv, metaclass=_LazySplitsMeta):
         query_text = _QUERY_TEXT.match(locator)
         try:
             if page is not last:
-                await page.goto(self._resolve_url(url), wait_until="load", timeout=STEP_TIMEOUT_S * 1000)
+                await page.goto(self._resolve_url(url), wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
             if not locator:
                 return await page.content()
             if query_text:

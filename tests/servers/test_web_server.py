@@ -45,6 +45,7 @@ def site_url():
 @pytest.fixture(scope="module")
 def url(site_url):
     shop = WebArenaEnv.with_tasks(SITE / "tasks.json", {"SHOP": site_url}, name="shop")
+    shop.step_timeout_s = 8.0  # the hung-page test waits this long
     with GymServer([MiniWoBEnv, shop], port=0).run_in_thread() as server_url:
         yield server_url
 
@@ -173,10 +174,21 @@ async def test_tabs_and_blocked_links(url, site_url):
             assert went_back.observation.data["url"] == f"{site_url}/products.html"
 
 
+async def test_a_hung_page_fails_only_its_session(url):
+    async with GymClient(url) as client:
+        frozen = await client.open("shop", split="test", index=7)
+        neighbour = await client.open("shop", split="test", index=0)  # on the same Chromium
+        with pytest.raises(ProtocolError) as info:
+            await frozen.step(f"click [{node_named(frozen.observation.text, 'Freeze this page', 'button')}]")
+        assert info.value.code is ErrorCode.ENV_CRASHED and "did not answer" in info.value.message
+        assert "Products" in (await neighbour.step("scroll [down]")).observation.text
+
+
 class SmallBrowsersMiniWoB(MiniWoBEnv):
     """Two sessions per Chromium, so that one test can hold sessions on two browsers."""
 
     sessions_per_browser = 2
+    step_timeout_s = 5.0  # the hung-browser part waits this long
 
 
 async def test_killed_chromium_fails_only_its_sessions_and_is_replaced():
@@ -187,6 +199,7 @@ async def test_killed_chromium_fails_only_its_sessions_and_is_replaced():
             hosts = [b for b in list(browser_module._launched) if b.alive and b.sessions]
             assert sorted(b.sessions for b in hosts) == [1, 2]
             doomed = next(b for b in hosts if b.sessions == 2)
+            spared = next(b for b in hosts if b.sessions == 1)
             os.killpg(doomed.pid, signal.SIGKILL)  # mid-episode: every session has just been reset
             for session in (first, second):
                 with pytest.raises(ProtocolError) as info:
@@ -202,3 +215,13 @@ async def test_killed_chromium_fails_only_its_sessions_and_is_replaced():
                 assert result.metrics.success
             live = [b for b in list(browser_module._launched) if b.alive]
             assert doomed not in live and len([b for b in live if b.sessions]) == 2
+            # A browser that stops answering is killed; its session fails, a new one gets a new Chromium.
+            probe = await client.open("miniwob", **task)
+            frozen = next(b for b in live if b.sessions and b is not spared)
+            os.killpg(frozen.pid, signal.SIGSTOP)
+            with pytest.raises(ProtocolError) as info:
+                await probe.step("scroll [down]")
+            assert info.value.code is ErrorCode.ENV_CRASHED and "stopped answering" in info.value.message
+            assert not frozen.alive and frozen.process.poll() is not None
+            again = await client.open("miniwob", **task)
+            assert (await again.step(MiniWoBSolver("click-test-2").act(again.observation.text))).metrics.success
