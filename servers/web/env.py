@@ -22,7 +22,9 @@ from .browser import Browser, BrowserCrashed, BrowserPool, origin_of, pool_for
 VIEWPORT = {"width": 1280, "height": 720}
 NAVIGATION_TIMEOUT_MS = 15_000  # a slow navigation is an observation; only a step past step_timeout_s is a crash
 LOAD_TIMEOUT_MS = 5000
-SETTLE_S = 0.05  # let event handlers and short animations run before the page is read
+SETTLE_S = 0.05
+STABLE_TRIES = 20  # animation frames to wait for an element to stop moving before clicking it anyway
+_TWO_FRAMES = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"  # let event handlers and short animations run before the page is read
 
 _KEY_NAMES = {"ctrl": "Control", "control": "Control", "cmd": "Meta", "meta": "Meta", "alt": "Alt", "shift": "Shift",
               "enter": "Enter", "return": "Enter", "esc": "Escape", "escape": "Escape", "tab": "Tab",
@@ -194,13 +196,11 @@ class BrowserEnv(Environment):
             return
         try:
             await cdp.send("DOM.scrollIntoViewIfNeeded", node)
-            quads = (await cdp.send("DOM.getContentQuads", node))["quads"]
+            x, y = await self._stable_center(page, cdp, node)
+        except ActionFailed:
+            raise
         except Exception as exc:
             raise ActionFailed(f"element [{action.element}] cannot be reached: {str(exc).splitlines()[0]}") from exc
-        if not quads:
-            raise ActionFailed(f"element [{action.element}] is not visible")
-        quad = quads[0]
-        x, y = sum(quad[0::2]) / 4, sum(quad[1::2]) / 4
         if action.name == "hover":
             await page.mouse.move(x, y)
             return
@@ -220,6 +220,20 @@ class BrowserEnv(Environment):
             await page.keyboard.type(action.text)
             if action.press_enter:
                 await page.keyboard.press("Enter")
+
+    async def _stable_center(self, page: Any, cdp: Any, node: dict) -> tuple[float, float]:
+        """The element's centre once it stops moving (as Playwright waits for a stable box): a click
+        during an animation would land where the element was."""
+        previous = None
+        for _ in range(STABLE_TRIES):
+            quads = (await cdp.send("DOM.getContentQuads", node))["quads"]
+            if not quads:
+                raise ActionFailed(f"element [{node['backendNodeId']}] is not visible")
+            if quads[0] == previous:
+                break
+            previous = quads[0]
+            await page.evaluate(_TWO_FRAMES)
+        return sum(previous[0::2]) / 4, sum(previous[1::2]) / 4
 
     async def _call_on(self, cdp: Any, node: dict, function: str, *args: Any) -> Any:
         target = (await cdp.send("DOM.resolveNode", node))["object"]["objectId"]

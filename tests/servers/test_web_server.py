@@ -178,10 +178,15 @@ async def test_a_hung_page_fails_only_its_session(url):
     async with GymClient(url) as client:
         frozen = await client.open("shop", split="test", index=7)
         neighbour = await client.open("shop", split="test", index=0)  # on the same Chromium
-        with pytest.raises(ProtocolError) as info:
-            await frozen.step(f"click [{node_named(frozen.observation.text, 'Freeze this page', 'button')}]")
-        assert info.value.code is ErrorCode.ENV_CRASHED and "did not answer" in info.value.message
+        stuck = asyncio.create_task(frozen.step(f"click [{node_named(frozen.observation.text, 'Freeze this page', 'button')}]"))
+        await asyncio.sleep(0.5)
+        # While that step waits on its page, the other session steps on the same Chromium.
         assert "Products" in (await neighbour.step("scroll [down]")).observation.text
+        assert not stuck.done()
+        with pytest.raises(ProtocolError) as info:
+            await stuck
+        assert info.value.code is ErrorCode.ENV_CRASHED and "did not answer" in info.value.message
+        assert "Products" in (await neighbour.step("scroll [up]")).observation.text
 
 
 class SmallBrowsersMiniWoB(MiniWoBEnv):
