@@ -30,12 +30,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import env_bench
+from gymwire.protocol import ProtocolError
 from gymwire.sdk.client import GymClient
 from gymwire.servers.web import MiniWoBEnv
 from gymwire.servers.web.miniwob import index_of
-from gymwire.servers.web.solvers import SOLVED_TYPES, MiniWoBSolver
+from gymwire.servers.web.solvers import SOLVED_TYPES, MiniWoBSolver, SolverStuck
 
-MAX_TURNS = 12
+MAX_TURNS = 20  # click-checkboxes-large needs up to 13
 
 
 def descendants(pid: int) -> list[int]:
@@ -91,7 +92,7 @@ async def solver_results(url: str, seeds: int) -> dict:
             async with limit:
                 try:
                     episode = await play(client, task_type, round_)
-                except Exception as exc:  # a solver that gets stuck counts as a failure, with why
+                except (SolverStuck, ProtocolError) as exc:  # counted as a failure, with why
                     episode = {"type": task_type, "success": False, "reward": 0.0, "error": repr(exc)[:200]}
             done += 1
             if done % 20 == 0:
@@ -115,12 +116,16 @@ async def throughput(url: str, sessions: int, seconds: float) -> dict:
     async with GymClient(url) as client:
         work = itertools.cycle([(t, r) for r in range(1000) for t in SOLVED_TYPES])
         deadline = time.perf_counter() + seconds
-        steps, episodes, latencies = 0, 0, []
+        steps, episodes, failures, latencies = 0, 0, [], []
 
         async def worker() -> None:
             nonlocal steps, episodes
             while time.perf_counter() < deadline:
-                episode = await play(client, *next(work))
+                try:
+                    episode = await play(client, *next(work))
+                except ProtocolError as exc:  # e.g. a page load past its time limit on a saturated machine
+                    failures.append(str(exc)[:200])
+                    continue
                 steps += len(episode["latencies"])
                 episodes += 1
                 latencies.extend(episode["latencies"])
@@ -138,6 +143,8 @@ async def throughput(url: str, sessions: int, seconds: float) -> dict:
         "episodes_per_s": round(episodes / elapsed, 2),
         "step_latency_ms_p50": round(1000 * latencies[len(latencies) // 2], 1),
         "step_latency_ms_p95": round(1000 * latencies[int(len(latencies) * 0.95)], 1),
+        "failed_episodes": len(failures),
+        "failures": failures[:5],
     }
 
 

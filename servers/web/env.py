@@ -24,6 +24,19 @@ NAVIGATION_TIMEOUT_MS = 15_000  # a slow navigation is an observation; only a st
 LOAD_TIMEOUT_MS = 5000
 SETTLE_S = 0.05
 STABLE_TRIES = 20  # animation frames to wait for an element to stop moving before clicking it anyway
+# The centre may lie under another element (overlapping widgets): then the first point of a grid
+# over the element that the element itself receives, as Playwright retries a covered click.
+_UNCOVERED_POINT = """function(centre) {
+    const element = this.nodeType === Node.ELEMENT_NODE ? this : this.parentElement;
+    const hits = (x, y) => { const top = document.elementFromPoint(x, y); return !!top && (element.contains(top) || top.contains(this)); };
+    if (!element || hits(centre[0], centre[1])) return null;
+    const box = element.getBoundingClientRect();
+    for (let i = 1; i < 8; i++) for (let j = 1; j < 8; j++) {
+        const x = box.left + box.width * i / 8, y = box.top + box.height * j / 8;
+        if (hits(x, y)) return [x, y];
+    }
+    return null;
+}"""
 _TWO_FRAMES = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"  # let event handlers and short animations run before the page is read
 
 _KEY_NAMES = {"ctrl": "Control", "control": "Control", "cmd": "Meta", "meta": "Meta", "alt": "Alt", "shift": "Shift",
@@ -197,6 +210,7 @@ class BrowserEnv(Environment):
         try:
             await cdp.send("DOM.scrollIntoViewIfNeeded", node)
             x, y = await self._stable_center(page, cdp, node)
+            x, y = await self._call_on(cdp, node, _UNCOVERED_POINT, [x, y]) or (x, y)
         except ActionFailed:
             raise
         except Exception as exc:

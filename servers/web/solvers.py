@@ -103,6 +103,8 @@ def click_test(s: MiniWoBSolver, objective: str, nodes: list[Node]) -> str:
 def click_named_button(s: MiniWoBSolver, objective: str, nodes: list[Node]) -> str:
     quoted = _quoted(objective)
     name = quoted[0] if quoted else objective.split("button ")[-1].rstrip(".")
+    if name == "x" and s.task_type == "click-dialog-2":
+        name = "Close"  # the dialog's "x" is its close button
     return _click(_one(nodes, "button", name))
 
 
@@ -231,6 +233,46 @@ def find_word(s: MiniWoBSolver, objective: str, nodes: list[Node]) -> str:
     return _submit_answer(nodes, words[_ORDINALS[ordinal]])
 
 
+def read_table(s: MiniWoBSolver, objective: str, nodes: list[Node]) -> str:
+    key = re.match(r"Enter the value of (.*) into the text field", objective).group(1)  # type: ignore[union-attr]
+    cells = [n for n in nodes if n.role == "cell"]
+    value = next(cells[i + 1].name for i, n in enumerate(cells[:-1]) if n.name == key)
+    return _submit_answer(nodes, value)
+
+
+def copy_paste(s: MiniWoBSolver, objective: str, nodes: list[Node]) -> str:
+    source = next(n for n in nodes if n.role == "textbox" and n.has("multiline: True"))
+    target = next(n for n in nodes if n.role == "textbox" and not n.has("multiline: True"))
+    if target.value != source.value:
+        return f"type [{target.id}] [{source.value}] [0]"
+    return _click(_one(nodes, "button", "Submit"))
+
+
+_MOVIE_FIELDS = {"director": "Director", "name": "Director", "year": "Year", "date": "Year", "genre": "Genre"}
+
+
+def _movie_field(text: str) -> str | None:
+    return next((field for word, field in _MOVIE_FIELDS.items() if word in text.lower()), None)
+
+
+def movie_search(s: MiniWoBSolver, objective: str, nodes: list[Node]) -> str:
+    """multi-layouts and multi-orderings: one form, laid out in many ways. A field's label comes
+    before it, or (when the form starts with a field) after it."""
+    genre, director, year = re.match(r"Search for (.*) movies directed by (.*) from year (\d+)", objective).groups()  # type: ignore[union-attr]
+    wanted = {"Director": director, "Year": year, "Genre": genre}
+    form = nodes[next(i for i, n in enumerate(nodes) if n.name.startswith(".") or n.name == year) + 1 :]
+    items = [n for n in form if n.role == "textbox" or _movie_field(n.name)]
+    labels_after = bool(items) and items[0].role == "textbox"
+    for i, node in enumerate(items):
+        if node.role != "textbox":
+            continue
+        label = node.name or (items[i + 1].name if labels_after and i + 1 < len(items) else items[i - 1].name if i else "")
+        field = _movie_field(label)
+        if field and node.value != wanted[field]:
+            return f"type [{node.id}] [{wanted[field]}] [0]"
+    return _click(next(n for n in reversed(form) if n.role in ("button", "StaticText")))  # the form's button comes last
+
+
 SOLVERS: dict[str, Solver] = {
     "click-test": click_test,
     "click-test-2": click_named_button,
@@ -264,5 +306,9 @@ SOLVERS: dict[str, Solver] = {
     "simple-arithmetic": simple_arithmetic,
     "simple-algebra": simple_algebra,
     "find-word": find_word,
+    "read-table": read_table,
+    "copy-paste": copy_paste,
+    "multi-layouts": movie_search,
+    "multi-orderings": movie_search,
 }
 SOLVED_TYPES = tuple(sorted(SOLVERS))

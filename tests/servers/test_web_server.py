@@ -56,7 +56,7 @@ def node_named(text: str, name: str, role: str | None = None) -> int:
 
 async def solve(client: GymClient, task_type: str) -> dict:
     solver = MiniWoBSolver(task_type)
-    async with client.session("miniwob", split="test", index=index_of(task_type, 0), max_turns=10) as session:
+    async with client.session("miniwob", split="test", index=index_of(task_type, 0), max_turns=20) as session:
         assert session.observation.data["task_type"] == task_type
         result = None
         while not session.done:
