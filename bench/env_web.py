@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -54,6 +55,19 @@ def descendants(pid: int) -> list[int]:
         found.append(current)
         stack.extend(children.get(current, []))
     return found
+
+
+def cpu_seconds_tree(pid: int) -> float:
+    """CPU time of pid and its live descendants, with what they reaped (a closed tab's renderer
+    counts in Chromium's children time once Chromium reaps it)."""
+    total = 0
+    for member in descendants(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def pss_bytes(pid: int) -> int:
@@ -112,7 +126,8 @@ async def solver_results(url: str, seeds: int) -> dict:
     return per_type
 
 
-async def throughput(url: str, sessions: int, seconds: float) -> dict:
+async def throughput(url: str, pid: int, sessions: int, seconds: float) -> dict:
+    cpu_before = cpu_seconds_tree(pid)
     async with GymClient(url) as client:
         work = itertools.cycle([(t, r) for r in range(1000) for t in SOLVED_TYPES])
         deadline = time.perf_counter() + seconds
@@ -133,6 +148,7 @@ async def throughput(url: str, sessions: int, seconds: float) -> dict:
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(sessions)))
         elapsed = time.perf_counter() - started
+    server_cpu = cpu_seconds_tree(pid) - cpu_before
     latencies.sort()
     return {
         "sessions": sessions,
@@ -143,6 +159,9 @@ async def throughput(url: str, sessions: int, seconds: float) -> dict:
         "episodes_per_s": round(episodes / elapsed, 2),
         "step_latency_ms_p50": round(1000 * latencies[len(latencies) // 2], 1),
         "step_latency_ms_p95": round(1000 * latencies[int(len(latencies) * 0.95)], 1),
+        # Server + Chromium CPU per step, resets included: unlike steps/s, it does not depend on
+        # what else runs on the machine.
+        "server_and_chromium_cpu_ms_per_step": round(1000 * server_cpu / max(1, steps), 1),
         "failed_episodes": len(failures),
         "failures": failures[:5],
     }
@@ -173,6 +192,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--memory-sessions", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--parts", default="solvers,memory,throughput", help="comma-separated parts to run")
     parser.add_argument("--out", default="bench/results/env_web.json")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -183,17 +203,21 @@ def main() -> int:
     results: dict = {"machine": env_bench.machine(load_average=True), "solved_types": list(SOLVED_TYPES)}
     proc, url = env_bench.start_server(__file__)
     try:
-        print(f"solvers: {args.seeds} train seeds x {len(SOLVED_TYPES)} task types", flush=True)
-        results["solvers"] = asyncio.run(solver_results(url, args.seeds))
-        for task_type, row in results["solvers"].items():
-            print(f"  {task_type:28s} success {row['success_rate']:.2f}  mean reward {row['mean_reward']:.2f}")
-        print(f"memory: {args.memory_sessions} sessions", flush=True)
-        results["memory"] = asyncio.run(memory(url, proc.pid, args.memory_sessions))
-        print(f"  {results['memory']['pss_bytes_per_added_session'] / 2**20:.1f} MiB PSS per added session "
-              f"({results['memory']['pss_bytes_all_sessions'] / 2**20:.0f} MiB with {args.memory_sessions})")
-        print(f"throughput: {args.sessions} sessions for {args.seconds:g} s", flush=True)
-        results["throughput"] = asyncio.run(throughput(url, args.sessions, args.seconds))
-        print("  " + json.dumps(results["throughput"]))
+        parts = set(args.parts.split(","))
+        if "solvers" in parts:
+            print(f"solvers: {args.seeds} train seeds x {len(SOLVED_TYPES)} task types", flush=True)
+            results["solvers"] = asyncio.run(solver_results(url, args.seeds))
+            for task_type, row in results["solvers"].items():
+                print(f"  {task_type:28s} success {row['success_rate']:.2f}  mean reward {row['mean_reward']:.2f}")
+        if "memory" in parts:
+            print(f"memory: {args.memory_sessions} sessions", flush=True)
+            results["memory"] = asyncio.run(memory(url, proc.pid, args.memory_sessions))
+            print(f"  {results['memory']['pss_bytes_per_added_session'] / 2**20:.1f} MiB PSS per added session "
+                  f"({results['memory']['pss_bytes_all_sessions'] / 2**20:.0f} MiB with {args.memory_sessions})")
+        if "throughput" in parts:
+            print(f"throughput: {args.sessions} sessions for {args.seconds:g} s", flush=True)
+            results["throughput"] = asyncio.run(throughput(url, proc.pid, args.sessions, args.seconds))
+            print("  " + json.dumps(results["throughput"]))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

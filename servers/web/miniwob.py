@@ -130,6 +130,7 @@ class MiniWoBEnv(BrowserEnv):
     )
     splits = {"train": len(TASK_TYPES) * TRAIN_SEEDS_PER_TYPE, "test": len(TASK_TYPES) * TEST_SEEDS_PER_TYPE}
     default_max_turns = 10
+    requires = ("playwright.async_api", "miniwob")
 
     @classmethod
     def info(cls):  # type: ignore[override]

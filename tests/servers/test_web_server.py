@@ -83,12 +83,18 @@ async def test_metadata_and_same_task_same_page(url):
     async with GymClient(url) as client:
         (info,) = [e for e in await client.list_envs() if e.name == "miniwob"]
         assert info.splits == {"train": 125_000, "test": 500} and info.metadata["task_types"] == list(TASK_TYPES)
-        index = index_of("click-checkboxes", 1)
-        pages = []
-        for i in (index, index, index_of("click-checkboxes", 2)):
-            async with client.session("miniwob", split="test", index=i) as session:
-                pages.append(session.observation.text.split("\n", 1)[0] + str([(n.role, n.name) for n in parse_tree(session.observation.text)]))
-        assert pages[0] == pages[1] != pages[2]
+        index, other = index_of("click-checkboxes", 1), index_of("click-checkboxes", 2)
+
+        def page(observation) -> list:
+            return [observation.text.splitlines()[0], *((n.role, n.name) for n in parse_tree(observation.text))]
+
+        async with client.session("miniwob", split="test", index=index) as session:
+            first = page(session.observation)
+        async with client.session("miniwob", split="test", index=other) as session:
+            assert page(session.observation) != first
+            await session.step(f"click [{node_named(session.observation.text, 'Submit')}]")
+            # Reset recycles the session's browser context; the task's page is the same.
+            assert page(await session.reset(split="test", index=index)) == first
 
 
 async def test_bad_actions_are_observations_and_nothing_leaves_the_task_site(url):
@@ -187,6 +193,17 @@ async def test_a_hung_page_fails_only_its_session(url):
             await stuck
         assert info.value.code is ErrorCode.ENV_CRASHED and "did not answer" in info.value.message
         assert "Products" in (await neighbour.step("scroll [up]")).observation.text
+
+
+async def test_reset_leaves_nothing_of_the_last_episode(url):
+    async with GymClient(url) as client:
+        async with client.session("shop", split="test", index=8) as session:
+            assert "Memo: none; cookie: none" in session.observation.text
+            kept = await session.step(f"click [{node_named(session.observation.text, 'Remember', 'button')}]")
+            assert "Memo: kept; cookie: seen=1" in kept.observation.text
+            assert (await session.step("new_tab")).observation.data["tabs"] == ["Memo", ""]
+            again = await session.reset(split="test", index=8)
+            assert "Memo: none; cookie: none" in again.text and again.data["tabs"] == ["Memo"]
 
 
 class SmallBrowsersMiniWoB(MiniWoBEnv):
