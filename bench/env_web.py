@@ -7,8 +7,8 @@ the scripted solvers' results per MiniWoB++ task type.
 1. Solvers (`--seeds` train seeds of every solved task type, through the server, 4 at a time):
    success rate and mean MiniWoB reward per task type.
 2. Throughput: `GymServer` with `miniwob` in a child process (all sessions on one Chromium, the
-   default 16 per browser); `--sessions` sessions, each playing solver episodes back to back over
-   the solved types for `--seconds`. Steps/s counts steps (not resets); episodes/s and step
+   default 16 per browser); `--sessions` sessions, each resetting itself for solver episodes back
+   to back over the solved types for `--seconds`. Steps/s counts steps (not resets); episodes/s and step
    latency percentiles are reported too.
 3. Memory per session: proportional set size (PSS, so pages Chromium's processes share count
    once) of the server and all its Chromium processes, with `--memory-sessions` open, reset
@@ -82,17 +82,24 @@ def pss_bytes(pid: int) -> int:
     return total
 
 
-async def play(client: GymClient, task_type: str, round_: int, split: str = "train") -> dict:
+async def play(client: GymClient, task_type: str, round_: int, session=None) -> dict:
+    """One solver episode on a new session, or on `session` after a reset (which recycles its context)."""
+    index = index_of(task_type, round_)
+    if session is None:
+        async with client.session("miniwob", split="train", index=index, max_turns=MAX_TURNS) as session:
+            return await _episode(session, task_type, session.observation.text)
+    return await _episode(session, task_type, (await session.reset(split="train", index=index)).text)
+
+
+async def _episode(session, task_type: str, text: str) -> dict:
     solver = MiniWoBSolver(task_type)
     latencies = []
-    async with client.session("miniwob", split=split, index=index_of(task_type, round_), max_turns=MAX_TURNS) as session:
-        text = session.observation.text
-        result = None
-        while not session.done:
-            started = time.perf_counter()
-            result = await session.step(solver.act(text))
-            latencies.append(time.perf_counter() - started)
-            text = result.observation.text
+    result = None
+    while not session.done:
+        started = time.perf_counter()
+        result = await session.step(solver.act(text))
+        latencies.append(time.perf_counter() - started)
+        text = result.observation.text
     return {"type": task_type, "success": bool(result.metrics.success), "reward": result.reward, "latencies": latencies}
 
 
@@ -135,11 +142,15 @@ async def throughput(url: str, pid: int, sessions: int, seconds: float) -> dict:
 
         async def worker() -> None:
             nonlocal steps, episodes
+            # One session per worker, reset for every episode, as a trainer's rollout workers do.
+            session = await client.open("miniwob", split="train", index=0, max_turns=MAX_TURNS)
             while time.perf_counter() < deadline:
                 try:
-                    episode = await play(client, *next(work))
+                    episode = await play(client, *next(work), session=session)
                 except ProtocolError as exc:  # e.g. a page load past its time limit on a saturated machine
                     failures.append(str(exc)[:200])
+                    await session.close()
+                    session = await client.open("miniwob", split="train", index=0, max_turns=MAX_TURNS)
                     continue
                 steps += len(episode["latencies"])
                 episodes += 1
