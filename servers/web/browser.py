@@ -13,6 +13,7 @@ for leaves the machine unless the task names that origin.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import re
 import shutil
@@ -41,6 +42,7 @@ CHROMIUM_FLAGS = (
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 )
+PR_SET_PDEATHSIG = 1
 START_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 10.0  # generous: a busy machine must not pass for a hung browser
 
@@ -124,6 +126,15 @@ def _kill_process_group(process: subprocess.Popen, profile_dir: str) -> None:
     shutil.rmtree(profile_dir, ignore_errors=True)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux kills Chromium when the thread that started it ends, so a
+    server killed with SIGKILL leaves no browser behind."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: kill() and the finalizer still clean up on a normal exit
+
+
 async def launch_chromium(playwright: Any) -> Browser:
     profile_dir = tempfile.mkdtemp(prefix="gymwire-chromium-")
     process = subprocess.Popen(
@@ -132,6 +143,7 @@ async def launch_chromium(playwright: Any) -> Browser:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group: kill() takes the renderers with it
+        preexec_fn=_die_with_parent,
     )
     try:
         endpoint = await asyncio.wait_for(asyncio.to_thread(_read_devtools_endpoint, process), START_TIMEOUT_S)

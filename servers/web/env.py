@@ -55,6 +55,45 @@ def key_combo(text: str) -> str:
     return "+".join(_KEY_NAMES.get(k.lower(), k) for k in keys)
 
 
+class NavigationWatch:
+    """Sees whether the main frame of a page started loading a new document, and when it got it."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.started = False
+        self.done = asyncio.Event()
+        self._handlers = {"request": self._on_request, "requestfailed": self._on_failed, "framenavigated": self._on_navigated}
+        for event, handler in self._handlers.items():
+            page.on(event, handler)
+
+    def _main(self, request: Any) -> bool:
+        return request.is_navigation_request() and request.frame == self.page.main_frame
+
+    def _on_request(self, request: Any) -> None:
+        if self._main(request):
+            self.started = True
+
+    def _on_failed(self, request: Any) -> None:
+        if self._main(request):
+            self.done.set()
+
+    def _on_navigated(self, frame: Any) -> None:
+        if frame == self.page.main_frame:
+            self.done.set()
+
+    async def settled(self) -> None:
+        """Wait for a navigation that started to commit (or fail); nothing to wait for otherwise."""
+        if self.started:
+            try:
+                await asyncio.wait_for(self.done.wait(), NAVIGATION_TIMEOUT_MS / 1000)
+            except asyncio.TimeoutError:
+                pass  # still loading: the agent sees the page as it is
+
+    def stop(self) -> None:
+        for event, handler in self._handlers.items():
+            self.page.remove_listener(event, handler)
+
+
 class BrowserEnv(Environment):
     """Base of the web environments (not served by itself)."""
 
@@ -180,6 +219,8 @@ class BrowserEnv(Environment):
         from playwright.async_api import Error as PlaywrightError
 
         page = self._current_page()
+        # Input can start a navigation (a link, a form's Enter) that the input call does not wait for.
+        watch = NavigationWatch(page) if action.name in ("click", "hover", "type", "press") else None
         try:
             if action.name in ("click", "hover", "type"):
                 await self._on_element(page, action)
@@ -210,15 +251,20 @@ class BrowserEnv(Environment):
                 self._page = None
                 if not self._context.pages:
                     await self._context.new_page()
+            await asyncio.sleep(SETTLE_S)
+            if watch is not None:
+                await watch.settled()
         except PlaywrightError as exc:
             self._check_browser()
             raise ActionFailed(f"{action.name} failed: {str(exc).splitlines()[0]}") from exc
+        finally:
+            if watch is not None:
+                watch.stop()
         if self._page is not None and not self._page.is_closed():
             try:
                 await self._page.wait_for_load_state("load", timeout=LOAD_TIMEOUT_MS)
             except PlaywrightError:
                 pass  # still loading: the agent sees the page as it is
-        await asyncio.sleep(SETTLE_S)
 
     def _current_page(self) -> Any:
         if self._page is None or self._page.is_closed():
