@@ -68,6 +68,14 @@ def html_dir() -> Path:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    # The task files are UTF-8 and most do not say so: without a charset the browser would read
+    # unicode-test's labels as Windows-1252.
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+    }
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
