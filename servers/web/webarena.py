@@ -57,7 +57,8 @@ def load_tasks(path: str | os.PathLike[str]) -> list[WebTask]:
     path = Path(path)
     if path.is_dir():
         raw = [_read_json(p) for p in sorted(path.glob("*.json"))]
-        raw.sort(key=lambda c: (str(type(c.get("task_id"))), c.get("task_id")) if isinstance(c, dict) else ("", 0))
+        # WebArena names its files 0.json..811.json: order by task id, not by name (stable for the rest).
+        raw.sort(key=lambda c: c["task_id"] if isinstance(c, dict) and isinstance(c.get("task_id"), int) else -1)
     elif path.is_file():
         data = _read_json(path)
         raw = data if isinstance(data, list) else [data]
