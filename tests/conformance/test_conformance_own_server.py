@@ -12,7 +12,7 @@ TOKEN = "conformance-test-token"
 
 
 # Environments that send images only when an open asks for them.
-OPEN_OPTIONS = {"babyai": {"images": True}}
+OPEN_OPTIONS = {"babyai": {"images": True}, "miniwob": {"images": True}}
 # ScienceWorld's first session waits for a Java process to start and load the simulator.
 REPLY_TIMEOUT = {"sciworld": 60}
 
