@@ -100,9 +100,6 @@ class AlgorithmSection:
     kl_kind: str = "low_var_kl"
     kl_in: str = "loss"  # "loss": a KL term in the loss; "reward": a per-token penalty on the reward
     entropy_coef: float = 0.0
-    # Anneal the entropy bonus linearly from entropy_coef at step 1 to this at train.steps: explore
-    # early, commit late. null: a constant entropy_coef.
-    entropy_coef_end: float | None = None
     max_grad_norm: float | None = 1.0
 
 
@@ -277,7 +274,7 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"algorithm.estimator must be one of {', '.join(ESTIMATORS)}, got {algorithm.estimator!r}")
     if not 0 < algorithm.gamma <= 1 or not 0 <= algorithm.lam <= 1:
         raise ConfigError(f"need 0 < algorithm.gamma <= 1 and 0 <= algorithm.lam <= 1, got {algorithm.gamma} and {algorithm.lam}")
-    for name in ("vf_coef", "value_lr", "entropy_coef", "entropy_coef_end", "kl_coef"):
+    for name in ("vf_coef", "value_lr", "entropy_coef", "kl_coef"):
         value = getattr(algorithm, name)
         if value is not None and value < 0:
             raise ConfigError(f"algorithm.{name} must be >= 0, got {value}")

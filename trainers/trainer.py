@@ -314,7 +314,7 @@ class Trainer:
         sampling = Sampling(cfg.rollout.temperature, cfg.rollout.top_p)
         episodes = self.rollouts.collect(self.policy, self.chat, specs, self._settings(turns, sampling))
         rollout_seconds = time.perf_counter() - started
-        stats = self.update(episodes, entropy_coef=self.entropy_coef_at(step))
+        stats = self.update(episodes)
         self.policy.load_weights(self.model)
         self.step = step
         self._rng_at_step = self._rng_states()
@@ -346,20 +346,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ the update
 
-    def entropy_coef_at(self, step: int) -> float:
-        """The entropy bonus of `step`: constant, or annealed linearly over train.steps."""
+    def update(self, episodes: list[Episode]) -> dict[str, float]:
+        """Advantages from the episodes' rewards, then clipped policy-gradient steps."""
         algorithm = self.config.algorithm
-        if algorithm.entropy_coef_end is None:
-            return algorithm.entropy_coef
-        progress = (step - 1) / max(1, self.config.train.steps - 1)
-        return algorithm.entropy_coef + (algorithm.entropy_coef_end - algorithm.entropy_coef) * min(1.0, progress)
-
-    def update(self, episodes: list[Episode], entropy_coef: float | None = None) -> dict[str, float]:
-        """Advantages from the episodes' rewards, then clipped policy-gradient steps (with the entropy
-        bonus `entropy_coef`, by default the config's)."""
-        algorithm = self.config.algorithm
-        if entropy_coef is None:
-            entropy_coef = algorithm.entropy_coef
         batch = _Batch(episodes, self.tokenizer.pad_token_id or 0, self.device)
         old_logprobs, old_values = self._score(self.model, batch, values=self.value_head is not None)
         ref_logprobs = self._score(self.reference, batch)[0] if self.reference is not None else None
@@ -408,8 +397,8 @@ class Trainer:
                 )
                 stats["pg_loss"] = loss.item()
                 entropy = masked_mean(entropy_from_logits(logits), mask)
-                if entropy_coef:
-                    loss = loss - entropy_coef * entropy
+                if algorithm.entropy_coef:
+                    loss = loss - algorithm.entropy_coef * entropy
                 stats["entropy"] = entropy.item()
                 if ref_logprobs is None:
                     stats["kl"] = stats["approx_kl"]
@@ -434,7 +423,6 @@ class Trainer:
                 updates += 1
         stats = {key: value / updates for key, value in totals.items()}
         stats["advantage_abs"] = masked_mean(advantages.abs(), batch.action_mask).item()
-        stats["entropy_coef"] = entropy_coef
         if kl_in_reward:
             stats["kl"] = masked_mean(kl_tokens, batch.action_mask).item()
         if old_values is not None:
