@@ -32,6 +32,9 @@ def run_config(base: Path, args: argparse.Namespace, name: str, horizon: str) ->
         "train.overwrite": True,  # each invocation trains its runs afresh
         "train.progress": not args.quiet,
         "rollout.episode_tokens": args.episode_tokens,
+        # The batch shape behind docs/horizon.png (guess-tiny.yaml now uses 8 tasks x 16 episodes).
+        "rollout.tasks_per_step": 16,
+        "rollout.group_size": 8,
         "algorithm.estimator": args.estimator,
     }
     return load_config(base, {**overrides, **parse_assignments(args.set)})

@@ -228,15 +228,18 @@ def test_bad_configs_are_refused_with_the_key_named(tmp_path):
 
 @pytest.mark.parametrize("estimator", ["grpo", "gae"])
 def test_tiny_model_learns_guess_from_the_reward(tmp_path, estimator):
-    """The README's example config, shortened: the reward alone takes a random model well past chance,
-    with GRPO and with PPO's critic."""
+    """The README's example config, shortened to 100 steps: the reward alone takes a random model well
+    past chance, with GRPO and with PPO's critic. The bar sits far below what the config reaches
+    there (greedy test success 1.0 in each of seeds 0-2, docs/training.md), so numerical drift
+    between machines and library versions moves the run without failing it; a run that does not
+    learn stays near chance and fails."""
     example = Path(__file__).resolve().parents[2] / "examples" / "guess-tiny.yaml"
     config = load_config(
         example,
         {
             "output_dir": str(tmp_path / "run"),
             "model.path": str(tmp_path / "model"),
-            "train.steps": 75,
+            "train.steps": 100,
             "train.eval_every": 0,
             "train.checkpoint_every": 0,
             "train.rollouts_every": 0,
