@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -318,7 +319,8 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
         else:
-            print(f"{self.env}: {self.count}/{self.total} episodes, success {self.successes}, errors {self.errors}", flush=True)
+            # stderr, like the bars: stdout carries only the tables
+            print(f"{self.env}: {self.count}/{self.total} episodes, success {self.successes}, errors {self.errors}", file=sys.stderr, flush=True)
 
 
 def _write_results(

@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
     from gymwire.sdk.registry import resolve_env
 
     from .episodes import PromptConfig
-    from .eval import PAPER_TURNS, EnvTarget, EvalSettings, detail_table, evaluate, failure_summary, results_table
+    from .eval import PAPER_TURNS, EnvTarget, EvalSettings, detail_table, failure_summary, results_table
     from .policy import Sampling
 
     backend = args.backend or ("openai" if args.base_url else "transformers")
@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
             run_info=run_info,
         )
         try:
-            results = asyncio.run(evaluate(policy, targets, settings, tokenizer))
+            results = asyncio.run(_evaluate_and_close(policy, targets, settings, tokenizer))
         except KeyboardInterrupt:
             print(f"\ninterrupted: finished episodes are in {output}; run the same command again to resume", file=sys.stderr)
             return 130
@@ -179,6 +179,15 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
         print(line)
     print(f"\nepisodes: {output}/episodes/*.jsonl; tables: {output}/results.md")
     return 0
+
+
+async def _evaluate_and_close(policy: Any, targets: Any, settings: Any, tokenizer: Any) -> dict[str, Any]:
+    from .eval import evaluate
+
+    try:
+        return await evaluate(policy, targets, settings, tokenizer)
+    finally:
+        await policy.close()
 
 
 def _policy(args: argparse.Namespace, backend: str) -> tuple[Any, Any, dict[str, Any]]:

@@ -86,6 +86,10 @@ class OpenAIPolicy(PolicyBackend):
         return _reply(response, self.base_url)
 
 
+    async def close(self) -> None:
+        await self._client.close()
+
+
 def _reply(response: Any, base_url: str) -> Reply:
     choices = getattr(response, "choices", None)
     if not isinstance(choices, list):

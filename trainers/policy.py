@@ -87,6 +87,9 @@ class PolicyBackend(ABC):
         tokens. Raises PolicyError when it cannot answer."""
         raise NotImplementedError(f"{type(self).__name__} generates from token ids (generate), not chat messages")
 
+    async def close(self) -> None:
+        """Release connections, on the event loop that used them. Most backends hold none."""
+
     def load_weights(self, model: Any) -> None:
         """Bring the backend up to date with the trainer's `model` after an update. Backends that
         generate with the trainer's own model object have nothing to do."""

@@ -94,7 +94,10 @@ async def run_eval(gym_url, url, tmp_path, tasks=3, concurrency=3, timeout=5.0, 
         model="m", output=tmp_path, tasks=tasks, concurrency=concurrency, sampling=Sampling(0.0), progress=False,
         run_info={"backend": "openai"},
     )
-    results = await evaluate(policy, [EnvTarget("guess", gym_url, max_turns=max_turns)], settings)
+    try:
+        results = await evaluate(policy, [EnvTarget("guess", gym_url, max_turns=max_turns)], settings)
+    finally:
+        await policy.close()
     return results["envs"]["guess"], read_jsonl(tmp_path / "episodes" / "guess.jsonl")
 
 
