@@ -68,6 +68,7 @@ class EnvTarget:
     options: dict[str, Any] = field(default_factory=dict)
     max_turns: int | None = None  # None: the environment's default
     prompt: PromptConfig = PromptConfig()
+    tasks: int | None = None  # None: EvalSettings.tasks
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,8 @@ async def _evaluate_env(
     info = await client.describe(target.name)
     if settings.split not in info.splits:
         raise ValueError(f"{target.name} has no split {settings.split!r}; it has {sorted(info.splits)}")
-    indices = _task_indices(info.splits[settings.split], settings.tasks, settings.seed)
+    tasks = target.tasks if target.tasks is not None else settings.tasks
+    indices = _task_indices(info.splits[settings.split], tasks, settings.seed)
     max_turns = target.max_turns or info.default_max_turns
     run["envs"][target.name] = {
         "server": target.server,

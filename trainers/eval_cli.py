@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--retries", type=int, default=4, help="retries of a failed model request: connection, timeout, 429, 5xx (default 4)")
     parser.add_argument("--device", default="cpu", help="transformers: cpu, cuda or auto (default cpu)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--tasks", default="all", help="'all' or N: a seeded sample of N tasks of the split (default all)")
+    parser.add_argument("--tasks", default="all", help="'all', N (a seeded sample of N tasks of the split) or ENV=N,ENV=N (default all)")
     parser.add_argument("--max-turns", help="turn limit: N for every environment, 'paper' for the paper's, or ENV=N,ENV=N (default: each environment's)")
     parser.add_argument("--concurrency", type=int, default=16, help="episodes played at once (default 16)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -94,7 +94,8 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
     backend = args.backend or ("openai" if args.base_url else "transformers")
     if backend == "openai" and not args.base_url:
         raise UsageError("the openai backend needs --base-url, e.g. http://127.0.0.1:8080/v1")
-    tasks = None if args.tasks == "all" else _positive(args.tasks, "--tasks", "'all' or a number")
+    task_counts = _per_env(args.tasks, "--tasks", allow="all")
+    tasks = task_counts.get("*")
     for name, value in (("--concurrency", args.concurrency), ("--turn-tokens", args.turn_tokens)):
         if value < 1:
             raise UsageError(f"{name} must be at least 1")
@@ -103,7 +104,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     env_config = _env_config(args.env_config)
-    turn_limits = _turn_limits(args.max_turns)
+    turn_limits = _per_env(args.max_turns, "--max-turns", allow="paper")
 
     # Environments: local classes go to one embedded server; URLs are used as they are.
     local: dict[str, type] = {}
@@ -146,7 +147,9 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
                 )
             except ValueError as exc:
                 raise UsageError(f"--env-config {name}: {exc}") from exc
-            targets.append(EnvTarget(name, url, dict(config.get("options", {})), config.get("max_turns", limit), prompt))
+            targets.append(
+                EnvTarget(name, url, dict(config.get("options", {})), config.get("max_turns", limit), prompt, task_counts.get(name))
+            )
 
         policy, tokenizer, run_info = _policy(args, backend)
         settings = EvalSettings(
@@ -260,19 +263,21 @@ def _positive(text: str, flag: str, what: str) -> int:
     return value
 
 
-def _turn_limits(text: str | None) -> dict[str, Any]:
-    """'12' -> every env; 'paper'; 'textcraft=20,babyai=10'."""
+def _per_env(text: str | None, flag: str, allow: str) -> dict[str, Any]:
+    """'12' -> {"*": 12}; the word `allow` ('paper' / 'all'); 'textcraft=20,babyai=10' per env.
+    'all' means no number (None)."""
+    what = f"N, '{allow}' or ENV=N,ENV=N"
     if not text:
         return {}
-    if text == "paper":
-        return {"*": "paper"}
+    if text == allow:
+        return {"*": None if allow == "all" else allow}
     if "=" not in text:
-        return {"*": _positive(text, "--max-turns", "N, 'paper' or ENV=N,...")}
-    limits: dict[str, Any] = {}
+        return {"*": _positive(text, flag, what)}
+    values: dict[str, Any] = {}
     for item in text.split(","):
         name, _, value = item.partition("=")
-        limits[name.strip()] = _positive(value, "--max-turns", "N, 'paper' or ENV=N,...")
-    return limits
+        values[name.strip()] = _positive(value, flag, what)
+    return values
 
 
 def _env_config(path: str | None) -> dict[str, dict[str, Any]]:
