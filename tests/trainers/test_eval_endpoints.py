@@ -14,7 +14,8 @@ import pytest
 
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
-from gymwire.trainers.eval import EnvTarget, EvalSettings, evaluate, load_results, results_table
+from gymwire.trainers.episodes import PromptConfig
+from gymwire.trainers.eval import EnvTarget, EvalSettings, evaluate, load_results, mean_interval, results_table, wilson_interval
 from gymwire.trainers.openai_policy import OpenAIPolicy
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.rollout import read_jsonl
@@ -188,3 +189,44 @@ async def test_finished_episodes_survive_failures_and_rerun_resumes(gym_url, tmp
     table = results_table([load_results(tmp_path)], paper=True)
     assert table.splitlines()[0] == "| model | guess |" and table.splitlines()[2].startswith("| m | ")
     assert "(paper)" not in table  # the paper has no guess column
+
+
+async def test_prompt_config_system_examples_and_action_pattern(gym_url, tmp_path):
+    prompt = PromptConfig(
+        system="You play guessing games.",
+        examples=({"role": "user", "content": "Guess 1..3"}, {"role": "assistant", "content": "Thought: middle. Action: 2"}),
+        action_pattern=r"Action:\s*(\d+)",
+    )
+    with Endpoint(lambda n: completion("Thought: halve it. Action: 50 then maybe 25")) as endpoint:
+        policy = OpenAIPolicy(endpoint.url, "m", timeout=5, max_retries=0)
+        settings = EvalSettings(model="m", output=tmp_path, tasks=1, progress=False)
+        try:
+            await evaluate(policy, [EnvTarget("guess", gym_url, max_turns=1, prompt=prompt)], settings)
+        finally:
+            await policy.close()
+    sent = endpoint.requests[0]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[0]["content"] == "You play guessing games." and sent[2]["content"] == "Thought: middle. Action: 2"
+    (episode,) = read_jsonl(tmp_path / "episodes" / "guess.jsonl")
+    assert episode.turns[0].action == "50"  # the pattern's group, not the whole reply
+
+
+def test_intervals():
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    assert mean_interval([1.0] * 5) == (1.0, 1.0)
+    low, high = mean_interval([0.0, 1.0] * 20)
+    assert low < 0.5 < high and 0.3 < low and high < 0.7
+
+
+def test_cli_errors_are_one_line(capsys):
+    from gymwire.sdk.cli import main
+
+    assert main(["eval", "smollm2", "guess", "--backend", "openai"]) == 2
+    assert main(["eval", "smollm2", "guess", "--tasks", "some"]) == 2
+    assert main(["eval", "smollm2", "nosuchenv"]) == 2
+    assert main(["eval", "--compare", "/nonexistent"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 4 and all(line.startswith("gymwire eval: ") for line in errors)
+    assert "--base-url" in errors[0] and "--tasks" in errors[1] and "built-in ones" in errors[2] and "results.json" in errors[3]
