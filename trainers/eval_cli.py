@@ -85,6 +85,7 @@ def _fail(message: str) -> int:
 
 
 def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
+    from gymwire.protocol import ProtocolError
     from gymwire.sdk.registry import resolve_env
 
     from .episodes import PromptConfig
@@ -173,6 +174,8 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
             return 130
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+        except ProtocolError as exc:
+            raise UsageError(f"the gym server answered {exc.code.name}: {exc.message}") from exc
         except OSError as exc:
             raise UsageError(f"cannot reach a gym server: {exc}") from exc
     print(results_table([results, *others], paper=args.paper))
