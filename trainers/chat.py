@@ -53,9 +53,11 @@ class ChatFormat:
             self._messages(messages), tokenize=False, add_generation_prompt=generation_prompt
         )
 
-    def prompt(self, user_text: str) -> list[int]:
-        """Tokens of the conversation's start: the first user turn and the generation prompt."""
-        return self.encode(self._head([{"role": "user", "content": user_text}], generation_prompt=True))
+    def prompt(self, user_text: str, examples: Sequence[dict[str, str]] = ()) -> list[int]:
+        """Tokens of the conversation's start: the few-shot `examples` (role/content messages), if
+        any, the first user turn and the generation prompt."""
+        messages = [*examples, {"role": "user", "content": user_text}]
+        return self.encode(self._head(messages, generation_prompt=True))
 
     def user_turn(self, user_text: str, generated: Sequence[int], stopped: bool) -> list[int]:
         """Tokens to append after the policy's `generated` tokens: the rest of the assistant's turn

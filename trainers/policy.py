@@ -1,16 +1,19 @@
-"""What a rollout asks of a policy: token ids in, sampled token ids and their log-probs out.
+"""What a rollout asks of a policy: token ids in, sampled token ids and their log-probs out; or,
+for backends that only speak chat messages, messages in and reply text out.
 
 Backends: `TransformersPolicy` (trainers/hf_policy.py; CPU or one CUDA GPU) and `VLLMPolicy`
-(trainers/vllm_policy.py; needs the `vllm` package). `make_policy` picks one by name.
+(trainers/vllm_policy.py; needs the `vllm` package) work on token ids and can train;
+`OpenAIPolicy` (trainers/openai_policy.py) calls any OpenAI-compatible chat-completions endpoint
+and can only evaluate. `make_policy` picks a token backend by name for the trainer.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
-__all__ = ["Generation", "Sampling", "PolicyBackend", "make_policy", "POLICY_BACKENDS"]
+__all__ = ["Generation", "Reply", "PolicyError", "Sampling", "PolicyBackend", "make_policy", "POLICY_BACKENDS"]
 
 POLICY_BACKENDS = ("transformers", "vllm")
 
@@ -40,8 +43,33 @@ class Generation:
     stopped: bool
 
 
+@dataclass
+class Reply:
+    """One answer to chat messages. `stopped`: the model ended its turn (else the token budget cut
+    it). Token counts are the server's own figures."""
+
+    text: str
+    stopped: bool
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class PolicyError(RuntimeError):
+    """The policy could not answer (after any retries). `kind` names the failure for summaries,
+    e.g. "policy.timeout", "policy.http_429", "policy.empty_completion"."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
 class PolicyBackend(ABC):
-    """Generates continuations of token-id prompts, as a batch."""
+    """Generates continuations of token-id prompts, as a batch; or, where `prompts` is "messages",
+    answers chat messages one conversation per call (`chat`)."""
+
+    #: "tokens": `generate` on token ids (token-in/token-out: training and evaluation);
+    #: "messages": `chat` on chat messages built from the environment's text (evaluation only).
+    prompts: ClassVar[str] = "tokens"
 
     @abstractmethod
     def generate(
@@ -53,6 +81,14 @@ class PolicyBackend(ABC):
     ) -> list[Generation]:
         """One continuation per prompt, at most `max_new_tokens[i]` (>= 1) tokens for prompt i,
         ending at the first token in `stop_ids` (kept)."""
+
+    async def chat(self, messages: Sequence[dict[str, str]], max_new_tokens: int, sampling: Sampling) -> Reply:
+        """The assistant's next reply to `messages` (role/content dicts), at most `max_new_tokens`
+        tokens. Raises PolicyError when it cannot answer."""
+        raise NotImplementedError(f"{type(self).__name__} generates from token ids (generate), not chat messages")
+
+    async def close(self) -> None:
+        """Release connections, on the event loop that used them. Most backends hold none."""
 
     def load_weights(self, model: Any) -> None:
         """Bring the backend up to date with the trainer's `model` after an update. Backends that

@@ -24,7 +24,7 @@ from gymwire.sdk.client import ClientSession, GymClient
 from gymwire.sdk.sync import ClosingContext, LoopThread
 
 from .chat import ChatFormat
-from .policy import PolicyBackend, Sampling
+from .policy import Generation, PolicyBackend, Sampling
 
 __all__ = [
     "EpisodeSpec",
@@ -32,6 +32,9 @@ __all__ = [
     "Turn",
     "Episode",
     "collect_episodes",
+    "first_message",
+    "start_episode",
+    "record_turn",
     "write_jsonl",
     "read_jsonl",
     "RolloutClient",
@@ -83,8 +86,8 @@ class Turn:
     action: str
     observation: str
     reward: float
-    start: int  # index in `tokens` of the turn's first generated token
-    end: int  # index in `tokens` of its last generated token
+    start: int | None  # index in `tokens` of the turn's first generated token (None: chat backends have no tokens)
+    end: int | None  # index in `tokens` of its last generated token
 
 
 @dataclass
@@ -103,6 +106,11 @@ class Episode:
     score: float = 0.0
     error: str | None = None
     text: str = ""
+    # Chat-message backends (no token ids): the conversation exactly as sent, and the server's
+    # token counts {"prompt_tokens", "completion_tokens", "requests"} summed over the episode.
+    messages: list[dict[str, str]] | None = None
+    usage: dict[str, int] | None = None
+    error_kind: str | None = None  # short class of `error` for summaries, e.g. "policy.timeout"
 
     @property
     def reward(self) -> float:
@@ -110,6 +118,8 @@ class Episode:
 
     @property
     def generated_tokens(self) -> int:
+        if self.usage is not None and not self.tokens:
+            return self.usage["completion_tokens"]
         return sum(self.loss_mask)
 
     def to_json(self) -> dict[str, Any]:
@@ -130,6 +140,9 @@ class Episode:
             "tokens": self.tokens,
             "loss_mask": self.loss_mask,
             "logprobs": self.logprobs,
+            "messages": self.messages,
+            "usage": self.usage,
+            "error_kind": self.error_kind,
         }
 
     @classmethod
@@ -149,6 +162,9 @@ class Episode:
             score=data["score"],
             error=data["error"],
             text=data["text"],
+            messages=data.get("messages"),
+            usage=data.get("usage"),
+            error_kind=data.get("error_kind"),
         )
 
 
@@ -159,10 +175,6 @@ class _Running:
         self.episode = episode
         self.session = session
         self.done = False
-
-    def end(self, finish: str) -> None:
-        self.episode.finish = finish
-        self.done = True
 
 
 def _deadline_ms(client: GymClient, settings: RolloutSettings) -> int | None:
@@ -200,21 +212,10 @@ async def collect_episodes(
     running: list[_Running] = []
     try:
         for spec, session in zip(specs, sessions):
-            first = session.observation.text if session.observation else ""
-            prompt = chat.prompt(f"{instructions}\n\n{first}" if instructions else first)
-            episode = Episode(
-                env=settings.env,
-                spec=spec,
-                options=dict(settings.options),
-                max_turns=session.max_turns,
-                prompt_length=len(prompt),
-                tokens=list(prompt),
-                loss_mask=[0] * len(prompt),
-                logprobs=[0.0] * len(prompt),
-            )
+            episode = start_episode(chat, spec, session, settings, first_message(instructions, session))
             running.append(_Running(episode, session))
-            if len(prompt) >= settings.episode_tokens:
-                running[-1].end(TOKEN_BUDGET)
+            if episode.finish:
+                running[-1].done = True
         while active := [r for r in running if not r.done]:
             await _play_turn(client, policy, chat, active, settings)
     finally:
@@ -246,31 +247,70 @@ async def _play_turn(
     )
     results = [result for chunk in chunks for result in chunk]
     for r, generation, action, result in zip(active, generations, actions, results):
-        episode = r.episode
-        start = len(episode.tokens)
-        episode.tokens += generation.token_ids
-        episode.loss_mask += [1] * len(generation.token_ids)
-        episode.logprobs += generation.logprobs
-        if isinstance(result, ProtocolError):
-            episode.error = str(result)
-            r.end(ERROR)
-            continue
-        turn = Turn(action, result.observation.text, result.reward, start, len(episode.tokens) - 1)
-        episode.turns.append(turn)
-        if result.terminated or result.truncated:
-            if result.metrics is not None:
-                episode.success, episode.score = result.metrics.success, result.metrics.score
-            r.end(TERMINATED if result.terminated else TRUNCATED)
-            continue
-        feedback = chat.user_turn(result.observation.text, generation.token_ids, generation.stopped)
-        # Room for the feedback and at least one generated token, or the episode stops here.
-        if len(episode.tokens) + len(feedback) >= settings.episode_tokens:
-            episode.score = episode.reward
-            r.end(TOKEN_BUDGET)
-            continue
-        episode.tokens += feedback
-        episode.loss_mask += [0] * len(feedback)
-        episode.logprobs += [0.0] * len(feedback)
+        r.done = record_turn(r.episode, chat, generation, action, result, settings)
+
+
+def first_message(instructions: str, session: ClientSession) -> str:
+    """The first user message: the environment's instructions (if any), then its first observation."""
+    first = session.observation.text if session.observation else ""
+    return f"{instructions}\n\n{first}" if instructions else first
+
+
+def start_episode(
+    chat: ChatFormat,
+    spec: EpisodeSpec,
+    session: ClientSession,
+    settings: RolloutSettings,
+    user_text: str,
+    examples: Sequence[dict[str, str]] = (),
+) -> Episode:
+    """A token-level episode holding its prompt; already finished (TOKEN_BUDGET) if the prompt
+    leaves no room to generate. `examples`: few-shot messages before the first user turn."""
+    prompt = chat.prompt(user_text, examples)
+    episode = Episode(
+        env=settings.env,
+        spec=spec,
+        options=dict(settings.options),
+        max_turns=session.max_turns,
+        prompt_length=len(prompt),
+        tokens=list(prompt),
+        loss_mask=[0] * len(prompt),
+        logprobs=[0.0] * len(prompt),
+    )
+    if len(prompt) >= settings.episode_tokens:
+        episode.finish = TOKEN_BUDGET
+    return episode
+
+
+def record_turn(
+    episode: Episode, chat: ChatFormat, generation: Generation, action: str, result: Any, settings: RolloutSettings
+) -> bool:
+    """Append one turn of a token-level episode: the generated tokens, then the environment's
+    answer `result` (a StepResult or the ProtocolError it raised). Returns whether the episode ended."""
+    start = len(episode.tokens)
+    episode.tokens += generation.token_ids
+    episode.loss_mask += [1] * len(generation.token_ids)
+    episode.logprobs += generation.logprobs
+    if isinstance(result, ProtocolError):
+        episode.error, episode.error_kind, episode.finish = str(result), f"env.{result.code.name.lower()}", ERROR
+        return True
+    turn = Turn(action, result.observation.text, result.reward, start, len(episode.tokens) - 1)
+    episode.turns.append(turn)
+    if result.terminated or result.truncated:
+        if result.metrics is not None:
+            episode.success, episode.score = result.metrics.success, result.metrics.score
+        episode.finish = TERMINATED if result.terminated else TRUNCATED
+        return True
+    feedback = chat.user_turn(result.observation.text, generation.token_ids, generation.stopped)
+    # Room for the feedback and at least one generated token, or the episode stops here.
+    if len(episode.tokens) + len(feedback) >= settings.episode_tokens:
+        episode.score = episode.reward
+        episode.finish = TOKEN_BUDGET
+        return True
+    episode.tokens += feedback
+    episode.loss_mask += [0] * len(feedback)
+    episode.logprobs += [0.0] * len(feedback)
+    return False
 
 
 def write_jsonl(episodes: Iterable[Episode], path: str | Path) -> Path:
