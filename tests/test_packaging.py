@@ -91,8 +91,12 @@ def test_the_wheel_ships_the_spec_and_py_typed(tmp_path):
     }
     missing = {f"gymwire/spec/{f}" for f in spec_files} - names
     assert not missing, f"not in the wheel: {sorted(missing)}"
-    for package in ("protocol", "sdk", "servers"):
+    for package in ("protocol", "sdk", "servers", "trainers"):
         assert f"gymwire/{package}/py.typed" in names
+    # Every tracked data file under the four packages (viewer page, built-in question sets) ships.
+    tracked = subprocess.run(["git", "ls-files", "protocol", "sdk", "servers", "trainers"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    data = {f"gymwire/{name}" for name in tracked if not name.endswith(".py")}
+    assert data <= names, f"not in the wheel: {sorted(data - names)}"
 
 
 def test_gymwire_spec_prints_paths_that_exist():
