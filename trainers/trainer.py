@@ -245,7 +245,8 @@ class Trainer:
         if cfg.progress:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+            # mininterval=0: a step takes long enough to draw each one; tqdm would skip fast ones.
+            progress = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True, mininterval=0)
         last_eval: float | None = None
         log_every = cfg.log_every or cfg.eval_every or 10
         with contextlib.ExitStack() as stack:

@@ -228,3 +228,21 @@ def test_envs_and_play_take_host_port_and_the_token_from_the_environment():
         assert_one_line_error(refused, "UNAUTHORIZED")
         assert_one_line_error(gymwire("play", f"http://{address}", "guess", env=env), "ws://")
         assert_one_line_error(gymwire("play", address, "guess", "--index", "3", env=env), "--index", "--split")
+
+
+def test_logging_set_up_in_process_survives_a_closed_stderr(monkeypatch, capsys):
+    """`gymwire serve` run in-process (a test, a notebook) sets up logging while sys.stderr is a
+    stream that is later closed; records logged after that must still go to the current stderr."""
+    import io
+    import logging
+
+    from gymwire.sdk.commands import setup_logging
+
+    swapped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped)
+    setup_logging("info", "text")
+    monkeypatch.undo()
+    swapped.close()
+    logging.getLogger("gymwire.test").info("logged after the stream closed")
+    err = capsys.readouterr().err
+    assert "logged after the stream closed" in err and "Logging error" not in err
