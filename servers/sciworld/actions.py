@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from gymwire.sdk.actions import ActionParseError, action_line
+
 __all__ = ["ActionParseError", "parse_action", "ambiguity_options", "quote", "TEMPLATES", "USAGE", "NO_MATCH", "AMBIGUOUS"]
 
 # ScienceWorld's action templates (PythonInterface.getPossibleActions), OBJ an object's name.
@@ -26,15 +28,9 @@ USAGE = (
 NO_MATCH = "No known action matches that input."
 AMBIGUOUS = "Ambiguous request"
 
-_ACTION_LABEL = re.compile(r"\baction\s*:", re.IGNORECASE)
-_THOUGHT_LABEL = re.compile(r"^\s*thought\s*:", re.IGNORECASE)
 _OPTION = re.compile(r"^\s*(\d+):\s*(.+?)\s*$")
 _QUOTES = "`'\"*"
 _BRACKETS = {"[": "]", "(": ")", "<": ">", "{": "}"}  # removed only when they enclose the whole command
-
-
-class ActionParseError(ValueError):
-    """The text holds no command; the message tells the agent what was wrong."""
 
 
 def quote(text: str, limit: int = 80) -> str:
@@ -44,15 +40,7 @@ def quote(text: str, limit: int = 80) -> str:
 
 def parse_action(text: str) -> str:
     """The command in the agent's reply, lowercased and tidied. Raises ActionParseError."""
-    labels = list(_ACTION_LABEL.finditer(text))
-    if labels:
-        text = text[labels[-1].end():]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise ActionParseError("Your reply has no action. " + ("Write it after `Action:`. " if labels else "") + USAGE)
-    if not labels and _THOUGHT_LABEL.match(lines[0]):
-        raise ActionParseError("Your reply has a thought but no `Action:` line. " + USAGE)
-    command = _unwrap(" ".join(lines[0].lower().split()))
+    command = _unwrap(" ".join(action_line(text, USAGE).lower().split()))
     if not command:
         raise ActionParseError("Your reply has no action. " + USAGE)
     return command

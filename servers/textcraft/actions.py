@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gymwire.sdk.actions import ActionParseError, action_line
+
 __all__ = [
     "Get", "Craft", "ShowInventory", "Command", "ActionParseError", "parse_action", "normalize_name", "quote",
     "MAX_COUNT", "USAGE",
@@ -21,10 +23,6 @@ USAGE = (
     "Valid actions: `get N item` (base items only), `craft N item using N ingredient, N ingredient, ...`, "
     "and `inventory`."
 )
-
-
-class ActionParseError(ValueError):
-    """The text is not a TextCraft command; the message tells the agent what was wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +45,6 @@ class ShowInventory:
 
 Command = Get | Craft | ShowInventory
 
-_ACTION_LABEL = re.compile(r"\baction\s*:", re.IGNORECASE)
-_THOUGHT_LABEL = re.compile(r"^\s*thought\s*:", re.IGNORECASE)
 _INVENTORY = re.compile(r"^(?:(?:check|show|view|open|look at)\s+)?(?:(?:my|the)\s+)?inventory$")
 _GET = re.compile(r"^get\s+(.+)$")
 _CRAFT = re.compile(r"^craft\s+(.+?)\s+(?:using|from|with)\s+(.+)$")
@@ -70,16 +66,8 @@ def normalize_name(text: str) -> str:
 
 
 def _command_text(text: str) -> str:
-    labels = list(_ACTION_LABEL.finditer(text))
-    if labels:
-        text = text[labels[-1].end():]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise ActionParseError("Your reply has no action. " + ("Write it after `Action:`. " if labels else "") + USAGE)
-    if not labels and _THOUGHT_LABEL.match(lines[0]):
-        raise ActionParseError("Your reply has a thought but no `Action:` line. " + USAGE)
     # Lowercase, drop markup and prefixes, and turn underscores into spaces before matching.
-    command = lines[0].lower().replace("minecraft:", " ").replace("_", " ")
+    command = action_line(text, USAGE).lower().replace("minecraft:", " ").replace("_", " ")
     command = " ".join(command.strip(_WRAPPERS + " ").split())
     return command.rstrip(".!").strip(_WRAPPERS + " ")
 

@@ -1,0 +1,29 @@
+"""Reading the action out of an agent's reply, as text environments do: a ReAct reply
+(`Thought: ... Action: ...`, the last `Action:` counts) or a bare action."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ActionParseError", "action_line"]
+
+_ACTION_LABEL = re.compile(r"\baction\s*:", re.IGNORECASE)
+_THOUGHT_LABEL = re.compile(r"^\s*thought\s*:", re.IGNORECASE)
+
+
+class ActionParseError(ValueError):
+    """The reply holds no usable action; the message tells the agent what was wrong."""
+
+
+def action_line(text: str, usage: str) -> str:
+    """The first non-blank line after the reply's last `Action:` label (of the whole reply when it
+    has none), stripped. Raises ActionParseError, ending with `usage`, when there is no action."""
+    labels = list(_ACTION_LABEL.finditer(text))
+    if labels:
+        text = text[labels[-1].end():]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ActionParseError("Your reply has no action. " + ("Write it after `Action:`. " if labels else "") + usage)
+    if not labels and _THOUGHT_LABEL.match(lines[0]):
+        raise ActionParseError("Your reply has a thought but no `Action:` line. " + usage)
+    return lines[0]
