@@ -31,6 +31,7 @@ from .rollout import (
     RolloutSettings,
     Turn,
     first_message,
+    open_session,
     record_turn,
     start_episode,
 )
@@ -128,14 +129,7 @@ async def play_episode(
     never raised."""
     instructions = instructions if prompt.instructions else ""
     try:
-        session = await client.open(
-            settings.env,
-            split=spec.split,
-            index=spec.index,
-            seed=spec.seed,
-            options=settings.options,
-            max_turns=settings.max_turns,
-        )
+        session = await open_session(client, spec, settings)
     except ProtocolError as exc:
         return _failed(spec, settings, f"env.{exc.code.name.lower()}", str(exc))
     try:

@@ -185,7 +185,8 @@ def _deadline_ms(client: GymClient, settings: RolloutSettings) -> int | None:
     return max(1, round(settings.step_timeout * 1000))
 
 
-async def _open(client: GymClient, spec: EpisodeSpec, settings: RolloutSettings) -> ClientSession:
+async def open_session(client: GymClient, spec: EpisodeSpec, settings: RolloutSettings) -> ClientSession:
+    """Open `spec`'s session with the settings' options, turn limit and step timeout."""
     return await client.open(
         settings.env,
         split=spec.split,
@@ -208,7 +209,7 @@ async def collect_episodes(
     instructions = ""
     if settings.instructions:
         instructions = (await client.describe(settings.env)).instructions
-    sessions = await asyncio.gather(*(_open(client, spec, settings) for spec in specs))
+    sessions = await asyncio.gather(*(open_session(client, spec, settings) for spec in specs))
     running: list[_Running] = []
     try:
         for spec, session in zip(specs, sessions):
