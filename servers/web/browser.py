@@ -29,8 +29,8 @@ CHROMIUM_ENV_VAR = "GYMWIRE_CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 INSTALL_HINT = "pip install 'gymwire[web]' (and Chromium: apt-get install chromium)"
 # Flags that work as root on a machine without network: no sandbox, no GPU, no background traffic.
-CHROMIUM_FLAGS = (
-    "--headless",
+# The viewer's browser tests launch Chromium with these too.
+OFFLINE_FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
@@ -39,6 +39,11 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+)
+# The pool starts Chromium itself and attaches over the DevTools port, on loopback only.
+CHROMIUM_FLAGS = (
+    "--headless",
+    *OFFLINE_FLAGS,
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 )

@@ -4,7 +4,6 @@ download cannot work here): shared by the viewer's browser tests and bench/viewe
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -14,19 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-CHROMIUM = os.environ.get("GYMWIRE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-# As root on a machine without network: no sandbox, no GPU, no background traffic.
-CHROMIUM_FLAGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-)
-
+from gymwire.servers.web.browser import OFFLINE_FLAGS, chromium_path
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -66,7 +53,7 @@ def chromium() -> Iterator[object]:
     try:
         with sync_playwright() as p:
             context = p.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_FLAGS),
+                profile, executable_path=chromium_path(), headless=True, args=list(OFFLINE_FLAGS),
                 viewport={"width": 1400, "height": 900},
             )
             try:
