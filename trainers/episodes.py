@@ -12,9 +12,10 @@ Both kinds record episodes in the training rollouts' schema (rollout.Episode).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from gymwire.protocol import ProtocolError
 from gymwire.sdk.client import GymClient
@@ -34,6 +35,7 @@ from .rollout import (
     open_session,
     record_turn,
     start_episode,
+    step_deadline_ms,
 )
 
 __all__ = ["PromptConfig", "GenerationBatcher", "play_episode"]
@@ -132,11 +134,12 @@ async def play_episode(
         session = await open_session(client, spec, settings)
     except ProtocolError as exc:
         return _failed(spec, settings, f"env.{exc.code.name.lower()}", str(exc))
+    step = functools.partial(session.step, deadline_ms=step_deadline_ms(client, settings))
     try:
         if policy.prompts == "messages":
-            return await _play_messages(session, policy, spec, settings, prompt, first_message(instructions, session))
+            return await _play_messages(session, step, policy, spec, settings, prompt, first_message(instructions, session))
         assert chat is not None and batcher is not None
-        return await _play_tokens(session, chat, batcher, spec, settings, prompt, first_message(instructions, session))
+        return await _play_tokens(session, step, chat, batcher, spec, settings, prompt, first_message(instructions, session))
     finally:
         if session.id in client.sessions:
             try:
@@ -147,6 +150,7 @@ async def play_episode(
 
 async def _play_tokens(
     session: Any,
+    step: Callable[[str], Awaitable[Any]],
     chat: ChatFormat,
     batcher: GenerationBatcher,
     spec: EpisodeSpec,
@@ -160,7 +164,7 @@ async def _play_tokens(
         generation = await batcher.generate(episode.tokens, budget)
         action = prompt.action(chat.tokenizer.decode(generation.token_ids, skip_special_tokens=True))
         try:
-            result: Any = await session.step(action)
+            result: Any = await step(action)
         except ProtocolError as exc:
             result = exc
         record_turn(episode, chat, generation, action, result, settings)
@@ -175,6 +179,7 @@ async def _play_tokens(
 
 async def _play_messages(
     session: Any,
+    step: Callable[[str], Awaitable[Any]],
     policy: PolicyBackend,
     spec: EpisodeSpec,
     settings: RolloutSettings,
@@ -208,7 +213,7 @@ async def _play_messages(
         messages.append({"role": "assistant", "content": reply.text})
         action = prompt.action(reply.text)
         try:
-            result = await session.step(action)
+            result = await step(action)
         except ProtocolError as exc:
             episode.error, episode.error_kind, episode.finish = str(exc), f"env.{exc.code.name.lower()}", ERROR
             break

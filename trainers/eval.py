@@ -84,6 +84,7 @@ class EvalSettings:
     seed: int = 0
     progress: bool = True
     token: str | None = None  # gym servers' bearer token
+    step_timeout: float | None = 60.0  # seconds a server may take per open or step (None: no limit)
     run_info: dict[str, Any] = field(default_factory=dict)  # backend description, written to run.json
 
 
@@ -252,6 +253,7 @@ async def _evaluate_env(
         turn_tokens=settings.turn_tokens,
         episode_tokens=settings.episode_tokens,
         sampling=settings.sampling,
+        step_timeout=settings.step_timeout,
     )
     chat = batcher = None
     if policy.prompts == "tokens":

@@ -46,6 +46,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--episode-tokens", type=int, default=4096, help="most tokens per conversation (default 4096)")
     parser.add_argument("--env-config", help="YAML: per environment {system, examples, action_pattern, instructions, options, max_turns}")
     parser.add_argument("--token", help="gym servers' bearer token (or GYMWIRE_TOKEN)")
+    parser.add_argument("--step-timeout", type=float, default=60.0, help="seconds a gym server may take per step; a slower step ends its episode as an error (0: no limit; default 60)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the task sample and of sampling (default 0)")
     parser.add_argument("--name", help="model label in the table (default: from MODEL)")
     parser.add_argument("--output", help="output folder (default runs/eval/<name>); re-running resumes it")
@@ -100,6 +101,8 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
     for name, value in (("--concurrency", args.concurrency), ("--turn-tokens", args.turn_tokens)):
         if value < 1:
             raise UsageError(f"{name} must be at least 1")
+    if args.step_timeout < 0:
+        raise UsageError("--step-timeout must be >= 0 seconds (0: no limit)")
     try:
         sampling = Sampling(args.temperature, args.top_p)
     except ValueError as exc:
@@ -165,6 +168,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
             seed=args.seed,
             progress=not args.no_progress,
             token=token,
+            step_timeout=args.step_timeout or None,
             run_info=run_info,
         )
         try:

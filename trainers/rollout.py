@@ -177,7 +177,7 @@ class _Running:
         self.done = False
 
 
-def _deadline_ms(client: GymClient, settings: RolloutSettings) -> int | None:
+def step_deadline_ms(client: GymClient, settings: RolloutSettings) -> int | None:
     """The step timeout as the server's deadline. A server without `deadlines` gets none (and a
     hung step there stalls: there is no safe way to give up on a step the server may still run)."""
     if settings.step_timeout is None or not client.supports("deadlines"):
@@ -194,7 +194,7 @@ async def open_session(client: GymClient, spec: EpisodeSpec, settings: RolloutSe
         seed=spec.seed,
         options=settings.options,
         max_turns=settings.max_turns,
-        deadline_ms=_deadline_ms(client, settings),
+        deadline_ms=step_deadline_ms(client, settings),
     )
 
 
@@ -242,7 +242,7 @@ async def _play_turn(
     # One frame per batch of steps (the server runs them concurrently) instead of one per episode.
     size = client.limits.max_batch
     steps = [(r.session, action) for r, action in zip(active, actions)]
-    deadline_ms = _deadline_ms(client, settings)
+    deadline_ms = step_deadline_ms(client, settings)
     chunks = await asyncio.gather(
         *(client.step_batch(steps[i : i + size], deadline_ms=deadline_ms) for i in range(0, len(steps), size))
     )

@@ -4,6 +4,7 @@ never hangs, finished episodes are never lost, and a re-run resumes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -89,17 +90,34 @@ def gym_url():
         yield url
 
 
-async def run_eval(gym_url, url, tmp_path, tasks=3, concurrency=3, timeout=5.0, retries=2, max_turns=1):
+async def run_eval(gym_url, url, tmp_path, tasks=3, concurrency=3, timeout=5.0, retries=2, max_turns=1, env="guess", step_timeout=60.0):
     policy = OpenAIPolicy(url, "m", timeout=timeout, max_retries=retries, concurrency=concurrency)
     settings = EvalSettings(
         model="m", output=tmp_path, tasks=tasks, concurrency=concurrency, sampling=Sampling(0.0), progress=False,
-        run_info={"backend": "openai"},
+        step_timeout=step_timeout, run_info={"backend": "openai"},
     )
     try:
-        results = await evaluate(policy, [EnvTarget("guess", gym_url, max_turns=max_turns)], settings)
+        results = await evaluate(policy, [EnvTarget(env, gym_url, max_turns=max_turns)], settings)
     finally:
         await policy.close()
-    return results["envs"]["guess"], read_jsonl(tmp_path / "episodes" / "guess.jsonl")
+    return results["envs"][env], read_jsonl(tmp_path / "episodes" / f"{env}.jsonl")
+
+
+class SlowGuessEnv(GuessEnv):
+    """Guess whose steps take 2 s: past the eval's step timeout below."""
+
+    name = "slow-guess"
+
+    async def step(self, action):
+        await asyncio.sleep(2.0)
+        return super().step(action)
+
+
+async def test_a_slow_environment_step_ends_the_episode_as_a_timeout(tmp_path):
+    with GymServer([SlowGuessEnv], port=0).run_in_thread() as slow_url, Endpoint(lambda n: completion("Action: 50")) as endpoint:
+        stats, episodes = await run_eval(slow_url, endpoint.url, tmp_path, tasks=2, env="slow-guess", step_timeout=0.3)
+    assert stats["error_kinds"] == {"env.timeout": 2}
+    assert all(e.finish == "error" for e in episodes)
 
 
 async def test_good_endpoint_records_messages_usage_and_key(gym_url, tmp_path, monkeypatch):
