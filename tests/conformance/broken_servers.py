@@ -141,6 +141,17 @@ class SeqEchoServer(GymServer):
             raise
 
 
+def break_error_table(monkeypatch: Any, name: str, *, code: int | None = None, retryable: bool | None = None) -> None:
+    """Gives the implementation's ErrorCode a wrong entry (another number or retryable flag for
+    `name`), so every server in this process sends it: the suite must catch it from the spec."""
+    wrong = ErrorCode[name]
+    real_code, real_retryable = ErrorCode.code, ErrorCode.retryable
+    if code is not None:
+        monkeypatch.setattr(ErrorCode, "code", property(lambda m: code if m is wrong else real_code.fget(m)))
+    if retryable is not None:
+        monkeypatch.setattr(ErrorCode, "retryable", property(lambda m: retryable if m is wrong else real_retryable.fget(m)))
+
+
 class JsonOnlyServer(GymServer):
     """Not broken: speaks only gymwire.v1+json, which the spec allows (it is not a fault to refuse msgpack)."""
 
