@@ -17,7 +17,7 @@ from websockets.http11 import Response
 import msgpack
 
 from gymwire.protocol import SUBPROTOCOL_JSON, ErrorCode, ProtocolError, Step, StepBatch, Open, Reset, Close, Resume
-from gymwire.sdk import Environment, StepResult, Task
+from gymwire.sdk import Environment, StepOutcome, Task
 from gymwire.sdk.server import GymServer
 
 SLOW_ACTION = "sleep"
@@ -39,14 +39,14 @@ class SleepyEnv(Environment):
         self.task_index(task)  # raises TaskError for tasks outside `splits`
         return "ready"
 
-    def step(self, action: str) -> StepResult:
+    def step(self, action: str) -> StepOutcome:
         if action == SLOW_ACTION:
             time.sleep(SLOW_MS / 1000)
         elif action == CRASH_ACTION:
             raise RuntimeError("crash requested by the test")
         elif action == FINISH_ACTION:
-            return StepResult("you win", reward=1.0, terminated=True)
-        return StepResult(f"you said {action[:40]!r}")
+            return StepOutcome("you win", reward=1.0, terminated=True)
+        return StepOutcome(f"you said {action[:40]!r}")
 
 
 class LockstepServer(GymServer):
