@@ -72,3 +72,16 @@ def test_the_suite_imports_no_gymwire_code():
                 assert not (node.module or "").startswith("gymwire"), f"{path.name} imports {node.module}"
             elif isinstance(node, ast.Import):
                 assert not any(alias.name.startswith("gymwire") for alias in node.names), f"{path.name}: {ast.dump(node)}"
+
+
+def test_every_error_name_a_check_expects_is_in_the_table():
+    expected = set()
+    for path in sorted(SUITE.glob("checks_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "expect_error":
+                names = node.args[1]
+                for constant in names.elts if isinstance(names, ast.Tuple) else [names]:
+                    if isinstance(constant, ast.Constant):
+                        expected.add(constant.value)
+    assert len(expected) > 10, "the scan found too few expect_error calls: has their signature changed?"
+    assert expected <= set(spec_tables.ERROR_CODE_BY_NAME), sorted(expected - set(spec_tables.ERROR_CODE_BY_NAME))
