@@ -1,5 +1,5 @@
 """gymwire SDK: the Environment base class, server runtime, client, conformance suite and CLI."""
 
-from .environment import Environment, Image, Observation, StepResult, Task, TaskError
+from .environment import Environment, Image, Observation, StepOutcome, Task, TaskError
 
-__all__ = ["Environment", "Image", "Observation", "StepResult", "Task", "TaskError"]
+__all__ = ["Environment", "Image", "Observation", "StepOutcome", "Task", "TaskError"]

@@ -211,10 +211,6 @@ def register(sub: Any) -> None:
     play.add_argument("--token", help="the server's bearer token (default: $GYMWIRE_TOKEN)")
     play.set_defaults(handler=_play)
 
-    from .bench.cli import register as register_bench  # argparse only; the bench loads its modules when run
-
-    register_bench(sub)
-
     from .conformance.cli import add_arguments as conformance_args  # argparse only; the suite loads when run
 
     conformance = sub.add_parser("conformance", help="check a server against the protocol spec (spec/CONFORMANCE.md)")

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, ClassVar, Iterable, Union
 
 from gymwire.protocol import EnvInfo, Image, Observation, TaskRef
 
-__all__ = ["Environment", "Task", "StepResult", "Observation", "Image", "TaskError", "ObservationLike", "MissingExtra"]
+__all__ = ["Environment", "Task", "StepOutcome", "Observation", "Image", "TaskError", "ObservationLike", "MissingExtra"]
 
 ObservationLike = Union[str, Observation]
 
@@ -39,8 +39,9 @@ class Task:
 
 
 @dataclass
-class StepResult:
-    """What `step` returns. `success`/`score` feed the episode metrics when the episode ends;
+class StepOutcome:
+    """What an environment's `step` returns; the server builds the wire message `step_result`
+    (gymwire.protocol.StepResult) from it. `success`/`score` feed the episode metrics when the episode ends;
     left as None, success is `reward > 0` and score is the episode's total reward."""
 
     observation: ObservationLike
@@ -109,7 +110,7 @@ class Environment:
         """Start an episode of `task`; return the first observation."""
         raise NotImplementedError
 
-    def step(self, action: str) -> StepResult | Awaitable[StepResult]:
+    def step(self, action: str) -> StepOutcome | Awaitable[StepOutcome]:
         """Apply one action (the agent's raw text); return what happened."""
         raise NotImplementedError
 

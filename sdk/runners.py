@@ -22,7 +22,7 @@ import traceback
 from concurrent.futures import Executor
 from typing import Any
 
-from .environment import Environment, ObservationLike, StepResult, Task, TaskError
+from .environment import Environment, ObservationLike, StepOutcome, Task, TaskError
 
 
 class EnvCrashed(Exception):
@@ -33,7 +33,7 @@ class EnvRunner:
     async def reset(self, task: Task) -> ObservationLike:
         raise NotImplementedError
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -66,7 +66,7 @@ class InlineRunner(EnvRunner):
     async def reset(self, task: Task) -> ObservationLike:
         return await self._call(self.env.reset, task)
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         return await self._call(self.env.step, action)
 
     async def close(self) -> None:
@@ -158,7 +158,7 @@ class ProcessRunner(EnvRunner):
     async def reset(self, task: Task) -> ObservationLike:
         return await self._call("reset", task)
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         return await self._call("step", action)
 
     async def close(self) -> None:

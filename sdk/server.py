@@ -78,7 +78,7 @@ from gymwire.protocol import (
 from gymwire.protocol.session import Decision
 
 from .cli import package_version
-from .environment import Environment, StepResult as EnvStepResult, Task, TaskError, as_observation
+from .environment import Environment, StepOutcome, Task, TaskError, as_observation
 from .metrics import ServerMetrics
 from .runners import EnvCrashed, EnvRunner, InlineRunner, ProcessRunner, ThreadRunner, env_crashed
 
@@ -945,8 +945,8 @@ class GymServer:
         try:
             if isinstance(result, EnvCrashed):
                 raise result
-            if not isinstance(result, EnvStepResult):
-                raise EnvCrashed(f"step must return gymwire.sdk.StepResult, got {type(result).__name__}")
+            if not isinstance(result, StepOutcome):
+                raise EnvCrashed(f"step must return gymwire.sdk.StepOutcome, got {type(result).__name__}")
             observation = as_observation(result.observation)
             reward = float(result.reward)
             if not math.isfinite(reward) or (result.score is not None and not math.isfinite(float(result.score))):

@@ -59,45 +59,44 @@ class LoopThread:
         self.stop()
 
 
-class ClosingContext:
-    """`with obj:` gives obj and calls obj.close() on the way out."""
+class SyncGymClient:
+    """A connected GymClient driven from ordinary blocking code. Its event loop runs on a private
+    thread and keeps running between calls, so heartbeats are answered while the caller works.
+    `client` is the async client and `run` runs any coroutine on its loop (for code above the SDK,
+    e.g. the trainer's RolloutClient, that drives several sessions at once)."""
+
+    thread_name = "gymwire-client"
+
+    def __init__(self, url: str, **client_kwargs: Any) -> None:
+        self._loop_thread = LoopThread(self.thread_name, join_timeout=10)
+        self.client = self._loop_thread.connect(GymClient(url, **client_kwargs))
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the client's loop and wait for its result."""
+        return self._loop_thread.run(coro)
+
+    @property
+    def limits(self) -> Limits:
+        """The limits the server announced in its welcome."""
+        return self.client.limits
+
+    def list_envs(self) -> list[EnvInfo]:
+        return self.run(self.client.list_envs())
+
+    def describe(self, env: str) -> EnvInfo:
+        return self.run(self.client.describe(env))
+
+    def open(self, env: str, **kwargs: Any) -> "SyncSession":
+        return SyncSession(self, self.run(self.client.open(env, **kwargs)))
 
     def close(self) -> None:
-        raise NotImplementedError
+        self._loop_thread.close(self.client)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class SyncGymClient(ClosingContext):
-    """A GymClient driven from ordinary blocking code; its event loop runs on a private thread."""
-
-    def __init__(self, url: str, **client_kwargs: Any) -> None:
-        self._loop_thread = LoopThread("gymwire-client", join_timeout=5)
-        self._client = self._loop_thread.connect(GymClient(url, **client_kwargs))
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop_thread.run(coro)
-
-    @property
-    def limits(self) -> Limits:
-        """The limits the server announced in its welcome."""
-        return self._client.limits
-
-    def list_envs(self) -> list[EnvInfo]:
-        return self._run(self._client.list_envs())
-
-    def describe(self, env: str) -> EnvInfo:
-        return self._run(self._client.describe(env))
-
-    def open(self, env: str, **kwargs: Any) -> "SyncSession":
-        return SyncSession(self, self._run(self._client.open(env, **kwargs)))
-
-    def close(self) -> None:
-        self._loop_thread.close(self._client)
 
 
 class SyncSession:
@@ -114,10 +113,10 @@ class SyncSession:
         return self.session.done
 
     def step(self, action: str, deadline_ms: int | None = None) -> StepResult:
-        return self._client._run(self.session.step(action, deadline_ms))
+        return self._client.run(self.session.step(action, deadline_ms))
 
     def reset(self, **task: Any) -> Observation:
-        return self._client._run(self.session.reset(**task))
+        return self._client.run(self.session.reset(**task))
 
     def close(self) -> None:
-        self._client._run(self.session.close())
+        self._client.run(self.session.close())

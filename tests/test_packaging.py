@@ -11,8 +11,11 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"protocol": "gymwire.protocol", "sdk": "gymwire.sdk", "servers": "gymwire.servers", "trainers": "gymwire.trainers", "spec": "gymwire.spec"}
-CODE_FOLDERS = ["protocol", "sdk", "servers", "trainers"]
+FOLDERS = {
+    "protocol": "gymwire.protocol", "sdk": "gymwire.sdk", "servers": "gymwire.servers", "trainers": "gymwire.trainers",
+    "spec": "gymwire.spec", "bench/suite": "gymwire.bench",
+}
+CODE_FOLDERS = ["protocol", "sdk", "servers", "trainers", "bench/suite"]
 
 
 def _packages_on_disk() -> set[str]:
@@ -42,8 +45,8 @@ def _imports(path: Path) -> set[str]:
 
 def test_dependencies_point_one_way():
     forbidden = {
-        "protocol": ("gymwire.sdk", "gymwire.servers", "gymwire.trainers", "asyncio", "websockets"),
-        "sdk": ("gymwire.servers", "gymwire.trainers"),
+        "protocol": ("gymwire.sdk", "gymwire.servers", "gymwire.trainers", "gymwire.bench", "asyncio", "websockets"),
+        "sdk": ("gymwire.servers", "gymwire.trainers", "gymwire.bench"),
         "servers": ("gymwire.trainers", "websockets"),
     }
     offenders = []

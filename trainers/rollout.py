@@ -17,11 +17,11 @@ import asyncio
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Coroutine, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Sequence
 
 from gymwire.protocol import ProtocolError
 from gymwire.sdk.client import ClientSession, GymClient
-from gymwire.sdk.sync import ClosingContext, LoopThread
+from gymwire.sdk.sync import SyncGymClient
 
 from .chat import ChatFormat
 from .policy import Generation, PolicyBackend, Sampling
@@ -39,8 +39,6 @@ __all__ = [
     "read_jsonl",
     "RolloutClient",
 ]
-
-T = TypeVar("T")
 
 # Why an episode ended.
 TERMINATED = "terminated"  # the environment ended it (goal reached or failed)
@@ -329,22 +327,12 @@ def read_jsonl(path: str | Path) -> list[Episode]:
         return [Episode.from_json(json.loads(line)) for line in lines if line.strip()]
 
 
-class RolloutClient(ClosingContext):
-    """A connected GymClient on a private event-loop thread, for blocking trainer code. The loop
-    keeps running between batches, so heartbeats are answered while the trainer updates."""
+class RolloutClient(SyncGymClient):
+    """The blocking client of trainer code, which collects whole batches of episodes at once."""
 
-    def __init__(self, url: str, **client_kwargs: Any):
-        self._loop_thread = LoopThread("gymwire-rollout", join_timeout=10)
-        self.client = self._loop_thread.connect(GymClient(url, **client_kwargs))
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the client's loop and wait for its result."""
-        return self._loop_thread.run(coro)
+    thread_name = "gymwire-rollout"
 
     def collect(
         self, policy: PolicyBackend, chat: ChatFormat, specs: Sequence[EpisodeSpec], settings: RolloutSettings
     ) -> list[Episode]:
         return self.run(collect_episodes(self.client, policy, chat, specs, settings))
-
-    def close(self) -> None:
-        self._loop_thread.close(self.client)

@@ -13,7 +13,8 @@ From Python or pytest::
         report = await check_environment(MyEnv, slow_action="think hard")
         assert report.ok, report.summary()
 
-It talks to the server with its own minimal WebSocket client (wire.py), not the SDK client, so it
+It talks to the server with its own minimal WebSocket client (wire.py), not the SDK client, and
+checks against its own copy of the spec's tables (spec_tables.py), not gymwire.protocol's, so it
 also catches bugs that the SDK's client and server would share. spec/CONFORMANCE.md explains the
 options and how to read the report.
 """

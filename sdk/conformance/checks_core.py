@@ -13,13 +13,9 @@ import msgpack
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from .framework import CAPABILITIES, Context, Skipped, check
-from .wire import SUBPROTOCOL_BY_ENCODING, ConnectionLost, NoAnswer, RawConnection
-
-LIMIT_FIELDS = (
-    "max_frame_bytes", "max_sessions", "max_sessions_per_connection", "max_inflight", "max_batch",
-    "max_action_bytes", "heartbeat_interval_ms", "idle_timeout_ms", "resume_grace_ms",
-)
+from .framework import Context, Skipped, check
+from .spec_tables import CAPABILITIES, LIMIT_FIELDS, SUBPROTOCOL_BY_ENCODING
+from .wire import ConnectionLost, NoAnswer, RawConnection
 NO_SUCH_SESSION = "gymwire-conformance-no-such-session"
 
 

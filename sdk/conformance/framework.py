@@ -7,14 +7,16 @@ It fails by raising CheckFailed (which names the ids actually broken) and skips 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, Awaitable, Callable
 
+from .spec_tables import CAPABILITIES, ERROR_CODE_BY_NAME
 from .wire import ConnectionLost, NoAnswer, RawConnection, Transcript, Violation
 
 LEVELS = ("core", "full")
-CAPABILITIES = ("batch", "resume", "cancel", "deadlines", "images", "auth", "heartbeat")
 # Arbitrary text: environments answer actions they cannot use with an observation (GW-STEP-7).
 DEFAULT_PROBE_ACTION = "noop"
 CLIENT_NAME = "gymwire-conformance"
@@ -171,13 +173,11 @@ class Context:
         return conn
 
     def hello(self, **fields: Any) -> dict[str, Any]:
-        from gymwire.sdk.cli import package_version
-
         message: dict[str, Any] = {
             "type": "hello",
             "id": self.next_id(),
             "version": "1.0",
-            "client": {"name": CLIENT_NAME, "version": package_version()},
+            "client": {"name": CLIENT_NAME, "version": _suite_version()},
             "capabilities": list(CAPABILITIES),
         }
         if self.options.token is not None:
@@ -244,6 +244,8 @@ class Context:
         session: str | None = None,
     ) -> None:
         names = (name,) if isinstance(name, str) else name
+        if not set(names) <= set(ERROR_CODE_BY_NAME):
+            raise ValueError(f"the check expects an error name v1 does not define: {names}")
         if message.get("type") != "error" or message.get("name") not in names:
             raise CheckFailed(requirements, f"{what}: expected error {' or '.join(names)}, got {_describe(message)}")
         if request_id is not None and message.get("id") != request_id:
@@ -268,6 +270,14 @@ class Context:
                 await conn.close()
             except Exception:  # closing a connection the server already dropped may fail; it is gone either way
                 pass
+
+
+@functools.cache
+def _suite_version() -> str:
+    try:
+        return metadata.version("gymwire")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def _describe(message: dict[str, Any]) -> str:

@@ -18,18 +18,10 @@ import msgpack
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from gymwire.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode
+from .spec_tables import ERROR_CODE_BY_NAME, ERROR_TABLE, SERVER_MESSAGE_TYPES, SUBPROTOCOL_BY_ENCODING
 
-SUBPROTOCOL_BY_ENCODING = {"msgpack": SUBPROTOCOL_MSGPACK, "json": SUBPROTOCOL_JSON}
 _EVIDENCE_CHARS = 300
 _SECRET_FIELDS = ("token", "resume_token")
-# What a v1.0 server may send (spec section 5); anything else breaks GW-VERSION-6.
-SERVER_MESSAGE_TYPES = frozenset({
-    "welcome", "env_list", "env_description", "opened", "reset_result", "step_result", "step_batch_result", "closed",
-    "cancel_ack", "ping", "pong", "resumed", "notice", "error",
-})
-# Error names and retryable flags of protocol v1, by code (spec section 13).
-ERROR_TABLE = {m.code: (m.name, m.retryable) for m in ErrorCode}
 
 
 class NoAnswer(Exception):
@@ -210,7 +202,7 @@ class RawConnection:
             self.violations.append(Violation(("GW-ERROR-1",), f"malformed error {_short_repr(error)[:200]}: {'; '.join(problems)}"))
         if isinstance(message, str) and len(message) > 4096:
             self.violations.append(Violation(("GW-ERROR-8",), f"error message of {len(message)} chars echoes too much input"))
-        if code == ErrorCode.CAPACITY.code and not isinstance(error.get("retry_after_ms"), int):
+        if code == ERROR_CODE_BY_NAME["CAPACITY"] and not isinstance(error.get("retry_after_ms"), int):
             self.violations.append(Violation(("GW-ERROR-4",), f"CAPACITY error without retry_after_ms: {_short_repr(error)[:200]}"))
 
     async def _read(self) -> None:

@@ -19,7 +19,7 @@ import logging
 from typing import Any, ClassVar
 
 from gymwire.sdk.agentgym_api import AgentGymError, Dialect, dialect, extract_action
-from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
+from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
 try:
     import aiohttp
@@ -149,14 +149,14 @@ class AgentGymBridge(Environment):
             raise AgentGymUnavailable(f"no observation after reset of task {index}")
         return text
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         d = self.dialect
         answer = await self._call("POST", "step", {**self._session_fields(), "action": extract_action(action, d.action_format)})
         text = self._text(answer)
         if text is None or d.done_key not in answer:
             raise AgentGymUnavailable(f"/step answered {str(answer)[:200]}; expected {d.observation_key!r} and {d.done_key!r}")
         score = answer.get(d.score_key) if d.score_key else None
-        return StepResult(
+        return StepOutcome(
             text,
             reward=float(answer.get("reward") or 0.0),
             terminated=bool(answer[d.done_key]),

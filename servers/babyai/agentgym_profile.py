@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gymwire.sdk.environment import StepResult, Task, TaskError
+from gymwire.sdk.environment import StepOutcome, Task, TaskError
 
 __all__ = ["AgentGymBabyAI", "agentgym_episode", "PROFILES"]
 
@@ -223,19 +223,19 @@ class AgentGymBabyAI:
         parts = reply.split("Action:")
         return (parts[1] if len(parts) > 1 else parts[0]).strip().lower()
 
-    def step(self, reply: str) -> StepResult:
+    def step(self, reply: str) -> StepOutcome:
         action = self.clean(reply)
         if "check" in action:
             message = "You can take the following actions: " + ", ".join(self.actions)
-            return StepResult(message + self.available())
+            return StepOutcome(message + self.available())
         if action not in self.actions:
             if action == "":
                 message = "No change in state."
             else:
                 message = self.errors.get(action, "The action is not recognized. Please check valid actions.")
-            return StepResult(message + self.available())
+            return StepOutcome(message + self.available())
         if not self.actions[action]:  # already there: e.g. `go to` the object just ahead
-            return StepResult("No change in state." + self.available())
+            return StepOutcome("No change in state." + self.available())
         reward, terminated, truncated, obs = 0.0, False, False, None
         for primitive in self.actions[action]:
             obs, reward, terminated, truncated, _ = self.env.step(primitive)
@@ -249,7 +249,7 @@ class AgentGymBabyAI:
         self.text, self.actions, self.errors = self._look(obs)
         success = bool(terminated and reward > 0)
         text = self.text + (DONE_SUFFIX if success else "")
-        return StepResult(
+        return StepOutcome(
             text + self.available(),
             reward=float(reward),
             terminated=bool(terminated),

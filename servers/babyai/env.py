@@ -19,7 +19,7 @@ import re
 import threading
 from typing import Any
 
-from gymwire.sdk.environment import Environment, Image, Observation, StepResult, Task, TaskError
+from gymwire.sdk.environment import Environment, Image, Observation, StepOutcome, Task, TaskError
 
 from .agentgym_profile import AgentGymBabyAI, agentgym_episode
 from .levels import SPLITS, level_and_seed
@@ -155,7 +155,7 @@ class BabyAIEnv(Environment):
 
     # -- acting -----------------------------------------------------------------------------------
 
-    def step(self, action: str) -> StepResult:
+    def step(self, action: str) -> StepOutcome:
         if self._agentgym is not None:
             result = self._agentgym.step(action)
             result.observation = self._observation(str(result.observation))
@@ -165,10 +165,10 @@ class BabyAIEnv(Environment):
         if plan is None:
             reason = self._why_invalid(command)
             text = f"Invalid action \"{command or action.strip()[:80]}\": {reason}. Nothing changed.\n{self._view.describe()}\n{self._available()}"
-            return StepResult(self._observation(text), info={"valid": False, "primitives": []})
+            return StepOutcome(self._observation(text), info={"valid": False, "primitives": []})
         if command == CHECK_ACTIONS:
             text = f"{self._view.describe()}\n{self._available()}"
-            return StepResult(self._observation(text), info={"valid": True, "primitives": []})
+            return StepOutcome(self._observation(text), info={"valid": True, "primitives": []})
 
         reward, terminated, truncated, done, events = self._run(plan)
         self._look()
@@ -179,12 +179,12 @@ class BabyAIEnv(Environment):
             lines.append(
                 f"The task is completed! Reward {reward:.3f}." if success else "The episode ended: the task failed."
             )
-            return StepResult(self._observation("\n".join(lines)), reward=reward, terminated=True, info=info, success=success, score=reward)
+            return StepOutcome(self._observation("\n".join(lines)), reward=reward, terminated=True, info=info, success=success, score=reward)
         if truncated:
             lines.append(f"Out of time: the level allows {self._env.max_steps} primitive steps. The task failed.")
-            return StepResult(self._observation("\n".join(lines)), truncated=True, info=info, success=False, score=0.0)
+            return StepOutcome(self._observation("\n".join(lines)), truncated=True, info=info, success=False, score=0.0)
         lines += [self._view.describe(), self._available()]
-        return StepResult(self._observation("\n".join(lines)), info=info)
+        return StepOutcome(self._observation("\n".join(lines)), info=info)
 
     def _run(self, plan: Plan) -> tuple[float, bool, bool, list[int], list[str]]:
         """Run a plan's primitives, stopping at the episode's end or where the way turns out blocked."""

@@ -32,7 +32,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 from gymwire.protocol import EnvInfo, Observation
-from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
+from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
 from .corpus import Corpus, DataError, Question, builtin_questions_dir, load_questions
 from .retrieval import BM25Index, DenseIndex, Retriever, passages_text
@@ -188,7 +188,7 @@ class DeepSearchEnv(Environment, metaclass=_LazySplitsMeta):
             data={"split": split, "index": index, "id": self.question.id},
         )
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         match = _ACTION.search(action)
         if match is None:
             return self._result(INVALID_ACTION)
@@ -230,8 +230,8 @@ class DeepSearchEnv(Environment, metaclass=_LazySplitsMeta):
             raise TaskError(f"index {index} out of range: split {task.split!r} has tasks 0..{sizes[task.split] - 1}")
         return task.split, index
 
-    def _result(self, text: str, solved: bool = False, ended: bool = False) -> StepResult:
+    def _result(self, text: str, solved: bool = False, ended: bool = False) -> StepOutcome:
         info: dict[str, Any] = dict(self._counts)
-        return StepResult(
+        return StepOutcome(
             text, reward=1.0 if solved else 0.0, terminated=solved or ended, info=info, success=solved, score=1.0 if solved else 0.0
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 
-from gymwire.sdk.environment import Environment, StepResult, Task
+from gymwire.sdk.environment import Environment, StepOutcome, Task
 
 _NUMBER = re.compile(r"-?\d+")
 _MAX_DIGITS = 12  # int() of a longer string is pointless here (and Python refuses past 4300 digits)
@@ -40,20 +40,20 @@ class GuessEnv(Environment):
         self.possible = (self.low, self.high)
         return f"I am thinking of a whole number from {self.low} to {self.high}. Guess it."
 
-    def step(self, action: str) -> StepResult:
+    def step(self, action: str) -> StepOutcome:
         numbers = _NUMBER.findall(action.rsplit("Action:", 1)[-1])
         if not numbers:
-            return StepResult(f"I did not see a number. Answer with one whole number from {self.low} to {self.high}.")
+            return StepOutcome(f"I did not see a number. Answer with one whole number from {self.low} to {self.high}.")
         if len(numbers[-1].lstrip("-")) > _MAX_DIGITS:
-            return StepResult(f"That number is far outside {self.low} to {self.high}. Guess again.")
+            return StepOutcome(f"That number is far outside {self.low} to {self.high}. Guess again.")
         guess = int(numbers[-1])
         if guess == self.target:
-            return StepResult(f"Correct! The number was {guess}.", reward=1.0, terminated=True)
+            return StepOutcome(f"Correct! The number was {guess}.", reward=1.0, terminated=True)
         lowest, highest = self.possible
         if guess < self.target:
             hint, self.possible = "higher", (max(lowest, guess + 1), highest)
         else:
             hint, self.possible = "lower", (lowest, min(highest, guess - 1))
         if self.show_range:
-            return StepResult(f"{guess} is wrong. Go {hint}: it is from {self.possible[0]} to {self.possible[1]}.")
-        return StepResult(f"{guess} is wrong. Go {hint}.")
+            return StepOutcome(f"{guess} is wrong. Go {hint}: it is from {self.possible[0]} to {self.possible[1]}.")
+        return StepOutcome(f"{guess} is wrong. Go {hint}.")

@@ -28,7 +28,7 @@ import threading
 from typing import ClassVar
 
 from gymwire.protocol import EnvInfo, Observation
-from gymwire.sdk.environment import Environment, StepResult, Task
+from gymwire.sdk.environment import Environment, StepOutcome, Task
 
 from . import tasks
 from .actions import AMBIGUOUS, NO_MATCH, USAGE, ActionParseError, ambiguity_options, parse_action, quote
@@ -122,7 +122,7 @@ class SciWorldEnv(Environment):
             },
         )
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         if self._simulator is None:
             raise RuntimeError("step before reset")
         try:
@@ -140,7 +140,7 @@ class SciWorldEnv(Environment):
         progress = score / 100
         reward, self._progress = progress - self._progress, progress
         success = outcome.completed and not failed
-        return StepResult(
+        return StepOutcome(
             text, reward=reward, terminated=success or failed, success=success, score=float(score),
             info={"score": outcome.score},
         )
@@ -166,5 +166,5 @@ class SciWorldEnv(Environment):
         listed = "\n".join(f"{number}: {choice}" for number, choice in enumerate(choices))
         raise ActionParseError(f"Your last action was ambiguous. Answer with the number of the one you mean:\n{listed}")
 
-    def _unchanged(self, text: str) -> StepResult:
-        return StepResult(text, reward=0.0, success=False, score=self._progress * 100, info={"score": round(self._progress * 100)})
+    def _unchanged(self, text: str) -> StepOutcome:
+        return StepOutcome(text, reward=0.0, success=False, score=self._progress * 100, info={"score": round(self._progress * 100)})

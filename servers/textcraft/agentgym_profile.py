@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from gymwire.sdk.environment import StepResult, Task, TaskError
+from gymwire.sdk.environment import StepOutcome, Task, TaskError
 
 __all__ = ["AgentGymTextCraft", "agentgym_episode", "agentgym_tree", "data_idx", "PROFILES"]
 
@@ -293,10 +293,10 @@ class AgentGymTextCraft:
         action = " ".join(re.sub(r"[^A-Za-z0-9, ]+", "", action).split())
         return "inventory" if action.lower() == "look" else action
 
-    def step(self, reply: str) -> StepResult:
+    def step(self, reply: str) -> StepOutcome:
         action = self.clean(reply)
         if action is None:
-            return StepResult(ONE_ACTION_ONLY)
+            return StepOutcome(ONE_ACTION_ONLY)
         text, done = None, False
         try:
             for kind, pattern in _GRAMMAR:
@@ -314,7 +314,7 @@ class AgentGymTextCraft:
                 raise _Failed(f"Could not execute {action}")
         except _Failed as failed:
             text, done = str(failed), False
-        return StepResult(text, reward=1.0 if done else 0.0, terminated=done, success=done, score=1.0 if done else 0.0)
+        return StepOutcome(text, reward=1.0 if done else 0.0, terminated=done, success=done, score=1.0 if done else 0.0)
 
     def _craft(self, output_text: str, inputs_text: str) -> tuple[str, bool]:
         counted = _COUNTED.match(output_text)

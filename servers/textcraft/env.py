@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import ClassVar, Iterator
 
 from gymwire.protocol import EnvInfo, Observation
-from gymwire.sdk.environment import Environment, StepResult, Task, TaskError
+from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
 from .agentgym_profile import AgentGymTextCraft, agentgym_episode, shown
 from .actions import USAGE, ActionParseError, Craft, Get, ShowInventory, parse_action, quote
@@ -121,7 +121,7 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
             data={"goal": self.goal, "depth": self._book.depth[self.goal], "split": split, "index": index},
         )
 
-    def step(self, action: str) -> StepResult:
+    def step(self, action: str) -> StepOutcome:
         if self._agentgym is not None:
             return self._agentgym.step(action)
         try:
@@ -150,8 +150,8 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
             raise TaskError(f"index {index} out of range: split {task.split!r} has tasks 0..{sizes[task.split] - 1}")
         return task.split, index
 
-    def _result(self, text: str, done: bool = False) -> StepResult:
-        return StepResult(text, reward=1.0 if done else 0.0, terminated=done, success=done, score=1.0 if done else 0.0)
+    def _result(self, text: str, done: bool = False) -> StepOutcome:
+        return StepOutcome(text, reward=1.0 if done else 0.0, terminated=done, success=done, score=1.0 if done else 0.0)
 
     def _inventory_text(self) -> str:
         if not self.inventory:
@@ -189,7 +189,7 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         self.inventory[item] += command.count
         return f"Got {command.count} {item}."
 
-    def _craft(self, command: Craft) -> StepResult:
+    def _craft(self, command: Craft) -> StepOutcome:
         item = self._lookup(command.item)
         if item in self._book.kinds:
             raise ActionFailed(f"{item} is a kind of item; craft a specific one, e.g. {self._kind_examples(item)}.")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from gymwire.sdk.environment import Environment, Image, Observation, StepResult, Task, TaskError
+from gymwire.sdk.environment import Environment, Image, Observation, StepOutcome, Task, TaskError
 
 from . import axtree
 from .actions import USAGE, Action, ActionError, parse_action

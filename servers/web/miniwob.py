@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gymwire.sdk.environment import Observation, StepResult, Task, TaskError
+from gymwire.sdk.environment import Observation, StepOutcome, Task, TaskError
 
 from .browser import INSTALL_HINT
 from .env import BrowserEnv
@@ -162,24 +162,24 @@ class MiniWoBEnv(BrowserEnv):
         if isinstance(self.objective, dict):  # some tasks give {utterance, fields}
             self.objective = self.objective.get("utterance", "")
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         self._check_browser()
         return await self._guarded(self._step(action))
 
-    async def _step(self, reply: str) -> StepResult:
+    async def _step(self, reply: str) -> StepOutcome:
         done, note = await self._step_action(reply)
         info: dict[str, Any] = {"valid": done is not None}
         if done is not None and done.name == "stop":
             observation = await self._observe("You stopped before the task was done.", self._data)
-            return StepResult(observation, reward=0.0, terminated=True, info=info, success=False, score=0.0)
+            return StepOutcome(observation, reward=0.0, terminated=True, info=info, success=False, score=0.0)
         outcome = await self._page_reward()
         if outcome is not None:
             raw, discounted, reason = outcome
             info.update(miniwob_reward=discounted, miniwob_raw_reward=raw, miniwob_reason=reason)
             text = f"The task is over: MiniWoB gave reward {raw:g}."
             observation = await self._observe(text, self._data)
-            return StepResult(observation, reward=float(raw), terminated=True, info=info, success=raw > 0, score=float(raw))
-        return StepResult(await self._observe(note, self._data), info=info)
+            return StepOutcome(observation, reward=float(raw), terminated=True, info=info, success=raw > 0, score=float(raw))
+        return StepOutcome(await self._observe(note, self._data), info=info)
 
     async def _page_reward(self) -> tuple[float, float, Any] | None:
         for page in self._context.pages:

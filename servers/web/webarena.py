@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from gymwire.sdk.environment import Observation, StepResult, Task, TaskError
+from gymwire.sdk.environment import Observation, StepOutcome, Task, TaskError
 
 from .env import NAVIGATION_TIMEOUT_MS, BrowserEnv
 
@@ -257,18 +257,18 @@ class WebArenaEnv(BrowserEnv, metaclass=_LazySplitsMeta):
             await page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
         self._page = self._context.pages[0]
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         self._check_browser()
         return await self._guarded(self._step(action))
 
-    async def _step(self, reply: str) -> StepResult:
+    async def _step(self, reply: str) -> StepOutcome:
         done, note = await self._step_action(reply)
         info = {"valid": done is not None}
         if done is not None and done.name == "stop":
             score = await self._evaluate(done.text)
             observation = await self._observe(f"You stopped with the answer {done.text!r}. Score: {score:g}.", self._data)
-            return StepResult(observation, reward=score, terminated=True, info={**info, "answer": done.text}, success=score == 1.0, score=score)
-        return StepResult(await self._observe(note, self._data), info=info)
+            return StepOutcome(observation, reward=score, terminated=True, info={**info, "answer": done.text}, success=score == 1.0, score=score)
+        return StepOutcome(await self._observe(note, self._data), info=info)
 
     async def _evaluate(self, answer: str) -> float:
         spec = self.task.eval

@@ -17,7 +17,7 @@ from websockets.http11 import Response
 import msgpack
 
 from gymwire.protocol import SUBPROTOCOL_JSON, ErrorCode, ProtocolError, Step, StepBatch, Open, Reset, Close, Resume
-from gymwire.sdk import Environment, StepResult, Task
+from gymwire.sdk import Environment, StepOutcome, Task
 from gymwire.sdk.server import GymServer
 
 SLOW_ACTION = "sleep"
@@ -39,14 +39,14 @@ class SleepyEnv(Environment):
         self.task_index(task)  # raises TaskError for tasks outside `splits`
         return "ready"
 
-    def step(self, action: str) -> StepResult:
+    def step(self, action: str) -> StepOutcome:
         if action == SLOW_ACTION:
             time.sleep(SLOW_MS / 1000)
         elif action == CRASH_ACTION:
             raise RuntimeError("crash requested by the test")
         elif action == FINISH_ACTION:
-            return StepResult("you win", reward=1.0, terminated=True)
-        return StepResult(f"you said {action[:40]!r}")
+            return StepOutcome("you win", reward=1.0, terminated=True)
+        return StepOutcome(f"you said {action[:40]!r}")
 
 
 class LockstepServer(GymServer):
@@ -139,6 +139,17 @@ class SeqEchoServer(GymServer):
             if exc.code is ErrorCode.BAD_SEQUENCE:
                 exc.message = f"seq {seq} is out of order; send {session.machine.last_seq + 1}"
             raise
+
+
+def break_error_table(monkeypatch: Any, name: str, *, code: int | None = None, retryable: bool | None = None) -> None:
+    """Gives the implementation's ErrorCode a wrong entry (another number or retryable flag for
+    `name`), so every server in this process sends it: the suite must catch it from the spec."""
+    wrong = ErrorCode[name]
+    real_code, real_retryable = ErrorCode.code, ErrorCode.retryable
+    if code is not None:
+        monkeypatch.setattr(ErrorCode, "code", property(lambda m: code if m is wrong else real_code.fget(m)))
+    if retryable is not None:
+        monkeypatch.setattr(ErrorCode, "retryable", property(lambda m: retryable if m is wrong else real_retryable.fget(m)))
 
 
 class JsonOnlyServer(GymServer):

@@ -14,10 +14,12 @@ from broken_servers import (
     NoDrainServer,
     SeqEchoServer,
     SleepyEnv,
+    break_error_table,
 )
 from conformance_servers import FAST_LIMITS, serve
 
 from gymwire.sdk.conformance import run_conformance
+from gymwire.sdk.server import GymServer
 
 TOKEN = "conformance-test-token"
 # Checks every broken server still passes: each break is specific, not a server that fails everything.
@@ -56,6 +58,23 @@ async def test_broken_server_fails_with_the_right_ids(server_class):
         assert entry["evidence"][0]["wire"], "a failure must show what was sent and received"
     # The summary names the failing ids for a human reader.
     assert all(requirement in report.summary() for requirement in broken_ids)
+
+
+# (error name, wrong entry) -> the check that provokes that error
+WRONG_TABLES = {
+    ("INVALID_TASK", "retryable"): ({"retryable": True}, "invalid-task"),
+    ("UNKNOWN_ENV", "number"): ({"code": 17}, "unknown-env"),
+}
+
+
+@pytest.mark.parametrize("wrong_entry", list(WRONG_TABLES), ids="-".join)
+async def test_a_server_with_a_wrong_error_table_fails_error_shape(monkeypatch, wrong_entry):
+    change, provoking_check = WRONG_TABLES[wrong_entry]
+    break_error_table(monkeypatch, wrong_entry[0], **change)
+    report = await _run(GymServer, checks={provoking_check} | CONTROLS)
+    assert {r.name for r in report.failures} == {provoking_check}, report.summary()
+    assert "GW-ERROR-1" in report.failures[0].failed_requirements, report.summary()
+    assert wrong_entry[0] in report.failures[0].message
 
 
 async def test_expected_failures_do_not_fail_the_run():

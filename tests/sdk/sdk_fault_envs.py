@@ -7,7 +7,7 @@ import os
 import threading
 import time
 
-from gymwire.sdk import Environment, Image, Observation, StepResult, Task
+from gymwire.sdk import Environment, Image, Observation, StepOutcome, Task
 
 
 class CountingEnv(Environment):
@@ -31,7 +31,7 @@ class CountingEnv(Environment):
         self.n = 0
         return f"counting {self.key}"
 
-    def step(self, action: str) -> StepResult:
+    def step(self, action: str) -> StepOutcome:
         if action.startswith("sleep "):
             time.sleep(float(action.split()[1]))
         elif self.step_delay:
@@ -40,7 +40,7 @@ class CountingEnv(Environment):
         with CountingEnv.lock:
             CountingEnv.executed[self.key] = CountingEnv.executed.get(self.key, 0) + 1
         done = action == "finish"
-        return StepResult(f"step {self.n}: {action}", reward=1.0 if done else 0.0, terminated=done, info={"n": self.n})
+        return StepOutcome(f"step {self.n}: {action}", reward=1.0 if done else 0.0, terminated=done, info={"n": self.n})
 
     def close(self) -> None:
         with CountingEnv.lock:
@@ -56,7 +56,7 @@ class FaultyEnv(Environment):
     def reset(self, task: Task) -> str:
         return "ready"
 
-    def step(self, action: str) -> StepResult:
+    def step(self, action: str) -> StepOutcome:
         if action == "raise":
             raise RuntimeError("environment bug")
         if action.startswith("hang "):
@@ -64,8 +64,8 @@ class FaultyEnv(Environment):
         if action == "die":
             os._exit(3)
         if action == "bad-return":
-            return "not a StepResult"  # type: ignore[return-value]
-        return StepResult(f"echo {action}", info={"pid": os.getpid()})
+            return "not a StepOutcome"  # type: ignore[return-value]
+        return StepOutcome(f"echo {action}", info={"pid": os.getpid()})
 
 
 class AsyncSleepEnv(Environment):
@@ -77,9 +77,9 @@ class AsyncSleepEnv(Environment):
     async def reset(self, task: Task) -> str:
         return "async ready"
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         await asyncio.sleep(float(action))
-        return StepResult(f"slept {action}")
+        return StepOutcome(f"slept {action}")
 
 
 class BadTaskEnv(Environment):
@@ -90,8 +90,8 @@ class BadTaskEnv(Environment):
         split, index = self.task_index(task)
         return f"{split} {index}"
 
-    def step(self, action: str) -> StepResult:
-        return StepResult("ok", terminated=True, reward=1.0)
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome("ok", terminated=True, reward=1.0)
 
 
 class PictureEnv(Environment):
@@ -104,5 +104,5 @@ class PictureEnv(Environment):
         time.sleep(float(task.options.get("slow_reset", 0)))
         return Observation(text="look", images=[Image(mime="image/png", data=b"\x89PNG fake")])
 
-    def step(self, action: str) -> StepResult:
-        return StepResult(Observation(text="again", images=[Image(data=b"\x00" * 16)]))
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome(Observation(text="again", images=[Image(data=b"\x00" * 16)]))

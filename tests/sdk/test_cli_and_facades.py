@@ -122,13 +122,13 @@ def test_sync_facade_and_gymnasium_adapter():
 def test_serve_a_user_module_by_import_path(tmp_path):
     module = tmp_path / "echo_env.py"
     module.write_text(
-        "from gymwire.sdk import Environment, StepResult\n"
+        "from gymwire.sdk import Environment, StepOutcome\n"
         "class Echo(Environment):\n"
         "    name = 'echo'\n"
         "    def reset(self, task):\n"
         "        return 'say something'\n"
         "    def step(self, action):\n"
-        "        return StepResult(action[::-1], terminated=True, reward=1.0)\n"
+        "        return StepOutcome(action[::-1], terminated=True, reward=1.0)\n"
     )
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")

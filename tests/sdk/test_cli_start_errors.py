@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from gymwire.protocol import Limits
-from gymwire.sdk import Environment, StepResult
+from gymwire.sdk import Environment, StepOutcome
 from gymwire.sdk.environment import MissingExtra
 from gymwire.sdk.server import GymServer
 from gymwire.servers.babyai import BabyAIEnv
@@ -41,13 +41,13 @@ HIDING_CLI = textwrap.dedent(
 )
 
 ECHO_MODULE = (
-    "from gymwire.sdk import Environment, StepResult\n"
+    "from gymwire.sdk import Environment, StepOutcome\n"
     "class Echo(Environment):\n"
     "    name = 'echo'\n"
     "    def reset(self, task):\n"
     "        return 'say something'\n"
     "    def step(self, action):\n"
-    "        return StepResult(action[::-1], terminated=True, reward=1.0)\n"
+    "        return StepOutcome(action[::-1], terminated=True, reward=1.0)\n"
 )
 
 

@@ -10,7 +10,7 @@ import pytest
 from sdk_fault_envs import FaultyEnv
 
 from gymwire.protocol import ErrorCode, ProtocolError
-from gymwire.sdk import Environment, StepResult, Task
+from gymwire.sdk import Environment, StepOutcome, Task
 from gymwire.sdk.client import GymClient
 
 
@@ -28,8 +28,8 @@ class ResetCrashEnv(Environment):
     def reset(self, task: Task) -> str:
         raise KeyError(f"no board for task {task.index}")
 
-    def step(self, action: str) -> StepResult:
-        return StepResult("unreachable")
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome("unreachable")
 
 
 class SyncResetAsyncStep(Environment):
@@ -42,10 +42,10 @@ class SyncResetAsyncStep(Environment):
         self.count = 0
         return f"ready {task.seed}"
 
-    async def step(self, action: str) -> StepResult:
+    async def step(self, action: str) -> StepOutcome:
         await asyncio.sleep(0)
         self.count += 1
-        return StepResult(f"{action} #{self.count}", reward=1.0, terminated=action == "stop")
+        return StepOutcome(f"{action} #{self.count}", reward=1.0, terminated=action == "stop")
 
     async def close(self) -> None:
         type(self).closed += 1
@@ -58,8 +58,8 @@ class AsyncResetSyncStep(Environment):
         await asyncio.sleep(0)
         return "async ready"
 
-    def step(self, action: str) -> StepResult:
-        return StepResult(action.upper(), terminated=True)
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome(action.upper(), terminated=True)
 
 
 def _crash_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

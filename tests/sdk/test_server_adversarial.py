@@ -26,7 +26,7 @@ import websockets
 from gymwire.protocol import Codec, ErrorCode, Limits, Pong, ProtocolError, Step
 from gymwire.protocol.messages import MAX_ID, MESSAGE_TYPES
 from gymwire.sdk import Environment, Task
-from gymwire.sdk import StepResult as EnvStepResult
+from gymwire.sdk import StepOutcome
 from gymwire.sdk.client import ConnectionLost, GymClient
 from gymwire.sdk.server import GymServer
 from hypothesis import HealthCheck, given, settings
@@ -207,8 +207,8 @@ class SlowStartEnv(Environment):
     def reset(self, task: Task) -> str:
         return "ready"
 
-    def step(self, action: str) -> EnvStepResult:
-        return EnvStepResult("ok")
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome("ok")
 
     def close(self) -> None:
         SlowStartEnv.closed += 1
@@ -269,8 +269,8 @@ class NanRewardEnv(Environment):
     def reset(self, task: Task) -> str:
         return "ready"
 
-    def step(self, action: str) -> EnvStepResult:
-        return EnvStepResult("weird", reward=float(action))
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome("weird", reward=float(action))
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -340,8 +340,8 @@ class UnencodableInfoEnv(Environment):
     def reset(self, task: Task) -> str:
         return "ready"
 
-    def step(self, action: str) -> EnvStepResult:
-        return EnvStepResult("odd", info={"handle": object()})
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome("odd", info={"handle": object()})
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -398,8 +398,8 @@ class BigObservationEnv(Environment):
     def reset(self, task: Task) -> str:
         return "ready"
 
-    def step(self, action: str) -> EnvStepResult:
-        return EnvStepResult("o" * 500_000)
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome("o" * 500_000)
 
 
 async def test_a_half_open_peer_with_unread_replies_is_still_closed(make_server):
@@ -731,9 +731,9 @@ class AsyncEchoEnv(Environment):
     async def reset(self, task: Task) -> str:
         return "ready"
 
-    async def step(self, action: str) -> EnvStepResult:
+    async def step(self, action: str) -> StepOutcome:
         await asyncio.sleep(0.001)
-        return EnvStepResult(f"echo {action[:8]}")
+        return StepOutcome(f"echo {action[:8]}")
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -757,9 +757,9 @@ class TickEnv(Environment):
         self.n = 0
         return "t"
 
-    def step(self, action: str) -> EnvStepResult:
+    def step(self, action: str) -> StepOutcome:
         self.n += 1
-        return EnvStepResult(f"{self.n}", reward=1.0, terminated=action == "end")
+        return StepOutcome(f"{self.n}", reward=1.0, terminated=action == "end")
 
     def close(self) -> None:
         TickEnv.closed += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from gymwire.sdk.environment import Environment, StepResult, Task
+from gymwire.sdk.environment import Environment, StepOutcome, Task
 
 
 class CoinEnv(Environment):
@@ -23,8 +23,8 @@ class CoinEnv(Environment):
         self.heads = index % 2 == 0
         return "the coin shows heads" if self.heads else "the coin shows tails"
 
-    def step(self, action: str) -> StepResult:
-        return StepResult("done", reward=1.0 if self.heads else 0.0, terminated=True)
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome("done", reward=1.0 if self.heads else 0.0, terminated=True)
 
 
 class HangingCoinEnv(CoinEnv):
@@ -39,7 +39,7 @@ class HangingCoinEnv(CoinEnv):
         self.hangs = task.index == self.hangs_on
         return super().reset(task)
 
-    def step(self, action: str) -> StepResult:
+    def step(self, action: str) -> StepOutcome:
         if self.hangs:
             type(self).release.wait(timeout=60)
         return super().step(action)

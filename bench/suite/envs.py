@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from gymwire.sdk.environment import Environment, StepResult, Task
+from gymwire.sdk.environment import Environment, StepOutcome, Task
 
 OBSERVATION = "ok"
 
@@ -21,8 +21,8 @@ class NoopEnv(Environment):
     def reset(self, task: Task) -> str:
         return OBSERVATION
 
-    def step(self, action: str) -> StepResult:
-        return StepResult(OBSERVATION)
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome(OBSERVATION)
 
 
 class AsyncNoopEnv(NoopEnv):
@@ -34,5 +34,5 @@ class AsyncNoopEnv(NoopEnv):
     async def reset(self, task: Task) -> str:
         return OBSERVATION
 
-    async def step(self, action: str) -> StepResult:
-        return StepResult(OBSERVATION)
+    async def step(self, action: str) -> StepOutcome:
+        return StepOutcome(OBSERVATION)

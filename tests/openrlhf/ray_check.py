@@ -1,7 +1,9 @@
 """Check the Ray side of the OpenRLHF adapter, which CI (no Ray) cannot: run it on the GPU node
 before a real training, or anywhere with `pip install ray==2.55.0` beside openrlhf 0.11.2.
 
-    python bench/openrlhf_ray_check.py
+    python tests/openrlhf/ray_check.py
+
+Not collected by pytest (no test_ prefix): CI has no Ray.
 
 1. RayStepBoard across processes: an async Ray actor (as vLLM's rollout actor) reads what a
    trainer actor published, and is told clearly when nothing was published.
@@ -222,7 +224,7 @@ def check_agent_in_a_ray_actor(board, board_name: str, horizon) -> None:
     from gymwire.servers.guess import GuessEnv
     from gymwire.trainers.openrlhf.train import worker_env
 
-    fakes_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "openrlhf")
+    fakes_dir = os.path.dirname(os.path.abspath(__file__))  # openrlhf_fakes.py sits beside this script
 
     @ray.remote
     class Rollout:
