@@ -160,8 +160,12 @@ class Trainer:
         self.model, self.tokenizer = _load_model(resume_from or model_path, self.device)
         _check_logits_are_the_lm_head(self.model)
         if cfg.model.gradient_checkpointing:
-            # Only in train mode, i.e. the update: generation keeps its KV cache.
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # Only in train mode, i.e. the update: generation keeps its KV cache. transformers 5.2x
+            # renamed it and deprecated the old name; 4.57 has only the old one.
+            if hasattr(self.model, "activation_checkpointing_enable"):
+                self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.reference = None
         if cfg.algorithm.kl_coef > 0:
             self.reference, _ = _load_model(model_path, self.device)
@@ -736,8 +740,9 @@ def _check_logits_are_the_lm_head(model: Any) -> None:
     scaling) would be trained on other log-probs than it samples from: refuse it."""
     probe = torch.arange(4, device=model.device).unsqueeze(0)
     with torch.no_grad():
-        logits = model(input_ids=probe, use_cache=False).logits
-        ours = model.get_output_embeddings()(model.base_model(input_ids=probe, use_cache=False).last_hidden_state)
+        inputs = {"input_ids": probe, "attention_mask": torch.ones_like(probe), "use_cache": False}
+        logits = model(**inputs).logits
+        ours = model.get_output_embeddings()(model.base_model(**inputs).last_hidden_state)
     if not torch.allclose(logits, ours, rtol=1e-4, atol=1e-4):
         raise ConfigError(
             f"model.path: {type(model).__name__} changes its logits after the LM head (e.g. soft-capping or scaling); "
