@@ -44,8 +44,8 @@ KL_KINDS = ("k1", "k2", "k3", "low_var_kl")
 # exp() of a log-ratio beyond this overflows float32 gradients; a ratio of e^20 is already
 # far outside any clip range, so clamping changes no clipped loss.
 _MAX_LOG_RATIO = 20.0
-# Logits one chunk of lm_head_logprobs holds (chunk positions x vocabulary): 128 MiB in float32.
-HEAD_CHUNK_ELEMENTS = 2**25
+# Logits one chunk of lm_head_logprobs holds (chunk positions x vocabulary): 64 MiB in float32.
+HEAD_CHUNK_ELEMENTS = 2**24
 # low_var_kl bounds each token's estimate, as in verl, so one outlier cannot dominate the loss.
 _LOW_VAR_KL_BOUND = 10.0
 
