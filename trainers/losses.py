@@ -218,9 +218,6 @@ def lm_head_logprobs(
     The LM head runs on chunks of positions of at most `chunk_elements` logits each. With autograd
     on, each chunk is recomputed in the backward pass (activation checkpointing), so what is kept
     for backward is the hidden states, never the (N, V) logits or their softmax."""
-    if len(hidden) == 0:
-        empty = hidden.new_zeros(0, dtype=torch.float32)
-        return empty, empty
     with torch.no_grad():
         vocabulary = head(hidden[:1]).shape[-1]
     size = max(1, chunk_elements // vocabulary)

@@ -738,6 +738,8 @@ def _check_logits_are_the_lm_head(model: Any) -> None:
     """The update applies the LM head itself, to the trunk's final hidden states at action
     positions only. A model whose forward changes its logits after the head (soft-capping,
     scaling) would be trained on other log-probs than it samples from: refuse it."""
+    if model.get_output_embeddings() is None:
+        raise ConfigError(f"model.path: {type(model).__name__} has no LM head (get_output_embeddings); the trainer needs a causal LM")
     probe = torch.arange(4, device=model.device).unsqueeze(0)
     with torch.no_grad():
         inputs = {"input_ids": probe, "attention_mask": torch.ones_like(probe), "use_cache": False}

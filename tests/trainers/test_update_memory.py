@@ -181,7 +181,6 @@ def test_update_memory_follows_the_micro_batch_not_the_batch(tmp_path):
         tokens = trainer.config.algorithm
         tokens.micro_batch_rows, tokens.micro_batch_tokens = None, 8 * 96
         by_tokens = peak(64, None)
-    print("PEAKS", whole, micro, small, by_tokens)
     assert micro < 0.3 * whole
     assert micro < 1.5 * small and by_tokens < 1.5 * small
 
@@ -200,3 +199,23 @@ def test_gradient_checkpointing_trains_the_same_and_micro_batch_knobs_are_checke
     for knob in ("micro_batch_tokens", "micro_batch_rows"):
         with pytest.raises(ConfigError, match=f"algorithm.{knob} must be a whole number >= 1, or null"):
             config(tmp_path, **{knob: 0})
+
+
+def test_episodes_without_action_tokens_make_micro_batches_that_add_nothing(tmp_path):
+    """Episodes that never acted (e.g. their session failed to open), each alone in a micro-batch:
+    the update runs (a loss with nothing to differentiate) and is the one without splitting."""
+    episodes = synthetic_episodes(8, 48, 20)
+    for episode in episodes[:3]:
+        episode.loss_mask = [0] * len(episode.tokens)
+        episode.turns = []
+    results = []
+    with Trainer(config(tmp_path)) as trainer:
+        start = copy.deepcopy((trainer.model.state_dict(), trainer.optimizer.state_dict()))
+        for rows in (None, 1):
+            trainer.model.load_state_dict(start[0])
+            trainer.optimizer.load_state_dict(start[1])
+            trainer.config.algorithm.micro_batch_rows = rows
+            torch.manual_seed(0)
+            results.append(trainer.update(episodes))
+    for key, value in results[0].items():
+        assert results[1][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
