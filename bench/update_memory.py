@@ -8,7 +8,7 @@ and after micro-batching, measured side by side in one run on the same model and
   `--micro-rows` episodes (and of as many padded tokens), the LM head only at action positions.
 
 Episodes are synthetic (tests/trainers/tensor_memory.py): `--length` tokens each, 3/8 of them
-action tokens over 6 turns. The model is a random Llama (SmolLM2's architecture) of the shape
+action tokens over 4 turns. The model is a random Llama (SmolLM2's architecture) of the shape
 asked: `--shape small` (CPU default) or `--shape smollm2` (SmolLM2-135M's shape: 30 layers,
 hidden 576, vocabulary 49,152; for a GPU). Memory is the peak above the resting model and optimizer
 state: on CUDA `torch.cuda.max_memory_allocated`, on CPU the bytes of the tensors the update
