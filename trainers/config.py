@@ -2,7 +2,7 @@
 
     seed: 0
     output_dir: runs/guess-tiny            # metrics, TensorBoard logs, rollouts, checkpoints
-    model:     {path, tiny, backend, device, threads}
+    model:     {path, tiny, backend, device, threads, gradient_checkpointing}
     env:       {name, server, token, options, train_split, test_split, instructions, system}
     horizon:   3 | "staged:2,4@50" | {kind: staged, stages: [...], stage_steps: N}
     rollout:   {tasks_per_step, group_size, turn_tokens, episode_tokens, temperature, top_p}
@@ -53,6 +53,9 @@ class ModelSection:
     backend: str = "transformers"
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    # Recompute each layer's activations in the backward pass instead of keeping them: less memory
+    # for a longer update (transformers' gradient checkpointing).
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -93,6 +96,11 @@ class AlgorithmSection:
     betas: tuple[float, float] = (0.9, 0.999)
     epochs: int = 1  # passes over each batch
     minibatches: int = 1  # optimizer steps per pass
+    # A minibatch's forward and backward run in micro-batches of at most this many padded tokens
+    # (episodes x the longest of them) and episodes, their gradients summed: the same optimizer
+    # step in less memory. null: no limit (one micro-batch).
+    micro_batch_tokens: int | None = None
+    micro_batch_rows: int | None = None
     clip_low: float = 0.2
     clip_high: float = 0.2
     loss_agg: str = "token-mean"
@@ -300,6 +308,10 @@ def _validate(config: TrainConfig) -> None:
     ):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+    for name in ("micro_batch_tokens", "micro_batch_rows"):
+        value = getattr(algorithm, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"algorithm.{name} must be a whole number >= 1, or null for no limit; got {value!r}")
     if config.train.log_every is not None and config.train.log_every < 1:
         raise ConfigError(f"train.log_every must be a whole number >= 1 or null, got {config.train.log_every!r}")
     if batch % algorithm.minibatches:

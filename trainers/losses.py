@@ -15,8 +15,11 @@ Sequences without any action token are left out of the sequence means.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "AGGREGATIONS",
@@ -31,6 +34,8 @@ __all__ = [
     "value_loss",
     "entropy_from_logits",
     "token_logprobs",
+    "lm_head_logprobs",
+    "aggregation_units",
 ]
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
@@ -39,6 +44,8 @@ KL_KINDS = ("k1", "k2", "k3", "low_var_kl")
 # exp() of a log-ratio beyond this overflows float32 gradients; a ratio of e^20 is already
 # far outside any clip range, so clamping changes no clipped loss.
 _MAX_LOG_RATIO = 20.0
+# Logits one chunk of lm_head_logprobs holds (chunk positions x vocabulary): 64 MiB in float32.
+HEAD_CHUNK_ELEMENTS = 2**24
 # low_var_kl bounds each token's estimate, as in verl, so one outlier cannot dominate the loss.
 _LOW_VAR_KL_BOUND = 10.0
 
@@ -71,6 +78,16 @@ def aggregate(loss_tokens: Tensor, mask: Tensor, mode: str = "token-mean") -> Te
     if mode == "seq-mean-token-mean":
         per_sequence = per_sequence / keep.sum(1).clamp(min=1)
     return masked_mean(per_sequence, keep.any(1))
+
+
+def aggregation_units(mask: Tensor, mode: str = "token-mean") -> Tensor:
+    """What `aggregate` averages over: the action tokens for token-mean, the sequences holding an
+    action token for the sequence means. A part of a batch (a micro-batch) whose loss is weighted
+    by its units / the batch's units adds up with the other parts to the batch's loss."""
+    if mode not in AGGREGATIONS:
+        raise LossConfigError(f"unknown aggregation {mode!r}; choose one of {', '.join(AGGREGATIONS)}")
+    keep = mask != 0
+    return keep.sum() if mode == "token-mean" else keep.any(1).sum()
 
 
 def policy_loss(
@@ -170,29 +187,56 @@ def value_loss(
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy (B, T) of the softmax over the last axis of logits (B, T, V).
-
-    Computed one sequence at a time in float32 so the temporaries stay at one row's size."""
-    rows = []
-    for row in logits:
-        row = row.float()
-        probabilities = torch.softmax(row, dim=-1)
-        rows.append(torch.logsumexp(row, dim=-1) - (probabilities * row).sum(-1))
-    return torch.stack(rows)
+    """Entropy (...) of the softmax over the last axis of logits (..., V), in float32 or wider."""
+    logits = _upcast(logits)
+    probabilities = torch.softmax(logits, dim=-1)
+    return torch.logsumexp(logits, dim=-1) - (probabilities * logits).sum(-1)
 
 
 def token_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
-    """log softmax(logits)[label] per position: (B, T, V), (B, T) -> (B, T) in float32 or wider.
+    """log softmax(logits)[label] per position: (..., V), (...) -> (...) in float32 or wider.
 
-    Never materialises the full log-softmax: the picked logit minus the logsumexp, one sequence
-    at a time. Negative labels (e.g. -100 padding) give 0."""
+    The picked logit minus the logsumexp: the full log-softmax is never materialised. Negative
+    labels (e.g. -100 padding) give 0."""
     valid = labels >= 0
-    safe_labels = torch.where(valid, labels, 0)
-    rows = []
-    for row, row_labels in zip(logits, safe_labels):
-        # Half-precision logits are upcast per row: logsumexp in bf16 loses most of its digits.
-        row = row if row.dtype in (torch.float32, torch.float64) else row.float()
-        picked = row.gather(-1, row_labels.unsqueeze(-1)).squeeze(-1)
-        rows.append(picked - torch.logsumexp(row, dim=-1))
-    out = torch.stack(rows)
+    logits = _upcast(logits)
+    picked = logits.gather(-1, torch.where(valid, labels, 0).unsqueeze(-1)).squeeze(-1)
+    out = picked - torch.logsumexp(logits, dim=-1)
     return torch.where(valid, out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+
+def lm_head_logprobs(
+    hidden: Tensor,
+    labels: Tensor,
+    head: Callable[[Tensor], Tensor],
+    temperature: float = 1.0,
+    chunk_elements: int = HEAD_CHUNK_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """Log-probs of `labels` (N,) and entropies (N,), both float32 or wider, under
+    softmax(head(hidden) / temperature) for final hidden states (N, H).
+
+    The LM head runs on chunks of positions of at most `chunk_elements` logits each. With autograd
+    on, each chunk is recomputed in the backward pass (activation checkpointing), so what is kept
+    for backward is the hidden states, never the (N, V) logits or their softmax."""
+    with torch.no_grad():
+        vocabulary = head(hidden[:1]).shape[-1]
+    size = max(1, chunk_elements // vocabulary)
+
+    def scores(hidden_chunk: Tensor, label_chunk: Tensor) -> tuple[Tensor, Tensor]:
+        logits = _upcast(head(hidden_chunk)) / temperature
+        return token_logprobs(logits, label_chunk), entropy_from_logits(logits)
+
+    logprobs, entropies = [], []
+    for hidden_chunk, label_chunk in zip(hidden.split(size), labels.split(size)):
+        if torch.is_grad_enabled() and hidden_chunk.requires_grad:
+            chunk_logprobs, chunk_entropy = checkpoint(scores, hidden_chunk, label_chunk, use_reentrant=False)
+        else:
+            chunk_logprobs, chunk_entropy = scores(hidden_chunk, label_chunk)
+        logprobs.append(chunk_logprobs)
+        entropies.append(chunk_entropy)
+    return torch.cat(logprobs), torch.cat(entropies)
+
+
+def _upcast(logits: Tensor) -> Tensor:
+    # Half-precision logits are upcast: logsumexp in bf16 loses most of its digits.
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -29,13 +29,13 @@ from .chat import ChatFormat
 from .config import ConfigError, TrainConfig
 from .hf_policy import autocast_for
 from .losses import (
+    aggregation_units,
     apply_kl_to_rewards,
-    entropy_from_logits,
     kl_loss,
     kl_penalty,
+    lm_head_logprobs,
     masked_mean,
     policy_loss,
-    token_logprobs,
     value_loss,
 )
 from .policy import Sampling, make_policy
@@ -90,7 +90,7 @@ class ValueHead(torch.nn.Module):
         torch.nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden.float()).squeeze(-1)
+        return self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
 
 
 class Trainer:
@@ -158,6 +158,14 @@ class Trainer:
         if cfg.model.tiny is not None and not (model_path / "config.json").exists():
             self._build_tiny_model(model_path)
         self.model, self.tokenizer = _load_model(resume_from or model_path, self.device)
+        _check_logits_are_the_lm_head(self.model)
+        if cfg.model.gradient_checkpointing:
+            # Only in train mode, i.e. the update: generation keeps its KV cache. transformers 5.2x
+            # renamed it and deprecated the old name; 4.57 has only the old one.
+            if hasattr(self.model, "activation_checkpointing_enable"):
+                self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.reference = None
         if cfg.algorithm.kl_coef > 0:
             self.reference, _ = _load_model(model_path, self.device)
@@ -376,46 +384,24 @@ class Trainer:
         if old_values is not None:
             advantages = masked_whiten(advantages, batch.action_mask.cpu())  # PPO's per-batch normalisation
         advantages, returns = advantages.to(self.device), returns.to(self.device)
+        targets = _Targets(old_logprobs, ref_logprobs, advantages, returns, old_values, kl_in_reward)
         totals: dict[str, float] = {}
         updates = 0
         self.model.train()
         for _ in range(algorithm.epochs):
             order = torch.randperm(len(episodes))
             for rows in order.chunk(algorithm.minibatches):
-                rows = rows.to(self.device)
-                mask = batch.action_mask[rows]
-                logits, values = self._forward(self.model, batch, rows, values=old_values is not None)
-                logits = logits / self._temperature
-                logprobs = token_logprobs(logits, batch.labels[rows])
-                loss, stats = policy_loss(
-                    logprobs,
-                    old_logprobs[rows],
-                    advantages[rows],
-                    mask,
-                    clip_low=algorithm.clip_low,
-                    clip_high=algorithm.clip_high,
-                    agg=algorithm.loss_agg,
-                )
-                stats["pg_loss"] = loss.item()
-                entropy = masked_mean(entropy_from_logits(logits), mask)
-                if algorithm.entropy_coef:
-                    loss = loss - algorithm.entropy_coef * entropy
-                stats["entropy"] = entropy.item()
-                if ref_logprobs is None:
-                    stats["kl"] = stats["approx_kl"]
-                elif not kl_in_reward:  # else the KL is on the reward already
-                    kl = kl_loss(logprobs, ref_logprobs[rows], mask, kind=algorithm.kl_kind, agg=algorithm.loss_agg)
-                    loss = loss + algorithm.kl_coef * kl
-                    stats["kl"] = kl.item()
-                if values is not None:
-                    critic_loss, critic_stats = value_loss(
-                        values, old_values[rows], returns[rows], mask, clip=algorithm.value_clip, agg=algorithm.loss_agg
-                    )
-                    loss = loss + algorithm.vf_coef * critic_loss
-                    stats.update(critic_stats, value_loss=critic_loss.item())
+                # A micro-batch's loss is weighted by its share of the minibatch's action tokens
+                # (or sequences, as loss_agg averages): the accumulated gradient is the minibatch's.
+                mask = batch.action_mask[rows.to(self.device)]
+                tokens = max(1, int(aggregation_units(mask, "token-mean")))
+                units = max(1, int(aggregation_units(mask, algorithm.loss_agg)))
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                stats["loss"] = loss.item()
+                stats: dict[str, float] = {}
+                for micro_rows in self._micro_batches(rows, batch):
+                    micro_stats = self._accumulate_gradients(batch, micro_rows.to(self.device), targets, tokens, units)
+                    for key, value in micro_stats.items():
+                        stats[key] = stats.get(key, 0.0) + value
                 if algorithm.max_grad_norm:
                     stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trained_parameters, algorithm.max_grad_norm))
                 self.optimizer.step()
@@ -430,38 +416,105 @@ class Trainer:
             stats["explained_variance"] = _explained_variance(old_values, returns, batch.action_mask)
         return stats
 
+    def _accumulate_gradients(self, batch: "_Batch", rows: torch.Tensor, targets: "_Targets", tokens: int, units: int) -> dict[str, float]:
+        """Backward of one micro-batch's share of its minibatch's loss; its share of the stats.
+
+        `tokens` and `units` are the minibatch's action tokens and aggregation units: losses
+        aggregated per loss_agg weigh units(micro-batch) / units, token means tokens(micro) / tokens."""
+        algorithm = self.config.algorithm
+        mask = batch.action_mask[rows]
+        token_share = int(aggregation_units(mask, "token-mean")) / tokens
+        unit_share = int(aggregation_units(mask, algorithm.loss_agg)) / units
+        (logprobs, entropies), values = self._forward(self.model, batch, rows, values=targets.old_values is not None)
+        policy, policy_stats = policy_loss(
+            logprobs,
+            targets.old_logprobs[rows],
+            targets.advantages[rows],
+            mask,
+            clip_low=algorithm.clip_low,
+            clip_high=algorithm.clip_high,
+            agg=algorithm.loss_agg,
+        )
+        loss = unit_share * policy
+        stats = {key: token_share * value for key, value in policy_stats.items()}  # token means
+        stats["pg_loss"] = unit_share * policy.item()
+        entropy = masked_mean(entropies, mask)
+        if algorithm.entropy_coef:
+            loss = loss - algorithm.entropy_coef * token_share * entropy
+        stats["entropy"] = token_share * entropy.item()
+        if targets.ref_logprobs is None:
+            stats["kl"] = stats["approx_kl"]
+        elif not targets.kl_in_reward:  # else the KL is on the reward already
+            kl = kl_loss(logprobs, targets.ref_logprobs[rows], mask, kind=algorithm.kl_kind, agg=algorithm.loss_agg)
+            loss = loss + algorithm.kl_coef * unit_share * kl
+            stats["kl"] = unit_share * kl.item()
+        if values is not None:
+            critic_loss, critic_stats = value_loss(
+                values, targets.old_values[rows], targets.returns[rows], mask, clip=algorithm.value_clip, agg=algorithm.loss_agg
+            )
+            loss = loss + algorithm.vf_coef * unit_share * critic_loss
+            stats.update({key: token_share * value for key, value in critic_stats.items()}, value_loss=unit_share * critic_loss.item())
+        loss.backward()
+        stats["loss"] = loss.item()
+        return stats
+
+    def _micro_batches(self, rows: torch.Tensor, batch: "_Batch", max_rows: int | None = None) -> list[torch.Tensor]:
+        """`rows` (on the CPU) in micro-batches as algorithm.micro_batch_tokens/_rows allow (and at
+        most `max_rows` rows)."""
+        algorithm = self.config.algorithm
+        limits = [n for n in (algorithm.micro_batch_rows, max_rows) if n is not None]
+        groups = _pack_micro_batches(
+            rows.tolist(), batch.lengths, max_tokens=algorithm.micro_batch_tokens, max_rows=min(limits) if limits else None
+        )
+        return [torch.tensor(group) for group in groups]
+
     @property
     def _temperature(self) -> float:
         # Log-probs of the distribution the episodes were sampled from, as the rollout recorded them.
         return self.config.rollout.temperature or 1.0
 
-    def _forward(self, model: Any, batch: "_Batch", rows: torch.Tensor, values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (and the value head's values when `values`) predicting positions 1.. of `rows`.
+    def _forward(
+        self, model: Any, batch: "_Batch", rows: torch.Tensor, values: bool = False
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """((log-probs, entropies), values) predicting positions 1.. of `rows`, each
+        (len(rows), batch.width - 1): log-probs of the labels and the entropies of the policy at
+        action positions (0 elsewhere), and the value head's values everywhere (None unless `values`).
 
-        Values read the hidden states where the LM head reads them (a hook on its input): any
-        architecture, and no copy of every layer's states as output_hidden_states would keep."""
-        final_hidden: list[torch.Tensor] = []
-        hook = None
-        if values:
-            hook = model.get_output_embeddings().register_forward_pre_hook(lambda _, args: final_hidden.append(args[0]))
-        try:
-            with autocast_for(self.device):
-                logits = model(input_ids=batch.input_ids[rows], attention_mask=batch.attention[rows]).logits[:, :-1]
-        finally:
-            if hook is not None:
-                hook.remove()
-        return logits, self.value_head(final_hidden[-1][:, :-1]) if values else None
+        The model's trunk runs on the rows cut to their longest; the LM head only on the final
+        hidden states at action positions (lm_head_logprobs, in chunks); values read the same
+        hidden states, the LM head's input."""
+        width = max(batch.lengths[row] for row in rows.tolist())
+        ids, attention = batch.input_ids[rows, :width], batch.attention[rows, :width]
+        where = batch.action_mask[rows, : width - 1] != 0
+        with autocast_for(self.device):
+            hidden = model.base_model(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state[:, :-1]
+            logprobs, entropies = lm_head_logprobs(
+                hidden[where], batch.labels[rows, : width - 1][where], model.get_output_embeddings(), self._temperature
+            )
+        padding = (0, batch.width - width)  # back to the batch's width
+        scores = tuple(
+            torch.nn.functional.pad(torch.zeros(where.shape, dtype=x.dtype, device=x.device).masked_scatter(where, x), padding)
+            for x in (logprobs, entropies)
+        )
+        return scores, torch.nn.functional.pad(self.value_head(hidden), padding) if values else None
 
     @torch.no_grad()
     def _score(self, model: Any, batch: "_Batch", values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs of the batch's tokens under `model`, and its values when `values`, in chunks."""
+        """Log-probs of the batch's tokens under `model`, and its values when `values`, in the
+        update's micro-batches of at most 64 rows."""
         model.eval()
-        logprobs, value_rows = [], []
-        for chunk in torch.arange(len(batch.input_ids), device=self.device).split(64):
-            logits, chunk_values = self._forward(model, batch, chunk, values)
-            logprobs.append(token_logprobs(logits / self._temperature, batch.labels[chunk]))
-            value_rows.append(chunk_values)
-        return torch.cat(logprobs), torch.cat(value_rows) if values else None
+        shape = (len(batch.input_ids), batch.width - 1)
+        logprobs = all_values = None
+        for rows in self._micro_batches(torch.arange(shape[0]), batch, max_rows=64):
+            rows = rows.to(self.device)
+            (row_logprobs, _), row_values = self._forward(model, batch, rows, values)
+            if logprobs is None:
+                logprobs = row_logprobs.new_zeros(shape)
+                all_values = row_values.new_zeros(shape) if values else None
+            logprobs[rows] = row_logprobs
+            if all_values is not None:
+                all_values[rows] = row_values
+        return logprobs, all_values
 
     # ------------------------------------------------------------------ evaluation
 
@@ -556,10 +609,40 @@ class _Batch:
             ids[row, : len(e.tokens)] = torch.tensor(e.tokens)
             attention[row, : len(e.tokens)] = 1
             loss_mask[row, : len(e.tokens)] = torch.tensor(e.loss_mask)
+        self.lengths = [len(e.tokens) for e in episodes]
         self.input_ids = ids.to(device)
         self.attention = attention.to(device)
         self.labels = torch.where(attention[:, 1:] == 1, ids[:, 1:], -100).to(device)
         self.action_mask = loss_mask[:, 1:].to(device)
+
+
+class _Targets(NamedTuple):
+    """What the update's losses compare the policy with, per position of the batch."""
+
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor | None
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    old_values: torch.Tensor | None
+    kl_in_reward: bool
+
+
+def _pack_micro_batches(rows: list[int], lengths: list[int], max_tokens: int | None, max_rows: int | None) -> list[list[int]]:
+    """`rows` in groups of at most `max_rows` rows and `max_tokens` padded tokens (rows x the
+    longest row's length), longest rows first so that rows of like length share a group. A row
+    longer than `max_tokens` makes a group of its own. No limits: one group, in the given order."""
+    if max_tokens is None and max_rows is None:
+        return [list(rows)]
+    groups: list[list[int]] = []
+    group: list[int] = []
+    for row in sorted(rows, key=lambda r: -lengths[r]):  # stable: equal lengths keep their order
+        full = max_rows is not None and len(group) == max_rows
+        if group and (full or (max_tokens is not None and (len(group) + 1) * lengths[group[0]] > max_tokens)):
+            groups.append(group)
+            group = []
+        group.append(row)
+    groups.append(group)
+    return groups
 
 
 def _episode_stats(episodes: list[Episode]) -> dict[str, float]:
@@ -649,6 +732,24 @@ def _load_model(path: str | Path, device: torch.device) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
     return model, tokenizer
+
+
+def _check_logits_are_the_lm_head(model: Any) -> None:
+    """The update applies the LM head itself, to the trunk's final hidden states at action
+    positions only. A model whose forward changes its logits after the head (soft-capping,
+    scaling) would be trained on other log-probs than it samples from: refuse it."""
+    if model.get_output_embeddings() is None:
+        raise ConfigError(f"model.path: {type(model).__name__} has no LM head (get_output_embeddings); the trainer needs a causal LM")
+    probe = torch.arange(4, device=model.device).unsqueeze(0)
+    with torch.no_grad():
+        inputs = {"input_ids": probe, "attention_mask": torch.ones_like(probe), "use_cache": False}
+        logits = model(**inputs).logits
+        ours = model.get_output_embeddings()(model.base_model(**inputs).last_hidden_state)
+    if not torch.allclose(logits, ours, rtol=1e-4, atol=1e-4):
+        raise ConfigError(
+            f"model.path: {type(model).__name__} changes its logits after the LM head (e.g. soft-capping or scaling); "
+            "the trainer computes log-probs from the LM head's output and cannot train it"
+        )
 
 
 async def _env_corpus(client: Any, config: TrainConfig, env: str, info: Any, numbers: int, episodes: int) -> list[str]:
