@@ -27,10 +27,12 @@ __all__ = ["TransformersPolicy", "sample_next"]
 
 @dataclass
 class _KeptRow:
-    """The keys and values of one row's tokens, per layer: (heads, length, head_dim) each."""
+    """The keys and values of one row's tokens, all layers in one tensor each:
+    (layers, heads, length, head_dim). One tensor, not one per layer: a row costs two copies
+    whatever the depth (on a GPU, thousands of kernel launches fewer per turn)."""
 
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
+    keys: torch.Tensor
+    values: torch.Tensor
 
 
 class TransformersPolicy(PolicyBackend):
@@ -155,14 +157,20 @@ class TransformersPolicy(PolicyBackend):
                 if token in stop_set:
                     break
             generations.append(Generation(ids, new_logprobs[r][: len(ids)], stopped=ids[-1] in stop_set))
-        if self.reuse_cache and all(type(layer) is DynamicLayer for layer in cache.layers):
+        # Kept only where every layer is a plain, full-attention cache of one shape (sliding-window
+        # or recurrent layers keep something else).
+        layers = cache.layers
+        if self.reuse_cache and all(type(layer) is DynamicLayer for layer in layers) and len({layer.keys.shape for layer in layers}) == 1:
+            keys = torch.stack([layer.keys for layer in layers])  # (layers, rows, heads, positions, head_dim)
+            values = torch.stack([layer.values for layer in layers])
+            del cache, layers  # free the per-layer tensors before the rows are cut out
             for r, (prompt, generation) in enumerate(zip(prompts, generations)):
                 # Encoded: the prompt and every generated token but the last (never fed back).
                 end = cached + width + len(generation.token_ids) - 1
                 spans = (slice(cached - past[r], cached), slice(cached + width - len(fresh[r]), end))
                 self._kept[tuple(prompt) + tuple(generation.token_ids[:-1])] = _KeptRow(
-                    [torch.cat([layer.keys[r, :, span] for span in spans], dim=1) for layer in cache.layers],
-                    [torch.cat([layer.values[r, :, span] for span in spans], dim=1) for layer in cache.layers],
+                    torch.cat([keys[:, r, :, span] for span in spans], dim=2),
+                    torch.cat([values[:, r, :, span] for span in spans], dim=2),
                 )
         return generations
 
@@ -171,18 +179,14 @@ def _batched(kept: list[tuple[int, _KeptRow | None]], width: int) -> list[tuple[
     """Per layer, the kept keys and values of every row, right-aligned in `width` positions (rows
     without a kept cache are zeros, masked out like any padding)."""
     template = next(row for _, row in kept if row is not None)
-    batched = []
-    for layer in range(len(template.keys)):
-        pair = []
-        for part in (template.keys, template.values):
-            heads, _, dim = part[layer].shape
-            pair.append(part[layer].new_zeros((len(kept), heads, width, dim)))
-        for r, (length, row) in enumerate(kept):
-            if row is not None:
-                pair[0][r, :, width - length:] = row.keys[layer]
-                pair[1][r, :, width - length:] = row.values[layer]
-        batched.append((pair[0], pair[1]))
-    return batched
+    layers, heads, _, dim = template.keys.shape
+    keys = template.keys.new_zeros((layers, len(kept), heads, width, dim))
+    values = template.values.new_zeros((layers, len(kept), heads, width, dim))
+    for r, (length, row) in enumerate(kept):
+        if row is not None:
+            keys[:, r, :, width - length:] = row.keys
+            values[:, r, :, width - length:] = row.values
+    return [(keys[layer], values[layer]) for layer in range(layers)]
 
 
 def sample_next(logits: torch.Tensor, sampling: Sampling) -> tuple[torch.Tensor, torch.Tensor]:
