@@ -10,13 +10,16 @@
      full-vocabulary scores copied to the CPU, every prompt in full;
    - `plain generate`: `model.generate` alone, no log-probs, on the very same prompts, batch and
      token counts, turn by turn: the reference the ratios divide by.
-2. **trainer step**: `--steps` GRPO steps of examples/guess-tiny.yaml's settings on the embedded
-   guess server, per step split into rollout / scoring (the update's log-probs of the batch under
-   the rollout weights) / update (the rest), with the policy of today and with `before`.
+2. **trainer step**: `--steps` GRPO steps of examples/guess-tiny.yaml's settings (changed with
+   `--set KEY=VALUE`, as `gymwire train --set`) on the embedded guess server, per step split into
+   rollout / scoring (the update's log-probs of the batch under the rollout weights) / update
+   (the rest), with the policy of today and with `before`.
 
     python bench/rollout.py                                   # tiny GPT-2, CPU: ~3 minutes here
-    python bench/rollout.py --model smollm2-shape --device cuda --episodes 128 --turns 6 --turn-tokens 48
     python bench/rollout.py --json out.json
+    # the GPU shape: 128 episodes x 6 turns x 48 tokens, guess 1..15
+    python bench/rollout.py --model smollm2-shape --device cuda --episodes 128 --turns 6 --turn-tokens 48 \
+        --steps 3 --set horizon=6 --set rollout.turn_tokens=48 --set "env.options={low: 1, high: 15, show_range: true}"
 
 `--model smollm2-shape` is a randomly initialised Llama of SmolLM2-135M's shape (30 layers, hidden
 576, 9 heads, 3 KV heads, vocabulary 49,152) with the tiny word-level tokenizer: the cost of the
@@ -204,7 +207,7 @@ def generation_section(path: Path, device: torch.device, args: argparse.Namespac
 
 
 def trainer_section(path: Path | None, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
-    from gymwire.trainers.config import load_config
+    from gymwire.trainers.config import load_config, parse_assignments
     from gymwire.trainers.trainer import Trainer
 
     results: dict[str, Any] = {}
@@ -218,6 +221,7 @@ def trainer_section(path: Path | None, device: torch.device, args: argparse.Name
                 overrides.update({"model.path": str(path), "model.tiny": None})
             else:
                 overrides["model.path"] = str(Path(folder) / "model")
+            overrides.update(parse_assignments(args.set))
             config = load_config(ROOT / "examples" / "guess-tiny.yaml", overrides)
             with Trainer(config) as trainer:
                 if name == "before":
@@ -237,7 +241,8 @@ def trainer_section(path: Path | None, device: torch.device, args: argparse.Name
         # The first step also builds what later ones reuse: report the mean of the others.
         later = rows[1:] or rows
         results[name] = {key: sum(r[key] for r in later) / len(later) for key in later[0]}
-    print(f"\ntrainer step: examples/guess-tiny.yaml settings, mean of steps 2..{args.steps}")
+    changed = f" with {', '.join(args.set)}" if args.set else ""
+    print(f"\ntrainer step: examples/guess-tiny.yaml settings{changed}, mean of steps 2..{args.steps}")
     print(f"  {'':12} {'rollout s':>9} {'scoring s':>9} {'update s':>9} {'step s':>8}")
     for name, row in results.items():
         print(f"  {name:12} {row['rollout_s']:9.3f} {row['scoring_s']:9.3f} {row['update_s']:9.3f} {row['step_s']:8.3f}")
@@ -270,6 +275,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--turn-tokens", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4, help="trainer steps per policy (0: skip the trainer section)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a training setting (YAML value)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (guess-tiny.yaml uses 1)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -89,15 +89,27 @@ class TransformersPolicy(PolicyBackend):
         # Kept keys and values were computed with the old weights.
         self._kept.clear()
 
-    def _take_kept(self, prompt: Sequence[int]) -> tuple[int, _KeptRow | None]:
-        """The longest kept row whose tokens begin `prompt` and leave at least one token to
-        encode (removed: its extension is kept in its place), and its length; (0, None) if none."""
-        for length in sorted({len(key) for key in self._kept}, reverse=True):
-            if length < len(prompt):
-                row = self._kept.pop(tuple(prompt[:length]), None)
-                if row is not None:
-                    return length, row
-        return 0, None
+    def _take_kept(self, prompts: Sequence[Sequence[int]]) -> list[tuple[int, _KeptRow | None]]:
+        """Per prompt, the longest kept row whose tokens begin it and leave at least one token to
+        encode, and that row's length; (0, None) if none. Several prompts may start from one row
+        (episodes of a group share their first prompt, and with one-token turns their history
+        too). Rows taken are removed: their extensions are kept in their place."""
+        if not self.reuse_cache or not self._kept:
+            return [(0, None)] * len(prompts)
+        lengths = sorted({len(key) for key in self._kept}, reverse=True)
+        taken: dict[tuple[int, ...], _KeptRow] = {}
+        found = []
+        for prompt in prompts:
+            match: tuple[int, _KeptRow | None] = (0, None)
+            for length in lengths:
+                key = tuple(prompt[:length])
+                if length < len(prompt) and key in self._kept:
+                    match = (length, taken.setdefault(key, self._kept[key]))
+                    break
+            found.append(match)
+        for key in taken:
+            del self._kept[key]
+        return found
 
     def _generate(
         self, prompts: Sequence[Sequence[int]], budgets: Sequence[int], stop_ids: list[int], sampling: Sampling
@@ -108,7 +120,7 @@ class TransformersPolicy(PolicyBackend):
         model = self.model
         device = model.device
         pad_id = self.pad_id if self.pad_id is not None else stop_ids[0]
-        kept = [self._take_kept(prompt) if self.reuse_cache else (0, None) for prompt in prompts]
+        kept = self._take_kept(prompts)
         past = [length for length, _ in kept]
         fresh = [list(prompt[length:]) for prompt, length in zip(prompts, past)]
         self.encoded_tokens += sum(len(tokens) for tokens in fresh)

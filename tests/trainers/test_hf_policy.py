@@ -183,6 +183,27 @@ def test_kept_caches_across_turns_give_full_forward_logprobs(either, path):
             new_tokens[key] = 1 + len(feedback)  # the last generated token was never encoded
 
 
+@pytest.mark.parametrize("path", ["temperature", "top_p"])
+def test_episodes_of_a_group_share_what_they_have_in_common(tiny, path):
+    """One-token turns (examples/guess-tiny.yaml): a group's episodes all extend the same kept
+    row (their shared prompt); each still encodes only its own new tokens, and log-probs hold."""
+    model, tokenizer = tiny
+    chat = ChatFormat(tokenizer)
+    sampling = PATHS[path]
+    policy = TransformersPolicy(model, tokenizer.pad_token_id)
+    prompts = prompts_of(tokenizer, 2, seed=11) * 4  # two tasks, four episodes each
+    torch.manual_seed(5)
+    for turn in range(3):
+        before = policy.encoded_tokens
+        generations = policy.generate(prompts, [1] * len(prompts), chat.stop_ids, sampling)
+        if turn:
+            assert policy.encoded_tokens - before == sum(1 + len(f) for f in answers)
+        answers = [chat.user_turn("Go higher.", g.token_ids, g.stopped) for g in generations]
+        for prompt, generation in zip(prompts, generations):
+            assert_logprobs_match(model, prompt, generation, sampling)
+        prompts = [p + g.token_ids + a for p, g, a in zip(prompts, generations, answers)]
+
+
 def test_reused_and_fresh_encodings_sample_the_same(tiny):
     """Seeded, a second turn from kept caches samples exactly what encoding it in full samples."""
     model, tokenizer = tiny
