@@ -138,7 +138,7 @@ class TransformersPolicy(PolicyBackend):
         input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
 
         budget = torch.tensor(budgets, device=device)
-        stops = torch.tensor(stop_ids, device=device)
+        stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         tokens, logprobs = [], []
         logits = model(
