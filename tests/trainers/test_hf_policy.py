@@ -192,16 +192,17 @@ def test_episodes_of_a_group_share_what_they_have_in_common(tiny, path):
     sampling = PATHS[path]
     policy = TransformersPolicy(model, tokenizer.pad_token_id)
     prompts = prompts_of(tokenizer, 2, seed=11) * 4  # two tasks, four episodes each
+    new_tokens = sum(len(p) for p in prompts)
     torch.manual_seed(5)
-    for turn in range(3):
+    for _ in range(3):
         before = policy.encoded_tokens
         generations = policy.generate(prompts, [1] * len(prompts), chat.stop_ids, sampling)
-        if turn:
-            assert policy.encoded_tokens - before == sum(1 + len(f) for f in answers)
+        assert policy.encoded_tokens - before == new_tokens
         answers = [chat.user_turn("Go higher.", g.token_ids, g.stopped) for g in generations]
         for prompt, generation in zip(prompts, generations):
             assert_logprobs_match(model, prompt, generation, sampling)
         prompts = [p + g.token_ids + a for p, g, a in zip(prompts, generations, answers)]
+        new_tokens = sum(1 + len(a) for a in answers)  # the generated token and the answer
 
 
 def test_reused_and_fresh_encodings_sample_the_same(tiny):
