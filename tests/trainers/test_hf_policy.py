@@ -205,6 +205,21 @@ def test_episodes_of_a_group_share_what_they_have_in_common(tiny, path):
         new_tokens = sum(1 + len(a) for a in answers)  # the generated token and the answer
 
 
+def test_caches_are_kept_across_batches_of_one_call(tiny):
+    """More prompts than `max_batch`: every batch's rows are kept, and the next call finds them."""
+    model, tokenizer = tiny
+    chat = ChatFormat(tokenizer)
+    policy = TransformersPolicy(model, tokenizer.pad_token_id, max_batch=2)
+    prompts = prompts_of(tokenizer, 5, seed=12)
+    first = policy.generate(prompts, [3] * 5, chat.stop_ids, PATHS["greedy"])
+    answers = [chat.user_turn("Go lower.", g.token_ids, g.stopped) for g in first]
+    extended = [p + g.token_ids + a for p, g, a in zip(prompts, first, answers)]
+    before = policy.encoded_tokens
+    for prompt, generation in zip(extended, policy.generate(extended, [3] * 5, chat.stop_ids, PATHS["greedy"])):
+        assert_logprobs_match(model, prompt, generation, PATHS["greedy"])
+    assert policy.encoded_tokens - before == sum(1 + len(a) for a in answers)
+
+
 def test_reused_and_fresh_encodings_sample_the_same(tiny):
     """Seeded, a second turn from kept caches samples exactly what encoding it in full samples."""
     model, tokenizer = tiny
