@@ -1,24 +1,58 @@
-"""Policy backend on a transformers causal LM: the trainer's own model, on CPU or one CUDA GPU."""
+"""Policy backend on a transformers causal LM: the trainer's own model, on CPU or one CUDA GPU.
+
+It decodes with a loop of its own over the model's forward pass and a `DynamicCache` rather than
+with `model.generate`, for two reasons:
+- the sampled tokens' log-probs are computed on the device and only they, with the token ids,
+  are copied back (`generate` can only hand out every step's full-vocabulary scores);
+- each row's keys and values are kept after a call, under the tokens they encode. A later prompt
+  that extends kept tokens (an episode's next turn: its history, the tokens just generated, the
+  environment's answer) starts from them and encodes only its new tokens, instead of the whole
+  history every turn.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from .policy import Generation, PolicyBackend, Sampling
+from .precision import autocast_for
 
-__all__ = ["TransformersPolicy", "autocast_for"]
+__all__ = ["TransformersPolicy", "sample_next"]
+
+
+@dataclass
+class _KeptRow:
+    """The keys and values of one row's tokens, all layers in one tensor each:
+    (layers, heads, length, head_dim). One tensor, not one per layer: a row costs two copies
+    whatever the depth (on a GPU, thousands of kernel launches fewer per turn)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
 
 
 class TransformersPolicy(PolicyBackend):
-    """Samples with `model.generate` on left-padded batches; log-probs come from the processed
-    scores, i.e. the distribution actually sampled from (temperature and top-p applied)."""
+    """Samples from `model` on left-padded batches of at most `max_batch` rows; log-probs are those
+    of the distribution actually sampled from (logits / temperature, then top-p; greedy: the
+    model's own), computed on the device.
 
-    def __init__(self, model: Any, pad_id: int | None = None, max_batch: int = 256):
+    With `reuse_cache`, the caches of the latest rows stay on the device (at least `max_batch`
+    rows, or all of the latest call's; least recently used dropped first) until `release` or
+    `load_weights`, which must follow any change of the model's weights."""
+
+    def __init__(self, model: Any, pad_id: int | None = None, max_batch: int = 256, reuse_cache: bool = True):
         self.model = model
         self.pad_id = pad_id
         self.max_batch = max_batch
+        self.reuse_cache = reuse_cache
+        self._kept: OrderedDict[tuple[int, ...], _KeptRow] = OrderedDict()
+        self.encoded_tokens = 0  # prompt tokens run through the model (not read from a kept cache), for benchmarks
+        # transformers 5.24 renamed forward's `past_key_values` to `cache`; 4.57 knows only the old name.
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @torch.no_grad()
     def generate(
@@ -32,65 +66,163 @@ class TransformersPolicy(PolicyBackend):
             raise ValueError(f"{len(prompts)} prompts but {len(max_new_tokens)} token budgets")
         if any(budget < 1 for budget in max_new_tokens):
             raise ValueError("every prompt needs a token budget of at least 1")
+        if any(len(prompt) < 1 for prompt in prompts):
+            raise ValueError("every prompt needs at least one token")
         results: list[Generation] = []
-        for start in range(0, len(prompts), self.max_batch):
-            chunk = slice(start, start + self.max_batch)
-            results += self._generate(prompts[chunk], max_new_tokens[chunk], list(stop_ids), sampling)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with autocast_for(self.model.device):
+                for start in range(0, len(prompts), self.max_batch):
+                    chunk = slice(start, start + self.max_batch)
+                    results += self._generate(prompts[chunk], max_new_tokens[chunk], list(stop_ids), sampling)
+        finally:
+            self.model.train(was_training)
+        while len(self._kept) > max(self.max_batch, len(prompts)):
+            self._kept.popitem(last=False)
         return results
+
+    def release(self) -> None:
+        self._kept.clear()
+
+    def load_weights(self, model: Any) -> None:
+        # Kept keys and values were computed with the old weights.
+        self._kept.clear()
+
+    def _take_kept(self, prompts: Sequence[Sequence[int]]) -> list[tuple[int, _KeptRow | None]]:
+        """Per prompt, the longest kept row whose tokens begin it and leave at least one token to
+        encode, and that row's length; (0, None) if none. Several prompts may start from one row
+        (episodes of a group share their first prompt, and with one-token turns their history
+        too). Rows taken are removed: their extensions are kept in their place."""
+        if not self.reuse_cache or not self._kept:
+            return [(0, None)] * len(prompts)
+        lengths = sorted({len(key) for key in self._kept}, reverse=True)
+        taken: dict[tuple[int, ...], _KeptRow] = {}
+        found = []
+        for prompt in prompts:
+            match: tuple[int, _KeptRow | None] = (0, None)
+            for length in lengths:
+                key = tuple(prompt[:length])
+                if length < len(prompt) and key in self._kept:
+                    match = (length, taken.setdefault(key, self._kept[key]))
+                    break
+            found.append(match)
+        for key in taken:
+            del self._kept[key]
+        return found
 
     def _generate(
         self, prompts: Sequence[Sequence[int]], budgets: Sequence[int], stop_ids: list[int], sampling: Sampling
     ) -> list[Generation]:
-        from transformers import GenerationConfig
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
+        model = self.model
+        device = model.device
         pad_id = self.pad_id if self.pad_id is not None else stop_ids[0]
-        device = self.model.device
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            attention[row, width - len(prompt):] = 1
-        if sampling.temperature == 0:
-            strategy: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        else:
-            # top_k=0: transformers samples from the top 50 unless told otherwise.
-            strategy = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
-        config = GenerationConfig(
-            max_new_tokens=max(budgets),
-            **strategy,
-            eos_token_id=stop_ids,
-            pad_token_id=pad_id,
-            output_scores=True,
-            return_dict_in_generate=True,
-        )
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with autocast_for(device):
-                out = self.model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config
-                )
-        finally:
-            self.model.train(was_training)
-        new_tokens = out.sequences[:, width:].cpu()
-        # (steps, batch, vocab) -> log-prob of each sampled token.
-        scores = torch.stack(out.scores).float().log_softmax(-1).cpu()
-        chosen = scores.gather(-1, new_tokens.T.unsqueeze(-1)).squeeze(-1).T
-        stops = set(stop_ids)
+        kept = self._take_kept(prompts)
+        past = [length for length, _ in kept]
+        fresh = [list(prompt[length:]) for prompt, length in zip(prompts, past)]
+        self.encoded_tokens += sum(len(tokens) for tokens in fresh)
+        rows, cached, width = len(prompts), max(past), max(len(tokens) for tokens in fresh)
+        # Row r: [pad | its kept tokens | pad | its new tokens]; padding is masked out, and position
+        # ids count only real tokens, so a row computes what it would alone.
+        input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+        attention = torch.zeros((rows, cached + width), dtype=torch.long)
+        for r, tokens in enumerate(fresh):
+            input_ids[r, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+            attention[r, cached - past[r] : cached] = 1
+            attention[r, cached + width - len(tokens):] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, cached:]
+        cache = DynamicCache(ddp_cache_data=_batched(kept, cached) if cached else None, config=model.config)
+        input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
+
+        budget = torch.tensor(budgets, device=device)
+        stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
+        done = torch.zeros(rows, dtype=torch.bool, device=device)
+        tokens, logprobs = [], []
+        logits = model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=1, **{self._cache_arg: cache}
+        ).logits[:, -1]
+        for step in range(max(budgets)):
+            token, logprob = sample_next(logits.float(), sampling)
+            token = token.masked_fill(done, pad_id)
+            tokens.append(token)
+            logprobs.append(logprob)
+            done = done | torch.isin(token, stops) | (budget <= step + 1)
+            if bool(done.all()):
+                break
+            attention = torch.cat([attention, attention.new_ones((rows, 1))], dim=1)
+            positions = positions[:, -1:] + 1
+            logits = model(
+                input_ids=token[:, None], attention_mask=attention, position_ids=positions, **{self._cache_arg: cache}
+            ).logits[:, -1]
+        new_tokens = torch.stack(tokens, 1).tolist()
+        new_logprobs = torch.stack(logprobs, 1).float().tolist()
+
+        stop_set = set(stop_ids)
         generations = []
-        for row, budget in enumerate(budgets):
+        for r, limit in enumerate(budgets):
             ids: list[int] = []
-            for token in new_tokens[row, :budget].tolist():
+            for token in new_tokens[r][:limit]:
                 ids.append(token)
-                if token in stops:
+                if token in stop_set:
                     break
-            generations.append(Generation(ids, chosen[row, : len(ids)].tolist(), stopped=ids[-1] in stops))
+            generations.append(Generation(ids, new_logprobs[r][: len(ids)], stopped=ids[-1] in stop_set))
+        # Kept only where every layer is a plain, full-attention cache of one shape (sliding-window
+        # or recurrent layers keep something else).
+        layers = cache.layers
+        if self.reuse_cache and all(type(layer) is DynamicLayer for layer in layers) and len({layer.keys.shape for layer in layers}) == 1:
+            keys = torch.stack([layer.keys for layer in layers])  # (layers, rows, heads, positions, head_dim)
+            values = torch.stack([layer.values for layer in layers])
+            del cache, layers  # free the per-layer tensors before the rows are cut out
+            for r, (prompt, generation) in enumerate(zip(prompts, generations)):
+                # Encoded: the prompt and every generated token but the last (never fed back).
+                end = cached + width + len(generation.token_ids) - 1
+                spans = (slice(cached - past[r], cached), slice(cached + width - len(fresh[r]), end))
+                self._kept[tuple(prompt) + tuple(generation.token_ids[:-1])] = _KeptRow(
+                    torch.cat([keys[:, r, :, span] for span in spans], dim=2),
+                    torch.cat([values[:, r, :, span] for span in spans], dim=2),
+                )
         return generations
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def _batched(kept: list[tuple[int, _KeptRow | None]], width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the kept keys and values of every row, right-aligned in `width` positions (rows
+    without a kept cache are zeros, masked out like any padding)."""
+    template = next(row for _, row in kept if row is not None)
+    layers, heads, _, dim = template.keys.shape
+    keys = template.keys.new_zeros((layers, len(kept), heads, width, dim))
+    values = template.values.new_zeros((layers, len(kept), heads, width, dim))
+    for r, (length, row) in enumerate(kept):
+        if row is not None:
+            keys[:, r, :, width - length:] = row.keys
+            values[:, r, :, width - length:] = row.values
+    return [(keys[layer], values[layer]) for layer in range(layers)]
+
+
+def sample_next(logits: torch.Tensor, sampling: Sampling) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next token of each row of `logits` (rows, vocabulary; float) and its log-probability
+    under the distribution it was drawn from. Greedy (temperature 0): the most likely token, with
+    its log-prob under the model's own distribution. Otherwise the distribution is that of
+    `model.generate` with the same settings: logits / temperature, then only the smallest set of
+    most likely tokens whose probability reaches top_p; the draw uses torch's RNG the same way."""
+    if sampling.temperature == 0:
+        token = logits.argmax(-1)
+        scores = logits
+    else:
+        scores = logits / sampling.temperature
+        if sampling.top_p < 1:
+            scores = _top_p(scores, sampling.top_p)
+        token = torch.multinomial(scores.softmax(-1), num_samples=1).squeeze(1)
+    return token, scores.log_softmax(-1).gather(-1, token[:, None]).squeeze(1)
+
+
+def _top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """`scores` with -inf on the tokens outside the nucleus: going from the least likely token up,
+    drop tokens while the probability dropped so far stays within 1 - top_p; the most likely
+    token always stays."""
+    ascending, order = scores.sort(-1)
+    dropped = ascending.softmax(-1).cumsum(-1) <= 1 - top_p
+    dropped[:, -1] = False
+    return scores.masked_fill(dropped.scatter(-1, order, dropped), float("-inf"))

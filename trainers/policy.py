@@ -4,7 +4,8 @@ for backends that only speak chat messages, messages in and reply text out.
 Backends: `TransformersPolicy` (trainers/hf_policy.py; CPU or one CUDA GPU) and `VLLMPolicy`
 (trainers/vllm_policy.py; needs the `vllm` package) work on token ids and can train;
 `OpenAIPolicy` (trainers/openai_policy.py) calls any OpenAI-compatible chat-completions endpoint
-and can only evaluate. `make_policy` picks a token backend by name for the trainer.
+and can only evaluate. `backends.make_policy` picks a token backend by name for the trainer (this
+module imports no backend: they import it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
-__all__ = ["Generation", "Reply", "PolicyError", "Sampling", "PolicyBackend", "make_policy", "POLICY_BACKENDS"]
+__all__ = ["Generation", "Reply", "PolicyError", "Sampling", "PolicyBackend", "POLICY_BACKENDS"]
 
 POLICY_BACKENDS = ("transformers", "vllm")
 
@@ -80,7 +81,9 @@ class PolicyBackend(ABC):
         sampling: Sampling,
     ) -> list[Generation]:
         """One continuation per prompt, at most `max_new_tokens[i]` (>= 1) tokens for prompt i,
-        ending at the first token in `stop_ids` (kept)."""
+        ending at the first token in `stop_ids` (kept). A backend may keep what it computed for
+        a prompt and its continuation, to start a later prompt that extends them from there
+        (an episode's next turn); `release` and `load_weights` drop it."""
 
     async def chat(self, messages: Sequence[dict[str, str]], max_new_tokens: int, sampling: Sampling) -> Reply:
         """The assistant's next reply to `messages` (role/content dicts), at most `max_new_tokens`
@@ -90,20 +93,9 @@ class PolicyBackend(ABC):
     async def close(self) -> None:
         """Release connections, on the event loop that used them. Most backends hold none."""
 
+    def release(self) -> None:
+        """Free what the backend kept between `generate` calls for reuse (a rollout ended)."""
+
     def load_weights(self, model: Any) -> None:
-        """Bring the backend up to date with the trainer's `model` after an update. Backends that
-        generate with the trainer's own model object have nothing to do."""
-
-
-def make_policy(kind: str, model: Any, tokenizer: Any, **options: Any) -> PolicyBackend:
-    """A backend by name: "transformers" generates with `model` itself; "vllm" loads `model`'s
-    weights into a vLLM engine (`options` go to `vllm.LLM`)."""
-    if kind == "transformers":
-        from .hf_policy import TransformersPolicy
-
-        return TransformersPolicy(model, pad_id=tokenizer.pad_token_id, **options)
-    if kind == "vllm":
-        from .vllm_policy import VLLMPolicy
-
-        return VLLMPolicy(model, tokenizer, **options)
-    raise ValueError(f"unknown policy backend {kind!r}; choose one of {', '.join(POLICY_BACKENDS)}")
+        """Bring the backend up to date with the trainer's `model` after an update (also: drop
+        what was kept for reuse, computed with the old weights)."""

@@ -3,7 +3,9 @@
 All episodes of a batch advance turn by turn together: the policy generates for every episode
 still running in one batched call, then all actions go to the server in batched step frames. Batch
 composition therefore depends only on the episodes, not on network timing, so a seeded run
-samples the same tokens every time (exact resume relies on it).
+samples the same tokens every time (exact resume relies on it). Each turn's prompt is the whole
+episode so far; a backend that kept the previous turn's cache (TransformersPolicy) encodes only
+the tokens added since, and the cache is released when the batch ends.
 
 An episode's `tokens` are the prompt, then per turn the policy's tokens exactly as generated
 (loss mask 1, with their sampling log-probs) and the environment's answer rendered by the model's
@@ -218,6 +220,7 @@ async def collect_episodes(
         while active := [r for r in running if not r.done]:
             await _play_turn(client, policy, chat, active, settings)
     finally:
+        policy.release()
         await asyncio.gather(*(s.close() for s in sessions if s.id in client.sessions), return_exceptions=True)
     for r in running:
         r.episode.text = chat.tokenizer.decode(r.episode.tokens)

@@ -27,7 +27,6 @@ from gymwire.protocol import ErrorCode, ProtocolError
 from .advantages import compute_advantages, masked_whiten, place_rewards
 from .chat import ChatFormat
 from .config import ConfigError, TrainConfig
-from .hf_policy import autocast_for
 from .losses import (
     aggregation_units,
     apply_kl_to_rewards,
@@ -38,7 +37,9 @@ from .losses import (
     policy_loss,
     value_loss,
 )
-from .policy import Sampling, make_policy
+from .backends import make_policy
+from .policy import Sampling
+from .precision import autocast_for
 from .rollout import Episode, EpisodeSpec, RolloutClient, RolloutSettings, write_jsonl
 
 __all__ = ["Trainer", "ResumeError", "TrainingStopped", "ValueHead", "checkpoints", "latest_checkpoint"]
