@@ -77,7 +77,7 @@ from gymwire.protocol import (
 )
 from gymwire.protocol.session import Decision
 
-from .cli import package_version
+from .package_info import package_version
 from .environment import Environment, StepResult as EnvStepResult, Task, TaskError, as_observation
 from .metrics import ServerMetrics
 from .runners import EnvCrashed, EnvRunner, InlineRunner, ProcessRunner, ThreadRunner, env_crashed
