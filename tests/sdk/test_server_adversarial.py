@@ -795,7 +795,8 @@ async def test_thousands_of_sessions_leave_nothing_behind(make_server):
     from gymwire.protocol import SessionMachine
     from gymwire.sdk.client import ClientSession
     from gymwire.sdk.runners import InlineRunner
-    from gymwire.sdk.server import Inflight, ServerSession
+    from gymwire.sdk.serving.scheduling import Inflight
+    from gymwire.sdk.serving.sessions import ServerSession
 
     TickEnv.closed = 0
     runtime_objects = (ServerSession, SessionMachine, InlineRunner, Inflight, ClientSession, TickEnv)
