@@ -87,6 +87,13 @@ class InlineRunner(EnvRunner):
         return await self._call(self.env.reset, task)
 
     async def step(self, action: str) -> StepResult:
+        if self.steps_at_once:  # the hot path of inline environments: no second coroutine
+            try:
+                return self.env.step(action)
+            except TaskError:
+                raise
+            except Exception as exc:
+                raise env_crashed(exc) from exc
         return await self._call(self.env.step, action)
 
     async def close(self) -> None:

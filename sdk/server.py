@@ -113,13 +113,13 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         self._metrics_http: Any = None
         self._reaper: asyncio.Task[None] | None = None
         self.capabilities = server_capabilities(auth=token is not None)
-        # How each request the connection rules pass on is served: a step may run in place
-        # (_serve_step), a cancel is answered at once, the others run as tasks (_spawn) that
-        # execute them with the coroutine of _execute_request_of.
+        # How each request the connection rules pass on is served, called once per request: a step
+        # may run in place (_serve_step) and a cancel is answered at once (both return the answer);
+        # the others run as tasks (_spawn) that execute them with the coroutine of _execute_request_of.
         self._serve_request_of: dict[type, Callable[[Connection, Any], Any]] = {
             Step: self._serve_step,
             Cancel: self._cancel,
-            **{kind: self._spawn_request for kind in (Open, Reset, StepBatch, Close, Resume)},
+            **{kind: self._spawn for kind in (Open, Reset, StepBatch, Close, Resume)},
         }
         self._execute_request_of: dict[type, Callable[..., Any]] = {
             Open: self._open, Reset: self._reset, Step: self._step, StepBatch: self._step_batch,
@@ -137,9 +137,6 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
     @metrics.setter
     def metrics(self, metrics: ServerMetrics) -> None:
         self.registry.metrics = metrics
-
-    async def _spawn_request(self, conn: Connection, message: Any) -> None:
-        self._spawn(conn, message)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 # Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
 from websockets.asyncio.server import ServerConnection as WebSocket
@@ -53,7 +53,11 @@ class Connection:
         return self.protocol.inflight
 
     async def send(self, message: Message) -> None:
-        await self.send_frame(self.protocol.encode(message))
+        frame = self.protocol.encode(message)
+        try:  # (a try costs less than contextlib.suppress: this is every answer's path)
+            await self.ws.send(frame)
+        except ConnectionClosed:
+            pass
 
     async def send_error(self, error: ProtocolError) -> None:
         await self.send_frame(self.protocol.encode_error(error))
@@ -75,7 +79,7 @@ class ConnectionHandling:
     rules pass on to the coroutine that serves it (see GymServer)."""
 
     if TYPE_CHECKING:
-        _serve_request_of: dict[type[Message], Callable[[Connection, Any], Awaitable[None]]]
+        _serve_request_of: dict[type[Message], Callable[[Connection, Any], Message | None]]
         connection_rules: type[ServerConnection[Any]]
 
     async def _handle_connection(self: "GymServer", ws: WebSocket) -> None:
@@ -160,7 +164,11 @@ class ConnectionHandling:
         if request is None:
             await conn.flush()
             return
-        await self._serve_request_of[type(request)](conn, request)
+        # The answer when the request was served at once (a step run in place, a cancel); None when
+        # it runs as a task, which answers it.
+        reply = self._serve_request_of[type(request)](conn, request)
+        if reply is not None:
+            await conn.send(reply)
 
 
 def brief(exc: BaseException) -> str:

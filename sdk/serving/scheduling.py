@@ -55,6 +55,7 @@ class Scheduling:
     within its deadline, `_cancel` stops one that has not reached its environment."""
 
     def _spawn(self: "GymServer", conn: Connection, message: Any) -> None:
+        """Serve a request as a task (which sends its answer)."""
         inflight = Inflight()
         conn.protocol.track(message.id, inflight)  # CAPACITY beyond max_inflight, before anything starts
         inflight.task = asyncio.get_running_loop().create_task(self._serve_request(conn, message))
@@ -145,8 +146,8 @@ class Scheduling:
 
         work.add_done_callback(close_orphan)
 
-    async def _cancel(self: "GymServer", conn: Connection, message: Cancel) -> None:
+    def _cancel(self: "GymServer", conn: Connection, message: Cancel) -> CancelAck:
         inflight = conn.inflight.get(message.target)
         if inflight is not None:
             inflight.task.cancel()
-        await conn.send(CancelAck(id=message.id, target=message.target, found=inflight is not None))
+        return CancelAck(id=message.id, target=message.target, found=inflight is not None)

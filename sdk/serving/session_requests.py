@@ -169,9 +169,9 @@ class SessionRequests:
 
     # ------------------------------------------------------------------ steps
 
-    async def _serve_step(self: "GymServer", conn: Connection, message: Step) -> None:
+    def _serve_step(self: "GymServer", conn: Connection, message: Step) -> StepResult | None:
         """A step of a session whose runner steps at once, with nothing queued and no deadline, runs
-        its path right here: nothing can interleave with it. Any other goes to a task."""
+        its path right here: nothing can interleave with it. Any other goes to a task (None)."""
         session = self.registry.sessions.get(message.session)
         if (
             session is not None
@@ -181,10 +181,9 @@ class SessionRequests:
             and not session.line.busy()
         ):
             session.last_active = now()
-            reply = _run_in_place(self._step_session(session, message.id, message.seq, message.action, None, _NO_LINE))
-            await conn.send(reply)
-        else:
-            self._spawn(conn, message)
+            return _run_in_place(self._step_session(session, message.id, message.seq, message.action, None, _NO_LINE))
+        self._spawn(conn, message)
+        return None
 
     async def _step(self: "GymServer", conn: Connection, message: Step, inflight: Inflight) -> StepResult:
         session = self.registry.owned(conn, message.session)
@@ -226,7 +225,7 @@ class SessionRequests:
                 request_id, seq, observation, reward, bool(result.terminated), bool(result.truncated), result.info,
                 result.success, result.score,
             )
-            self.metrics.step(session.env_name, now() - started)
+            self.registry.metrics.step(session.env_name, now() - started)
             return reply
 
     def _check_action_size(self: "GymServer", session: ServerSession, action: str) -> None:

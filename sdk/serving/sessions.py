@@ -26,9 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gymwire.server")
 
 
-def now() -> float:
-    return time.monotonic()
-
+now = time.monotonic
 
 @dataclass(eq=False)
 class ServerSession:
