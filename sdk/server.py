@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -113,17 +114,17 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         self._metrics_http: Any = None
         self._reaper: asyncio.Task[None] | None = None
         self.capabilities = server_capabilities(auth=token is not None)
-        # How each request the connection rules pass on is served, called once per request: a step
+        # The one dispatch by message type, of each request the connection rules pass on: a step
         # may run in place (_serve_step) and a cancel is answered at once (both return the answer);
-        # the others run as tasks (_spawn) that execute them with the coroutine of _execute_request_of.
+        # the others run as tasks (_spawn) with the coroutine that serves them.
         self._serve_request_of: dict[type, Callable[[Connection, Any], Any]] = {
             Step: self._serve_step,
             Cancel: self._cancel,
-            **{kind: self._spawn for kind in (Open, Reset, StepBatch, Close, Resume)},
-        }
-        self._execute_request_of: dict[type, Callable[..., Any]] = {
-            Open: self._open, Reset: self._reset, Step: self._step, StepBatch: self._step_batch,
-            Close: self._close, Resume: self._resume,
+            Open: functools.partial(self._spawn, execute=self._open),
+            Reset: functools.partial(self._spawn, execute=self._reset),
+            StepBatch: functools.partial(self._spawn, execute=self._step_batch),
+            Close: functools.partial(self._spawn, execute=self._close),
+            Resume: functools.partial(self._spawn, execute=self._resume),
         }
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gymwire.protocol import (
     Cancel,
@@ -38,6 +38,7 @@ log = logging.getLogger("gymwire.server")
 class Inflight:
     """A request being served."""
 
+    execute: Callable[[Connection, Any, "Inflight"], Awaitable[Message]]  # what serves the request
     task: asyncio.Task[Any] = field(init=False)
     env_started: bool = False
     # Places in line taken on arrival: one for a reset or step, one per entry of a batch (None
@@ -54,9 +55,11 @@ class Scheduling:
     """GymServer's part that runs requests as tasks: `_spawn` starts one, `_serve_request` answers it
     within its deadline, `_cancel` stops one that has not reached its environment."""
 
-    def _spawn(self: "GymServer", conn: Connection, message: Any) -> None:
-        """Serve a request as a task (which sends its answer)."""
-        inflight = Inflight()
+    def _spawn(
+        self: "GymServer", conn: Connection, message: Any, execute: Callable[[Connection, Any, Inflight], Awaitable[Message]]
+    ) -> None:
+        """Serve a request as a task that runs `execute` and sends its answer."""
+        inflight = Inflight(execute)
         conn.protocol.track(message.id, inflight)  # CAPACITY beyond max_inflight, before anything starts
         inflight.task = asyncio.get_running_loop().create_task(self._serve_request(conn, message))
         inflight.task.add_done_callback(lambda _: self._answer_if_cancelled_unstarted(conn, message, inflight))
@@ -83,7 +86,7 @@ class Scheduling:
     async def _serve_request(self: "GymServer", conn: Connection, message: Any) -> None:
         inflight = conn.inflight[message.id]
         deadline = getattr(message, "deadline_ms", None)
-        work = asyncio.ensure_future(self._execute(conn, message, inflight))
+        work = asyncio.ensure_future(inflight.execute(conn, message, inflight))
         work.add_done_callback(lambda _: inflight.release_places())  # places it never reached
         try:
             if deadline is None:
@@ -122,9 +125,6 @@ class Scheduling:
         if isinstance(reply, Error):
             self.metrics.error(reply.name)
         await conn.send(reply)
-
-    async def _execute(self: "GymServer", conn: Connection, message: Any, inflight: Inflight) -> Message:
-        return await self._execute_request_of[type(message)](conn, message, inflight)
 
     def _abandon(self: "GymServer", work: asyncio.Future[Any], inflight: Inflight) -> None:
         """The client gets TIMEOUT or CANCELLED now. Work that has not touched the environment is

@@ -182,7 +182,7 @@ class SessionRequests:
         ):
             session.last_active = now()
             return _run_in_place(self._step_session(session, message.id, message.seq, message.action, None, _NO_LINE))
-        self._spawn(conn, message)
+        self._spawn(conn, message, self._step)
         return None
 
     async def _step(self: "GymServer", conn: Connection, message: Step, inflight: Inflight) -> StepResult:
