@@ -387,6 +387,7 @@ class ClientConnection(Generic[Handle]):
         self.draining = False
         self.heartbeat: Heartbeat | None = None
         self.pending: dict[int, Handle] = {}
+        self._lacking = GATED_CAPABILITIES  # requests of these capabilities are checked (all, until welcomed)
         self.unmatched: list[Message] = []  # errors and notices for no pending request, to log
         self._ids = itertools.count(1)
         self._outbox: list[bytes | str] = []
@@ -415,6 +416,7 @@ class ClientConnection(Generic[Handle]):
         if not isinstance(reply, Welcome):
             raise ProtocolError(ErrorCode.BAD_FRAME, f"expected welcome, got {reply.type}")
         self.welcome = reply
+        self._lacking = GATED_CAPABILITIES - set(reply.capabilities)
         self.draining = False  # a drain notice spoke of the server we were connected to before
         # Without `heartbeat` the server neither pings nor expects pings: silence is no sign of a
         # half-open connection, so there is nothing to watch.
@@ -448,7 +450,8 @@ class ClientConnection(Generic[Handle]):
 
     def request_frame(self, message: Message) -> bytes | str:
         """The frame of a request the server can take; MissingCapability or FRAME_TOO_LARGE otherwise."""
-        self.check_capabilities(message)
+        if self._lacking:
+            self.check_capabilities(message)
         frame = self.codec.encode(message)
         limit = self.limits.max_frame_bytes
         # UTF-8 takes at most 4 bytes a character: only long text frames are worth measuring.

@@ -224,7 +224,9 @@ class ClientSessionMachine:
         self.answered_seq = max(self.answered_seq, seq)
 
     def step_answered(self, result: StepResult) -> None:
-        self._answered(result.seq)
+        self.outstanding -= 1
+        if result.seq > self.answered_seq:
+            self.answered_seq = result.seq
         self.turns += 1
         self.done = result.terminated or result.truncated
 

@@ -348,15 +348,18 @@ class GymClient:
         request_id = message.id  # type: ignore[attr-defined]
         frame = self.protocol.request_frame(message)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = (message, future)
+        pending = self.protocol.pending
+        pending[request_id] = (message, future)
         if self._connected.is_set() and self._ws is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(frame)  # on failure, the reconnect re-sends it
+            try:
+                await self._ws.send(frame)
+            except ConnectionClosed:
+                pass  # the reconnect re-sends it
         timeout = timeout if timeout is not None else self.request_timeout
         try:
             return await (asyncio.wait_for(future, timeout) if timeout else future)  # an error answer raises
         finally:
-            self._pending.pop(request_id, None)
+            pending.pop(request_id, None)
 
     async def list_envs(self) -> list[EnvInfo]:
         return (await self.request(ListEnvs(id=self.next_id()))).envs  # type: ignore[attr-defined]
