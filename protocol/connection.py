@@ -93,7 +93,8 @@ class Liveness(enum.Enum):
 
 class Heartbeat:
     """The one liveness policy of both ends (section 11.1): look every half interval; after an
-    interval of silence, ping; after two more, the connection is half-open."""
+    interval of silence, ping; after two more, the connection is half-open. Whatever is received
+    sets `last_heard`."""
 
     __slots__ = ("interval", "last_heard")
 
@@ -104,9 +105,6 @@ class Heartbeat:
     @property
     def check_every(self) -> float:
         return self.interval / 2
-
-    def heard(self, now: float) -> None:
-        self.last_heard = now
 
     def silent_for(self, now: float) -> float:
         return now - self.last_heard
@@ -143,7 +141,8 @@ CLOSE_NO_HELLO = (1002, "no hello")
 class ServerConnection(Generic[Handle]):
     """The server's side of one connection.
 
-    `receive_frame(frame, now)` returns the request the runtime must serve (open, reset, step,
+    `receive_frame(frame, now)` (= `decode` then `receive`, for a runtime that looks at each
+    message between the two) returns the request the runtime must serve (open, reset, step,
     step_batch, close, resume, cancel), or None when the frame was answered here (hello, ping,
     list_envs, describe_env, every refusal): the answers wait in `frames_to_send()`. After a failed
     handshake `close_with` holds the close code and reason, to use once the frames are sent.
