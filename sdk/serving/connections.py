@@ -76,7 +76,8 @@ class Connection:
 
 class ConnectionHandling:
     """GymServer's part that serves connections. `_serve_request_of` maps each request type the
-    rules pass on to the coroutine that serves it (see GymServer)."""
+    rules pass on to the call that serves it: it returns the answer when it has one at once, else
+    None (the request then runs as a task that answers it; see GymServer)."""
 
     if TYPE_CHECKING:
         _serve_request_of: dict[type[Message], Callable[[Connection, Any], Message | None]]
