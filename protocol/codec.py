@@ -71,43 +71,44 @@ def message_from_object(obj: Any) -> Message:
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, f"a frame must hold a map, got {type(obj).__name__}")
     kind = obj.get("type")
-    request_id = _request_id(obj)
     if not isinstance(kind, str):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "the frame has no string 'type' field", request_id=request_id)
+        raise ProtocolError(ErrorCode.BAD_FRAME, "the frame has no string 'type' field", request_id=_request_id(obj))
     model = MESSAGE_TYPES.get(kind)
     if model is None:
         known = ", ".join(sorted(MESSAGE_TYPES))
         raise ProtocolError(
             ErrorCode.UNKNOWN_MESSAGE,
             f"unknown message type {kind[:64]!r}; this version knows: {known}",
-            request_id=request_id,
+            request_id=_request_id(obj),
         )
     try:
         return model.model_validate(obj)
     except (pydantic.ValidationError, ValueError, TypeError, RecursionError) as exc:
         raise ProtocolError(
-            ErrorCode.BAD_FRAME, f"invalid {kind!r} message: {_short(exc)}", request_id=request_id
+            ErrorCode.BAD_FRAME, f"invalid {kind!r} message: {_short(exc)}", request_id=_request_id(obj)
         ) from None
 
 
 class Codec:
-    """Encode and decode messages in one encoding. Stateless; safe to share."""
+    """Encode and decode messages in one encoding. One per connection or thread: it keeps one
+    msgpack packer, reused for every frame (a new packer a frame costs about 1 us)."""
 
     def __init__(self, encoding: Encoding | str = Encoding.MSGPACK, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
         self.encoding = Encoding(encoding)
         self.max_frame_bytes = max_frame_bytes
         self.binary = self.encoding is Encoding.MSGPACK
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # resets itself after each frame
 
     def encode(self, message: Message) -> bytes | str:
         """bytes for msgpack (a binary frame), str for JSON (a text frame)."""
         if self.binary:
-            return msgpack.packb(message.model_dump(exclude_none=True), use_bin_type=True)
+            return self._pack(message.model_dump(exclude_none=True))
         return message.model_dump_json(exclude_none=True)
 
     def encode_object(self, obj: dict[str, Any]) -> bytes | str:
         """Encode a raw map (used by tests and the conformance suite to send what models forbid)."""
         if self.binary:
-            return msgpack.packb(obj, use_bin_type=True)
+            return self._pack(obj)
         return pydantic_core.to_json(obj).decode()
 
     def decode(self, frame: bytes | str) -> Message:

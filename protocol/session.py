@@ -1,4 +1,9 @@
-"""The per-session state machine, shared by server and client. Pure: no I/O, no clocks.
+"""The per-session rules of section 7, one object per role. Pure: no I/O, no clocks.
+
+`SessionMachine` is the server's record of a session: its state, the seq it answered last and that
+answer (for replay), the turn count, the turn limit and the episode's metrics. `ClientSessionMachine`
+is the client's view of the same session: which seq to send next, and whether the server may have
+run a request whose answer never arrived.
 
     open(reset=False) -> OPENED --reset--> RUNNING --step--> RUNNING | FINISHED
     open(reset=True)  -> RUNNING            FINISHED --reset--> RUNNING
@@ -15,6 +20,7 @@ import enum
 from typing import Any
 
 from .errors import ErrorCode, ProtocolError
+from .messages import EpisodeMetrics, Message, Observation, Resumed, StepResult
 
 
 class SessionState(str, enum.Enum):
@@ -38,7 +44,9 @@ def _quoted_seq(seq: int) -> str:
 
 
 class SessionMachine:
-    __slots__ = ("session", "state", "last_seq", "turns", "max_turns", "last_reply", "total_reward")
+    __slots__ = (
+        "session", "state", "last_seq", "turns", "max_turns", "last_reply", "total_reward", "success", "score",
+    )
 
     def __init__(self, session: str, max_turns: int) -> None:
         self.session = session
@@ -48,6 +56,9 @@ class SessionMachine:
         self.max_turns = max_turns
         self.total_reward = 0.0
         self.last_reply: Any = None  # the answer to last_seq, kept for replay
+        # What the environment last said of the episode's outcome; None: derive it (see finish_step).
+        self.success: bool | None = None
+        self.score: float | None = None
 
     def _fail(self, code: ErrorCode, message: str) -> ProtocolError:
         return ProtocolError(code, message, session=self.session)
@@ -91,11 +102,65 @@ class SessionMachine:
         if did_reset:
             self.state = SessionState.RUNNING
 
+    def replay(self, kind: type[Message], request_id: int) -> Any:
+        """The recorded answer to a re-sent seq (after check_* said REPLAY), under the new request's id."""
+        reply = self.last_reply
+        if not isinstance(reply, kind):
+            # The seq went to a reset and this is a step (or the reverse): not a retry of it.
+            raise self._fail(
+                ErrorCode.BAD_SEQUENCE,
+                f"seq {self.last_seq} was answered with a {reply.type}, so this is no retry; send {self.last_seq + 1}",
+            )
+        return reply.model_copy(update={"id": request_id})
+
     def reset_done(self, seq: int, reply: Any) -> None:
         self.state = SessionState.RUNNING
         self.turns = 0
         self.total_reward = 0.0
+        self.success = self.score = None
         self.record(seq, reply)
+
+    def finish_step(
+        self,
+        request_id: int,
+        seq: int,
+        observation: Observation,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        info: dict[str, Any],
+        success: bool | None = None,
+        score: float | None = None,
+    ) -> StepResult:
+        """Count an executed step and record its answer. The episode's metrics ride on the answer
+        that ends it (section 8): success and score as the environment last gave them, else
+        success = a positive reward on termination and score = the total reward."""
+        truncated = self.step_done(reward, terminated, truncated)
+        if success is not None:
+            self.success = success
+        if score is not None:
+            self.score = score
+        metrics = None
+        if terminated or truncated:
+            metrics = EpisodeMetrics(
+                success=self.success if self.success is not None else reward > 0 and terminated,
+                score=float(self.score if self.score is not None else self.total_reward),
+                turns=self.turns,
+                total_reward=self.total_reward,
+            )
+        reply = StepResult(
+            id=request_id,
+            session=self.session,
+            seq=seq,
+            observation=observation,
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            info=info,
+            metrics=metrics,
+        )
+        self.record(seq, reply)
+        return reply
 
     def step_done(self, reward: float, terminated: bool, truncated: bool) -> bool:
         """Count the turn; return the final `truncated` (the turn limit truncates the episode)."""
@@ -117,3 +182,66 @@ class SessionMachine:
     def closed(self) -> None:
         self.state = SessionState.CLOSED
         self.last_reply = None
+
+
+class ClientSessionMachine:
+    """The client's side of section 7.1. A seq is taken for each reset or step sent; the server's
+    answer settles it. A refusal (any error but TIMEOUT or CANCELLED) means the server did not use
+    the number; after TIMEOUT, CANCELLED or a local give-up the server may or may not have run the
+    request, so the session is `uncertain` until a `resumed` says where the server stands."""
+
+    __slots__ = ("answered_seq", "outstanding", "turns", "done", "uncertain")
+
+    def __init__(self) -> None:
+        self.answered_seq = 0  # the open is seq 0
+        self.outstanding = 0  # seqs taken whose answer has not come
+        self.turns = 0
+        self.done = False
+        self.uncertain = False
+
+    @property
+    def seq(self) -> int:
+        """The last seq taken."""
+        return self.answered_seq + self.outstanding
+
+    def take_seq(self) -> int:
+        self.outstanding += 1
+        return self.answered_seq + self.outstanding
+
+    def refused(self, code: ErrorCode) -> None:
+        """An error answered a request that took a seq."""
+        if code in _MAYBE_RAN:
+            self.uncertain = True
+        else:
+            self.outstanding -= 1  # refused before execution: the number was not used
+
+    def gave_up(self) -> None:
+        """The client stopped waiting (its own timeout, a cancelled caller): the server may still run it."""
+        self.uncertain = True
+
+    def _answered(self, seq: int) -> None:
+        self.outstanding -= 1
+        self.answered_seq = max(self.answered_seq, seq)
+
+    def step_answered(self, result: StepResult) -> None:
+        self.outstanding -= 1
+        if result.seq > self.answered_seq:
+            self.answered_seq = result.seq
+        self.turns += 1
+        self.done = result.terminated or result.truncated
+
+    def reset_answered(self, seq: int) -> None:
+        self._answered(seq)
+        self.turns = 0
+        self.done = False
+
+    def resumed(self, resumed: Resumed) -> None:
+        """Where the server stands, from its `resumed`: nothing is outstanding any more."""
+        self.answered_seq = resumed.last_seq
+        self.outstanding = 0
+        self.turns = resumed.turns
+        self.done = resumed.state == SessionState.FINISHED.value
+        self.uncertain = False
+
+
+_MAYBE_RAN = (ErrorCode.TIMEOUT, ErrorCode.CANCELLED)

@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable, Iterator
 
 from .agentgym_api import DIALECTS, Dialect
 from .environment import Environment, Task, TaskError, as_observation
-from .runners import EnvCrashed, EnvRunner, InlineRunner, ThreadRunner
+from .runners import EnvCrashed, EnvRunner, runner_for
 
 __all__ = ["AgentGymFacade", "register"]
 
@@ -224,8 +224,7 @@ class AgentGymFacade:
 
     async def _create(self, served: _Served, body: dict[str, Any]) -> Any:
         cls, d = served.cls, served.dialect
-        env = cls()
-        runner = InlineRunner(env) if cls.is_async() or cls.inline else ThreadRunner(env, self.executor)
+        runner = runner_for(cls, "thread", self.executor)
         session_id = next(served.ids)
         session = served.sessions[session_id] = _Session(runner)
         if d.create_answer == "int":

@@ -8,7 +8,6 @@ dependency direction: `gymwire train` lives in trainers/ and sdk/ never imports 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from importlib import metadata, resources
 from pathlib import Path
@@ -17,14 +16,7 @@ from typing import Sequence
 from gymwire.protocol import PROTOCOL_VERSION, SUBPROTOCOLS, error_table
 
 from . import commands
-
-
-@functools.cache  # read once: parsing the installed METADATA costs ~1 ms, and the server sends it in every welcome
-def package_version() -> str:
-    try:
-        return metadata.version("gymwire")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+from .package_info import package_version
 
 
 def spec_dir() -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import time
@@ -27,11 +26,12 @@ from typing import Any, AsyncIterator, Sequence
 import websockets
 # Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
 from websockets.exceptions import ConnectionClosed
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection as WebSocket
 
 from gymwire.protocol import (
-    PROTOCOL_VERSION,
     BatchStep,
+    ClientConnection,
+    ClientSessionMachine,
     Close,
     Codec,
     DescribeEnv,
@@ -39,16 +39,14 @@ from gymwire.protocol import (
     EnvInfo,
     Error,
     ErrorCode,
-    Hello,
     Limits,
     ListEnvs,
+    Liveness,
     Message,
+    MissingCapability,
     Notice,
     Observation,
     Open,
-    PeerInfo,
-    Ping,
-    Pong,
     ProtocolError,
     Reset,
     Resume,
@@ -61,37 +59,23 @@ from gymwire.protocol import (
     subprotocol_for,
 )
 
+__all__ = ["ClientSession", "Disconnected", "GymClient", "GymPool", "MissingCapability"]
+
 log = logging.getLogger("gymwire.client")
 
-_UNCERTAIN = (ErrorCode.TIMEOUT, ErrorCode.CANCELLED)
-
-# Requests that only a server listing the capability accepts, and what to do without it.
-_REQUEST_CAPABILITY = {"step_batch": "batch", "cancel": "cancel", "resume": "resume"}
-_INSTEAD = {
-    "batch": "step the sessions one by one",
-    "cancel": "wait for the request's answer instead",
-    "resume": "close the session and open a new one",
-    "deadlines": "call without deadline_ms",
-}
+# A request waiting for its answer: the request (re-sent after a reconnect) and where the answer goes.
+Pending = tuple[Message, "asyncio.Future[Message]"]
 
 
-class ConnectionLost(ConnectionError):
-    """The server could not be reached again within the reconnect budget."""
-
-
-class MissingCapability(RuntimeError):
-    """The server's welcome does not list a capability the call needs (GW-HANDSHAKE-5); nothing was sent."""
-
-    def __init__(self, capability: str, message: str) -> None:
-        super().__init__(message)
-        self.capability = capability
+class Disconnected(ConnectionError):
+    """The server could not be reached again within the reconnect budget, or the client is closed."""
 
 
 class GymClient:
     """An async client of one gymwire server.
 
     `reconnect_attempts`: how many times to reconnect (exponential backoff with jitter) before
-    pending requests fail with ConnectionLost. `request_timeout`: a local cap in seconds on every
+    pending requests fail with Disconnected. `request_timeout`: a local cap in seconds on every
     request (None: rely on server deadlines).
     """
 
@@ -108,53 +92,53 @@ class GymClient:
         capabilities: Sequence[str] = (),
     ) -> None:
         self.url = url
-        # Features this client uses; "images" asks the server to send observation images.
-        self.capabilities = sorted({"batch", "resume", "cancel", "deadlines", "heartbeat", *capabilities})
-        self.token = token
         self.encoding = Encoding(encoding)
         self.codec = Codec(self.encoding)
+        # The connection's rules (handshake, capabilities, pending ids, heartbeat), sans-I/O; this
+        # class moves its frames. Extra `capabilities` (e.g. "images") are asked for in hello.
+        self.protocol: ClientConnection[Pending] = ClientConnection(
+            self.codec, name=name, url=url, capabilities=capabilities, token=token
+        )
+        self.capabilities = self.protocol.capabilities
+        self.token = token
         self.name = name
         self.reconnect_attempts = reconnect_attempts
         self.request_timeout = request_timeout
         self.open_timeout = open_timeout
-        self.welcome: Welcome | None = None
         self.sessions: dict[str, ClientSession] = {}
-        self.draining = False
-        self._ws: ClientConnection | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[Message, asyncio.Future[Message]]] = {}
+        self._ws: WebSocket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
-        self._last_heard = time.monotonic()
         self._slots: asyncio.Semaphore | None = None  # max_inflight of the welcome (GW-LIMIT-6)
 
     # ------------------------------------------------------------------ connection
 
     @property
+    def welcome(self) -> Welcome | None:
+        return self.protocol.welcome
+
+    @property
     def limits(self) -> Limits:
-        return self.welcome.limits if self.welcome else Limits()
+        return self.protocol.limits
+
+    @property
+    def draining(self) -> bool:
+        """Whether the server sent a drain notice (it is shutting down; open sessions elsewhere)."""
+        return self.protocol.draining
+
+    @property
+    def _pending(self) -> dict[int, Pending]:
+        return self.protocol.pending
 
     def supports(self, capability: str) -> bool:
         """Whether the server's welcome lists `capability`: the client uses no other (GW-HANDSHAKE-5)."""
-        return self.welcome is not None and capability in self.welcome.capabilities
+        return self.protocol.supports(capability)
 
     def _require(self, capability: str, instead: str | None = None) -> None:
-        if not self.supports(capability):
-            raise MissingCapability(
-                capability,
-                f"the server at {self.url} does not support {capability!r} (not in its welcome); "
-                f"{instead or _INSTEAD[capability]}",
-            )
-
-    def _check_capabilities(self, message: Message) -> None:
-        capability = _REQUEST_CAPABILITY.get(message.type)
-        if capability is not None:
-            self._require(capability)
-        if getattr(message, "deadline_ms", None) is not None:
-            self._require("deadlines")
+        self.protocol.require(capability, instead)
 
     async def connect(self) -> "GymClient":
         await self._connect_once()
@@ -168,7 +152,7 @@ class GymClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    async def _connect_once(self) -> ClientConnection:
+    async def _connect_once(self) -> WebSocket:
         try:
             ws = await websockets.connect(
                 self.url,
@@ -182,30 +166,17 @@ class GymClient:
         except websockets.InvalidStatus as exc:
             body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"server refused the upgrade: {body}") from None
-        hello = Hello(
-            id=next(self._ids),
-            version=PROTOCOL_VERSION,
-            client=PeerInfo(name=self.name, version="1"),
-            capabilities=self.capabilities,
-            token=self.token,
-        )
-        await ws.send(self.codec.encode(hello))
-        reply = self.codec.decode(await asyncio.wait_for(ws.recv(), self.open_timeout))
-        if isinstance(reply, Error):
+        await ws.send(self.protocol.hello())
+        try:
+            self.protocol.welcomed(await asyncio.wait_for(ws.recv(), self.open_timeout), time.monotonic())
+        except ProtocolError:
             await ws.close()
-            raise error_from_message(reply)
-        if not isinstance(reply, Welcome):
-            await ws.close()
-            raise ProtocolError(ErrorCode.BAD_FRAME, f"expected welcome, got {reply.type}")
-        self.welcome = reply
-        self.draining = False  # a drain notice spoke of the server we were connected to before
+            raise
         self._ws = ws
-        self._last_heard = time.monotonic()
         self._reader = asyncio.get_running_loop().create_task(self._read_forever(ws))
-        # Without `heartbeat` the server neither pings nor expects pings: silence is no sign of a
-        # half-open connection, so there is nothing to watch.
+        heartbeat = self.protocol.heartbeat
         self._heartbeat = (
-            asyncio.get_running_loop().create_task(self._heartbeat_forever(ws)) if self.supports("heartbeat") else None
+            asyncio.get_running_loop().create_task(self._heartbeat_forever(ws, heartbeat.check_every)) if heartbeat else None
         )
         return ws
 
@@ -223,7 +194,7 @@ class GymClient:
                 task.cancel()
         if self._ws is not None:
             await self._ws.close()
-        self._fail_pending(ConnectionLost("client closed"))
+        self._fail_pending(Disconnected("client closed"))
 
     def _fail_pending(self, exc: BaseException) -> None:
         for _, future in self._pending.values():
@@ -231,57 +202,48 @@ class GymClient:
                 future.set_exception(exc)
         self._pending.clear()
 
-    async def _read_forever(self, ws: ClientConnection) -> None:
+    async def _read_forever(self, ws: WebSocket) -> None:
+        protocol = self.protocol
         try:
             async for frame in ws:
-                self._last_heard = time.monotonic()
-                try:
-                    message = self.codec.decode(frame)
-                except ProtocolError as exc:
-                    log.warning("undecodable frame from server: %s", exc)
-                    # The answer is lost, but if its id is legible its request fails now rather than never.
-                    entry = self._pending.pop(exc.request_id, None) if exc.request_id is not None else None
-                    if entry is not None and not entry[1].done():
-                        entry[1].set_exception(exc)
+                answered = protocol.receive_frame(frame, time.monotonic())
+                if answered is not None:
+                    (_, future), answer = answered
+                    if not future.done():
+                        if isinstance(answer, ProtocolError):
+                            future.set_exception(answer)
+                        else:
+                            future.set_result(answer)
                     continue
-                await self._on_message(ws, message)
+                for reply in protocol.frames_to_send():  # pongs, at once (GW-HEARTBEAT-4)
+                    with contextlib.suppress(ConnectionClosed):
+                        await ws.send(reply)
+                self._log_unmatched()
         except ConnectionClosed:
             pass
         finally:
             if ws is self._ws:
                 self._on_disconnect()
 
-    async def _on_message(self, ws: ClientConnection, message: Message) -> None:
-        if isinstance(message, Ping):
-            with contextlib.suppress(ConnectionClosed):
-                await ws.send(self.codec.encode(Pong(id=message.id)))
-            return
-        if isinstance(message, Notice):
-            log.info("server notice %s: %s", message.kind, message.message)
-            if message.kind == "drain":
-                self.draining = True
-            return
-        request_id = getattr(message, "id", None)
-        entry = self._pending.pop(request_id, None) if request_id is not None else None
-        if entry is None:
-            if isinstance(message, Error):
+    def _log_unmatched(self) -> None:
+        for message in self.protocol.unmatched:
+            if isinstance(message, Notice):
+                log.info("server notice %s: %s", message.kind, message.message)
+            elif isinstance(message, Error):
                 log.warning("server error: %s %s", message.name, message.message)
-            return
-        if not entry[1].done():
-            entry[1].set_result(message)
+        self.protocol.unmatched.clear()
 
-    async def _heartbeat_forever(self, ws: ClientConnection) -> None:
-        interval = self.limits.heartbeat_interval_ms / 1000
+    async def _heartbeat_forever(self, ws: WebSocket, check_every: float) -> None:
         while True:
-            await asyncio.sleep(interval / 2)
-            silent = time.monotonic() - self._last_heard
-            if silent > 3 * interval:
-                log.warning("server silent for %.1fs: treating the connection as dead", silent)
+            await asyncio.sleep(check_every)
+            liveness = self.protocol.check_timers(time.monotonic())
+            if liveness is Liveness.HALF_OPEN:
+                log.warning("server silent for %.1fs: treating the connection as dead", 6 * check_every)
                 ws.transport.abort()
                 return
-            if silent > interval:
+            if liveness is Liveness.PING:
                 with contextlib.suppress(ConnectionClosed):
-                    await ws.send(self.codec.encode(Ping(id=next(self._ids))))
+                    await ws.send(self.protocol.ping())
 
     def _on_disconnect(self) -> None:
         self._connected.clear()
@@ -291,7 +253,7 @@ class GymClient:
         if self._closed:
             return
         if self.reconnect_attempts <= 0:
-            self._fail_pending(ConnectionLost(f"connection to {self.url} lost"))
+            self._fail_pending(Disconnected(f"connection to {self.url} lost"))
             return
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
@@ -310,9 +272,9 @@ class GymClient:
                 delay = min(delay * 2, 5.0)
                 continue
             return
-        self._fail_pending(ConnectionLost(f"could not reconnect to {self.url} after {self.reconnect_attempts} attempts"))
+        self._fail_pending(Disconnected(f"could not reconnect to {self.url} after {self.reconnect_attempts} attempts"))
 
-    async def _resume_all(self, ws: ClientConnection) -> None:
+    async def _resume_all(self, ws: WebSocket) -> None:
         """Resume every session on the new connection, re-send what is unanswered, and only then
         let new requests through: sent earlier, they would reach sessions not resumed yet."""
         lost: set[str] = set()
@@ -323,7 +285,7 @@ class GymClient:
             self.sessions.clear()
         for session in list(self.sessions.values()):
             try:
-                await self._roundtrip(ws, Resume(id=next(self._ids), session=session.id, resume_token=session.resume_token))
+                await self._roundtrip(ws, Resume(id=self.next_id(), session=session.id, resume_token=session.resume_token))
             except ProtocolError as exc:
                 log.warning("session %s could not be resumed: %s", session.id, exc)
                 lost.add(session.id)
@@ -336,7 +298,7 @@ class GymClient:
                 try:
                     if getattr(message, "session", None) in lost:
                         raise ProtocolError(ErrorCode.UNKNOWN_SESSION, why, session=message.session)  # type: ignore[attr-defined]
-                    self._check_capabilities(message)  # the server now answering may offer less
+                    self.protocol.check_capabilities(message)  # the server now answering may offer less
                 except (ProtocolError, MissingCapability) as exc:
                     self._pending.pop(request_id, None)
                     if not future.done():
@@ -347,7 +309,7 @@ class GymClient:
             raise ConnectionError("the connection closed while its sessions were being resumed")
         self._connected.set()
 
-    async def _roundtrip(self, ws: ClientConnection, message: Message) -> Message:
+    async def _roundtrip(self, ws: WebSocket, message: Message) -> Message:
         """Send on `ws` and wait for the answer; no re-send on reconnect, ConnectionError on a drop."""
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         request_id = message.id  # type: ignore[attr-defined]
@@ -359,17 +321,14 @@ class GymClient:
             await asyncio.wait({future, reader}, timeout=self.open_timeout, return_when=asyncio.FIRST_COMPLETED)
             if not future.done():
                 raise ConnectionError(f"no answer to {message.type} before the connection closed or open_timeout passed")
-            reply = future.result()
+            return future.result()  # an error answer raises its ProtocolError
         finally:
             self._pending.pop(request_id, None)
-        if isinstance(reply, Error):
-            raise error_from_message(reply)
-        return reply
 
     # ------------------------------------------------------------------ requests
 
     def next_id(self) -> int:
-        return next(self._ids)
+        return self.protocol.next_id()
 
     async def request(self, message: Message, timeout: float | None = None) -> Message:
         """Send a request and wait for its answer; an error answer raises ProtocolError.
@@ -383,35 +342,24 @@ class GymClient:
 
     async def _request(self, message: Message, timeout: float | None) -> Message:
         if self._closed:
-            raise ConnectionLost("client is closed")
+            raise Disconnected("client is closed")
         if not self._connected.is_set() and (self._reconnecting is None or self._reconnecting.done()):
-            raise ConnectionLost(f"not connected to {self.url} and not reconnecting (budget spent); make a new client")
-        self._check_capabilities(message)
+            raise Disconnected(f"not connected to {self.url} and not reconnecting (budget spent); make a new client")
         request_id = message.id  # type: ignore[attr-defined]
-        frame = self.codec.encode(message)
-        limit = self.limits.max_frame_bytes
-        # UTF-8 takes at most 4 bytes a character: only long text frames are worth measuring.
-        if len(frame) > limit or (isinstance(frame, str) and 4 * len(frame) > limit and len(frame.encode()) > limit):
-            # The server's FRAME_TOO_LARGE could not name the request (it cannot read the id), so
-            # the request would wait forever: refuse it here (GW-LIMIT-6).
-            raise ProtocolError(
-                ErrorCode.FRAME_TOO_LARGE,
-                f"{message.type} exceeds the server's max_frame_bytes={limit}; shorten the action or split the batch",
-                request_id=request_id,
-            )
+        frame = self.protocol.request_frame(message)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = (message, future)
+        pending = self.protocol.pending
+        pending[request_id] = (message, future)
         if self._connected.is_set() and self._ws is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(frame)  # on failure, the reconnect re-sends it
+            try:
+                await self._ws.send(frame)
+            except ConnectionClosed:
+                pass  # the reconnect re-sends it
         timeout = timeout if timeout is not None else self.request_timeout
         try:
-            reply = await (asyncio.wait_for(future, timeout) if timeout else future)
+            return await (asyncio.wait_for(future, timeout) if timeout else future)  # an error answer raises
         finally:
-            self._pending.pop(request_id, None)
-        if isinstance(reply, Error):
-            raise error_from_message(reply)
-        return reply
+            pending.pop(request_id, None)
 
     async def list_envs(self) -> list[EnvInfo]:
         return (await self.request(ListEnvs(id=self.next_id()))).envs  # type: ignore[attr-defined]
@@ -461,35 +409,34 @@ class GymClient:
         if deadline_ms is not None:
             self._require("deadlines")
         for session, action in steps:
-            _check_action(action)
+            _require_text_action(action)
         for session, _ in steps:
             await session._sync_if_uncertain()  # all of them before any seq is taken
         if not self.supports("batch"):
             return await self._step_one_by_one(steps, deadline_ms)
-        items = []
-        for session, action in steps:
-            session.seq += 1
-            items.append(BatchStep(session=session.id, seq=session.seq, action=action))
+        items = [
+            BatchStep(session=session.id, seq=session.machine.take_seq(), action=action) for session, action in steps
+        ]
         try:
             reply = await self.request(StepBatch(id=self.next_id(), steps=items, deadline_ms=deadline_ms))
         except ProtocolError as exc:
             for session, _ in steps:
-                session._note_error(exc)
+                session.machine.refused(exc.code)
             if exc.code is ErrorCode.TIMEOUT and deadline_ms is not None:
                 return await self._results_after_timeout(steps, items, deadline_ms)
             raise
         except (asyncio.TimeoutError, asyncio.CancelledError):
             for session, _ in steps:
-                session._uncertain = True  # given up here, but the server may run the steps
+                session.machine.gave_up()  # given up here, but the server may run the steps
             raise
         out: list[StepResult | ProtocolError] = []
         for (session, _), result in zip(steps, reply.results):  # type: ignore[attr-defined]
             if isinstance(result, Error):
                 error = error_from_message(result)
-                session._note_error(error)
+                session.machine.refused(error.code)
                 out.append(error)
             else:
-                session._note_result(result)
+                session._step_answered(result)
                 out.append(result)
         return out
 
@@ -514,8 +461,8 @@ class GymClient:
                 except ProtocolError as exc:
                     out[position] = exc
                     continue
-                session._uncertain = False
-                session._note_result(result)  # type: ignore[arg-type]
+                session.machine.uncertain = False  # this seq's answer settles what the server did
+                session._step_answered(result)  # type: ignore[arg-type]
                 out[position] = result
 
         await asyncio.gather(*(ask(session, its) for session, its in positions.items()))
@@ -541,13 +488,15 @@ class GymClient:
         return out
 
 
-def _check_action(action: Any) -> None:
+def _require_text_action(action: Any) -> None:
     if not isinstance(action, str):
         raise TypeError(f"an action is text, got {type(action).__name__}")
 
 
 class ClientSession:
-    """One environment session on a GymClient. Not for concurrent steps: an episode is sequential."""
+    """One environment session on a GymClient. Not for concurrent steps: an episode is sequential.
+
+    Its seq bookkeeping (section 7.1) is `machine`, a ClientSessionMachine of the protocol package."""
 
     def __init__(self, client: GymClient, opened: Any) -> None:
         self.client = client
@@ -557,15 +506,25 @@ class ClientSession:
         self.max_turns: int = opened.max_turns
         self.observation: Observation | None = opened.observation
         self.info: dict[str, Any] = opened.info
-        self.seq = 0
-        self.turns = 0
-        self.done = False
+        self.machine = ClientSessionMachine()
         self.last_result: StepResult | None = None
-        self._uncertain = False
+
+    @property
+    def seq(self) -> int:
+        """The last sequence number this session took."""
+        return self.machine.seq
+
+    @property
+    def turns(self) -> int:
+        return self.machine.turns
+
+    @property
+    def done(self) -> bool:
+        return self.machine.done
 
     async def _sync_if_uncertain(self) -> None:
         # After a TIMEOUT or CANCELLED the server may or may not have run the request: ask it.
-        if not self._uncertain:
+        if not self.machine.uncertain:
             return
         self.client._require(
             "resume",
@@ -574,48 +533,37 @@ class ClientSession:
         resumed = await self.client.request(
             Resume(id=self.client.next_id(), session=self.id, resume_token=self.resume_token)
         )
-        self.seq = resumed.last_seq  # type: ignore[attr-defined]
-        self.turns = resumed.turns  # type: ignore[attr-defined]
-        self.done = resumed.state == "finished"  # type: ignore[attr-defined]
-        self._uncertain = False
+        self.machine.resumed(resumed)  # type: ignore[arg-type]
 
     async def _request(self, message: Message) -> Message:
         """Send a request that took a seq, and keep the seq bookkeeping right however it ends."""
         try:
             return await self.client.request(message)
         except ProtocolError as exc:
-            self._note_error(exc)
+            self.machine.refused(exc.code)
             raise
         except (asyncio.TimeoutError, asyncio.CancelledError):
             # Given up here (request_timeout, or the caller cancelled), but the server may still
             # run it: ask before the next request instead of guessing the seq.
-            self._uncertain = True
+            self.machine.gave_up()
             raise
 
-    def _note_error(self, error: ProtocolError) -> None:
-        if error.code in _UNCERTAIN:
-            self._uncertain = True
-        else:
-            self.seq -= 1  # refused before execution: the number was not used
-
-    def _note_result(self, result: StepResult) -> None:
+    def _step_answered(self, result: StepResult) -> None:
+        self.machine.step_answered(result)
         self.last_result = result
         self.observation = result.observation
-        self.turns += 1
-        self.done = result.terminated or result.truncated
 
     async def step(self, action: str, deadline_ms: int | None = None) -> StepResult:
         if deadline_ms is not None:
             self.client._require("deadlines")  # before the seq is taken
-        _check_action(action)
+        _require_text_action(action)
         await self._sync_if_uncertain()
-        self.seq += 1
         # Every field is already typed by this client: skip validation on the hot path.
         message = Step.model_construct(
-            id=self.client.next_id(), session=self.id, seq=self.seq, action=action, deadline_ms=deadline_ms
+            id=self.client.next_id(), session=self.id, seq=self.machine.take_seq(), action=action, deadline_ms=deadline_ms
         )
         result = await self._request(message)
-        self._note_result(result)  # type: ignore[arg-type]
+        self._step_answered(result)  # type: ignore[arg-type]
         return result  # type: ignore[return-value]
 
     async def reset(
@@ -625,12 +573,11 @@ class ClientSession:
             self.client._require("deadlines")  # before the seq is taken
         await self._sync_if_uncertain()
         task = TaskRef(split=split, index=index, seed=seed) if (split is not None or seed is not None) else None
-        self.seq += 1
-        message = Reset(id=self.client.next_id(), session=self.id, seq=self.seq, task=task, deadline_ms=deadline_ms)
+        seq = self.machine.take_seq()
+        message = Reset(id=self.client.next_id(), session=self.id, seq=seq, task=task, deadline_ms=deadline_ms)
         result = await self._request(message)
+        self.machine.reset_answered(seq)
         self.observation = result.observation  # type: ignore[attr-defined]
-        self.turns = 0
-        self.done = False
         self.last_result = None
         return self.observation  # type: ignore[return-value]
 
@@ -678,7 +625,7 @@ class GymPool:
             failures = [r for r in results if isinstance(r, BaseException)]
             if any(isinstance(r, ProtocolError) for r in failures):  # e.g. a wrong token: no reason to go on
                 raise next(r for r in failures if isinstance(r, ProtocolError))
-            raise ConnectionLost("no server of the pool can be reached: " + "; ".join(str(r) for r in failures))
+            raise Disconnected("no server of the pool can be reached: " + "; ".join(str(r) for r in failures))
         return self
 
     async def close(self) -> None:
@@ -686,7 +633,7 @@ class GymPool:
         await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
 
     async def client(self, url: str) -> GymClient:
-        """The connected client of `url`; ConnectionLost when it cannot be reached (then for a while)."""
+        """The connected client of `url`; Disconnected when it cannot be reached (then for a while)."""
         client = self.clients.get(url)
         if client is not None:
             return client
@@ -695,14 +642,14 @@ class GymPool:
                 return self.clients[url]
             retry_at, why = self._unreachable.get(url, (0.0, ""))
             if time.monotonic() < retry_at:
-                raise ConnectionLost(f"{url} is unreachable ({why})")
+                raise Disconnected(f"{url} is unreachable ({why})")
             try:
                 client = await GymClient(url, **self._client_kwargs).connect()
             except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
                 why = f"{type(exc).__name__}: {exc}"
                 self._unreachable[url] = (time.monotonic() + self.retry_unreachable_s, why)
                 log.warning("pool: cannot reach %s (%s); using the other servers", url, why)
-                raise ConnectionLost(f"{url} is unreachable ({why})") from exc
+                raise Disconnected(f"{url} is unreachable ({why})") from exc
             self.clients[url] = client
             return client
 
@@ -743,7 +690,7 @@ class GymPool:
             if attempt + 1 < self.open_attempts:
                 await asyncio.sleep(max(wait_ms, 100) / 1000)
         if refusal is None:
-            raise ConnectionLost("no server of the pool can be reached: " + "; ".join(unreachable))
+            raise Disconnected("no server of the pool can be reached: " + "; ".join(unreachable))
         raise ProtocolError(
             refusal.code,
             f"every reachable server refused the open for {self.open_attempts} rounds (last: {refusal.message}); "
@@ -780,7 +727,7 @@ class GymPool:
                 return await (await self.client(url)).describe(env)
             except ConnectionError as exc:
                 failures.append(str(exc))
-        raise ConnectionLost("no server of the pool can be reached: " + "; ".join(failures))
+        raise Disconnected("no server of the pool can be reached: " + "; ".join(failures))
 
 
 @contextlib.asynccontextmanager

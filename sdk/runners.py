@@ -1,7 +1,10 @@
 """Where an environment's code runs: on the event loop, in a thread pool, or in its own process.
 
 The server talks to every session through an `EnvRunner` with three coroutines (reset, step,
-close), so the transport never knows how the environment is isolated.
+close), so the transport never knows how the environment is isolated. Two properties tell the server
+what it may do besides: `steps_at_once` (step never waits, so the server runs it in place, with no
+task: the fast path of inline environments) and `interrupt()` (stop a call in progress now, for
+a session destroyed mid-step).
 
 - `InlineRunner`: async environments, and sync ones that declare `inline = True` (microsecond
   steps: a thread hop would cost more than the step).
@@ -30,6 +33,9 @@ class EnvCrashed(Exception):
 
 
 class EnvRunner:
+    # True when `step` finishes without ever waiting (a sync environment run on the event loop).
+    steps_at_once = False
+
     async def reset(self, task: Task) -> ObservationLike:
         raise NotImplementedError
 
@@ -38,6 +44,19 @@ class EnvRunner:
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    def interrupt(self) -> bool:
+        """Stop a call in progress at once, if this runner can (the runner is then closed)."""
+        return False
+
+
+def runner_for(cls: type[Environment], isolation: str, executor: Executor) -> EnvRunner:
+    """The runner of a new session of `cls` ("thread" or "process" isolation; see the module doc)."""
+    if isolation == "process":
+        return ProcessRunner(cls, executor)
+    if cls.is_async() or cls.inline:
+        return InlineRunner(cls())
+    return ThreadRunner(cls(), executor)
 
 
 def env_crashed(exc: BaseException) -> EnvCrashed:
@@ -51,6 +70,7 @@ def env_crashed(exc: BaseException) -> EnvCrashed:
 class InlineRunner(EnvRunner):
     def __init__(self, env: Environment) -> None:
         self.env = env
+        self.steps_at_once = not inspect.iscoroutinefunction(env.step)
 
     async def _call(self, method: Any, *args: Any) -> Any:
         try:
@@ -67,6 +87,13 @@ class InlineRunner(EnvRunner):
         return await self._call(self.env.reset, task)
 
     async def step(self, action: str) -> StepOutcome:
+        if self.steps_at_once:  # the hot path of inline environments: no second coroutine
+            try:
+                return self.env.step(action)
+            except TaskError:
+                raise
+            except Exception as exc:
+                raise env_crashed(exc) from exc
         return await self._call(self.env.step, action)
 
     async def close(self) -> None:
@@ -77,6 +104,7 @@ class ThreadRunner(InlineRunner):
     def __init__(self, env: Environment, executor: Executor) -> None:
         super().__init__(env)
         self.executor = executor
+        self.steps_at_once = False
 
     async def _call(self, method: Any, *args: Any) -> Any:
         if inspect.iscoroutinefunction(method):  # an `async def` among `def` methods: on the loop
@@ -169,6 +197,10 @@ class ProcessRunner(EnvRunner):
             pass
         finally:
             self.kill()  # also when the call could not even be made (executor shut down by stop)
+
+    def interrupt(self) -> bool:
+        self.kill()  # a stuck child must not hold the session's resources
+        return True
 
     def kill(self) -> None:
         if self.process.is_alive():

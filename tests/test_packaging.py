@@ -58,6 +58,64 @@ def test_dependencies_point_one_way():
     assert not offenders, offenders
 
 
+# The command-line front ends of the SDK; the runtime (server, client, runners) must not import
+# them, so that serving or connecting never loads argument parsing and sub-command plugins.
+CLI_MODULES = ("gymwire.sdk.cli", "gymwire.sdk.commands", "gymwire.sdk.conformance.cli", "gymwire.bench.cli")
+TOOL_PACKAGES = ("conformance",)  # sdk/ sub-packages that are tools, not runtime
+
+
+def _module_name(path: Path) -> str:
+    folder, *rest = path.relative_to(ROOT).with_suffix("").parts
+    parts = [FOLDERS[folder], *rest]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolved_imports(source: str, package: str) -> set[str]:
+    """Every module (and imported name) a file of `package` imports, relative imports resolved."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base]) if base else ".".join(anchor)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _package_of(path: Path) -> str:
+    return _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+
+
+def _runtime_files() -> list[Path]:
+    files = list((ROOT / "protocol").rglob("*.py"))
+    for path in (ROOT / "sdk").rglob("*.py"):
+        relative = path.relative_to(ROOT / "sdk").parts
+        if relative[0] in TOOL_PACKAGES or _module_name(path) in CLI_MODULES:
+            continue
+        files.append(path)
+    return files
+
+
+def test_the_runtime_does_not_import_the_cli():
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in _runtime_files()
+        for name in _resolved_imports(path.read_text(), _package_of(path))
+        if any(name == cli or name.startswith(cli + ".") for cli in CLI_MODULES)
+    ]
+    assert not offenders, f"move what they need into a leaf module: {offenders}"
+
+
+def test_the_cli_check_resolves_relative_imports():
+    # The cycle the check was written for: sdk/server.py took package_version from sdk/cli.py.
+    assert "gymwire.sdk.cli.package_version" in _resolved_imports("from .cli import package_version", "gymwire.sdk")
+    assert "gymwire.sdk.cli" in _resolved_imports("from .. import cli", "gymwire.sdk.serving")
+
+
 def test_protocol_and_sdk_import_without_heavy_dependencies():
     code = (
         "import sys, gymwire.protocol, gymwire.sdk, gymwire.sdk.server, gymwire.sdk.client, gymwire.trainers\n"

@@ -16,7 +16,9 @@ from websockets.http11 import Response
 
 import msgpack
 
-from gymwire.protocol import SUBPROTOCOL_JSON, ErrorCode, ProtocolError, Step, StepBatch, Open, Reset, Close, Resume
+from gymwire.protocol import (
+    SUBPROTOCOL_JSON, Close, ErrorCode, Hello, Open, ProtocolError, Reset, Resume, ServerConnection, Step, StepBatch,
+)
 from gymwire.sdk import Environment, StepOutcome, Task
 from gymwire.sdk.server import GymServer
 
@@ -92,10 +94,10 @@ class DeadlineIgnoringServer(GymServer):
 class AnyTokenServer(GymServer):
     """Requires a token, announces auth, and then welcomes any token at all."""
 
-    async def _hello(self, conn: Any, hello: Any) -> None:
-        if self.token is not None:
-            hello = hello.model_copy(update={"token": self.token})
-        await super()._hello(conn, hello)
+    async def _dispatch(self, conn: Any, message: Any) -> None:
+        if isinstance(message, Hello) and self.token is not None:
+            message = message.model_copy(update={"token": self.token})
+        await super()._dispatch(conn, message)
 
 
 class NoDrainServer(GymServer):
@@ -105,13 +107,24 @@ class NoDrainServer(GymServer):
         return None
 
 
+class _SessionIdsOnlyRules(ServerConnection):
+    """Connection rules that look for a reused in-flight id only among session requests."""
+
+    def _receive(self, message: Any) -> Any:
+        if self.welcomed and not isinstance(message, (Open, Reset, Step, StepBatch, Close, Resume)):
+            inflight, self.inflight = self.inflight, {}
+            try:
+                return super()._receive(message)
+            finally:
+                self.inflight = inflight
+        return super()._receive(message)
+
+
 class ControlIdReuseServer(GymServer):
     """Refuses a reused in-flight id only for session requests: ping, list_envs, describe_env and
     cancel with that id are served, so one id gets two answers."""
 
-    def _refuse_inflight_id(self, conn: Any, message: Any) -> None:
-        if isinstance(message, (Open, Reset, Step, StepBatch, Close, Resume)):
-            super()._refuse_inflight_id(conn, message)
+    connection_rules = _SessionIdsOnlyRules
 
 
 class BytesKeyServer(GymServer):

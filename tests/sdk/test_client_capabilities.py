@@ -12,13 +12,11 @@ from gymwire.protocol import Cancel, ErrorCode, Limits, ProtocolError
 from gymwire.sdk.client import GymClient, MissingCapability
 from gymwire.sdk.server import GymServer
 
-_REQUEST_CAPABILITY = {"step_batch": "batch", "cancel": "cancel", "resume": "resume"}
-
-
 class ServerWithout(GymServer):
     """The reference server lacking some capabilities, consistently: they are not in its welcome,
     their requests are refused, and without `heartbeat` it neither pings nor closes silent
-    connections. It records the type of every message it receives."""
+    connections (the server's connection rules follow its capability list). It records the type
+    of every message it receives."""
 
     def __init__(self, *lacking: str, **kwargs: object) -> None:
         super().__init__([CountingEnv, FaultyEnv], port=0, **kwargs)  # type: ignore[arg-type]
@@ -28,15 +26,7 @@ class ServerWithout(GymServer):
 
     async def _dispatch(self, conn, message):  # type: ignore[no-untyped-def]
         self.received.append(message.type)
-        if _REQUEST_CAPABILITY.get(message.type) in self.lacking or (
-            "deadlines" in self.lacking and getattr(message, "deadline_ms", None) is not None
-        ):
-            raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"this server does not support {message.type}")
         await super()._dispatch(conn, message)
-
-    async def _heartbeat(self, conn):  # type: ignore[no-untyped-def]
-        if "heartbeat" not in self.lacking:
-            await super()._heartbeat(conn)
 
 
 @pytest.mark.parametrize("lacking", [(), ("batch",)], ids=["with-batch", "without-batch"])

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from gymwire.protocol import ErrorCode, Limits, ProtocolError
-from gymwire.sdk.client import ConnectionLost, GymPool
+from gymwire.sdk.client import Disconnected, GymPool
 
 
 def unreachable_url() -> str:
@@ -31,11 +31,11 @@ async def test_a_replica_that_is_down_leaves_the_others_in_use(make_server):
 
 async def test_every_replica_down_is_one_clear_error():
     urls = [unreachable_url(), unreachable_url()]
-    with pytest.raises(ConnectionLost, match="no server of the pool can be reached"):
+    with pytest.raises(Disconnected, match="no server of the pool can be reached"):
         async with GymPool(urls):
             pass
     pool = GymPool(urls, open_attempts=2)
-    with pytest.raises(ConnectionLost, match="no server of the pool can be reached"):
+    with pytest.raises(Disconnected, match="no server of the pool can be reached"):
         await pool.open("counting")
 
 

@@ -1,0 +1,267 @@
+"""The requests that reach an environment: open, reset, step, step_batch, close and resume.
+
+A step has one path, `_step_session`: check the action, take the session's place in line, ask the
+session machine (execute or replay), call the runner, record the answer. A runner whose steps never
+wait (`steps_at_once`) has that same path run in place, with no task, when nothing is queued
+(`_serve_step`). Every environment failure becomes ENV_CRASHED in one place, `_crash`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+from typing import TYPE_CHECKING, Any, Coroutine
+
+from gymwire.protocol import (
+    Close,
+    Closed,
+    Decision,
+    Error,
+    ErrorCode,
+    Open,
+    Opened,
+    ProtocolError,
+    Reset,
+    ResetResult,
+    Resume,
+    Resumed,
+    SessionMachine,
+    Step,
+    StepBatch,
+    StepBatchResult,
+    StepResult,
+    TaskRef,
+    error_message,
+)
+
+from ..environment import StepOutcome
+from ..environment import Task, TaskError, as_observation
+from ..runners import EnvCrashed, runner_for
+from .connections import Connection, brief
+from .request_line import LinePlace
+from .scheduling import Inflight
+from .sessions import ServerSession, now
+
+if TYPE_CHECKING:
+    from ..server import GymServer
+
+log = logging.getLogger("gymwire.server")
+
+# The place in line of a step run in place: nothing is queued and nothing can interleave with it.
+_NO_LINE = contextlib.nullcontext()
+
+
+def _task_text(task: TaskRef) -> str:
+    return " ".join(f"{key}={value}" for key, value in task.model_dump(exclude_none=True).items()) or "of the env's choice"
+
+
+def _crash(session: ServerSession, what: str, exc: BaseException, task: TaskRef | None = None) -> ProtocolError:
+    """An environment failure, the one way it is reported: the session is crashed, the operator's
+    log gets the traceback, the client one line (ENV_CRASHED)."""
+    session.machine.crashed()
+    log.error(
+        "session %s of %s (task %s): %s failed; the session is crashed",
+        session.id, session.env_name, _task_text(task or session.task), what, exc_info=exc,
+    )
+    return ProtocolError(ErrorCode.ENV_CRASHED, f"{what} failed: {brief(exc)}", session=session.id)
+
+
+def _run_in_place(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never waits to its end, here, without a task."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a step of a runner with steps_at_once waited")
+
+
+class SessionRequests:
+    """GymServer's part that serves the session requests (see the module doc)."""
+
+    # ------------------------------------------------------------------ open, reset
+
+    async def _open(self: "GymServer", conn: Connection, message: Open, inflight: Inflight) -> Opened:
+        cls = self.envs.get(message.env)
+        if cls is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_ENV, f"no environment {message.env!r}; this server has {sorted(self.envs)}")
+        if self.draining:
+            raise ProtocolError(ErrorCode.DRAINING, "server is draining; open the session elsewhere", retry_after_ms=1000)
+        registry = self.registry
+        registry.check_room(conn)
+        max_turns = message.max_turns or self.env_infos[message.env].default_max_turns
+        session_id = secrets.token_urlsafe(12)
+        # Count the open before any await so concurrent opens cannot overshoot the caps.
+        registry.opening += 1
+        conn.opening += 1
+        inflight.env_started = True
+        try:
+            runner = await asyncio.get_running_loop().run_in_executor(
+                self.executor, runner_for, cls, self.isolation, self.executor
+            )
+        except Exception as exc:
+            log.error("environment %s failed to start (task %s)", message.env, _task_text(message.task), exc_info=exc)
+            raise ProtocolError(ErrorCode.ENV_CRASHED, f"environment {message.env!r} failed to start: {brief(exc)}") from exc
+        finally:
+            registry.opening -= 1
+            conn.opening -= 1
+        session = ServerSession(
+            id=session_id,
+            env_name=message.env,
+            resume_token=secrets.token_urlsafe(24),
+            runner=runner,
+            machine=SessionMachine(session_id, max_turns),
+            owner=conn,
+            task=message.task,
+            options=message.options,
+        )
+        registry.add(session)
+        observation = None
+        if message.reset:
+            try:
+                observation = as_observation(await runner.reset(Task.from_ref(message.task, message.options)))
+            except BaseException as exc:
+                if isinstance(exc, TaskError):
+                    await registry.destroy(session, "reset failed on open")
+                    raise ProtocolError(ErrorCode.INVALID_TASK, brief(exc)) from None
+                if isinstance(exc, (EnvCrashed, TypeError)):
+                    crashed = _crash(session, "reset", exc)
+                    crashed.session = None  # the client never learns this session: it is closed now
+                    await registry.destroy(session, "reset failed on open")
+                    raise crashed from None
+                await registry.destroy(session, "reset failed on open")
+                raise
+        if conn.closed:
+            # The connection died during the open: nobody will ever learn this session's id or token.
+            await registry.destroy(session, "its connection closed during the open")
+            raise ProtocolError(ErrorCode.CANCELLED, "the connection closed before the session was opened")
+        session.machine.opened(did_reset=message.reset)
+        log.debug("session %s opened on %s", session_id, message.env)
+        return Opened(
+            id=message.id,
+            session=session_id,
+            resume_token=session.resume_token,
+            env=message.env,
+            max_turns=max_turns,
+            observation=observation,
+        )
+
+    async def _reset(self: "GymServer", conn: Connection, message: Reset, inflight: Inflight) -> ResetResult:
+        session = self.registry.owned(conn, message.session)
+        async with inflight.places[0] or session.line.join():
+            if session.machine.check_reset(message.seq) is Decision.REPLAY:
+                return session.machine.replay(ResetResult, message.id)
+            task = session.task if message.task is None else message.task
+            inflight.env_started = True
+            try:
+                observation = as_observation(await session.runner.reset(Task.from_ref(task, session.options)))
+            except TaskError as exc:
+                raise ProtocolError(ErrorCode.INVALID_TASK, brief(exc), session=session.id) from None
+            except (EnvCrashed, TypeError) as exc:
+                raise _crash(session, "reset", exc, task) from None
+            reply = ResetResult(id=message.id, session=session.id, seq=message.seq, observation=observation)
+            session.task = task  # only now: a refused task leaves the session as it was (GW-SESSION-2)
+            session.machine.reset_done(message.seq, reply)
+            return reply
+
+    # ------------------------------------------------------------------ steps
+
+    def _serve_step(self: "GymServer", conn: Connection, message: Step) -> StepResult | None:
+        """A step of a session whose runner steps at once, with nothing queued and no deadline, runs
+        its path right here: nothing can interleave with it. Any other goes to a task (None)."""
+        session = self.registry.sessions.get(message.session)
+        if (
+            session is not None
+            and session.runner.steps_at_once
+            and session.owner is conn
+            and message.deadline_ms is None
+            and not session.line.busy()
+        ):
+            session.last_active = now()
+            return _run_in_place(self._step_session(session, message.id, message.seq, message.action, None, _NO_LINE))
+        self._spawn(conn, message, self._step)
+        return None
+
+    async def _step(self: "GymServer", conn: Connection, message: Step, inflight: Inflight) -> StepResult:
+        session = self.registry.owned(conn, message.session)
+        return await self._step_session(session, message.id, message.seq, message.action, inflight, inflight.places[0])
+
+    async def _step_session(
+        self: "GymServer",
+        session: ServerSession,
+        request_id: int,
+        seq: int,
+        action: str,
+        inflight: Inflight | None,
+        place: LinePlace | contextlib.nullcontext[None] | None,
+    ) -> StepResult:
+        """The one step path (see the module doc)."""
+        self._check_action_size(session, action)
+        started = now()
+        async with place or session.line.join():
+            machine = session.machine
+            if machine.check_step(seq) is Decision.REPLAY:
+                return machine.replay(StepResult, request_id)
+            if inflight is not None:
+                inflight.env_started = True
+            try:
+                result: Any = await session.runner.step(action)
+            except (EnvCrashed, TaskError) as exc:
+                raise _crash(session, "step", exc) from None
+            try:
+                if not isinstance(result, StepOutcome):
+                    raise EnvCrashed(f"step must return gymwire.sdk.StepOutcome, got {type(result).__name__}")
+                observation = as_observation(result.observation)
+                reward = float(result.reward)
+                if not math.isfinite(reward) or (result.score is not None and not math.isfinite(float(result.score))):
+                    # JSON cannot carry them (GW-FRAME-9) and no trainer can use them.
+                    raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
+            except (EnvCrashed, TypeError, ValueError) as exc:
+                raise _crash(session, "step", exc) from None
+            reply = machine.finish_step(
+                request_id, seq, observation, reward, bool(result.terminated), bool(result.truncated), result.info,
+                result.success, result.score,
+            )
+            self.registry.metrics.step(session.env_name, now() - started)
+            return reply
+
+    def _check_action_size(self: "GymServer", session: ServerSession, action: str) -> None:
+        if len(action.encode("utf-8", "surrogatepass")) > self.limits.max_action_bytes:
+            raise ProtocolError(
+                ErrorCode.INVALID_ACTION,
+                f"action longer than max_action_bytes={self.limits.max_action_bytes}; shorten it",
+                session=session.id,
+            )
+
+    async def _step_batch(self: "GymServer", conn: Connection, message: StepBatch, inflight: Inflight) -> StepBatchResult:
+        if len(message.steps) > self.limits.max_batch:
+            raise ProtocolError(
+                ErrorCode.INVALID_ACTION,
+                f"batch of {len(message.steps)} steps exceeds max_batch={self.limits.max_batch}; split it",
+            )
+
+        async def one(item: Any, place: LinePlace | None) -> StepResult | Error:
+            try:
+                session = self.registry.owned(conn, item.session)
+                return await self._step_session(session, message.id, item.seq, item.action, inflight, place)
+            except ProtocolError as exc:
+                exc.request_id = message.id
+                exc.session = exc.session or item.session
+                return error_message(exc)
+
+        results = await asyncio.gather(*(one(item, place) for item, place in zip(message.steps, inflight.places)))
+        return StepBatchResult(id=message.id, results=list(results))
+
+    # ------------------------------------------------------------------ close, resume
+
+    async def _close(self: "GymServer", conn: Connection, message: Close, inflight: Inflight) -> Closed:
+        session = self.registry.owned(conn, message.session)
+        session.machine.check_close()
+        await self.registry.destroy(session, "closed by client")
+        return Closed(id=message.id, session=session.id)
+
+    async def _resume(self: "GymServer", conn: Connection, message: Resume, inflight: Inflight) -> Resumed:
+        return self.registry.resume(conn, message)

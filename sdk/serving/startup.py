@@ -1,0 +1,47 @@
+"""What is checked before a server serves: its limits, and where it can listen."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from gymwire.protocol import Limits
+
+# The smallest value of each limit with which a server is still usable: a frame must hold a hello,
+# a server with no session, no request in flight or no time left is no server.
+LIMIT_MINIMUMS = {
+    "max_frame_bytes": 512,
+    "max_sessions": 1,
+    "max_sessions_per_connection": 1,
+    "max_inflight": 1,
+    "max_batch": 1,
+    "max_action_bytes": 1,
+    "heartbeat_interval_ms": 10,
+    "idle_timeout_ms": 10,
+    "resume_grace_ms": 0,  # 0: a dropped connection's sessions are not kept for a resume
+}
+
+
+def check_limits(limits: Limits) -> None:
+    """Raise ValueError naming the first limit below its minimum (and its `gymwire serve` flag)."""
+    for name, value in limits.model_dump().items():
+        minimum = LIMIT_MINIMUMS[name]
+        if value < minimum:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"limit {name} ({flag}) must be at least {minimum}, got {value}")
+
+
+class ListenError(OSError):
+    """The server cannot listen where it was asked to; the message names the option to change."""
+
+
+def listen_error(option: str, host: str, port: int, exc: OSError) -> ListenError:
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return ListenError(f"cannot listen on host {host!r}: {exc.strerror or exc}; check --host (an address of this machine)")
+    if exc.errno == errno.EADDRINUSE:
+        hint = f"port {port} is in use; choose another {option}"
+    elif exc.errno == errno.EACCES:
+        hint = f"no permission to listen on port {port}; choose another {option} (above 1023)"
+    else:
+        hint = f"check --host and {option}"
+    return ListenError(f"cannot listen on {host}:{port} ({option}): {exc.strerror or exc}; {hint}")
