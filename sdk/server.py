@@ -113,6 +113,9 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         self._ws_server: Any = None
         self._metrics_http: Any = None
         self._reaper: asyncio.Task[None] | None = None
+        # Steps whose client was answered TIMEOUT/CANCELLED but which run on in the environment;
+        # stop() ends them so that no step outlives the server's event loop.
+        self._abandoned: set[asyncio.Future[Any]] = set()
         self.capabilities = server_capabilities(auth=token is not None)
         # The one dispatch by message type, of each request the connection rules pass on: a step
         # may run in place (_serve_step) and a cancel is answered at once (both return the answer);
@@ -220,6 +223,9 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         if self._ws_server is not None:
             self._ws_server.close()
             await self._ws_server.wait_closed()
+        for work in self._abandoned:
+            work.cancel()
+        await asyncio.gather(*self._abandoned, return_exceptions=True)
         for session in list(self.sessions.values()):
             await self.registry.destroy(session, "server stopped")
         if self._metrics_http is not None:

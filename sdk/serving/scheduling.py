@@ -144,6 +144,8 @@ class Scheduling:
                     self.registry.destroy(sessions[reply.session], "its open was answered TIMEOUT/CANCELLED")
                 )
 
+        self._abandoned.add(work)
+        work.add_done_callback(self._abandoned.discard)
         work.add_done_callback(close_orphan)
 
     def _cancel(self: "GymServer", conn: Connection, message: Cancel) -> CancelAck:
