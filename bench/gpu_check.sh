@@ -83,7 +83,7 @@ install() {
 
 environment() {
     [[ $DRY == 1 ]] && return 0
-    { nvidia-smi 2>&1 || echo "no nvidia-smi"; "$PY" - <<'EOF'
+    { if command -v nvidia-smi >/dev/null; then nvidia-smi; else echo "no nvidia-smi"; fi; "$PY" - <<'EOF'
 import platform, torch, transformers
 print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
       f"cuda {torch.cuda.is_available()} {torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''}")
@@ -105,24 +105,29 @@ benchmarks() {
 }
 
 model() {
-    # The GGUF from its two halves (each call carries one), checked, then a trainable checkpoint once.
+    # The GGUF from its two halves (each call carries one), checked, then prepared once into a trainable
+    # checkpoint under $GYMWIRE_MODEL_CACHE (trainers/models.checkpoint_folder: written aside, then renamed).
     local parts=(.gpu/model-1/*.part1 .gpu/model-2/*.part2)
     if [[ $DRY != 1 ]] && { [[ ! -f ${parts[0]} ]] || [[ ! -f ${parts[1]} ]]; }; then
         echo "=== model: need both GGUF halves, .gpu/model-1/*.part1 and .gpu/model-2/*.part2 (bench/gpu_wheels.sh); found: ${parts[*]}" >&2
         failures+=("model")
         return 1
     fi
-    local name
-    name=$(basename "${parts[0]}" .part1)
-    GGUF="$WORK/$name"
-    CHECKPOINT="$WORK/smollm2"
-    [[ $DRY == 1 ]] && { echo "=== model: would join ${parts[*]} into $GGUF and prepare $CHECKPOINT"; return 0; }
-    if [[ ! -f $CHECKPOINT/config.json ]]; then
-        local sums="$PWD/.gpu/model-2/SHA256SUMS"
-        cat "${parts[@]}" > "$GGUF" && (cd "$WORK" && sha256sum -c "$sums") || {
-            echo "=== model: the joined GGUF does not match its sha256; pack it again" >&2; failures+=("model"); return 1; }
-        run prepare 180 "$PY" -m gymwire.sdk.cli model prepare "$GGUF" "$CHECKPOINT" || return 1
+    local gguf sums="$PWD/.gpu/model-2/SHA256SUMS"
+    gguf="$WORK/$(basename "${parts[0]}" .part1)"
+    if [[ $DRY == 1 ]]; then
+        echo "=== model: would join ${parts[*]} into $gguf and prepare it under $GYMWIRE_MODEL_CACHE"
+        CHECKPOINT="$GYMWIRE_MODEL_CACHE/prepared-from-gguf"
+        return 0
     fi
+    if ! (cd "$WORK" && sha256sum --quiet -c "$sums" 2>/dev/null); then
+        cat "${parts[@]}" > "$gguf" && (cd "$WORK" && sha256sum -c "$sums") || {
+            echo "=== model: the joined GGUF does not match its sha256; pack it again" >&2; failures+=("model"); return 1; }
+    fi
+    run prepare 300 "$PY" -c 'import sys; from gymwire.trainers.models import checkpoint_folder
+open(sys.argv[2], "w").write(str(checkpoint_folder(sys.argv[1])))' "$gguf" "$WORK/checkpoint.txt" || return 1
+    CHECKPOINT=$(cat "$WORK/checkpoint.txt")
+    echo "=== model: checkpoint $CHECKPOINT"
 }
 
 learn() {
