@@ -17,8 +17,9 @@
 #
 # Settings (environment): GPU_CHECK_DEVICE (cuda; cpu simulates the run here), GPU_CHECK_SCALE
 # (full; tiny: a step or two at a tiny batch, for checking the script on a CPU), GPU_CHECK_DRY=1
-# (print the commands, run nothing), LEARN_SECONDS (330) and TEXTCRAFT_SECONDS (150) for the two runs
-# including their evaluations, ROLLOUT_ARGS / UPDATE_MEMORY_ARGS (extra arguments of the benchmarks),
+# (print the commands, run nothing), BENCH_SECONDS (100) for each benchmark, LEARN_SECONDS (270) and
+# TEXTCRAFT_SECONDS (180) for the two runs including their evaluations, GPU_CHECK_RUNS ("guess
+# textcraft": which runs), ROLLOUT_ARGS / UPDATE_MEMORY_ARGS (extra arguments of the benchmarks),
 # GPU_CHECK_WORK (/tmp/gymwire-gpu: installed packages, the model, the runs).
 set -uo pipefail
 
@@ -34,8 +35,10 @@ SCALE=${GPU_CHECK_SCALE:-full}
 DRY=${GPU_CHECK_DRY:-0}
 WORK=${GPU_CHECK_WORK:-/tmp/gymwire-gpu}
 OUT=${OUT:-runs/gpu-check}
-LEARN_SECONDS=${LEARN_SECONDS:-330}
-TEXTCRAFT_SECONDS=${TEXTCRAFT_SECONDS:-150}
+BENCH_SECONDS=${BENCH_SECONDS:-100}
+LEARN_SECONDS=${LEARN_SECONDS:-270}
+TEXTCRAFT_SECONDS=${TEXTCRAFT_SECONDS:-180}
+RUNS=${GPU_CHECK_RUNS:-guess textcraft}
 case "$SCALE" in
     full | tiny) ;;
     *) echo "GPU_CHECK_SCALE must be full or tiny, got $SCALE" >&2; exit 2 ;;
@@ -100,7 +103,7 @@ benchmarks() {
         fi
         local extra_var=${script^^}_ARGS
         # shellcheck disable=SC2086  # the extra arguments are words
-        run "$script" 240 "$PY" "bench/$script.py" --device "$DEVICE" ${!extra_var:-} > >(tee "$OUT/$script.txt")
+        run "$script" "$BENCH_SECONDS" "$PY" "bench/$script.py" --device "$DEVICE" ${!extra_var:-} > >(tee "$OUT/$script.txt")
     done
 }
 
@@ -140,7 +143,7 @@ learn() {
     fi
     local name config args seconds
     [[ $DRY == 1 ]] && { guess_args+=(--dry-run); textcraft_args+=(--dry-run); }
-    for name in guess textcraft; do
+    for name in $RUNS; do
         config=examples/smollm2-$name.yaml
         if [[ $name == guess ]]; then args=("${guess_args[@]}"); seconds=$LEARN_SECONDS; else args=("${textcraft_args[@]}"); seconds=$TEXTCRAFT_SECONDS; fi
         # learn.py keeps its own time; the outer limit only catches a hang (loading, a stuck evaluation).
