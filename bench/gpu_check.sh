@@ -45,6 +45,7 @@ case "$SCALE" in
 esac
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+log_writer=$!
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
 export GYMWIRE_MODEL_CACHE="$WORK/models"
@@ -169,4 +170,7 @@ else
     failures+=("install")
 fi
 echo "=== gpu_check $stage done in $((SECONDS - started)) s; failed: ${failures[*]:-none}"
-((${#failures[@]} == 0))
+status=$((${#failures[@]} == 0 ? 0 : 1))
+exec >&- 2>&-
+wait "$log_writer"  # the log is complete before the machine collects $OUT
+exit "$status"
