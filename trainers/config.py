@@ -48,7 +48,7 @@ class TinyModel:
 
 @dataclass
 class ModelSection:
-    path: str = ""  # a local Hugging Face checkpoint folder
+    path: str = ""  # a local Hugging Face checkpoint folder, a known model's name (smollm2) or a .gguf file
     tiny: TinyModel | None = None
     backend: str = "transformers"
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
@@ -270,7 +270,9 @@ def _validate(config: TrainConfig) -> None:
     if config.env.server != "builtin" and not config.env.server.startswith(("ws://", "wss://")):
         raise ConfigError(f"env.server must be 'builtin' or a ws:// or wss:// URL, got {config.env.server!r}")
     if not config.model.path:
-        raise ConfigError("model.path is required: a local Hugging Face checkpoint (or where model.tiny builds one)")
+        raise ConfigError(
+            "model.path is required: a local Hugging Face checkpoint, a known model (smollm2), a .gguf file, or where model.tiny builds one"
+        )
     if config.train.resume and config.train.overwrite:
         raise ConfigError("train.resume and train.overwrite exclude each other: continue the run in output_dir, or start it over")
     if config.env.step_timeout is not None and config.env.step_timeout <= 0:

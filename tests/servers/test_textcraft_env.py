@@ -389,3 +389,17 @@ def test_same_task_gives_the_same_first_observation_across_processes():
             capture_output=True, text=True, env=env, check=True, timeout=120,
         )
         assert json.loads(out.stdout) == here
+
+
+def test_option_depth_plays_only_goals_of_that_depth_wrapping_around():
+    env = TextCraftEnv()
+    first, last = TextCraftEnv.info().metadata["depth_index_ranges"]["train"]["1"]
+    count = last - first + 1
+    goals = [env.reset(Task(split="train", index=i, options={"depth": 1})).data for i in (0, count - 1, count, 447)]
+    assert all(g["depth"] == 1 for g in goals)
+    assert goals[0]["goal"] == goals[2]["goal"] and goals[0]["goal"] != goals[1]["goal"]
+    deep = env.reset(Task(split="test", index=0, options={"depth": 3})).data
+    assert deep["depth"] == 3 and deep["index"] == TextCraftEnv.info().metadata["depth_index_ranges"]["test"]["3"][0]
+    for bad in (9, "1", True):
+        with pytest.raises(TaskError, match="option depth must be one of the crafting depths"):
+            env.reset(Task(split="test", index=0, options={"depth": bad}))
