@@ -55,6 +55,18 @@ def key_combo(text: str) -> str:
     return "+".join(_KEY_NAMES.get(k.lower(), k) for k in keys)
 
 
+async def _renderer_round_trip(page: Any) -> None:
+    """Wait for the page's renderer to answer once more: on a loaded machine a link's navigation
+    can be reported later than the fixed settle time, and would be missed (the agent would see
+    the old page). A page already navigating away answers with an error, which is as good."""
+    from playwright.async_api import Error as PlaywrightError
+
+    try:
+        await page.evaluate("() => new Promise(done => setTimeout(done, 0))")
+    except PlaywrightError:
+        pass
+
+
 class NavigationWatch:
     """Sees whether the main frame of a page started loading a new document, and when it got it."""
 
@@ -253,6 +265,8 @@ class BrowserEnv(Environment):
                     await self._context.new_page()
             await asyncio.sleep(SETTLE_S)
             if watch is not None:
+                if not watch.started:
+                    await _renderer_round_trip(page)
                 await watch.settled()
         except PlaywrightError as exc:
             self._check_browser()
