@@ -23,7 +23,7 @@ def _json_map(text: str) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="the server, ws://host:port or wss://host:port")
+    parser.add_argument("url", type=_server_url, help="the server: ws://host:port, wss://host:port or host:port")
     parser.add_argument("--token", help="the server's bearer token (or set GYMWIRE_TOKEN); also enables the auth checks")
     parser.add_argument("--env", help="the environment to drive (default: the first the server lists)")
     parser.add_argument("--action", default="noop",
@@ -45,6 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-ms", type=int, default=500, metavar="MS", help="how long --slow-action takes at least (default 500)")
     parser.add_argument("--crash-action", metavar="TEXT", help="an action that makes --env raise; enables the ENV_CRASHED check")
     parser.add_argument("--check", action="append", metavar="NAME", help="run only this check (repeatable)")
+
+
+def _server_url(text: str) -> str:
+    """A bare host:port gets ws://, as `gymwire play` and `envs` take it. (The suite keeps its own
+    reading: it imports nothing of the implementation it checks.)"""
+    if "://" not in text:
+        return f"ws://{text}"
+    if text.startswith(("ws://", "wss://")):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a server address: give ws://host:port, wss://host:port or host:port")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ TOKEN = "conformance-cli-token"
 
 def test_conformant_server_exits_0_and_writes_the_json_report(tmp_path, capsys):
     report_path = tmp_path / "report.json"
-    with serve([SleepyEnv]) as url:
-        status = main(["conformance", url, "--level", "core", "--json", str(report_path)])
+    with serve([SleepyEnv]) as url:  # host:port, as `gymwire play` takes it
+        status = main(["conformance", url.removeprefix("ws://"), "--level", "core", "--json", str(report_path)])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "CONFORMANT at this level" in out and "HANDSHAKE" in out
