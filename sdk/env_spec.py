@@ -77,10 +77,6 @@ class EnvSpec:
         """A spec as it is; an Environment class as the spec of its defaults."""
         return env if isinstance(env, EnvSpec) else cls.of(env)
 
-    def with_kwargs(self, **kwargs: Any) -> "EnvSpec":
-        """This spec with more keyword arguments (the given ones win)."""
-        return EnvSpec(self.entry_point, {**self.kwargs, **kwargs}, self.name, _env_class=self._env_class)
-
     def renamed(self, name: str) -> "EnvSpec":
         """This spec served under another name."""
         return EnvSpec(self.entry_point, self.kwargs, name, _env_class=self._env_class)
