@@ -29,13 +29,14 @@ from pathlib import Path
 
 import env_bench
 from gymwire.servers.deepsearch import DeepSearchEnv
+from gymwire.servers.deepsearch.env import load_data
 
 ENV = "deepsearch"
 MAX_TURNS = 1_000_000
 
 
 def queries() -> list[str]:
-    test = DeepSearchEnv.data().splits["test"]
+    test = load_data(None, None, None).splits["test"]
     return [q.question for q in test] + [e["title"] for q in test for e in q.metadata["evidence"]]
 
 
@@ -146,7 +147,7 @@ def main() -> int:
     parser = env_bench.make_parser(__doc__, memory_sessions=64, out="bench/results/env_deepsearch.json")
     args = parser.parse_args()
     if args.serve:
-        DeepSearchEnv.data()  # load the data and open the index before the first session
+        load_data(None, None, None)  # load the data and open the index before the first session
         env_bench.serve({ENV: DeepSearchEnv}, args.serve)
         return 0
     texts = queries()

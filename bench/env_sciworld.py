@@ -31,6 +31,7 @@ from pathlib import Path
 import env_bench
 from gymwire.sdk.environment import Task
 from gymwire.servers.sciworld import SciWorldEnv, tasks
+from gymwire.servers.sciworld.env import DEFAULT_JVM_HEAP_MB, DEFAULT_JVMS, DEFAULT_SESSIONS_PER_JVM
 from gymwire.servers.sciworld.jvm import JavaPool, JavaProcess
 from gymwire.servers.sciworld.solver import gold_actions
 
@@ -47,14 +48,14 @@ async def startup_and_memory() -> dict:
     for index in range(3):
         task = tasks.task_at(SPLIT, index * 50)
         start = time.perf_counter()
-        pool = JavaPool(processes=1, sessions_per_process=1, heap_mb=SciWorldEnv.jvm_heap_mb, call_timeout_s=300)
+        pool = JavaPool(processes=1, sessions_per_process=1, heap_mb=DEFAULT_JVM_HEAP_MB, call_timeout_s=300)
         simulator = await pool.acquire()
         await simulator.load(task.name, task.variation)
         own_times.append(time.perf_counter() - start)
         own_rss.append(env_bench.rss_bytes(simulator.process.pid))
         pool.shutdown()
     # The pool's design: many simulators in one running JVM.
-    pool = JavaPool(processes=1, sessions_per_process=100, heap_mb=SciWorldEnv.jvm_heap_mb, call_timeout_s=300)
+    pool = JavaPool(processes=1, sessions_per_process=100, heap_mb=DEFAULT_JVM_HEAP_MB, call_timeout_s=300)
     warm = await pool.acquire()
     await warm.load(tasks.task_at(SPLIT, 0).name, tasks.task_at(SPLIT, 0).variation)
     process: JavaProcess = warm.process
@@ -86,7 +87,7 @@ async def startup_and_memory() -> dict:
 
 
 async def reset_times(count: int) -> dict:
-    env = SciWorldEnv.with_pool(jvms=1)()
+    env = SciWorldEnv(jvms=1)
     await env.reset(Task(split=SPLIT, index=0))
     times = []
     for i in range(count):
@@ -94,7 +95,7 @@ async def reset_times(count: int) -> dict:
         await env.reset(Task(split=SPLIT, index=(i * 13) % TASKS))
         times.append(time.perf_counter() - start)
     await env.close()
-    type(env).pool().shutdown()
+    env.pool.shutdown()
     times.sort()
     return {"resets": count, "mean_s": round(statistics.mean(times), 4), "p50_s": round(times[len(times) // 2], 4), "p90_s": round(times[int(len(times) * 0.9)], 4)}
 
@@ -160,12 +161,11 @@ class ServedPlayer:
 
 
 async def bench_in_process(all_scripts: list[list[str]], sessions: int, seconds: float) -> dict:
-    env_cls = SciWorldEnv.with_pool()
-    envs = [env_cls() for _ in range(sessions)]
+    envs = [SciWorldEnv() for _ in range(sessions)]
     await asyncio.gather(*(env.reset(Task(split=SPLIT, index=0)) for env in envs))  # JVMs up, as a server's would be
     result = await play_for(seconds, [InProcessPlayer(env) for env in envs], all_scripts)
     await asyncio.gather(*(env.close() for env in envs))
-    env_cls.pool().shutdown()
+    envs[0].pool.shutdown()
     return result
 
 
@@ -180,7 +180,7 @@ async def bench_server(url: str, all_scripts: list[list[str]], sessions: int, se
 
 
 async def memory_over_resets(resets: int) -> list[dict]:
-    env = SciWorldEnv.with_pool(jvms=1)()
+    env = SciWorldEnv(jvms=1)
     await env.reset(Task(split="train", index=0))
     process = env._simulator.process
     samples = []
@@ -191,7 +191,7 @@ async def memory_over_resets(resets: int) -> list[dict]:
             samples.append({"resets": i, "heap_bytes": await process.heap_used_bytes(), "rss_bytes": env_bench.rss_bytes(process.pid)})
             print(f"  {i} resets: live heap {samples[-1]['heap_bytes'] / 2**20:.0f} MiB, RSS {samples[-1]['rss_bytes'] / 2**20:.0f} MiB", flush=True)
     await env.close()
-    type(env).pool().shutdown()
+    env.pool.shutdown()
     return samples
 
 
@@ -206,7 +206,7 @@ def main() -> int:
     if args.serve:
         env_bench.serve({ENV: SciWorldEnv}, args.serve)
         return 0
-    results: dict = {"machine": env_bench.machine(load_average=True), "pool": {"jvms": SciWorldEnv.jvms, "sessions_per_jvm": SciWorldEnv.sessions_per_jvm}}
+    results: dict = {"machine": env_bench.machine(load_average=True), "pool": {"jvms": DEFAULT_JVMS, "sessions_per_jvm": DEFAULT_SESSIONS_PER_JVM}}
 
     print("start-up and memory per session ...", flush=True)
     results["startup_and_memory"] = asyncio.run(startup_and_memory())

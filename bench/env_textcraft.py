@@ -27,6 +27,7 @@ import sys
 import env_bench
 from gymwire.sdk.environment import Task
 from gymwire.servers.textcraft import TextCraftEnv
+from gymwire.servers.textcraft.recipes import load_book
 from gymwire.servers.textcraft.solver import plan
 
 ENV = "textcraft"
@@ -43,18 +44,18 @@ class InlineTextCraftEnv(TextCraftEnv):
 
 
 def plans() -> list[list[str]]:
-    book = TextCraftEnv.book()
+    book = load_book()
     return [plan(book, goal) for goal in book.splits[SPLIT]]
 
 
 def serve(port: int, inline: bool) -> None:
     env = InlineTextCraftEnv if inline else TextCraftEnv
-    env.book()  # load the recipes before the first session, as a warm server would have
+    load_book()  # load the recipes before the first session, as a warm server would have
     env_bench.serve({ENV: env}, port)
 
 
 def memory_in_process(count: int) -> dict:
-    TextCraftEnv.book()
+    load_book()
     for index in range(TASKS):  # warm the per-goal caches, as a running server would have them
         TextCraftEnv().reset(Task(split=SPLIT, index=index))
     return env_bench.memory_in_process(TextCraftEnv, SPLIT, TASKS, count, PROBE_ACTION)

@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable, Iterator
 
 from .agentgym_api import DIALECTS, Dialect
 from .environment import Environment, Task, TaskError, as_observation
+from .env_spec import EnvSpec
 from .runners import EnvCrashed, EnvRunner, runner_for
 
 __all__ = ["AgentGymFacade", "register"]
@@ -50,13 +51,13 @@ class _Session:
 
 
 class _Served:
-    """One environment class behind one dialect, with its sessions (ids count from 0, as AgentGym's)."""
+    """One environment behind one dialect, with its sessions (ids count from 0, as AgentGym's)."""
 
-    def __init__(self, cls: type[Environment], dialect: Dialect, split: str | None, options: dict[str, Any]) -> None:
-        self.cls, self.dialect, self.options = cls, dialect, options
-        splits = cls.splits
+    def __init__(self, spec: EnvSpec, dialect: Dialect, split: str | None, options: dict[str, Any]) -> None:
+        self.spec, self.dialect, self.options = spec, dialect, options
+        splits = spec.info().splits
         if split is not None and split not in splits:
-            raise ValueError(f"{cls.name} has no split {split!r}; it has {sorted(splits) or 'none (seeds only)'}")
+            raise ValueError(f"{spec.name} has no split {split!r}; it has {sorted(splits) or 'none (seeds only)'}")
         self.split = split or next(iter(splits), None)
         self.sessions: dict[int, _Session] = {}
         self.ids = itertools.count()
@@ -76,7 +77,7 @@ class AgentGymFacade:
 
     def __init__(
         self,
-        envs: list[tuple[type[Environment], str | None]],
+        envs: list[tuple[EnvSpec | type[Environment], str | None]],
         split: str | None = None,
         options: dict[str, Any] | None = None,
         idle_timeout_s: float = 3600.0,
@@ -84,13 +85,14 @@ class AgentGymFacade:
         port: int = 0,
     ) -> None:
         self.served: dict[str, _Served] = {}
-        for cls, dialect_name in envs:
-            if cls.name in self.served:
-                raise ValueError(f"two environments are named {cls.name!r}")
-            name = dialect_name or (cls.name if cls.name in DIALECTS else DEFAULT_DIALECT)
+        for env, dialect_name in envs:
+            spec = EnvSpec.coerce(env)
+            if spec.name in self.served:
+                raise ValueError(f"two environments are named {spec.name!r}")
+            name = dialect_name or (spec.name if spec.name in DIALECTS else DEFAULT_DIALECT)
             if name not in DIALECTS:
                 raise ValueError(f"unknown AgentGym dialect {name!r}; known: {', '.join(sorted(DIALECTS))}")
-            self.served[cls.name] = _Served(cls, DIALECTS[name], split, dict(options or {}))
+            self.served[spec.name] = _Served(spec, DIALECTS[name], split, dict(options or {}))
         self.idle_timeout_s = idle_timeout_s
         self.host, self.port = host, port
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="agentgym-env")
@@ -173,7 +175,7 @@ class AgentGymFacade:
             for served in self.served.values():
                 for session_id, session in list(served.sessions.items()):
                     if not session.lock.locked() and now - session.last_active > self.idle_timeout_s:
-                        log.info("closing %s session %s: idle past %g s", served.cls.name, session_id, self.idle_timeout_s)
+                        log.info("closing %s session %s: idle past %g s", served.spec.name, session_id, self.idle_timeout_s)
                         await self._drop(served, session_id)
 
     async def _drop(self, served: _Served, session_id: int) -> None:
@@ -182,7 +184,7 @@ class AgentGymFacade:
             try:
                 await session.runner.close()
             except EnvCrashed as exc:
-                log.warning("closing %s session %s: %s", served.cls.name, session_id, exc)
+                log.warning("closing %s session %s: %s", served.spec.name, session_id, exc)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -220,11 +222,11 @@ class AgentGymFacade:
         return session_id, session
 
     async def _hello(self, served: _Served, body: dict[str, Any]) -> str:
-        return f"This is gymwire's {served.cls.name} environment, served with AgentGym's {served.dialect.title} API."
+        return f"This is gymwire's {served.spec.name} environment, served with AgentGym's {served.dialect.title} API."
 
     async def _create(self, served: _Served, body: dict[str, Any]) -> Any:
-        cls, d = served.cls, served.dialect
-        runner = runner_for(cls, "thread", self.executor)
+        d = served.dialect
+        runner = runner_for(served.spec, "thread", self.executor)
         session_id = next(served.ids)
         session = served.sessions[session_id] = _Session(runner)
         if d.create_answer == "int":

@@ -13,7 +13,8 @@ from typing import Any
 from gymwire.protocol import Limits, ProtocolError
 
 from .client import GymClient
-from .registry import builtin_envs, resolve_env
+from .env_spec import EnvSpec
+from .registry import builtin_envs, read_serve_file, resolve_env
 
 
 class _JsonFormatter(logging.Formatter):
@@ -52,15 +53,45 @@ def _limit_args(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, metavar="N", help=f"default {value}")
 
 
+# The one place environment variables configure environments: defaults of `gymwire serve` for the
+# built-in environments' constructor arguments (documented in docs/environments.md). An option
+# given on the command line or in a serve file wins; Python code and other commands never read them.
+ENV_VAR_DEFAULTS: dict[str, dict[str, str]] = {
+    "gymwire.servers.textcraft.env:TextCraftEnv": {"recipes_dir": "GYMWIRE_TEXTCRAFT_RECIPES"},
+    "gymwire.servers.deepsearch.env:DeepSearchEnv": {
+        "corpus": "GYMWIRE_DEEPSEARCH_CORPUS", "questions": "GYMWIRE_DEEPSEARCH_QUESTIONS", "encoder": "GYMWIRE_DEEPSEARCH_ENCODER",
+    },
+    "gymwire.servers.sciworld.env:SciWorldEnv": {
+        "jvms": "GYMWIRE_SCIWORLD_JVMS", "sessions_per_jvm": "GYMWIRE_SCIWORLD_SESSIONS_PER_JVM",
+        "jvm_heap_mb": "GYMWIRE_SCIWORLD_JVM_HEAP_MB", "call_timeout_s": "GYMWIRE_SCIWORLD_CALL_TIMEOUT_S",
+    },
+    "gymwire.servers.web.webarena:WebArenaEnv": {"tasks": "GYMWIRE_WEBARENA_TASKS", "sites": "GYMWIRE_WEBARENA_SITES"},
+}
+
+
+def env_var_defaults(cls: type) -> dict[str, str]:
+    """The constructor arguments of `cls` that environment variables set (ENV_VAR_DEFAULTS)."""
+    variables = ENV_VAR_DEFAULTS.get(f"{cls.__module__}:{cls.__qualname__}", {})
+    return {option: os.environ[variable] for option, variable in variables.items() if os.environ.get(variable)}
+
+
+def serve_specs(envs: list[str], config: str | None) -> list[EnvSpec]:
+    """The environments `gymwire serve` is given: on the command line, then those of --config."""
+    if not envs and not config:
+        raise ValueError("name at least one environment (e.g. gymwire serve guess), or a serve file with --config")
+    specs = [resolve_env(text, defaults=env_var_defaults) for text in envs]
+    return specs + (read_serve_file(config, defaults=env_var_defaults) if config else [])
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .server import GymServer
 
     setup_logging(args.log_level, args.log_format)
     try:
-        classes = [resolve_env(spec) for spec in args.envs]
+        specs = serve_specs(args.envs, args.config)
         limits = Limits(**{name: getattr(args, name) for name in Limits.model_fields})
         server = GymServer(
-            classes,
+            specs,
             host=args.host,
             port=args.port,
             token=args.token or os.environ.get("GYMWIRE_TOKEN") or None,
@@ -178,12 +209,24 @@ def _play(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     known = ", ".join(sorted(builtin_envs())) or "none installed"
+    variables = "; ".join(
+        f"{path.rpartition(':')[2]}: " + ", ".join(f"{option}=${variable}" for option, variable in options.items())
+        for path, options in ENV_VAR_DEFAULTS.items()
+    )
     serve = sub.add_parser(
         "serve",
         help="serve environments over gymwire v1",
-        description=f"Serve environments: built-in names ({known}) or import paths like mypkg.myenv:MyEnv.",
+        description=(
+            f"Serve environments: built-in names ({known}), import paths like mypkg.myenv:MyEnv or files like "
+            "./myenv.py:MyEnv, each optionally configured with its constructor's keyword arguments: "
+            "textcraft:recipes_dir=my/recipes, mypkg.myenv:MyEnv:size=3,name=big (name= sets the served name; "
+            "JSON for values that start with { or [). AgentGym servers: agentgym:FAMILY=URL[,name=N,...]."
+        ),
+        epilog=f"Environment variables give defaults of built-in environments' arguments: {variables}.",
     )
-    serve.add_argument("envs", nargs="+", metavar="ENV_OR_MODULE:CLASS")
+    serve.add_argument("envs", nargs="*", metavar="ENV[:KEY=VALUE,...]")
+    serve.add_argument("--config", metavar="FILE",
+                       help="a serve file (TOML, or YAML named .yaml) listing environments: [[envs]] env=..., name=..., kwargs={...}")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--token", help="require this bearer token in hello (or set GYMWIRE_TOKEN)")

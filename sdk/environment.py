@@ -4,6 +4,12 @@ Subclass `Environment`, fill in the metadata, implement `reset` and `step` (plai
 and `gymwire serve mypkg.myenv:MyEnv` serves it. No protocol or networking code is needed: the
 runtime creates one instance per session, calls `reset(task)` and `step(action)`, counts turns,
 enforces the turn limit and reports episode metrics.
+
+Configuration (a data directory, a pool size: what the server's operator chooses, never a client)
+is the constructor's keyword arguments; an `EnvSpec` (env_spec.py) carries them to wherever an
+instance is built, a child process included. Metadata that depends on them (splits read from a data
+file) comes from the classmethods `info` and `check_requirements`, which receive the configuration
+keywords they declare as parameters, e.g. `def info(cls, recipes_dir=None)`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, ClassVar, Iterable, Union
+from typing import Any, Awaitable, Callable, ClassVar, Iterable, Mapping, Union
 
 from gymwire.protocol import EnvInfo, Image, Observation, TaskRef
 
@@ -72,6 +78,15 @@ def require_modules(modules: Iterable[str], extra: str | None, needed_by: str) -
         raise MissingExtra(f"{needed_by} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: {install}")
 
 
+def call_with_config(method: Callable[..., Any], config: Mapping[str, Any]) -> Any:
+    """Call `method` with the configuration keywords it declares (all of them if it takes **kwargs)."""
+    parameters = inspect.signature(method).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return method(**config)
+    declared = {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return method(**{key: value for key, value in config.items() if key in declared})
+
+
 def as_observation(value: ObservationLike) -> Observation:
     if isinstance(value, Observation):
         return value
@@ -86,6 +101,8 @@ class Environment:
     Class attributes describe the environment to clients (`gymwire envs URL` shows them):
     `name`, `version`, `description`, `instructions` (how an LLM should write actions),
     `splits` (split name -> number of tasks), `default_max_turns`, `seedable`, `images`.
+    An environment whose splits depend on its configuration overrides `info` (taking the
+    configuration keywords it needs) and sets `self.splits` in its constructor.
     """
 
     name: ClassVar[str] = ""
@@ -93,7 +110,7 @@ class Environment:
     description: ClassVar[str] = ""
     instructions: ClassVar[str] = ""
     action_format: ClassVar[str] = "text"
-    splits: ClassVar[dict[str, int]] = {}
+    splits: dict[str, int] = {}  # an instance may set its own, from its configuration
     default_max_turns: ClassVar[int] = 20
     observation_fields: ClassVar[list[str]] = ["text"]
     seedable: ClassVar[bool] = True
@@ -138,16 +155,18 @@ class Environment:
 
     @classmethod
     def check_requirements(cls) -> None:
-        """Raise MissingExtra when a module of `requires` is not installed."""
+        """Raise MissingExtra when a module of `requires` is not installed. An override may take
+        configuration keywords (a module needed only without a data directory of one's own)."""
         require_modules(cls.requires, cls.extra, f"environment {cls.name or cls.__qualname__!r}")
 
     @classmethod
-    def check_class(cls) -> None:
+    def check_class(cls, **config: Any) -> None:
         """Raise ValueError when the class cannot be served (no `name`), MissingExtra when a module
-        it requires is missing. A server calls this for every class before it starts."""
+        it requires, configured with `config`, is missing. A server calls this for every
+        environment before it starts."""
         if not cls.name:
             raise ValueError(f"{cls.__module__}.{cls.__qualname__} must set the class attribute `name` (e.g. name = \"mygame\")")
-        cls.check_requirements()
+        call_with_config(cls.check_requirements, config)
 
     @classmethod
     def is_async(cls) -> bool:
@@ -156,20 +175,21 @@ class Environment:
         on the loop."""
         return inspect.iscoroutinefunction(cls.step) and inspect.iscoroutinefunction(cls.reset)
 
-    @classmethod
-    def task_index(cls, task: Task, default_split: str | None = None) -> tuple[str, int]:
-        """Resolve a task to (split, index) against `splits`, raising TaskError with what is valid.
+    def task_index(self, task: Task, default_split: str | None = None) -> tuple[str, int]:
+        """Resolve a task to (split, index) against this environment's `splits`, raising TaskError
+        with what is valid.
 
         A seed picks an index of `default_split` (or the first split) deterministically."""
-        if not cls.splits:
-            raise TaskError(f"{cls.name} has no task splits; open it with a seed")
+        splits = self.splits
+        if not splits:
+            raise TaskError(f"{self.name} has no task splits; open it with a seed")
         if task.split is None:
-            split = default_split or next(iter(cls.splits))
+            split = default_split or next(iter(splits))
             seed = task.seed or 0
-            return split, seed % cls.splits[split]
-        if task.split not in cls.splits:
-            raise TaskError(f"unknown split {task.split!r}; {cls.name} has splits {sorted(cls.splits)}")
-        size = cls.splits[task.split]
+            return split, seed % splits[split]
+        if task.split not in splits:
+            raise TaskError(f"unknown split {task.split!r}; {self.name} has splits {sorted(splits)}")
+        size = splits[task.split]
         if not 0 <= (task.index or 0) < size:
             raise TaskError(f"index {task.index} out of range: split {task.split!r} has tasks 0..{size - 1}")
         return task.split, int(task.index or 0)

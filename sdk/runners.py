@@ -11,13 +11,13 @@ a session destroyed mid-step).
 - `ThreadRunner`: sync environments by default. The loop stays free while they compute. A class
   mixing `def` and `async def` methods has its coroutines run on the loop.
 - `ProcessRunner`: one child process per session, for environments that can crash, leak or hold
-  the GIL. A dead child becomes EnvCrashed for that session alone; close kills it for sure.
+  the GIL. The child rebuilds the environment from its `EnvSpec`, configuration included. A dead
+  child becomes EnvCrashed for that session alone; close kills it for sure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import multiprocessing
 import multiprocessing.connection
@@ -25,6 +25,7 @@ import traceback
 from concurrent.futures import Executor
 from typing import Any
 
+from .env_spec import EnvSpec
 from .environment import Environment, ObservationLike, StepOutcome, Task, TaskError
 
 
@@ -50,13 +51,15 @@ class EnvRunner:
         return False
 
 
-def runner_for(cls: type[Environment], isolation: str, executor: Executor) -> EnvRunner:
-    """The runner of a new session of `cls` ("thread" or "process" isolation; see the module doc)."""
+def runner_for(env: EnvSpec | type[Environment], isolation: str, executor: Executor) -> EnvRunner:
+    """The runner of a new session of `env` ("thread" or "process" isolation; see the module doc)."""
+    spec = EnvSpec.coerce(env)
     if isolation == "process":
-        return ProcessRunner(cls, executor)
+        return ProcessRunner(spec, executor)
+    cls = spec.env_class
     if cls.is_async() or cls.inline:
-        return InlineRunner(cls())
-    return ThreadRunner(cls(), executor)
+        return InlineRunner(spec.make())
+    return ThreadRunner(spec.make(), executor)
 
 
 def env_crashed(exc: BaseException) -> EnvCrashed:
@@ -117,21 +120,12 @@ class ThreadRunner(InlineRunner):
             raise env_crashed(exc) from exc
 
 
-def env_path(cls: type[Environment]) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def load_env_class(path: str) -> type[Environment]:
-    module_name, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _child_main(conn: multiprocessing.connection.Connection, path: str) -> None:
-    """The child's loop: one request in, one reply out, until close or the pipe ends."""
-    env = load_env_class(path)()
+def _child_main(conn: multiprocessing.connection.Connection, spec: EnvSpec) -> None:
+    """The child's loop: one request in, one reply out, until close or the pipe ends. Coroutines
+    run on one event loop for the child's life: what an async environment keeps between calls (an
+    HTTP client, a browser connection) belongs to the loop that made it."""
+    env = spec.make()
+    loop = asyncio.new_event_loop()
     while True:
         try:
             op, arg = conn.recv()
@@ -140,7 +134,7 @@ def _child_main(conn: multiprocessing.connection.Connection, path: str) -> None:
         try:
             result = getattr(env, op)(arg) if op != "close" else env.close()
             if asyncio.iscoroutine(result):
-                result = asyncio.run(result)
+                result = loop.run_until_complete(result)
             conn.send(("ok", result))
         except TaskError as exc:
             conn.send(("task_error", str(exc)))
@@ -153,15 +147,16 @@ def _child_main(conn: multiprocessing.connection.Connection, path: str) -> None:
 class ProcessRunner(EnvRunner):
     _context: Any = None
 
-    def __init__(self, cls: type[Environment], executor: Executor) -> None:
+    def __init__(self, env: EnvSpec | type[Environment], executor: Executor) -> None:
+        spec = EnvSpec.coerce(env)
         if ProcessRunner._context is None:
             # forkserver: children fork from a clean, pre-imported server, cheap and thread-safe.
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["gymwire.sdk.environment", cls.__module__])
+            ctx.set_forkserver_preload(["gymwire.sdk.environment", spec.entry_point.partition(":")[0]])
             ProcessRunner._context = ctx
         self.executor = executor
         self.parent, child = ProcessRunner._context.Pipe()
-        self.process = ProcessRunner._context.Process(target=_child_main, args=(child, env_path(cls)), daemon=True)
+        self.process = ProcessRunner._context.Process(target=_child_main, args=(child, spec), daemon=True)
         self.process.start()
         child.close()
 

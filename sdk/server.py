@@ -45,6 +45,7 @@ from gymwire.protocol import (
     server_capabilities,
 )
 
+from .env_spec import EnvSpec
 from .environment import Environment
 from .metrics import ServerMetrics
 from .serving.connections import Connection, ConnectionHandling
@@ -65,7 +66,8 @@ _SERVER_NAME = "gymwire"
 class GymServer(ConnectionHandling, Scheduling, SessionRequests):
     """Serve environments over gymwire protocol v1.
 
-    `envs`: Environment subclasses, or a mapping name -> class. `limits` are enforced and announced
+    `envs`: EnvSpecs (configured environments) or Environment subclasses (their defaults), or a
+    mapping served name -> spec or class. `limits` are enforced and announced
     in the welcome. `isolation`: "thread" (sync envs in a thread pool) or "process" (one child
     process per session). Use `async with GymServer(...)`, `serve_forever()` or `run_in_thread()`.
     """
@@ -75,7 +77,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
 
     def __init__(
         self,
-        envs: Iterable[type[Environment]] | Mapping[str, type[Environment]],
+        envs: Iterable[EnvSpec | type[Environment]] | Mapping[str, EnvSpec | type[Environment]],
         *,
         host: str = "127.0.0.1",
         port: int = 8765,
@@ -86,20 +88,23 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         metrics_port: int | None = None,
         name: str = _SERVER_NAME,
     ) -> None:
-        classes = list(envs.values() if isinstance(envs, Mapping) else envs)
-        for cls in classes:
-            cls.check_class()
-        items = envs.items() if isinstance(envs, Mapping) else ((cls.info().name, cls) for cls in classes)
-        self.envs: dict[str, type[Environment]] = dict(items)
+        if isinstance(envs, Mapping):
+            specs = [EnvSpec.coerce(env).renamed(env_name) for env_name, env in envs.items()]
+        else:
+            specs = [EnvSpec.coerce(env) for env in envs]
+        for spec in specs:
+            spec.check()
+        self.envs: dict[str, EnvSpec] = {}
+        for spec in specs:
+            if spec.name in self.envs:
+                raise ValueError(f"two environments are served as {spec.name!r}; give one of them another name")
+            self.envs[spec.name] = spec
         if not self.envs:
             raise ValueError("a server needs at least one environment")
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         check_limits(limits or Limits())
-        self.env_infos: dict[str, EnvInfo] = {}
-        for env_name, cls in self.envs.items():
-            info = cls.info()
-            self.env_infos[env_name] = info if info.name == env_name else info.model_copy(update={"name": env_name})
+        self.env_infos: dict[str, EnvInfo] = {name: spec.info() for name, spec in self.envs.items()}
         self.host, self.port = host, port
         self.token = token
         self.limits = limits or Limits()

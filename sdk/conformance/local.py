@@ -23,7 +23,7 @@ QUICK_LIMITS: dict[str, int] = {
 async def check_environment(
     env_class: Any, *, isolation: str = "thread", token: str | None = None, **options: Any
 ) -> ConformanceReport:
-    """Serve `env_class` (a gymwire.sdk.Environment subclass) on loopback with QUICK_LIMITS and run
+    """Serve `env_class` (a gymwire.sdk.Environment subclass or an EnvSpec) on loopback with QUICK_LIMITS and run
     the suite against it, the drain check included (it stops the server at the end); `options`
     are those of run_conformance (slow_action, level, ...)."""
     from gymwire.protocol import Limits
@@ -32,7 +32,7 @@ async def check_environment(
     server = GymServer([env_class], host="127.0.0.1", port=0, limits=Limits(**QUICK_LIMITS), token=token, isolation=isolation)
     async with server:
         return await run_conformance(
-            server.url, env=env_class.info().name, token=token, shutdown=lambda: server.stop(drain_timeout=30), **options
+            server.url, env=next(iter(server.envs)), token=token, shutdown=lambda: server.stop(drain_timeout=30), **options
         )
 
 

@@ -85,8 +85,8 @@ class SessionRequests:
     # ------------------------------------------------------------------ open, reset
 
     async def _open(self: "GymServer", conn: Connection, message: Open, inflight: Inflight) -> Opened:
-        cls = self.envs.get(message.env)
-        if cls is None:
+        spec = self.envs.get(message.env)
+        if spec is None:
             raise ProtocolError(ErrorCode.UNKNOWN_ENV, f"no environment {message.env!r}; this server has {sorted(self.envs)}")
         if self.draining:
             raise ProtocolError(ErrorCode.DRAINING, "server is draining; open the session elsewhere", retry_after_ms=1000)
@@ -100,7 +100,7 @@ class SessionRequests:
         inflight.env_started = True
         try:
             runner = await asyncio.get_running_loop().run_in_executor(
-                self.executor, runner_for, cls, self.isolation, self.executor
+                self.executor, runner_for, spec, self.isolation, self.executor
             )
         except Exception as exc:
             log.error("environment %s failed to start (task %s)", message.env, _task_text(message.task), exc_info=exc)

@@ -1,5 +1,5 @@
 """AgentGym's environment servers as gymwire environments (`gymwire serve agentgym:FAMILY=URL`)."""
 
-from .bridge import AgentGymBridge, bridge_class, parse_bridge_spec
+from .bridge import AgentGymBridge, bridge_spec, parse_bridge_spec
 
-__all__ = ["AgentGymBridge", "bridge_class", "parse_bridge_spec"]
+__all__ = ["AgentGymBridge", "bridge_spec", "parse_bridge_spec"]

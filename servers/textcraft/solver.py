@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .recipes import Recipe, RecipeBook
+from .recipes import CraftingRecipe, RecipeBook
 
 __all__ = ["plan", "PlanError"]
 
@@ -22,7 +22,7 @@ class PlanError(RuntimeError):
     """The goal cannot be crafted from this recipe book."""
 
 
-def _best_recipe(book: RecipeBook, item: str) -> Recipe:
+def _best_recipe(book: RecipeBook, item: str) -> CraftingRecipe:
     return min(book.recipes[item], key=lambda r: (book.recipe_depth(r), len(r.ingredients), r.source))
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+from pydantic import PositiveFloat, PositiveInt
+
 from gymwire.sdk.environment import Environment, Image, Observation, StepOutcome, Task, TaskError
 
 from . import axtree
@@ -20,6 +22,8 @@ from .actions import USAGE, Action, ActionError, parse_action
 from .browser import Browser, BrowserCrashed, BrowserPool, origin_of, pool_for
 
 VIEWPORT = {"width": 1280, "height": 720}
+SESSIONS_PER_BROWSER = 16
+STEP_TIMEOUT_S = 30.0
 NAVIGATION_TIMEOUT_MS = 15_000  # a slow navigation is an observation; only a step past step_timeout_s is a crash
 LOAD_TIMEOUT_MS = 5000
 SETTLE_S = 0.05
@@ -115,10 +119,12 @@ class BrowserEnv(Environment):
     seedable = True
     requires: ClassVar[tuple[str, ...]] = ("playwright.async_api",)
     extra: ClassVar[str] = "web"
-    sessions_per_browser: ClassVar[int] = 16
-    step_timeout_s: ClassVar[float] = 30.0  # a step (or reset) still running then means a hung page or browser
 
-    def __init__(self) -> None:
+    def __init__(self, sessions_per_browser: PositiveInt = SESSIONS_PER_BROWSER, step_timeout_s: PositiveFloat = STEP_TIMEOUT_S) -> None:
+        """`sessions_per_browser`: sessions one Chromium hosts; `step_timeout_s`: a step (or reset)
+        still running then means a hung page or browser, and crashes the session."""
+        self.sessions_per_browser = sessions_per_browser
+        self.step_timeout_s = step_timeout_s
         self._pool: BrowserPool | None = None
         self._browser: Browser | None = None
         self._context: Any = None

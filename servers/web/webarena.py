@@ -13,8 +13,9 @@ JavaScript locator, or the whole page, on the last page or a given URL, checked 
 `exact_match` / `must_include`; the `func:` helpers of WebArena's own sites are not supported).
 A task that needs what is not supported fails at reset with INVALID_TASK, saying why.
 
-Serving: `GYMWIRE_WEBARENA_TASKS=tasks.json GYMWIRE_WEBARENA_SITES='__SHOPPING__=http://host:7770,...'
-gymwire serve gymwire.servers.web:WebArenaEnv`, or `WebArenaEnv.with_tasks(path, sites)` in code.
+Serving: `gymwire serve 'gymwire.servers.web:WebArenaEnv:tasks=tasks.json,sites={"SHOPPING": "http://host:7770"}'`
+(`sites` may also be written `SHOPPING=http://host:7770,GITLAB=...` in a serve file or $GYMWIRE_WEBARENA_SITES),
+or `EnvSpec.of(WebArenaEnv, tasks=path, sites={...})` in code.
 All tasks form one split, `test`, in file order (a directory: files sorted by task id).
 """
 
@@ -26,20 +27,21 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pydantic import PositiveFloat, PositiveInt
+
+from gymwire.protocol import EnvInfo
 from gymwire.sdk.environment import Observation, StepOutcome, Task, TaskError
 
-from .env import NAVIGATION_TIMEOUT_MS, BrowserEnv
+from .env import NAVIGATION_TIMEOUT_MS, SESSIONS_PER_BROWSER, STEP_TIMEOUT_S, BrowserEnv
 
-TASKS_ENV_VAR = "GYMWIRE_WEBARENA_TASKS"
-SITES_ENV_VAR = "GYMWIRE_WEBARENA_SITES"
 _PLACEHOLDER = re.compile(r"__[A-Z_]+__")
 _QUERY_TEXT = re.compile(r"""^func:get_query_text(_lowercase)?\(__page__,\s*["'](.+)["']\)$""")
 
 
-class ConfigError(ValueError):
+class WebArenaConfigError(ValueError):
     """A task file or site mapping that cannot be used; the message names the file and field."""
 
 
@@ -63,11 +65,11 @@ def load_tasks(path: str | os.PathLike[str]) -> list[WebTask]:
         data = _read_json(path)
         raw = data if isinstance(data, list) else [data]
     else:
-        raise ConfigError(f"{path}: no such file or directory of WebArena task configs")
+        raise WebArenaConfigError(f"{path}: no such file or directory of WebArena task configs")
     tasks = []
     for i, config in enumerate(raw):
         if not isinstance(config, dict) or not all(k in config for k in ("start_url", "intent", "eval")):
-            raise ConfigError(f"{path}: task {i} needs the fields start_url, intent and eval")
+            raise WebArenaConfigError(f"{path}: task {i} needs the fields start_url, intent and eval")
         storage = config.get("storage_state")
         if storage and not Path(storage).is_absolute():
             storage = str((path if path.is_dir() else path.parent) / storage)
@@ -87,7 +89,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise WebArenaConfigError(f"{path}: {exc}") from exc
 
 
 def parse_sites(text: str) -> dict[str, str]:
@@ -96,7 +98,7 @@ def parse_sites(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, url = item.partition("=")
         if not sep or "://" not in url:
-            raise ConfigError(f"site mapping {item!r}: write PLACEHOLDER=http://host:port")
+            raise WebArenaConfigError(f"site mapping {item!r}: write PLACEHOLDER=http://host:port")
         key = key.strip().strip("_").upper()
         sites[f"__{key}__"] = url.strip().rstrip("/")
     return sites
@@ -170,16 +172,24 @@ def _load(path: str) -> tuple[WebTask, ...]:
     return tuple(load_tasks(path))
 
 
-class _LazySplitsMeta(type):
-    # The task file is read on first use, not at import, so the environment variable or
-    # `with_tasks` can name it first.
-    @property
-    def splits(cls) -> dict[str, int]:
-        tasks = cls.tasks()
-        return {"test": len(tasks)} if tasks else {}
+def _tasks_of(path: str | os.PathLike[str] | None) -> tuple[WebTask, ...]:
+    return _load(str(path)) if path else ()
 
 
-class WebArenaEnv(BrowserEnv, metaclass=_LazySplitsMeta):
+def _split_sizes(tasks: tuple[WebTask, ...]) -> dict[str, int]:
+    return {"test": len(tasks)} if tasks else {}
+
+
+def site_map(sites: dict[str, str] | str | None) -> dict[str, str]:
+    """Placeholder -> base URL, from a mapping or `parse_sites` text."""
+    if sites is None:
+        return {}
+    if isinstance(sites, str):
+        return parse_sites(sites)
+    return parse_sites(",".join(f"{key}={url}" for key, url in sites.items()))
+
+
+class WebArenaEnv(BrowserEnv):
     name = "webarena"
     description = "WebArena tasks on your own deployment of its sites, in headless Chromium."
     instructions = (
@@ -191,43 +201,39 @@ class WebArenaEnv(BrowserEnv, metaclass=_LazySplitsMeta):
     )
     default_max_turns = 30
     seedable = False
-    tasks_path: ClassVar[str | None] = None  # None: $GYMWIRE_WEBARENA_TASKS
-    sites: ClassVar[dict[str, str] | None] = None  # None: $GYMWIRE_WEBARENA_SITES
 
     @classmethod
-    def tasks(cls) -> tuple[WebTask, ...]:
-        path = cls.tasks_path or os.environ.get(TASKS_ENV_VAR)
-        return _load(str(path)) if path else ()
+    def info(cls, tasks: str | os.PathLike[str] | None = None) -> EnvInfo:
+        # Reads the task file (once per process; a bad one fails here, naming it, before a server starts).
+        return super().info().model_copy(update={"splits": _split_sizes(_tasks_of(tasks))})
 
-    @classmethod
-    def site_map(cls) -> dict[str, str]:
-        if cls.sites is not None:
-            return dict(cls.sites)
-        return parse_sites(os.environ.get(SITES_ENV_VAR, ""))
-
-    @classmethod
-    def with_tasks(cls, tasks_path: str | os.PathLike[str], sites: dict[str, str], name: str | None = None) -> type["WebArenaEnv"]:
-        """A WebArena environment class over these task configs and site URLs."""
-        _load(str(tasks_path))  # fail now, naming the file, rather than at the first session
-        mapped = parse_sites(",".join(f"{k}={v}" for k, v in sites.items()))
-        return type(cls.__name__, (cls,), {"tasks_path": str(tasks_path), "sites": mapped, "name": name or cls.name})
+    def __init__(
+        self, tasks: str | os.PathLike[str] | None = None, sites: dict[str, str] | str | None = None,
+        sessions_per_browser: PositiveInt = SESSIONS_PER_BROWSER, step_timeout_s: PositiveFloat = STEP_TIMEOUT_S,
+    ) -> None:
+        """`tasks`: a WebArena task config file, or a folder of them; `sites`: placeholder -> base
+        URL of your deployment (`{"SHOPPING": "http://host:7770"}`, or `SHOPPING=http://host:7770,...`)."""
+        super().__init__(sessions_per_browser, step_timeout_s)
+        self.tasks = _tasks_of(tasks)
+        self.splits = _split_sizes(self.tasks)
+        self.sites = site_map(sites)
 
     def _resolve_url(self, url: str) -> str:
-        sites = self.site_map()
+        sites = self.sites
 
         def replace(match: re.Match) -> str:
             if match.group(0) not in sites:
-                raise TaskError(f"the task uses site {match.group(0)}, which is not mapped to a URL ({SITES_ENV_VAR})")
+                raise TaskError(f"the task uses site {match.group(0)}, which is not mapped to a URL (the option sites)")
             return sites[match.group(0)]
 
         return _PLACEHOLDER.sub(replace, url)
 
     async def reset(self, task: Task) -> Observation:
-        if not type(self).splits:
-            raise TaskError(f"no WebArena tasks loaded: set ${TASKS_ENV_VAR} or use WebArenaEnv.with_tasks")
+        if not self.splits:
+            raise TaskError("no WebArena tasks loaded: serve webarena with tasks=PATH (a task config file or folder)")
         split, index = self.task_index(task)
         self._read_options(task)
-        self.task = self.tasks()[index]
+        self.task = self.tasks[index]
         self._check_supported()
         urls = [self._resolve_url(u) for u in self.task.start_urls]
         self.objective = self.task.intent
@@ -251,7 +257,7 @@ class WebArenaEnv(BrowserEnv, metaclass=_LazySplitsMeta):
 
     async def _start(self, urls: list[str]) -> None:
         storage = self.task.storage_state if self.task.storage_state and os.path.exists(self.task.storage_state) else None
-        await self._open(set(self.site_map().values()), urls[0], storage_state=storage)
+        await self._open(set(self.sites.values()), urls[0], storage_state=storage)
         for url in urls[1:]:
             page = await self._context.new_page()
             await page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
@@ -309,4 +315,4 @@ class WebArenaEnv(BrowserEnv, metaclass=_LazySplitsMeta):
                 self._page = last
 
 
-__all__ = ["WebArenaEnv", "WebTask", "load_tasks", "parse_sites", "string_score", "url_score", "contents_score", "ConfigError"]
+__all__ = ["WebArenaEnv", "WebTask", "load_tasks", "parse_sites", "site_map", "string_score", "url_score", "contents_score", "WebArenaConfigError"]

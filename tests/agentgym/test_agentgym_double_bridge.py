@@ -18,9 +18,10 @@ from gymwire.sdk.agentgym_api import DIALECTS
 from gymwire.sdk.agentgym_http import AgentGymFacade
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.conformance import run_conformance
-from gymwire.servers.agentgym import bridge_class
+from gymwire.servers.agentgym import bridge_spec
 from gymwire.servers.guess import GuessEnv
 from gymwire.servers.textcraft import TextCraftEnv
+from gymwire.servers.textcraft.recipes import load_book
 from gymwire.servers.textcraft.solver import plan
 
 
@@ -30,8 +31,8 @@ def double_bridge(env_cls, dialect: str, name: str, split: str = "test") -> Iter
     back, and serve the bridge over gymwire; its one split "all" is then `split`."""
     facade = AgentGymFacade([(env_cls, dialect)], split=split)
     with facade.run_in_thread() as facade_url:
-        bridge = bridge_class(
-            f"{dialect}={facade_url},name={name},tasks={env_cls.splits[split]},max_turns={env_cls.default_max_turns}"
+        bridge = bridge_spec(
+            f"{dialect}={facade_url},name={name},tasks={env_cls.info().splits[split]},max_turns={env_cls.default_max_turns}"
         )
         with serve([bridge]) as url:
             yield url
@@ -92,7 +93,7 @@ async def test_guess_episodes_through_the_double_bridge_equal_the_direct_ones(di
 
 
 async def test_solved_textcraft_episode_through_the_double_bridge_equals_the_direct_one():
-    book = TextCraftEnv.book()
+    book = load_book()
     actions = [f"Thought: next.\nAction: {a}" for a in plan(book, book.splits["test"][37])]
     with serve([TextCraftEnv]) as direct_url:
         direct = await play(direct_url, "textcraft", "test", 37, scripted(actions))

@@ -15,7 +15,7 @@ from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
 from gymwire.sdk.agentgym_api import DIALECTS
 from gymwire.sdk.environment import Task
-from gymwire.servers.agentgym import bridge_class
+from gymwire.servers.agentgym import bridge_spec
 
 REPLY = "Thought: I should act.\n\nAction: {}"
 
@@ -171,7 +171,7 @@ def test_every_dialect_has_an_exchange():
 async def test_adapter_speaks_the_family_api(family):
     source, script, reply, first_observation, (text, reward, done, score) = CASES[family]
     async with scripted_server(ScriptedAgentGymServer(script=list(script))) as server:
-        env = bridge_class(f"{family}={server.url}")()
+        env = bridge_spec(f"{family}={server.url}").make()
         assert await env.reset(Task(split="all", index=3)) == first_observation, source
         result = await env.step(reply)
         await env.close()
@@ -187,7 +187,7 @@ async def test_a_seed_picks_a_task_index_and_a_second_reset_reuses_the_session()
         ("POST", "reset", {"id": 0, "data_idx": 1}, {"observation": "b", "reward": 0, "score": 0, "done": False}),
     ]
     async with scripted_server(ScriptedAgentGymServer(script=script)) as server:
-        env = bridge_class(f"babyai={server.url},tasks=10")()
+        env = bridge_spec(f"babyai={server.url},tasks=10").make()
         assert await env.reset(Task(seed=17)) == "a"
         assert await env.reset(Task(split="all", index=1)) == "b"
         await env.close()
@@ -207,11 +207,11 @@ async def test_a_seed_picks_a_task_index_and_a_second_reset_reuses_the_session()
 )
 def test_bad_specs_say_what_is_wrong(spec, message):
     with pytest.raises(ValueError, match=message):
-        bridge_class(spec)
+        bridge_spec(spec)
 
 
 def test_spec_options_set_the_metadata():
-    cls = bridge_class("webshop=http://127.0.0.1:36001/,name=shop,tasks=50,max_turns=12")
-    info = cls.info()
+    spec = bridge_spec("webshop=http://127.0.0.1:36001/,name=shop,tasks=50,max_turns=12")
+    info = spec.info()
     assert (info.name, info.splits, info.default_max_turns) == ("shop", {"all": 50}, 12)
-    assert cls.base_url == "http://127.0.0.1:36001"
+    assert spec.make().base_url == "http://127.0.0.1:36001"

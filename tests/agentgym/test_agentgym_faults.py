@@ -17,7 +17,7 @@ from gymwire.sdk.cli import main
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.registry import resolve_env
 from gymwire.sdk.server import GymServer
-from gymwire.servers.agentgym import bridge_class
+from gymwire.servers.agentgym import bridge_spec
 from gymwire.servers.guess import GuessEnv
 
 MAZE_RESET = {"observation": "The goal is at position 8, 6.", "reward": 0, "done": False}
@@ -38,9 +38,9 @@ def free_port() -> int:
 
 
 async def test_a_dead_agentgym_server_crashes_only_its_own_sessions():
-    dead = bridge_class(f"maze=http://127.0.0.1:{free_port()},name=dead-maze,timeout=5")
+    dead = bridge_spec(f"maze=http://127.0.0.1:{free_port()},name=dead-maze,timeout=5")
     async with scripted_server(maze_server()) as live:
-        alive = bridge_class(f"maze={live.url},name=live-maze")
+        alive = bridge_spec(f"maze={live.url},name=live-maze")
         async with GymServer([dead, alive], port=0) as server, GymClient(server.url) as client:
             with pytest.raises(ProtocolError) as crashed:
                 await client.open("dead-maze", split="all", index=0)
@@ -54,8 +54,8 @@ async def test_a_dead_agentgym_server_crashes_only_its_own_sessions():
 
 async def test_a_slow_agentgym_server_times_out_its_step_and_others_go_on():
     async with scripted_server(maze_server(delay_s=3.0)) as slow, scripted_server(maze_server()) as fast:
-        slow_env = bridge_class(f"maze={slow.url},name=slow-maze,timeout=1")
-        fast_env = bridge_class(f"maze={fast.url},name=fast-maze")
+        slow_env = bridge_spec(f"maze={slow.url},name=slow-maze,timeout=1")
+        fast_env = bridge_spec(f"maze={fast.url},name=fast-maze")
         async with GymServer([slow_env, fast_env], port=0) as server, GymClient(server.url, request_timeout=30) as client:
             # A request deadline shorter than the server's answer: the gymwire server answers TIMEOUT.
             slow_session = await client.open("slow-maze", split="all", index=0)
@@ -79,7 +79,7 @@ async def test_agentgym_error_answers_become_typed_errors():
         ("POST", "step", {"id": 4, "action": "turn left"}, {"error": "The task with environment 4 has finished."}),
     ]
     async with scripted_server(ScriptedAgentGymServer(script=script)) as agentgym:
-        env = bridge_class(f"babyai={agentgym.url},tasks=3")
+        env = bridge_spec(f"babyai={agentgym.url},tasks=3")
         async with GymServer([env], port=0) as server, GymClient(server.url) as client:
             with pytest.raises(ProtocolError) as invalid:
                 await client.open("babyai", split="all", index=2)
@@ -95,7 +95,7 @@ async def test_agentgym_error_answers_become_typed_errors():
 async def test_sessions_of_vanished_clients_are_closed_on_the_agentgym_side():
     limits = Limits(heartbeat_interval_ms=200, idle_timeout_ms=60_000, resume_grace_ms=300)
     async with scripted_server(maze_server()) as agentgym:
-        env = bridge_class(f"maze={agentgym.url}")
+        env = bridge_spec(f"maze={agentgym.url}")
         async with GymServer([env], port=0, limits=limits) as server:
             async with GymClient(server.url, reconnect_attempts=0) as client:
                 await client.open("maze", split="all", index=0)

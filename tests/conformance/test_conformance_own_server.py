@@ -27,7 +27,7 @@ async def test_builtin_env_conforms(name):
     statuses = {r.name: r.status for r in report.results}
     assert statuses["episode-msgpack"] == statuses["episode-json"] == "pass", report.summary()
     assert statuses["resume-after-drop"] == statuses["cancel-in-flight"] == "pass", report.summary()
-    if resolve_env(name).images:
+    if resolve_env(name).info().images:
         assert statuses["images"] == "pass", report.summary()
 
 

@@ -14,13 +14,15 @@ import pytest
 
 from gymwire.protocol import ErrorCode, ProtocolError
 from gymwire.sdk.client import GymClient
+from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.registry import resolve_env
 from gymwire.sdk.server import GymServer
 from gymwire.servers.deepsearch import DeepSearchEnv
+from gymwire.servers.deepsearch.env import load_data
 from gymwire.servers.deepsearch.sandbox import SandboxLimits
 from gymwire.servers.deepsearch.solver import solve
 
-TEST_QUESTIONS = DeepSearchEnv.data().splits["test"]
+TEST_QUESTIONS = load_data(None, None, None).splits["test"]
 
 
 class QuickSandboxEnv(DeepSearchEnv):
@@ -35,7 +37,7 @@ def url():
 
 
 def test_deepsearch_is_a_builtin_environment():
-    assert resolve_env("deepsearch") is DeepSearchEnv
+    assert resolve_env("deepsearch").env_class is DeepSearchEnv
 
 
 async def test_solver_answers_every_test_question_through_the_server(url):
@@ -167,9 +169,9 @@ async def test_a_flashrag_corpus_and_question_files_are_served(tmp_path, monkeyp
     pq.write_table(
         pa.table({"question": ["Where was the founder of Quillport born?"], "golden_answers": [["Lowmarsh"]]}), questions / "test.parquet"
     )
-    env = DeepSearchEnv.with_data(corpus, questions, name="zorb")
-    assert env.splits == {"dev": 1, "test": 1}
-    assert env.data().bm25.path.parent == tmp_path / "cache"
+    env = EnvSpec.of(DeepSearchEnv, corpus=corpus, questions=questions, name="zorb")
+    assert env.info().splits == {"dev": 1, "test": 1}
+    assert load_data(str(corpus), str(questions), None).bm25.path.parent == tmp_path / "cache"
 
     async with GymServer([env], port=0) as server, GymClient(server.url) as client:
         async with client.session("zorb", split="dev", index=0, options={"top_k": 1}) as session:
@@ -187,7 +189,8 @@ async def test_a_flashrag_corpus_and_question_files_are_served(tmp_path, monkeyp
             assert not half.terminated and 0 < half.info["f1"] < 1
 
 
-def test_environment_variables_choose_the_data_and_bad_files_say_where(tmp_path, monkeypatch):
+def test_serve_environment_variables_choose_the_data_and_bad_files_say_where(tmp_path, monkeypatch):
+    from gymwire.sdk.commands import serve_specs
     from gymwire.servers.deepsearch.corpus import DataError
 
     monkeypatch.setenv("GYMWIRE_DEEPSEARCH_CACHE", str(tmp_path / "cache"))
@@ -197,19 +200,20 @@ def test_environment_variables_choose_the_data_and_bad_files_say_where(tmp_path,
     questions.write_text(json.dumps({"question": "Capital of Zorbland?", "golden_answers": ["Quillport"]}) + "\n")
     monkeypatch.setenv("GYMWIRE_DEEPSEARCH_CORPUS", str(corpus))
     monkeypatch.setenv("GYMWIRE_DEEPSEARCH_QUESTIONS", str(questions))
-    assert DeepSearchEnv.splits == {"test": 1}
+    (spec,) = serve_specs(["deepsearch"], None)
+    assert spec.info().splits == {"test": 1}
     monkeypatch.delenv("GYMWIRE_DEEPSEARCH_QUESTIONS")
     with pytest.raises(DataError, match="both a corpus and questions"):
-        DeepSearchEnv.data()
+        serve_specs(["deepsearch"], None)[0].info()
 
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps({"question": "Q?", "golden_answers": ["a"]}) + "\n" + '{"question": "Q2?", "golden_answers": "a"}\n')
     with pytest.raises(DataError, match=r"broken.jsonl:2: `golden_answers` must be a non-empty list"):
-        DeepSearchEnv.with_data(corpus, broken)
+        EnvSpec.of(DeepSearchEnv, corpus=corpus, questions=broken).info()
     bad_corpus = tmp_path / "bad_corpus.jsonl"
     bad_corpus.write_text('{"id": 1, "text": "no contents"}\n')
     with pytest.raises(DataError, match=r"bad_corpus.jsonl:1: .*`contents`"):
-        DeepSearchEnv.with_data(bad_corpus, questions)
+        EnvSpec.of(DeepSearchEnv, corpus=bad_corpus, questions=questions).info()
 
 
 def write_bag_of_words_encoder(folder: Path, words: list[str]) -> None:
@@ -247,8 +251,8 @@ async def test_dense_retrieval_with_a_local_encoder_folder(tmp_path, monkeypatch
     words = re.findall(r"\w+", " ".join(r["contents"] for r in CORPUS).lower())
     write_bag_of_words_encoder(tmp_path / "encoder", words)
 
-    env = DeepSearchEnv.with_data(corpus, questions, encoder=tmp_path / "encoder", name="zorb-dense")
-    dense = env.data().dense
+    env = EnvSpec.of(DeepSearchEnv, corpus=corpus, questions=questions, encoder=tmp_path / "encoder", name="zorb-dense")
+    dense = load_data(str(corpus), str(questions), str(tmp_path / "encoder")).dense
     assert dense is not None and (dense.path / "embeddings.npy").exists()
     assert env.info().metadata["retrievers"] == ["bm25", "dense"]
     async with GymServer([env], port=0) as server, GymClient(server.url) as client:

@@ -3,6 +3,8 @@ indexes them, lenient action parsing, unusable and ambiguous actions, rewards, f
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from scienceworld.constants import ID2TASK
 
@@ -11,13 +13,13 @@ from gymwire.servers.sciworld import SciWorldEnv, tasks
 from gymwire.servers.sciworld.actions import ActionParseError, parse_action
 
 # One Java process for this file's sessions.
-Env = SciWorldEnv.with_pool(jvms=1, sessions_per_jvm=8)
+Env = functools.partial(SciWorldEnv, jvms=1, sessions_per_jvm=8)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def java_pool():
-    yield Env.pool()
-    Env.pool().shutdown()
+    yield Env().pool
+    Env().pool.shutdown()
 
 
 async def new_env(split: str, index: int) -> tuple[SciWorldEnv, str]:
@@ -32,26 +34,26 @@ async def new_env(split: str, index: int) -> tuple[SciWorldEnv, str]:
 async def test_task_table_is_the_simulators():
     assert [task_id for task_id, *_ in tasks.TASKS] == list(ID2TASK)
     assert [name for _, name, *_ in tasks.TASKS] == list(ID2TASK.values())
-    simulator = await Env.pool().acquire()
+    simulator = await Env().pool.acquire()
     try:
         for _, name, *counts in tasks.TASKS:
             assert await simulator.variation_counts(name) == tuple(counts), name
     finally:
-        Env.pool().release(simulator)
+        Env().pool.release(simulator)
 
 
 def test_agentgym_list_and_splits():
     pairs = tasks.agentgym_pairs()
-    assert len(pairs) == Env.splits["agentgym"] == 4639
+    assert len(pairs) == SciWorldEnv.splits["agentgym"] == 4639
     assert {p.task_id for p in pairs}.isdisjoint(tasks.EXCLUDED_BY_AGENTGYM)
     assert [p.agentgym_index for p in pairs] == list(range(len(pairs)))
     # AgentGym's order: tasks in simulator order, variations ascending.
     assert (pairs[0].task_id, pairs[0].variation, pairs[30].task_id, pairs[30].variation) == ("1-1", 0, "1-2", 0)
-    assert Env.splits == {"train": 2312, "dev": 1156, "test": 200, "agentgym": 4639}
+    assert SciWorldEnv.splits == {"train": 2312, "dev": 1156, "test": 200, "agentgym": 4639}
     seen = set()
     ranges = {task_id: (train, dev) for task_id, _, train, dev, _ in tasks.TASKS}
     for split in ("train", "dev", "test"):
-        for index in range(Env.splits[split]):
+        for index in range(SciWorldEnv.splits[split]):
             task = tasks.task_at(split, index)
             train, dev = ranges[task.task_id]
             expected = "train" if task.variation < train else "dev" if task.variation < train + dev else "test"

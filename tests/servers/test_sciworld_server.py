@@ -11,6 +11,7 @@ import pytest
 
 from gymwire.protocol import ErrorCode, ProtocolError
 from gymwire.sdk.client import GymClient
+from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.registry import resolve_env
 from gymwire.sdk.server import GymServer
 from gymwire.servers.sciworld import SciWorldEnv
@@ -22,17 +23,17 @@ SOLVER_TASKS = (70, 110, 150, 180, 195)
 
 
 def test_sciworld_is_a_builtin_environment():
-    assert resolve_env("sciworld") is SciWorldEnv
+    assert resolve_env("sciworld").env_class is SciWorldEnv
 
 
 async def test_gold_paths_reach_success_through_the_server():
-    env = SciWorldEnv.with_pool(jvms=2, sessions_per_jvm=8)
-    gold_pool = SciWorldEnv.with_pool(jvms=1).pool()
+    env = EnvSpec.of(SciWorldEnv, jvms=2, sessions_per_jvm=8)
+    gold_pool = SciWorldEnv(jvms=1).pool
     try:
         async with GymServer([env], port=0) as server, GymClient(server.url) as client:
             outcomes = await asyncio.gather(*(solve(client, "test", index, gold_pool) for index in SOLVER_TASKS))
     finally:
-        env.pool().shutdown()
+        env.make().pool.shutdown()
         gold_pool.shutdown()
     assert [(o.index, o.reason) for o in outcomes if not o.success] == []
     assert all(o.score == 100 and 1 <= o.steps <= o.gold_steps for o in outcomes)
@@ -45,7 +46,7 @@ def java_process(server: GymServer, session_id: str):
 
 async def test_a_killed_java_process_crashes_only_its_sessions_and_is_replaced():
     # Two JVMs, two sessions each: a, c share one JVM, b, d the other.
-    env = SciWorldEnv.with_pool(jvms=2, sessions_per_jvm=2)
+    env = EnvSpec.of(SciWorldEnv, jvms=2, sessions_per_jvm=2)
     try:
         async with GymServer([env], port=0) as server, GymClient(server.url) as client:
             sessions = [await client.open("sciworld", split="test", index=i, max_turns=50) for i in (110, 111, 112, 113)]
@@ -69,13 +70,13 @@ async def test_a_killed_java_process_crashes_only_its_sessions_and_is_replaced()
             fresh = await client.open("sciworld", split="test", index=110, max_turns=50)
             assert java_process(server, fresh.id) is not victim and java_process(server, fresh.id).pid != victim.pid
             assert "is called the" in (await fresh.step("look around")).observation.text
-            assert not any(p.dead for p in env.pool().live)
+            assert not any(p.dead for p in env.make().pool.live)
     finally:
-        env.pool().shutdown()
+        env.make().pool.shutdown()
 
 
 async def test_a_hung_java_process_is_killed_after_the_call_timeout():
-    env = SciWorldEnv.with_pool(jvms=2, sessions_per_jvm=1)
+    env = EnvSpec.of(SciWorldEnv, jvms=2, sessions_per_jvm=1)
     try:
         async with GymServer([env], port=0) as server, GymClient(server.url) as client:
             hung, healthy = [await client.open("sciworld", split="test", index=i, max_turns=50) for i in (110, 111)]
@@ -88,11 +89,11 @@ async def test_a_hung_java_process_is_killed_after_the_call_timeout():
             assert victim.process.wait(timeout=10) is not None  # killed, not left stopped
             assert "is called the" in (await healthy.step("look around")).observation.text
     finally:
-        env.pool().shutdown()
+        env.make().pool.shutdown()
 
 
 async def test_unusable_action_over_the_wire_is_an_observation():
-    env = SciWorldEnv.with_pool(jvms=1, sessions_per_jvm=2)
+    env = EnvSpec.of(SciWorldEnv, jvms=1, sessions_per_jvm=2)
     try:
         async with GymServer([env], port=0) as server, GymClient(server.url, encoding="json") as client:
             async with client.session("sciworld", split="test", index=110, max_turns=3) as session:
@@ -104,4 +105,4 @@ async def test_unusable_action_over_the_wire_is_an_observation():
                 assert last.truncated and last.metrics and not last.metrics.success and last.metrics.turns == 3
                 assert last.metrics.score == 0.0
     finally:
-        env.pool().shutdown()
+        env.make().pool.shutdown()

@@ -15,13 +15,14 @@ from gymwire.sdk.environment import Task, TaskError
 from gymwire.sdk.server import GymServer
 from gymwire.servers.textcraft import TextCraftEnv
 from gymwire.servers.textcraft.agentgym_profile import CraftingTree, agentgym_tree, shown
+from gymwire.servers.textcraft.recipes import load_book
 
 AGENTGYM = {"profile": "agentgym"}
 
 
 @pytest.fixture(scope="module")
 def tree() -> CraftingTree:
-    return agentgym_tree(TextCraftEnv.book().source)
+    return agentgym_tree(load_book().source)
 
 
 def reset(index: int) -> TextCraftEnv:

@@ -14,13 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.environment import Task, TaskError
 from gymwire.servers.textcraft import TextCraftEnv
 from gymwire.servers.textcraft.actions import ActionParseError, Craft, Get, ShowInventory, parse_action
-from gymwire.servers.textcraft.recipes import RECIPES_ENV_VAR, RecipeDataError, load_book
+from gymwire.servers.textcraft.recipes import RecipeDataError, load_book
 from gymwire.servers.textcraft.solver import plan
 
-BOOK = TextCraftEnv.book()
+BOOK = load_book()
 
 
 def fresh(split: str = "test", index: int = 0, recipes_dir: Path | None = None) -> TextCraftEnv:
@@ -72,7 +73,7 @@ def test_depths_are_the_least_fixpoint_of_the_recipe_graph():
 
 def test_splits_are_disjoint_depth_1_to_4_with_a_test_split_of_100_spread_over_depths():
     train, test = BOOK.splits["train"], BOOK.splits["test"]
-    assert len(test) == 100 and TextCraftEnv.splits == {"train": len(train), "test": 100}
+    assert len(test) == 100 and TextCraftEnv.info().splits == {"train": len(train), "test": 100}
     assert not set(train) & set(test)
     tasks = {item for item in BOOK.recipes if 1 <= BOOK.depth[item] <= 4}
     assert set(train) | set(test) == tasks
@@ -108,7 +109,7 @@ def test_deep_shared_recipe_graph_is_linear_not_a_tree_walk(tmp_path):
     assert len(book.closure(top)) == 2 * (levels - 2)
 
 
-def test_custom_recipe_directory_by_constructor_class_and_environment_variable(tmp_path, monkeypatch):
+def test_custom_recipe_directory_by_constructor_and_spec(tmp_path):
     directory = write_recipes(
         tmp_path / "toy",
         {
@@ -130,14 +131,11 @@ def test_custom_recipe_directory_by_constructor_class_and_environment_variable(t
     assert set(book.splits["train"]) | set(book.splits["test"]) == toy_goals
     assert fresh("train", 0, recipes_dir=directory).goal in toy_goals
 
-    toy_class = TextCraftEnv.with_recipes(str(directory), name="toycraft")
-    assert toy_class.info().name == "toycraft"
-    assert sum(toy_class.splits.values()) == 4
-
-    monkeypatch.setenv(RECIPES_ENV_VAR, str(directory))
-    assert sum(TextCraftEnv.splits.values()) == 4
-    monkeypatch.delenv(RECIPES_ENV_VAR)
-    assert TextCraftEnv.splits["test"] == 100
+    toy = EnvSpec.of(TextCraftEnv, recipes_dir=str(directory), name="toycraft")
+    assert toy.info().name == "toycraft"
+    assert sum(toy.info().splits.values()) == 4
+    assert sum(toy.make().splits.values()) == 4
+    assert TextCraftEnv.info().splits["test"] == TextCraftEnv().splits["test"] == 100
 
 
 @st.composite
@@ -383,7 +381,7 @@ def test_same_task_gives_the_same_first_observation_across_processes():
     tasks = [["test", 0], ["test", 57], ["test", 99], ["train", 3], ["train", 400]]
     here = [TextCraftEnv().reset(Task(split=s, index=i)).text for s, i in tasks]
     for hash_seed in ("1", "987"):
-        env = {k: v for k, v in os.environ.items() if k != RECIPES_ENV_VAR} | {"PYTHONHASHSEED": hash_seed}
+        env = os.environ | {"PYTHONHASHSEED": hash_seed}
         out = subprocess.run(
             [sys.executable, "-c", _FIRST_OBSERVATIONS, json.dumps(tasks)],
             capture_output=True, text=True, env=env, check=True, timeout=120,

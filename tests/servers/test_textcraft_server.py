@@ -11,13 +11,14 @@ from gymwire.sdk.client import GymClient
 from gymwire.sdk.registry import resolve_env
 from gymwire.sdk.server import GymServer
 from gymwire.servers.textcraft import TextCraftEnv
+from gymwire.servers.textcraft.recipes import load_book
 from gymwire.servers.textcraft.solver import plan
 
-BOOK = TextCraftEnv.book()
+BOOK = load_book()
 
 
 def test_textcraft_is_a_builtin_environment():
-    assert resolve_env("textcraft") is TextCraftEnv
+    assert resolve_env("textcraft").env_class is TextCraftEnv
 
 
 async def test_planner_reaches_the_goal_through_the_server_on_every_test_task():

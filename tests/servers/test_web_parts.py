@@ -13,7 +13,7 @@ from gymwire.servers.web.axtree import render
 from gymwire.servers.web.env import key_combo
 from gymwire.servers.web.miniwob import TASK_TYPES, TEST_SEED_OFFSET, index_of, task_of
 from gymwire.servers.web.solvers import SOLVED_TYPES, parse_tree
-from gymwire.servers.web.webarena import ConfigError, contents_score, load_tasks, parse_sites, string_score, url_score
+from gymwire.servers.web.webarena import WebArenaConfigError, contents_score, load_tasks, parse_sites, string_score, url_score
 
 
 @pytest.mark.parametrize(
@@ -146,10 +146,10 @@ def test_webarena_config_loading(tmp_path):
     assert [t.task_id for t in tasks] == [0, 1]
     assert tasks[1].start_urls == ("__A__", "__B__/x") and tasks[0].storage_state == str(tmp_path / "auth.json")
     (tmp_path / "bad.json").write_text(json.dumps({"task_id": 2, "intent": "no start url"}))
-    with pytest.raises(ConfigError, match="start_url"):
+    with pytest.raises(WebArenaConfigError, match="start_url"):
         load_tasks(tmp_path)
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(WebArenaConfigError, match="no such file"):
         load_tasks(tmp_path / "missing.json")
     assert parse_sites("SHOPPING=http://h:7770/, __GITLAB__=http://h:8023") == {"__SHOPPING__": "http://h:7770", "__GITLAB__": "http://h:8023"}
-    with pytest.raises(ConfigError, match="PLACEHOLDER=http"):
+    with pytest.raises(WebArenaConfigError, match="PLACEHOLDER=http"):
         parse_sites("SHOPPING:7770")

@@ -18,6 +18,7 @@ import pytest
 
 from gymwire.protocol import ErrorCode, ProtocolError
 from gymwire.sdk.client import GymClient
+from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.server import GymServer
 from gymwire.servers.web import MiniWoBEnv, WebArenaEnv
 from gymwire.servers.web import browser as browser_module
@@ -44,8 +45,8 @@ def site_url():
 
 @pytest.fixture(scope="module")
 def url(site_url):
-    shop = WebArenaEnv.with_tasks(SITE / "tasks.json", {"SHOP": site_url}, name="shop")
-    shop.step_timeout_s = 8.0  # the hung-page test waits this long
+    # step_timeout_s: the hung-page test waits this long
+    shop = EnvSpec.of(WebArenaEnv, tasks=SITE / "tasks.json", sites={"SHOP": site_url}, step_timeout_s=8.0, name="shop")
     with GymServer([MiniWoBEnv, shop], port=0).run_in_thread() as server_url:
         yield server_url
 
@@ -206,15 +207,13 @@ async def test_reset_leaves_nothing_of_the_last_episode(url):
             assert "Memo: none; cookie: none" in again.text and again.data["tabs"] == ["Memo"]
 
 
-class SmallBrowsersMiniWoB(MiniWoBEnv):
-    """Two sessions per Chromium, so that one test can hold sessions on two browsers."""
-
-    sessions_per_browser = 2
-    step_timeout_s = 5.0  # the hung-browser part waits this long
+# Two sessions per Chromium, so that one test can hold sessions on two browsers; the hung-browser
+# part waits step_timeout_s.
+SMALL_BROWSERS_MINIWOB = EnvSpec.of(MiniWoBEnv, sessions_per_browser=2, step_timeout_s=5.0)
 
 
 async def test_killed_chromium_fails_only_its_sessions_and_is_replaced():
-    with GymServer([SmallBrowsersMiniWoB], port=0).run_in_thread() as server_url:
+    with GymServer([SMALL_BROWSERS_MINIWOB], port=0).run_in_thread() as server_url:
         async with GymClient(server_url) as client:
             task = {"split": "test", "index": index_of("click-test-2", 0)}
             first, second, third = [await client.open("miniwob", **task) for _ in range(3)]
