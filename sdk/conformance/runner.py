@@ -27,6 +27,7 @@ NOT_CHECKED: dict[str, str] = {
                  "arbitrary text and would fail on a protocol error, which is as far as a generic suite can go",
     "GW-HEARTBEAT-4": "binds clients (answer server pings)",
     "GW-LIMIT-6": "binds clients (stay within the announced limits)",
+    "GW-LIMIT-8": "binds clients (fail the call an oversized answer was for)",
     "GW-ERROR-7": "binds receivers of errors, i.e. clients",
     "GW-AUTH-2": "constant-time comparison cannot be measured reliably over a network; review the code",
     "GW-AUTH-3": "logs are invisible from outside; the checks only see that errors do not echo tokens",
