@@ -444,7 +444,8 @@ class ClientConnection(Generic[Handle]):
     `pending` maps the ids of requests awaiting an answer to the runtime's handles for them.
     `receive_frame(frame, now)` returns (handle, answer) for an answer to a pending request, where
     the answer is a message or, for an error or an undecodable frame naming the id, a
-    ProtocolError; pings are answered into `frames_to_send()`, a drain notice sets `draining`.
+    ProtocolError; pings are answered into `frames_to_send()`, a drain notice sets `draining`, and
+    after a goodbye notice `unanswered_at_goodbye()` fails what is still pending.
     """
 
     def __init__(
@@ -463,6 +464,7 @@ class ClientConnection(Generic[Handle]):
         self.token = token
         self.welcome: Welcome | None = None
         self.draining = False
+        self.said_goodbye = False  # a goodbye came: what is pending is answered by unanswered_at_goodbye()
         self.heartbeat: Heartbeat | None = None
         self.pending: dict[int, Handle] = {}
         self._lacking = GATED_CAPABILITIES  # requests of these capabilities are checked (all, until welcomed)
@@ -564,8 +566,9 @@ class ClientConnection(Generic[Handle]):
             self._outbox.append(self.codec.encode(Pong(id=message.id)))
             return None
         if isinstance(message, Notice):
-            if message.kind == "drain":
+            if message.kind in ("drain", "goodbye"):
                 self.draining = True
+            self.said_goodbye = message.kind == "goodbye"
             self.unmatched.append(message)
             return None
         request_id = getattr(message, "id", None)
@@ -575,6 +578,21 @@ class ClientConnection(Generic[Handle]):
                 self.unmatched.append(message)
             return None
         return handle, (error_from_message(message) if isinstance(message, Error) else message)
+
+    def unanswered_at_goodbye(self) -> list[tuple[Handle, ProtocolError]]:
+        """After a goodbye the server sends nothing more (GW-DRAIN-6): every request still pending
+        fails now, DRAINING, instead of waiting for a reconnect to a server that is gone."""
+        self.said_goodbye = False
+        failed = [
+            (handle, ProtocolError(
+                ErrorCode.DRAINING,
+                "the server said goodbye before answering; its sessions are gone: open new ones on another server",
+                request_id=request_id, retry_after_ms=1000,
+            ))
+            for request_id, handle in self.pending.items()
+        ]  # fmt: skip
+        self.pending.clear()
+        return failed
 
     def _answer_too_large(self, frame: bytes | str, refused: ProtocolError) -> ProtocolError:
         return ProtocolError(

@@ -225,6 +225,10 @@ class GymClient:
                 for reply in protocol.frames_to_send():  # pongs, at once (GW-HEARTBEAT-4)
                     with contextlib.suppress(ConnectionClosed):
                         await ws.send(reply)
+                if protocol.said_goodbye:
+                    for (_, future), error in protocol.unanswered_at_goodbye():
+                        if not future.done():
+                            future.set_exception(error)
                 self._log_unmatched()
         except ConnectionClosed:
             pass

@@ -49,7 +49,7 @@ from gymwire.protocol import (
 from .env_spec import EnvSpec
 from .environment import Environment
 from .metrics import ServerMetrics
-from .serving.connections import Connection, ConnectionHandling
+from .serving.connections import Connection, ConnectionHandling, stopped_before_answering
 from .serving.gc_tuning import SERVING_GC_THRESHOLDS, tune_gc_for_serving
 from .serving.scheduling import Scheduling
 from .serving.session_requests import SessionRequests
@@ -120,6 +120,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         self.name = name
         self.connections: set[Connection] = set()
         self.draining = False
+        self.stopping = False  # the goodbye is decided: every request is answered DRAINING at once
         self._ws_server: Any = None
         self._metrics_http: Any = None
         self._reaper: asyncio.Task[None] | None = None
@@ -213,7 +214,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
     async def stop(self, drain_timeout: float = 30.0) -> None:
         if drain_timeout > 0:
             await self.drain(drain_timeout)
-        self.draining = True
+        self.draining = self.stopping = True
         if self._reaper:
             self._reaper.cancel()
         if self._ws_server is not None:
@@ -222,6 +223,10 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
             self._ws_server.server.close()
 
         async def goodbye(conn: Connection) -> None:
+            # Requests still running past the drain are answered now: nothing comes after goodbye.
+            for request_id, inflight in list(conn.inflight.items()):
+                if conn.protocol.untrack(request_id, inflight):
+                    await conn.send_error(stopped_before_answering(request_id))
             try:
                 await asyncio.wait_for(conn.send(Notice(kind="goodbye", message="server stopped")), 2)
             except asyncio.TimeoutError:  # the peer reads nothing: do not wait for it
@@ -322,3 +327,4 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
             "connections": len(self.connections),
             "inflight": sum(len(c.inflight) for c in self.connections),
         }
+

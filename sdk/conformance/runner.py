@@ -29,6 +29,8 @@ NOT_CHECKED: dict[str, str] = {
     "GW-LIMIT-6": "binds clients (stay within the announced limits)",
     "GW-LIMIT-8": "binds clients (fail the call an oversized answer was for)",
     "GW-ERROR-7": "binds receivers of errors, i.e. clients",
+    "GW-DRAIN-6": "whether a request reaches the server before or after it decides to say goodbye cannot be arranged from outside",
+    "GW-DRAIN-7": "binds clients (fail what is pending at goodbye)",
     "GW-AUTH-2": "constant-time comparison cannot be measured reliably over a network; review the code",
     "GW-AUTH-3": "logs are invisible from outside; the checks only see that errors do not echo tokens",
     "GW-AUTH-4": "randomness cannot be proven from samples",

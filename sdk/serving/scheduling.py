@@ -121,7 +121,10 @@ class Scheduling:
             log.exception("internal error serving %s", message.type)
             reply = error_message(ProtocolError(ErrorCode.INTERNAL, f"internal server error: {brief(exc)}", request_id=message.id))
         finally:
-            conn.protocol.untrack(message.id, inflight)
+            # False when the server already answered it (DRAINING at a stop): one answer per request.
+            still_ours = conn.protocol.untrack(message.id, inflight)
+        if not still_ours:
+            return
         if isinstance(reply, Opened):
             reply = await self._opened_or_too_large(conn, reply)
         if isinstance(reply, Error):
