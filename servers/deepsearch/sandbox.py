@@ -32,13 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import heapq
 import itertools
 import os
 import platform
+import re
 import shutil
 import signal
 import struct
+import subprocess
 import time
 import weakref
 from dataclasses import dataclass
@@ -108,7 +111,21 @@ def sandbox_available() -> str | None:
         return f"the Python tool is not available on this server ({' and '.join(missing)} not installed: apt-get install bubblewrap util-linux)"
     if not os.path.exists(PYTHON):
         return f"the Python tool is not available on this server ({PYTHON} not installed)"
+    version = _bwrap_version()
+    if version < (0, 8):
+        shown = ".".join(map(str, version)) or "unknown"
+        return f"the Python tool is not available on this server (bubblewrap {shown} is older than 0.8, which --disable-userns needs)"
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def _bwrap_version() -> tuple[int, ...]:
+    try:
+        out = subprocess.run(["bwrap", "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    match = re.search(r"(\d+)\.(\d+)", out)
+    return tuple(int(part) for part in match.groups()) if match else ()
 
 
 # ----------------------------------------------------------------------------- the jail
