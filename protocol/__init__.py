@@ -15,6 +15,7 @@ from .connection import (
     MissingCapability,
     ServerConnection,
     ServerTimer,
+    origin_refusal,
     server_capabilities,
 )
 from .session import ClientSessionMachine, Decision, SessionMachine, SessionState

@@ -122,6 +122,22 @@ class Codec:
             )
         return message_from_object(self.decode_object(frame))
 
+    def request_id_of(self, frame: bytes | str) -> int | None:
+        """The top-level `id` of a frame that is not decoded (one too large to take), or None.
+        msgpack walks the top map's keys and skips the values; JSON has no such walk and parses."""
+        try:
+            if self.binary and isinstance(frame, (bytes, bytearray, memoryview)):
+                unpacker = msgpack.Unpacker(raw=False, ext_hook=_reject_ext, max_buffer_size=max(len(frame), 1))
+                unpacker.feed(frame)
+                for _ in range(unpacker.read_map_header()):
+                    if unpacker.unpack() == "id":
+                        return _request_id({"id": unpacker.unpack()})
+                    unpacker.skip()
+                return None
+            return _request_id(pydantic_core.from_json(frame if isinstance(frame, bytes) else frame.encode("utf-8", "surrogatepass")))
+        except Exception:  # hostile or broken bytes: no id to read
+            return None
+
     def decode_object(self, frame: bytes | str) -> Any:
         """Decode a frame to plain Python objects without schema validation."""
         try:
@@ -147,6 +163,18 @@ class Codec:
             raise ProtocolError(ErrorCode.BAD_FRAME, f"undecodable {self.encoding.value} frame: {_short(exc)}{hint}") from None
         except Exception as exc:  # msgpack may raise its own exception types on hostile input
             raise ProtocolError(ErrorCode.BAD_FRAME, f"undecodable {self.encoding.value} frame: {_short(exc)}") from None
+
+
+def size_over(frame: bytes | str, limit: int) -> int | None:
+    """The frame's size in bytes (UTF-8 for text) when it exceeds `limit`, else None."""
+    if isinstance(frame, str):
+        # UTF-8 takes at most 4 bytes a character: only long text frames are worth measuring.
+        if 4 * len(frame) <= limit:
+            return None
+        size = len(frame.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(frame)
+    return size if size > limit else None
 
 
 def error_message(error: ProtocolError) -> Error:

@@ -4,9 +4,10 @@ Sans-I/O, after h11 and websockets' `Protocol`: frames and the time (`now`, seco
 clock) go in; frames to send, requests to serve and answers to deliver come out. Nothing here
 touches a socket, a task or a clock of its own, so an implementer in another language reads this
 module (with `session.py` for the per-session rules) to see every rule a connection follows:
-the handshake (section 4), request ids (section 5), capability gating (GW-HANDSHAKE-5), the
-heartbeat (section 11.1) and the frame-size limit a client keeps (GW-LIMIT-6). The asyncio layers
-in `gymwire.sdk` only move frames between these objects and the network.
+the handshake (section 4) and which browser origins may open one (GW-HANDSHAKE-8), request ids
+(section 5), capability gating (GW-HANDSHAKE-5), the heartbeat (section 11.1) and the frame-size
+limits of both ends (GW-LIMIT-6 to GW-LIMIT-8). The asyncio layers in `gymwire.sdk` only move frames
+between these objects and the network.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hmac
 import itertools
 from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
-from .codec import Codec, error_from_message, error_message
+from .codec import Codec, error_from_message, error_message, size_over
 from .errors import ErrorCode, ProtocolError
 from .messages import (
     CAPABILITIES,
@@ -34,6 +35,7 @@ from .messages import (
     Message,
     Notice,
     Open,
+    Opened,
     PeerInfo,
     Ping,
     Pong,
@@ -42,6 +44,7 @@ from .messages import (
     Step,
     StepBatch,
     StepBatchResult,
+    StepResult,
     Welcome,
 )
 from .version import PROTOCOL_VERSION, negotiate_version
@@ -136,6 +139,27 @@ SERVED_REQUESTS = (Open, Reset, Step, StepBatch, Close, Resume, Cancel)
 CLOSE_UNSUPPORTED_VERSION = (1002, "unsupported protocol version")
 CLOSE_UNAUTHORIZED = (1008, "unauthorized")
 CLOSE_NO_HELLO = (1002, "no hello")
+CLOSE_BAD_HELLO = (1002, "invalid hello")
+
+ANY_ORIGIN = "*"
+
+
+def origin_refusal(origins: list[str], allowed: Iterable[str]) -> str | None:
+    """Why an opening handshake with these `Origin` header values is refused (GW-HANDSHAKE-8), or
+    None. Browsers send Origin and let any page open a WebSocket to any address, loopback included;
+    other clients send none. So a handshake that names an origin is a browser's, and is let in only
+    when the operator allowed that exact origin (scheme://host[:port], as the browser writes it) or
+    every origin ("*")."""
+    if not origins:
+        return None
+    allowed = set(allowed)
+    if len(origins) == 1 and (origins[0] in allowed or ANY_ORIGIN in allowed):
+        return None
+    shown = ", ".join(repr(o[:100]) for o in origins[:3])
+    return (
+        f"FORBIDDEN_ORIGIN: browser origin {shown} is not allowed to open gymwire sessions; "
+        f"the server's operator may allow it with --allow-origin"
+    )
 
 
 class ServerConnection(Generic[Handle]):
@@ -169,6 +193,8 @@ class ServerConnection(Generic[Handle]):
         self.token = token
         self.welcomed = False
         self.wants_images = False
+        # The largest frame the client takes: its hello says (GW-LIMIT-7), else the server's own limit.
+        self.peer_max_frame_bytes = limits.max_frame_bytes
         self.inflight: dict[int, Handle] = {}
         self.connected_at = now
         # Without `heartbeat` the server neither pings nor takes silence for a dead peer.
@@ -193,7 +219,18 @@ class ServerConnection(Generic[Handle]):
             return self.codec.decode(frame)
         except ProtocolError as exc:
             self.send_error(exc)
+            if not self.welcomed and self._is_hello(frame):
+                # A hello that does not validate (a token that is not a string, say) ends the
+                # handshake as a refused one does: answered, then closed (GW-HANDSHAKE-3).
+                self.close_with = CLOSE_BAD_HELLO
             return None
+
+    def _is_hello(self, frame: bytes | str) -> bool:
+        try:
+            decoded = self.codec.decode_object(frame)
+        except ProtocolError:
+            return False
+        return isinstance(decoded, dict) and decoded.get("type") == Hello.TYPE
 
     def receive(self, message: Message) -> Message | None:
         try:
@@ -255,6 +292,8 @@ class ServerConnection(Generic[Handle]):
             return
         self.welcomed = True
         self.wants_images = "images" in hello.capabilities
+        if hello.max_frame_bytes is not None:
+            self.peer_max_frame_bytes = hello.max_frame_bytes
         self.send(
             Welcome(
                 id=hello.id,
@@ -329,11 +368,12 @@ class ServerConnection(Generic[Handle]):
 
     def encode(self, message: Message) -> bytes | str:
         """The frame of an answer. Images go only to clients that asked for them in hello (they can
-        be large); data an environment returned that cannot be encoded becomes INTERNAL."""
+        be large); data an environment returned that cannot be encoded becomes INTERNAL; an answer
+        larger than the client takes becomes ANSWER_TOO_LARGE (GW-LIMIT-7)."""
         if not self.wants_images:
             message = without_images(message)
         try:
-            return self.codec.encode(message)
+            frame = self.codec.encode(message)
         except Exception as exc:
             unencodable = ProtocolError(
                 ErrorCode.INTERNAL,
@@ -342,6 +382,45 @@ class ServerConnection(Generic[Handle]):
                 session=getattr(message, "session", None),
             )
             return self.codec.encode(error_message(unencodable))
+        size = size_over(frame, self.peer_max_frame_bytes)
+        if size is None:
+            return frame
+        if isinstance(message, StepBatchResult):
+            return self._fit_batch(message)
+        return self.codec.encode(error_message(self.answer_too_large(message, size)))
+
+    def _fit_batch(self, batch: StepBatchResult) -> bytes | str:
+        """A batch answer the client cannot take: its largest step results become ANSWER_TOO_LARGE
+        errors, one by one, until it fits; the other sessions' results arrive as they are."""
+        results = list(batch.results)
+        sizes = {i: len(self.codec.encode(r)) for i, r in enumerate(results) if isinstance(r, StepResult)}
+        for i in sorted(sizes, key=sizes.__getitem__, reverse=True):
+            results[i] = error_message(self.answer_too_large(results[i], sizes[i]))
+            frame = self.codec.encode(batch.model_copy(update={"results": results}))
+            if size_over(frame, self.peer_max_frame_bytes) is None:
+                return frame
+        return self.codec.encode(error_message(self.answer_too_large(batch, len(self.codec.encode(batch)))))
+
+    def oversize(self, message: Message) -> int | None:
+        """The size of `message`'s frame when the client cannot take it, else None."""
+        return size_over(self.codec.encode(without_images(message) if not self.wants_images else message), self.peer_max_frame_bytes)
+
+    def answer_too_large(self, message: Message, size: int) -> ProtocolError:
+        """What the client gets instead of an answer it cannot take: the request was carried out
+        and its session stays usable (a re-sent seq is answered the same way; `resume` tells
+        where the session stands)."""
+        too_large = f"the {message.type} answer is {size} bytes, over your max_frame_bytes={self.peer_max_frame_bytes}"
+        if isinstance(message, Opened):
+            # Nobody could use a session whose resume token never arrived: the server closes it.
+            return ProtocolError(
+                ErrorCode.ANSWER_TOO_LARGE, f"{too_large}; the session was closed", request_id=message.id
+            )
+        return ProtocolError(
+            ErrorCode.ANSWER_TOO_LARGE,
+            f"{too_large}; the request was carried out: resume the session to learn where it stands, or close it",
+            request_id=getattr(message, "id", None),
+            session=getattr(message, "session", None),
+        )
 
 
 def without_images(message: Any) -> Any:
@@ -365,7 +444,8 @@ class ClientConnection(Generic[Handle]):
     `pending` maps the ids of requests awaiting an answer to the runtime's handles for them.
     `receive_frame(frame, now)` returns (handle, answer) for an answer to a pending request, where
     the answer is a message or, for an error or an undecodable frame naming the id, a
-    ProtocolError; pings are answered into `frames_to_send()`, a drain notice sets `draining`.
+    ProtocolError; pings are answered into `frames_to_send()`, a drain notice sets `draining`, and
+    after a goodbye notice `unanswered_at_goodbye()` fails what is still pending.
     """
 
     def __init__(
@@ -377,13 +457,14 @@ class ClientConnection(Generic[Handle]):
         capabilities: Iterable[str] = (),
         token: str | None = None,
     ) -> None:
-        self.codec = codec
+        self.codec = codec  # its max_frame_bytes is the largest frame this client takes (GW-LIMIT-8)
         self.name = name
         self.url = url
         self.capabilities = sorted({*CLIENT_CAPABILITIES, *capabilities})
         self.token = token
         self.welcome: Welcome | None = None
         self.draining = False
+        self.said_goodbye = False  # a goodbye came: what is pending is answered by unanswered_at_goodbye()
         self.heartbeat: Heartbeat | None = None
         self.pending: dict[int, Handle] = {}
         self._lacking = GATED_CAPABILITIES  # requests of these capabilities are checked (all, until welcomed)
@@ -404,6 +485,7 @@ class ClientConnection(Generic[Handle]):
                 client=PeerInfo(name=self.name, version="1"),
                 capabilities=self.capabilities,
                 token=self.token,
+                max_frame_bytes=self.codec.max_frame_bytes,
             )
         )
 
@@ -453,8 +535,7 @@ class ClientConnection(Generic[Handle]):
             self.check_capabilities(message)
         frame = self.codec.encode(message)
         limit = self.limits.max_frame_bytes
-        # UTF-8 takes at most 4 bytes a character: only long text frames are worth measuring.
-        if len(frame) > limit or (isinstance(frame, str) and 4 * len(frame) > limit and len(frame.encode()) > limit):
+        if size_over(frame, limit) is not None:
             # The server's FRAME_TOO_LARGE could not name the request (it cannot read the id), so
             # the request would wait forever: refuse it here (GW-LIMIT-6).
             raise ProtocolError(
@@ -472,6 +553,9 @@ class ClientConnection(Generic[Handle]):
         try:
             message = self.codec.decode(frame)
         except ProtocolError as exc:
+            if exc.code is ErrorCode.FRAME_TOO_LARGE:
+                # An answer this client cannot take still ends its call, typed (GW-LIMIT-8).
+                exc = self._answer_too_large(frame, exc)
             # The answer is lost, but if its id is legible its request fails now rather than never.
             handle = self.pending.pop(exc.request_id, None) if exc.request_id is not None else None
             if handle is None:
@@ -482,8 +566,9 @@ class ClientConnection(Generic[Handle]):
             self._outbox.append(self.codec.encode(Pong(id=message.id)))
             return None
         if isinstance(message, Notice):
-            if message.kind == "drain":
+            if message.kind in ("drain", "goodbye"):
                 self.draining = True
+            self.said_goodbye = message.kind == "goodbye"
             self.unmatched.append(message)
             return None
         request_id = getattr(message, "id", None)
@@ -493,6 +578,29 @@ class ClientConnection(Generic[Handle]):
                 self.unmatched.append(message)
             return None
         return handle, (error_from_message(message) if isinstance(message, Error) else message)
+
+    def unanswered_at_goodbye(self) -> list[tuple[Handle, ProtocolError]]:
+        """After a goodbye the server sends nothing more (GW-DRAIN-6): every request still pending
+        fails now, DRAINING, instead of waiting for a reconnect to a server that is gone."""
+        self.said_goodbye = False
+        failed = [
+            (handle, ProtocolError(
+                ErrorCode.DRAINING,
+                "the server said goodbye before answering; its sessions are gone: open new ones on another server",
+                request_id=request_id, retry_after_ms=1000,
+            ))
+            for request_id, handle in self.pending.items()
+        ]  # fmt: skip
+        self.pending.clear()
+        return failed
+
+    def _answer_too_large(self, frame: bytes | str, refused: ProtocolError) -> ProtocolError:
+        return ProtocolError(
+            ErrorCode.ANSWER_TOO_LARGE,
+            f"the server sent an answer this client cannot take ({refused.message}); the request was carried out: "
+            "resume the session to learn where it stands, or raise the client's max_frame_bytes",
+            request_id=self.codec.request_id_of(frame),
+        )
 
     def frames_to_send(self) -> list[bytes | str]:
         frames, self._outbox = self._outbox, []

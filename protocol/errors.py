@@ -26,6 +26,9 @@ class ErrorCode(enum.Enum):
     UNKNOWN_MESSAGE = ErrorSpec(3, False, "The frame names a message type this version does not define.")
     FRAME_TOO_LARGE = ErrorSpec(4, False, "The frame exceeds the negotiated max_frame_bytes.")
     HANDSHAKE_REQUIRED = ErrorSpec(5, False, "A request was sent before the hello/welcome handshake completed.")
+    ANSWER_TOO_LARGE = ErrorSpec(
+        6, False, "The answer exceeds the receiver's max_frame_bytes; the request was carried out (a step's turn counts)."
+    )
     UNKNOWN_ENV = ErrorSpec(10, False, "The server hosts no environment of that name.")
     UNKNOWN_SESSION = ErrorSpec(11, False, "No such session, it was closed, or it belongs to another connection.")
     INVALID_ACTION = ErrorSpec(12, False, "The action is not acceptable at the protocol level (wrong type, too long).")

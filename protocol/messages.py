@@ -11,7 +11,7 @@ import base64
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 __all__ = [
-    "CAPABILITIES", "MESSAGE_TYPES", "CLIENT_MESSAGES", "SERVER_MESSAGES", "Message", "PeerInfo", "Limits", "Image",
+    "CAPABILITIES", "MIN_FRAME_BYTES", "MESSAGE_TYPES", "CLIENT_MESSAGES", "SERVER_MESSAGES", "Message", "PeerInfo", "Limits", "Image",
     "Observation", "EpisodeMetrics", "TaskRef", "EnvInfo", "Hello", "Welcome", "ListEnvs", "EnvList",
     "DescribeEnv", "EnvDescription", "Open", "Opened", "Reset", "ResetResult", "Step", "StepResult", "BatchStep",
     "StepBatch", "StepBatchResult", "Error", "Close", "Closed", "Cancel", "CancelAck", "Ping", "Pong", "Resume",
@@ -36,6 +36,8 @@ MAX_ID = 2**53 - 1
 RequestId = Annotated[int, Field(ge=0, le=MAX_ID)]
 SessionId = Annotated[str, Field(min_length=1, max_length=128)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
+# The smallest max_frame_bytes a peer may ask for: a frame must hold a hello or a welcome.
+MIN_FRAME_BYTES = 512
 Deadline = Annotated[int, Field(gt=0, le=86_400_000, description="Milliseconds from receipt.")]
 JsonMap = dict[str, Any]
 
@@ -114,6 +116,18 @@ class EpisodeMetrics(Model):
 class TaskRef(Model):
     """Which task an episode plays: a split and an index in it, or a seed, or neither (env's choice)."""
 
+    # The schema says what the validator below enforces: a split needs an index and an index a split
+    # (null counts as absent, as everywhere in these models).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {"if": {"required": [a], "properties": {a: {"not": {"type": "null"}}}},
+                 "then": {"required": [b], "properties": {b: {"not": {"type": "null"}}}}}
+                for a, b in (("split", "index"), ("index", "split"))
+            ]
+        }
+    )  # fmt: skip
+
     split: Name | None = None
     index: Annotated[int, Field(ge=0)] | None = None
     seed: int | None = None
@@ -155,6 +169,8 @@ class Hello(Message):
     client: PeerInfo = PeerInfo(name="anonymous")
     capabilities: list[str] = Field(default_factory=list)
     token: Annotated[str, Field(max_length=4096)] | None = None
+    # The largest frame the client takes (GW-LIMIT-7); absent: the server's own max_frame_bytes.
+    max_frame_bytes: Annotated[int, Field(ge=MIN_FRAME_BYTES)] | None = None
 
 
 class Welcome(Message):

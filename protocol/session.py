@@ -186,8 +186,8 @@ class SessionMachine:
 
 class ClientSessionMachine:
     """The client's side of section 7.1. A seq is taken for each reset or step sent; the server's
-    answer settles it. A refusal (any error but TIMEOUT or CANCELLED) means the server did not use
-    the number; after TIMEOUT, CANCELLED or a local give-up the server may or may not have run the
+    answer settles it. A refusal (any error but TIMEOUT, CANCELLED or ANSWER_TOO_LARGE) means the
+    server did not use the number; after those or a local give-up the server may have run the
     request, so the session is `uncertain` until a `resumed` says where the server stands."""
 
     __slots__ = ("answered_seq", "outstanding", "turns", "done", "uncertain")
@@ -244,4 +244,5 @@ class ClientSessionMachine:
         self.uncertain = False
 
 
-_MAYBE_RAN = (ErrorCode.TIMEOUT, ErrorCode.CANCELLED)
+# Errors after which the request may have run (ANSWER_TOO_LARGE: it did, but its answer is unknown).
+_MAYBE_RAN = (ErrorCode.TIMEOUT, ErrorCode.CANCELLED, ErrorCode.ANSWER_TOO_LARGE)

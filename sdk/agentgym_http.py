@@ -26,7 +26,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator
+
+from gymwire.protocol import origin_refusal
 
 from .agentgym_api import DIALECTS, Dialect
 from .environment import Environment, Task, TaskError, as_observation
@@ -83,8 +85,12 @@ class AgentGymFacade:
         idle_timeout_s: float = 3600.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         self.served: dict[str, _Served] = {}
+        # Browsers send Origin with every POST, even one a page may not read the answer of: a page
+        # must not create sessions or step them (docs/security.md). AgentGym's clients send none.
+        self.allowed_origins = frozenset(allowed_origins)
         for env, dialect_name in envs:
             spec = EnvSpec.coerce(env)
             if spec.name in self.served:
@@ -192,6 +198,9 @@ class AgentGymFacade:
         from aiohttp import web
 
         async def handle(request: web.Request) -> web.Response:
+            refusal = origin_refusal(request.headers.getall("Origin", []), self.allowed_origins)
+            if refusal is not None:
+                return web.json_response({"error": refusal}, status=403)
             body: Any = dict(request.query)
             if request.method == "POST" and request.can_read_body:
                 try:
@@ -340,7 +349,8 @@ def _serve(args: argparse.Namespace) -> int:
         envs = [(resolve_env(env), dialect) for env, dialect in map(_parse_env, args.envs)]
         options = dict(_parse_option(option) for option in args.option)
         facade = AgentGymFacade(
-            envs, split=args.split, options=options, idle_timeout_s=args.idle_timeout, host=args.host, port=args.port
+            envs, split=args.split, options=options, idle_timeout_s=args.idle_timeout, host=args.host, port=args.port,
+            allowed_origins=args.allow_origin,
         )
     except ValueError as exc:
         print(f"gymwire agentgym-serve: {exc}", file=sys.stderr)
@@ -379,5 +389,7 @@ def register(sub: Any) -> None:
                         help="session option for every reset (repeatable), e.g. profile=agentgym")
     parser.add_argument("--idle-timeout", type=float, default=3600.0, metavar="S",
                         help="close sessions idle this many seconds (default 3600)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="let web pages of this origin (or '*') call the API; browsers are refused otherwise")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(handler=_serve)

@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.asyncio.client import ClientConnection as WebSocket
 
 from gymwire.protocol import (
+    MIN_FRAME_BYTES,
     BatchStep,
     ClientConnection,
     ClientSessionMachine,
@@ -58,6 +59,7 @@ from gymwire.protocol import (
     error_from_message,
     subprotocol_for,
 )
+from gymwire.protocol.codec import DEFAULT_MAX_FRAME_BYTES
 
 __all__ = ["ClientSession", "Disconnected", "GymClient", "GymPool", "MissingCapability"]
 
@@ -76,7 +78,7 @@ class GymClient:
 
     `reconnect_attempts`: how many times to reconnect (exponential backoff with jitter) before
     pending requests fail with Disconnected. `request_timeout`: a local cap in seconds on every
-    request (None: rely on server deadlines).
+    request (None: rely on server deadlines). `max_frame_bytes`: the largest answer it takes.
     """
 
     def __init__(
@@ -90,10 +92,15 @@ class GymClient:
         request_timeout: float | None = None,
         open_timeout: float = 10.0,
         capabilities: Sequence[str] = (),
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     ) -> None:
+        if max_frame_bytes < MIN_FRAME_BYTES:
+            raise ValueError(f"max_frame_bytes must be at least {MIN_FRAME_BYTES}, got {max_frame_bytes}")
         self.url = url
         self.encoding = Encoding(encoding)
-        self.codec = Codec(self.encoding)
+        # The largest answer this client takes, told to the server in hello: a larger one fails its
+        # call with ANSWER_TOO_LARGE instead of arriving (GW-LIMIT-7, GW-LIMIT-8).
+        self.codec = Codec(self.encoding, max_frame_bytes=max_frame_bytes)
         # The connection's rules (handshake, capabilities, pending ids, heartbeat), sans-I/O; this
         # class moves its frames. Extra `capabilities` (e.g. "images") are asked for in hello.
         self.protocol: ClientConnection[Pending] = ClientConnection(
@@ -218,6 +225,10 @@ class GymClient:
                 for reply in protocol.frames_to_send():  # pongs, at once (GW-HEARTBEAT-4)
                     with contextlib.suppress(ConnectionClosed):
                         await ws.send(reply)
+                if protocol.said_goodbye:
+                    for (_, future), error in protocol.unanswered_at_goodbye():
+                        if not future.done():
+                            future.set_exception(error)
                 self._log_unmatched()
         except ConnectionClosed:
             pass
@@ -523,12 +534,13 @@ class ClientSession:
         return self.machine.done
 
     async def _sync_if_uncertain(self) -> None:
-        # After a TIMEOUT or CANCELLED the server may or may not have run the request: ask it.
+        # After a TIMEOUT, CANCELLED or ANSWER_TOO_LARGE the server may have run the request: ask it.
         if not self.machine.uncertain:
             return
         self.client._require(
             "resume",
-            f"session {self.id} is in an unknown state after a TIMEOUT or CANCELLED answer; close it and open a new one",
+            f"session {self.id} is in an unknown state after a TIMEOUT, CANCELLED or ANSWER_TOO_LARGE answer; "
+            "close it and open a new one",
         )
         resumed = await self.client.request(
             Resume(id=self.client.next_id(), session=self.id, resume_token=self.resume_token)

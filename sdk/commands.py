@@ -98,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
             limits=limits,
             isolation=args.isolation,
             metrics_port=args.metrics_port,
+            allowed_origins=args.allow_origin,
         )
     # ValueError also covers an environment whose data (a corpus, a recipe directory) cannot load.
     except (ValueError, ImportError) as exc:  # an unknown or unusable class, a missing extra, a bad limit
@@ -233,6 +234,9 @@ def register(sub: Any) -> None:
     serve.add_argument("--isolation", choices=["thread", "process"], default="thread",
                        help="run sync environments in a thread pool, or one process per session")
     serve.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this HTTP port")
+    serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let web pages of this origin (e.g. https://lab.example:8443, or '*' for any) open "
+                            "sessions; handshakes from browsers are refused otherwise (repeatable)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", default="text", choices=["text", "json"])
     _limit_args(serve)

@@ -41,6 +41,7 @@ from gymwire.protocol import (
     ServerConnection,
     Step,
     StepBatch,
+    origin_refusal,
     select_subprotocol,
     server_capabilities,
 )
@@ -48,7 +49,7 @@ from gymwire.protocol import (
 from .env_spec import EnvSpec
 from .environment import Environment
 from .metrics import ServerMetrics
-from .serving.connections import Connection, ConnectionHandling
+from .serving.connections import Connection, ConnectionHandling, stopped_before_answering
 from .serving.gc_tuning import SERVING_GC_THRESHOLDS, tune_gc_for_serving
 from .serving.scheduling import Scheduling
 from .serving.session_requests import SessionRequests
@@ -69,7 +70,9 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
     `envs`: EnvSpecs (configured environments) or Environment subclasses (their defaults), or a
     mapping served name -> spec or class. `limits` are enforced and announced
     in the welcome. `isolation`: "thread" (sync envs in a thread pool) or "process" (one child
-    process per session). Use `async with GymServer(...)`, `serve_forever()` or `run_in_thread()`.
+    process per session). `allowed_origins`: the browser origins (e.g. "https://lab.example:8443",
+    or "*" for any) whose pages may open sessions; handshakes from any other origin are refused.
+    Use `async with GymServer(...)`, `serve_forever()` or `run_in_thread()`.
     """
 
     # The rules each connection follows (a subclass may bend them, as the conformance tests do).
@@ -87,6 +90,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         max_workers: int | None = None,
         metrics_port: int | None = None,
         name: str = _SERVER_NAME,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         if isinstance(envs, Mapping):
             specs = [EnvSpec.coerce(env).renamed(env_name) for env_name, env in envs.items()]
@@ -107,6 +111,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         self.env_infos: dict[str, EnvInfo] = {name: spec.info() for name, spec in self.envs.items()}
         self.host, self.port = host, port
         self.token = token
+        self.allowed_origins = frozenset(allowed_origins)
         self.limits = limits or Limits()
         self.isolation = isolation
         self.executor = ThreadPoolExecutor(max_workers=max_workers or 32, thread_name_prefix="gymwire-env")
@@ -115,6 +120,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         self.name = name
         self.connections: set[Connection] = set()
         self.draining = False
+        self.stopping = False  # the goodbye is decided: every request is answered DRAINING at once
         self._ws_server: Any = None
         self._metrics_http: Any = None
         self._reaper: asyncio.Task[None] | None = None
@@ -208,7 +214,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
     async def stop(self, drain_timeout: float = 30.0) -> None:
         if drain_timeout > 0:
             await self.drain(drain_timeout)
-        self.draining = True
+        self.draining = self.stopping = True
         if self._reaper:
             self._reaper.cancel()
         if self._ws_server is not None:
@@ -217,6 +223,10 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
             self._ws_server.server.close()
 
         async def goodbye(conn: Connection) -> None:
+            # Requests still running past the drain are answered now: nothing comes after goodbye.
+            for request_id, inflight in list(conn.inflight.items()):
+                if conn.protocol.untrack(request_id, inflight):
+                    await conn.send_error(stopped_before_answering(request_id))
             try:
                 await asyncio.wait_for(conn.send(Notice(kind="goodbye", message="server stopped")), 2)
             except asyncio.TimeoutError:  # the peer reads nothing: do not wait for it
@@ -298,6 +308,10 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         offered = [
             p.strip() for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")
         ]
+        refusal = origin_refusal(request.headers.get_all("Origin"), self.allowed_origins)
+        if refusal is not None:
+            log.warning("refused a WebSocket handshake from %s: %s", ws.remote_address, refusal)
+            return Response(403, "Forbidden", Headers([("Content-Type", "text/plain")]), f"{refusal}\n".encode())
         try:
             select_subprotocol(offered)
         except ProtocolError as exc:
@@ -313,3 +327,4 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
             "connections": len(self.connections),
             "inflight": sum(len(c.inflight) for c in self.connections),
         }
+

@@ -16,7 +16,10 @@ from websockets.exceptions import InvalidStatus
 from .framework import Context, Skipped, check
 from .spec_tables import CAPABILITIES, LIMIT_FIELDS, SUBPROTOCOL_BY_ENCODING
 from .wire import ConnectionLost, NoAnswer, RawConnection
+
 NO_SUCH_SESSION = "gymwire-conformance-no-such-session"
+# An origin no operator allows (.invalid is reserved, RFC 2606).
+FOREIGN_ORIGIN = "http://gymwire-conformance.invalid"
 
 
 def ended(result: dict[str, Any]) -> bool:
@@ -201,6 +204,36 @@ async def malformed_version(ctx: Context) -> None:
     answer = await ctx.request(conn, hello)
     ctx.expect_error(answer, "BAD_FRAME", ("GW-VERSION-7",), "hello version 'one'", request_id=hello["id"])
     ctx.expect(await conn.wait_closed(ctx.timeout), ("GW-VERSION-7",), "the connection stayed open after a malformed hello version")
+
+
+@check("browser-origin-refused", area="HANDSHAKE", requirements=("GW-HANDSHAKE-8",))
+async def browser_origin_refused(ctx: Context) -> None:
+    """An upgrade carrying a browser Origin the operator did not allow: HTTP 403, no connection."""
+    subprotocol = SUBPROTOCOL_BY_ENCODING[ctx.encodings[0]]
+    for origin in (FOREIGN_ORIGIN, "null"):
+        ctx.transcript.add("->", "upgrade", f"WebSocket upgrade with Origin: {origin}")
+        try:
+            ws = await connect(
+                ctx.url, subprotocols=[subprotocol], origin=origin, open_timeout=ctx.timeout, ping_interval=None  # type: ignore[list-item,arg-type]
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            ctx.transcript.add("<-", "upgrade", f"HTTP {status}: {(exc.response.body or b'')[:200]!r}")
+            ctx.expect(status == 403, ("GW-HANDSHAKE-8",), f"Origin {origin!r}: expected HTTP 403, got {status}")
+        else:
+            ctx.transcript.add("<-", "upgrade", f"upgrade accepted with subprotocol {ws.subprotocol!r}")
+            await ws.close()
+            ctx.fail(("GW-HANDSHAKE-8",), f"a handshake with Origin {origin!r} was accepted: any web page could drive this server")
+
+
+@check("invalid-hello-closed", area="HANDSHAKE", requirements=("GW-HANDSHAKE-9",))
+async def invalid_hello_closed(ctx: Context) -> None:
+    """A hello that breaks its schema (a token that is a number): BAD_FRAME, then the connection closes."""
+    conn = await ctx.connect(handshake=False)
+    hello = ctx.hello(token=12345)
+    answer = await ctx.request(conn, hello)
+    ctx.expect_error(answer, "BAD_FRAME", ("GW-HANDSHAKE-9",), "hello with a numeric token", request_id=hello["id"])
+    ctx.expect(await conn.wait_closed(ctx.timeout), ("GW-HANDSHAKE-9",), "the connection stayed open after an invalid hello")
 
 
 @check("handshake-required", area="HANDSHAKE", requirements=("GW-HANDSHAKE-2",))

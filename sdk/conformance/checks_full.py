@@ -14,7 +14,8 @@ from typing import Any
 
 from .checks_core import NO_SUCH_SESSION, comparable, same_except_session
 from .framework import Context, Skipped, check
-from .wire import RawConnection
+from .spec_tables import MIN_CLIENT_FRAME_BYTES
+from .wire import RawConnection, encode
 
 
 def _outcome(answer: dict[str, Any]) -> str:
@@ -466,8 +467,6 @@ async def frame_too_large(ctx: Context) -> None:
 
 def _padded_ping(encoding: str, request_id: int, size: int) -> bytes | str:
     """A ping padded with an unknown field to exactly `size` bytes."""
-    from .wire import encode
-
     base = len(encode(encoding, {"type": "ping", "id": request_id, "pad": ""}))
     pad = size - base
     for _ in range(4):  # msgpack's string header grows with the length; settle it
@@ -477,6 +476,31 @@ def _padded_ping(encoding: str, request_id: int, size: int) -> bytes | str:
             return frame
         pad += size - frame_size
     return frame
+
+
+@check("answer-too-large", area="LIMIT", level="full", requirements=("GW-LIMIT-7", "GW-ERROR-2"))
+async def answer_too_large(ctx: Context) -> None:
+    """A client that takes small frames gets ANSWER_TOO_LARGE for a larger answer, and carries on."""
+    probe = await ctx.connect(label="measure")
+    envs = await ctx.request(probe, {"type": "list_envs"})
+    ctx.expect_type(envs, "env_list", ("GW-LIMIT-7",), "list_envs")
+    welcome_size = len(_frame_bytes(probe.encoding, ctx.welcome))
+    envs_size = len(_frame_bytes(probe.encoding, envs))
+    limit = max(MIN_CLIENT_FRAME_BYTES, welcome_size + 256)
+    if envs_size <= limit:
+        raise Skipped(f"the env_list answer ({envs_size} bytes) fits in the smallest limit a hello may set here ({limit} bytes)")
+    conn = await ctx.connect(label="small-frames", max_frame_bytes=limit)
+    request = {"type": "list_envs", "id": ctx.next_id()}
+    answer = await ctx.request(conn, request)
+    ctx.expect_error(
+        answer, "ANSWER_TOO_LARGE", ("GW-LIMIT-7",), f"an env_list of {envs_size} bytes to a client taking {limit}", request_id=request["id"]
+    )
+    await ctx.expect_alive(conn, ("GW-LIMIT-7",), "ANSWER_TOO_LARGE")
+
+
+def _frame_bytes(encoding: str, message: dict[str, Any]) -> bytes:
+    frame = encode(encoding, message)
+    return frame.encode() if isinstance(frame, str) else frame
 
 
 @check("action-too-large", area="LIMIT", level="full", requirements=("GW-LIMIT-5", "GW-ERROR-3"))

@@ -26,6 +26,9 @@ LIMIT_FIELDS = (
     "max_action_bytes", "heartbeat_interval_ms", "idle_timeout_ms", "resume_grace_ms",
 )
 
+# Section 4: the smallest hello.max_frame_bytes a client may announce.
+MIN_CLIENT_FRAME_BYTES = 512
+
 # Section 13: code -> (name, retryable).
 ERROR_TABLE: dict[int, tuple[str, bool]] = {
     1: ("BAD_FRAME", False),
@@ -33,6 +36,7 @@ ERROR_TABLE: dict[int, tuple[str, bool]] = {
     3: ("UNKNOWN_MESSAGE", False),
     4: ("FRAME_TOO_LARGE", False),
     5: ("HANDSHAKE_REQUIRED", False),
+    6: ("ANSWER_TOO_LARGE", False),
     10: ("UNKNOWN_ENV", False),
     11: ("UNKNOWN_SESSION", False),
     12: ("INVALID_ACTION", False),

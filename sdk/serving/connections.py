@@ -165,6 +165,9 @@ class ConnectionHandling:
         if request is None:
             await conn.flush()
             return
+        if self.stopping:  # past the drain: answered at once, never left for a goodbye (GW-DRAIN-6)
+            await conn.send_error(stopped_before_answering(request.id))  # type: ignore[attr-defined]
+            return
         # The answer when the request was served at once (a step run in place, a cancel); None when
         # it runs as a task, which answers it.
         reply = self._serve_request_of[type(request)](conn, request)
@@ -177,3 +180,12 @@ def brief(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 500 else text[:500] + "..."
 
+
+def stopped_before_answering(request_id: int) -> ProtocolError:
+    """The answer to a request the server will not finish because it stops (GW-DRAIN-6)."""
+    return ProtocolError(
+        ErrorCode.DRAINING,
+        "the server is stopping and will not finish this request; its sessions close: open new ones on another server",
+        request_id=request_id,
+        retry_after_ms=1000,
+    )

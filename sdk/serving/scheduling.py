@@ -121,10 +121,26 @@ class Scheduling:
             log.exception("internal error serving %s", message.type)
             reply = error_message(ProtocolError(ErrorCode.INTERNAL, f"internal server error: {brief(exc)}", request_id=message.id))
         finally:
-            conn.protocol.untrack(message.id, inflight)
+            # False when the server already answered it (DRAINING at a stop): one answer per request.
+            still_ours = conn.protocol.untrack(message.id, inflight)
+        if not still_ours:
+            return
+        if isinstance(reply, Opened):
+            reply = await self._opened_or_too_large(conn, reply)
         if isinstance(reply, Error):
             self.metrics.error(reply.name)
         await conn.send(reply)
+
+    async def _opened_or_too_large(self: "GymServer", conn: Connection, opened: Opened) -> Message:
+        """An `opened` the client cannot take (a huge first observation) would leave a session
+        nobody holds the resume token of: close it, and answer ANSWER_TOO_LARGE (GW-LIMIT-7)."""
+        size = conn.protocol.oversize(opened)
+        if size is None:
+            return opened
+        session = self.registry.sessions.get(opened.session)
+        if session is not None:
+            await self.registry.destroy(session, "its opened answer was larger than the client takes")
+        return error_message(conn.protocol.answer_too_large(opened, size))
 
     def _abandon(self: "GymServer", work: asyncio.Future[Any], inflight: Inflight) -> None:
         """The client gets TIMEOUT or CANCELLED now. Work that has not touched the environment is

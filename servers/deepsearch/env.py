@@ -35,7 +35,7 @@ from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
 from .corpus import Corpus, DataError, Question, builtin_questions_dir, load_questions
 from .retrieval import BM25Index, DenseIndex, Retriever, passages_text
-from .sandbox import SandboxLimits, run_python
+from .sandbox import SandboxAccount, SandboxLimits, run_python
 from .scoring import exact_match, token_f1
 
 __all__ = ["DeepSearchEnv", "DataSet"]
@@ -147,6 +147,7 @@ class DeepSearchEnv(Environment):
         neither (the built-in gazetteer set); `encoder`: a local e5-style model folder for dense retrieval."""
         self._data = load_data(_path(corpus), _path(questions), _path(encoder))
         self.splits = _split_sizes(self._data)
+        self._sandbox_account = SandboxAccount()  # this session's place in the sandbox's fair queue
 
     # -- episode --------------------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class DeepSearchEnv(Environment):
             return self._result(passages_text(passages))
         if kind == "python":
             self._counts["python_runs"] += 1
-            result = await run_python(body, self.sandbox_limits)
+            result = await run_python(body, self.sandbox_limits, self._sandbox_account)
             return self._result(result.observation(self.sandbox_limits.shown_chars))
         self._counts["answers"] += 1
         self._counts["f1"] = max(self._counts["f1"], token_f1(body, self.question.golden_answers))

@@ -1,30 +1,52 @@
 """Run untrusted Python in a bubblewrap sandbox with limits; every outcome is text for the agent.
 
-Each program runs in a fresh `python3 -I` (Debian's, /usr/bin/python3) inside `bwrap` (Debian's
-bubblewrap) with new user, PID, network, IPC, UTS and cgroup namespaces: no network but its own
-loopback, `/usr` read-only, and one writable folder, a private size-capped tmpfs that is its working
-directory, $HOME and $TMPDIR and vanishes with it. `prlimit` caps CPU time, address space, file size
-and processes; the server caps wall time and output, killing the sandbox (and, through its PID
-namespace, everything it started) when either is passed, and runs at most `concurrent_runs`
-programs at once (without cgroups, memory is capped per process, so this bounds the total).
+What the program sees: a fresh `python3 -I` (Debian's, /usr/bin/python3) inside `bwrap` (Debian's
+bubblewrap) with new user, PID, network, IPC, UTS and cgroup namespaces. Nothing of the server: bwrap
+starts with an empty environment (so its PID 1 inside, whose /proc/1/environ the program can read,
+holds no server variable), the only files are /usr read-only (with /usr/local, where pip installs
+system-wide, hidden), /proc shows only the program's own processes, the network is a loopback of
+its own with nothing listening, and it cannot make user namespaces of its own (which would let it
+mount tmpfs outside the cap).
+
+One cap on writes: the sandbox's whole root is one tmpfs of `disk_bytes` (bwrap's `--size` on `/`),
+and every writable place is a folder of it: the work folder /sandbox (its working directory and
+$HOME), /tmp, /dev/shm, / itself. /dev holds only the devices Python needs, bound from the host.
+Memory that would escape that cap without being a file is refused by a seccomp filter: memfd_create
+and System V shared memory (shmget). Per process, `prlimit` caps CPU time, address space, file size,
+open files and (under root) processes. The server caps wall time and output, killing the sandbox
+(and, through its PID namespace, everything it started) when either is passed.
+
+Fairness: at most `concurrent_runs` programs run at once in one server process. A free slot goes to
+the waiting session that has used the sandbox least so far (ties: first come), so a session that
+keeps running long programs never delays another session's run by more than the programs already
+running: a newcomer's `print` waits for one slot, not for the queue.
 
 The process cap is per user id, so when the server runs as root each program runs under a user id of
 its own (from a range no account uses): a fork bomb then exhausts its own cap, not another
 session's. Run as another user, the server cannot switch ids, and the process cap is left off
 (a fork bomb is still confined to its namespace and stopped at the wall-time limit).
+docs/security.md has the threat model and the figures of the tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
+import heapq
 import itertools
 import os
+import platform
+import re
 import shutil
 import signal
+import struct
+import subprocess
+import time
 import weakref
 from dataclasses import dataclass
 
-__all__ = ["SandboxLimits", "SandboxResult", "run_python", "sandbox_available"]
+__all__ = ["SandboxAccount", "SandboxLimits", "SandboxResult", "run_python", "sandbox_available"]
 
 PYTHON = "/usr/bin/python3"
 # User ids from 2,000,000,000 belong to no account on a normal system (far above every distribution's
@@ -47,9 +69,10 @@ class SandboxLimits:
     cpu_seconds: int = 5
     memory_bytes: int = 512 << 20  # address space of each process
     processes: int = 4  # with the memory cap, bounds a program's memory to 2 GB
-    # Programs running at once in one server; more wait their turn (other sessions' searches do not).
+    open_files: int = 64  # per process; also bounds the kernel buffers of its pipes and sockets
+    # Programs running at once in one server; more wait their turn, least-used session first.
     concurrent_runs: int = max(2, os.cpu_count() or 2)
-    disk_bytes: int = 64 << 20  # the private tmpfs; also the largest file
+    disk_bytes: int = 64 << 20  # everything the program writes anywhere, together; also the largest file
     output_bytes: int = 1 << 20  # stdout and stderr together; past it the program is stopped
     shown_chars: int = 4000  # of the output, in the observation
     code_chars: int = 100_000
@@ -71,6 +94,16 @@ class SandboxResult:
         return f"<output>\n{text}</output>\n[{status}]"
 
 
+class SandboxAccount:
+    """One session's use of the sandbox: the seconds its programs held a slot. The fair queue serves
+    the least-used waiting session first."""
+
+    __slots__ = ("used_seconds", "__weakref__")
+
+    def __init__(self) -> None:
+        self.used_seconds = 0.0
+
+
 def sandbox_available() -> str | None:
     """None when the sandbox can run, else why not (for the agent and the operator)."""
     missing = [tool for tool in ("bwrap", "prlimit") if shutil.which(tool) is None]
@@ -78,45 +111,150 @@ def sandbox_available() -> str | None:
         return f"the Python tool is not available on this server ({' and '.join(missing)} not installed: apt-get install bubblewrap util-linux)"
     if not os.path.exists(PYTHON):
         return f"the Python tool is not available on this server ({PYTHON} not installed)"
+    version = _bwrap_version()
+    if version < (0, 8):
+        shown = ".".join(map(str, version)) or "unknown"
+        return f"the Python tool is not available on this server (bubblewrap {shown} is older than 0.8, which --disable-userns needs)"
     return None
 
 
-def _command(limits: SandboxLimits, with_nproc: bool) -> list[str]:
-    caps = [f"--cpu={limits.cpu_seconds}", f"--as={limits.memory_bytes}", f"--fsize={limits.disk_bytes}", "--core=0"]
+@functools.lru_cache(maxsize=1)
+def _bwrap_version() -> tuple[int, ...]:
+    try:
+        out = subprocess.run(["bwrap", "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    match = re.search(r"(\d+)\.(\d+)", out)
+    return tuple(int(part) for part in match.groups()) if match else ()
+
+
+# ----------------------------------------------------------------------------- the jail
+
+# The devices a Python program uses; bound one by one from the host (bwrap's --dev would add an
+# unsized tmpfs of its own, outside the cap).
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+
+
+def _command(limits: SandboxLimits, with_nproc: bool, seccomp_fd: int | None) -> list[str]:
+    caps = [
+        f"--cpu={limits.cpu_seconds}", f"--as={limits.memory_bytes}", f"--fsize={limits.disk_bytes}",
+        f"--nofile={limits.open_files}", "--core=0",
+    ]  # fmt: skip
     if with_nproc:
         caps.append(f"--nproc={limits.processes}")
+    devices = [arg for name in _DEVICES for arg in ("--dev-bind", f"/dev/{name}", f"/dev/{name}")]
     jail = [
-        "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+        shutil.which("bwrap") or "bwrap",
+        "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+        # The root first: every folder and file made below, and every write of the program, is in it.
+        "--size", str(limits.disk_bytes), "--tmpfs", "/",
         "--ro-bind", "/usr", "/usr",
+        # pip's system-wide installs (this server's own package, its data) are not the program's.
+        "--tmpfs", "/usr/local", "--remount-ro", "/usr/local",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
-        "--proc", "/proc", "--dev", "/dev",
-        "--size", str(limits.disk_bytes), "--tmpfs", "/sandbox", "--chdir", "/sandbox",
-        "--clearenv", "--setenv", "HOME", "/sandbox", "--setenv", "TMPDIR", "/sandbox", "--setenv", "PATH", "/usr/bin",
+        "--proc", "/proc",
+        "--dir", "/dev", *devices,
+        "--symlink", "/proc/self/fd", "/dev/fd", "--symlink", "/proc/self/fd/0", "/dev/stdin",
+        "--symlink", "/proc/self/fd/1", "/dev/stdout", "--symlink", "/proc/self/fd/2", "/dev/stderr",
+        "--dir", "/dev/shm", "--dir", "/tmp", "--dir", "/sandbox", "--chdir", "/sandbox",
+        "--clearenv", "--setenv", "HOME", "/sandbox", "--setenv", "TMPDIR", "/tmp", "--setenv", "PATH", "/usr/bin",
         "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONIOENCODING", "utf-8",
     ]  # fmt: skip
-    return ["prlimit", *caps, "--", *jail, PYTHON, "-I", "-"]
+    if seccomp_fd is not None:
+        jail += ["--seccomp", str(seccomp_fd)]
+    return [shutil.which("prlimit") or "prlimit", *caps, "--", *jail, PYTHON, "-I", "-"]
 
 
-async def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
-    """Run `code`; returns its output (stdout and stderr interleaved) and how it ended."""
+# System calls that make memory outside the tmpfs cap and outside the address-space limit: a memfd or
+# a System V segment keeps its pages after it is unmapped. Numbers per architecture (asm/unistd.h).
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_DENIED_SYSCALLS = {
+    "x86_64": {"memfd_create": 319, "memfd_secret": 447, "shmget": 29},
+    "aarch64": {"memfd_create": 279, "memfd_secret": 447, "shmget": 194},
+}
+_X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same calls under other numbers
+
+
+def seccomp_filter(machine: str | None = None) -> bytes | None:
+    """A classic-BPF seccomp program (bwrap's --seccomp) that fails the denied calls with EPERM and
+    every call of another ABI (32-bit, x32) with ENOSYS; None on an architecture not listed."""
+    machine = machine or platform.machine()
+    if machine not in _AUDIT_ARCH:
+        return None
+    load_word, jump_eq, jump_ge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, JGE|K, BPF_RET|K
+    allow, fail = 0x7FFF0000, 0x00050000  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | errno
+    denied = list(_DENIED_SYSCALLS[machine].values())
+    checks: list[tuple[int, int]] = [(jump_ge, _X32_SYSCALL_BIT)] if machine == "x86_64" else []
+    checks += [(jump_eq, number) for number in denied]
+    # Layout: load arch; arch check; load nr; checks...; allow; deny EPERM; deny ENOSYS.
+    n = len(checks)
+    program = [(load_word, 0, 0, 4), (jump_eq, 0, n + 3, _AUDIT_ARCH[machine]), (load_word, 0, 0, 0)]
+    for i, (code, value) in enumerate(checks):
+        to_eperm = n - i  # from instruction (3 + i): skip the remaining checks and the allow
+        to_enosys = to_eperm + 1
+        program.append((code, to_enosys if value == _X32_SYSCALL_BIT else to_eperm, 0, value))
+    program += [(ret, 0, 0, allow), (ret, 0, 0, fail | errno.EPERM), (ret, 0, 0, fail | errno.ENOSYS)]
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+
+
+# ----------------------------------------------------------------------------- the fair queue
+
+
+class _FairSlots:
+    """`count` slots; a freed slot goes straight to the waiter with the least `used_seconds`."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def acquire(self, account: SandboxAccount) -> None:
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (account.used_seconds, next(self._arrivals), granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release()  # the slot came with the cancellation: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, granted = heapq.heappop(self._waiting)
+            if not granted.done():  # a waiter that was cancelled is skipped
+                granted.set_result(None)
+                return
+        self.free += 1
+
+
+_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _FairSlots]]" = weakref.WeakKeyDictionary()
+
+
+def _run_slots(count: int) -> _FairSlots:
+    # One queue per event loop (its futures belong to it) and slot count.
+    return _slots.setdefault(asyncio.get_running_loop(), {}).setdefault(count, _FairSlots(count))
+
+
+async def run_python(code: str, limits: SandboxLimits = SandboxLimits(), account: SandboxAccount | None = None) -> SandboxResult:
+    """Run `code`; returns its output (stdout and stderr interleaved) and how it ended. `account` is
+    the session's (one per environment instance), for the fair queue."""
     unavailable = sandbox_available()
     if unavailable:
         return SandboxResult("", None, unavailable)
     if len(code) > limits.code_chars:
         return SandboxResult("", None, f"not run: the code is longer than {limits.code_chars} characters")
-    async with _run_slots(limits.concurrent_runs):
+    account = account or SandboxAccount()
+    slots = _run_slots(limits.concurrent_runs)
+    await slots.acquire(account)
+    started = time.monotonic()
+    try:
         return await _run(code, limits)
-
-
-_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
-
-
-def _run_slots(count: int) -> asyncio.Semaphore:
-    # One semaphore per event loop: a semaphore belongs to the loop it first waits on.
-    loop = asyncio.get_running_loop()
-    if loop not in _slots:
-        _slots[loop] = asyncio.Semaphore(count)
-    return _slots[loop]
+    finally:
+        account.used_seconds += time.monotonic() - started
+        slots.release()
 
 
 async def _run(code: str, limits: SandboxLimits) -> SandboxResult:
@@ -125,11 +263,21 @@ async def _run(code: str, limits: SandboxLimits) -> SandboxResult:
     if as_root:
         uid = _sandbox_uid()
         ids = {"user": uid, "group": uid, "extra_groups": []}
-    process = await asyncio.create_subprocess_exec(
-        *_command(limits, with_nproc=as_root),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True, **ids,
-    )  # fmt: skip
+    program = seccomp_filter()
+    read_end = None
+    if program is not None:
+        read_end, write_end = os.pipe()
+        os.write(write_end, program)  # a few hundred bytes: within any pipe's buffer
+        os.close(write_end)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *_command(limits, with_nproc=as_root, seccomp_fd=read_end),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True, env={}, pass_fds=() if read_end is None else (read_end,), **ids,
+        )  # fmt: skip
+    finally:
+        if read_end is not None:
+            os.close(read_end)
     assert process.stdin is not None and process.stdout is not None
     stopped = None
     chunks: list[bytes] = []

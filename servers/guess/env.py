@@ -1,7 +1,8 @@
 """Guess the hidden number. The complete example of a gymwire environment.
 
-Options (per session, in `open`'s options): `low` and `high` bound the number (default 1..100);
-`show_range: true` adds what is still possible to every hint ("Go higher: it is from 51 to 100").
+Options (per session, in `open`'s options): `low` and `high` bound the number (default 1..100;
+whole numbers of at most 12 digits); `show_range: true` adds what is still possible to every hint
+("Go higher: it is from 51 to 100"). Any other option, or a value of the wrong kind, is INVALID_TASK.
 Reward 1 on the correct guess; the turn limit comes from the session (default 7 = log2(100)).
 """
 
@@ -10,10 +11,30 @@ from __future__ import annotations
 import random
 import re
 
-from gymwire.sdk.environment import Environment, StepOutcome, Task
+from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
 _NUMBER = re.compile(r"-?\d+")
 _MAX_DIGITS = 12  # int() of a longer string is pointless here (and Python refuses past 4300 digits)
+
+
+_OPTIONS = ("low", "high", "show_range")
+_BOUND = 10**_MAX_DIGITS - 1  # a guess has at most _MAX_DIGITS digits
+
+
+def _options(options: dict[str, object]) -> tuple[int, int, bool]:
+    """low, high and show_range, or TaskError (INVALID_TASK) saying what is wrong."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise TaskError(f"unknown option(s) {unknown}; guess takes {list(_OPTIONS)}")
+    low, high, show_range = options.get("low", 1), options.get("high", 100), options.get("show_range", False)
+    for name, value in (("low", low), ("high", high)):
+        if type(value) is not int or not -_BOUND <= value <= _BOUND:
+            raise TaskError(f"option {name} must be a whole number from {-_BOUND} to {_BOUND}, got {str(value)[:40]!r}")
+    if low >= high:  # type: ignore[operator]
+        raise TaskError(f"option low={low} must be below high={high}")
+    if type(show_range) is not bool:
+        raise TaskError(f"option show_range must be true or false, got {str(show_range)[:40]!r}")
+    return low, high, show_range  # type: ignore[return-value]
 
 
 class GuessEnv(Environment):
@@ -26,17 +47,13 @@ class GuessEnv(Environment):
     inline = True  # a step is a comparison: cheaper than a thread hop
 
     def reset(self, task: Task) -> str:
-        self.low = int(task.options.get("low", 1))
-        self.high = int(task.options.get("high", 100))
-        if self.low >= self.high:
-            raise ValueError(f"option low={self.low} must be below high={self.high}")
+        self.low, self.high, self.show_range = _options(task.options)
         if task.split is not None:
             split, index = self.task_index(task)
             rng = random.Random(f"guess:{split}:{index}")
         else:
             rng = random.Random(task.seed)
         self.target = rng.randint(self.low, self.high)
-        self.show_range = bool(task.options.get("show_range", False))
         self.possible = (self.low, self.high)
         return f"I am thinking of a whole number from {self.low} to {self.high}. Guess it."
 

@@ -81,8 +81,13 @@ class JavaProcess:
         javaopts = [f"-Xmx{self.heap_mb}m", "-XX:+UseSerialGC", "-XX:MinHeapFreeRatio=10", "-XX:MaxHeapFreeRatio=30"]
         try:
             launch_gateway, JavaGateway, GatewayParameters, (jar, basepath) = _scienceworld()
-            port, self.process = launch_gateway(classpath=jar, cwd=basepath, die_on_exit=True, return_proc=True, javaopts=javaopts)
-            self.gateway = JavaGateway(gateway_parameters=GatewayParameters(port=port, auto_field=True), java_process=self.process)
+            # The gateway's loopback port runs any Java it is sent: a token keeps other local
+            # processes (a browser page's request, another user) from driving it.
+            port, token, self.process = launch_gateway(
+                classpath=jar, cwd=basepath, die_on_exit=True, return_proc=True, javaopts=javaopts, enable_auth=True
+            )
+            parameters = GatewayParameters(port=port, auto_field=True, auth_token=token)
+            self.gateway = JavaGateway(gateway_parameters=parameters, java_process=self.process)
         except Exception as exc:
             self.dead = f"could not start the Java process: {type(exc).__name__}: {exc}"
             log.error("sciworld: %s", self.dead)

@@ -34,6 +34,16 @@ class SleepyEnv(Environment):
     name = "sleepy"
     version = "1.0.0"
     description = "A test environment with a slow action and a crashing one."
+    # As long as a real environment's (its env_list is then larger than a welcome: answer-too-large runs).
+    instructions = (
+        f"Write any text and the environment repeats its first 40 characters. `{SLOW_ACTION}` takes {SLOW_MS} ms, "
+        f"`{CRASH_ACTION}` makes the environment raise (the session is then crashed) and `{FINISH_ACTION}` ends the "
+        "episode with reward 1. Nothing else ends an episode before its turn limit. The environment keeps no state "
+        "between turns, so any sequence of actions is valid, and every task of the test split plays the same. It "
+        "exists to unlock the conformance checks that need a request in progress (concurrency, cancel, deadlines, "
+        "max_inflight) and the one that needs a session crash; a conformance run against it should skip only the "
+        "checks of capabilities it lacks (images)."
+    )
     splits = {"test": 5}
     default_max_turns = 10
 
@@ -174,6 +184,6 @@ class JsonOnlyServer(GymServer):
     def _process_request(self, ws: Any, request: Any) -> Any:
         offered = [p.strip() for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
         if SUBPROTOCOL_JSON in offered:
-            return None
+            return super()._process_request(ws, request)  # its other rules (browser origins) still hold
         body = f"UNSUPPORTED_VERSION: this server speaks only {SUBPROTOCOL_JSON}\n".encode()
         return Response(400, "Bad Request", Headers([("Content-Type", "text/plain")]), body)

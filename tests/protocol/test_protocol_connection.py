@@ -287,6 +287,18 @@ def test_a_client_answers_pings_and_notes_a_drain():
     assert client.draining and isinstance(client.unmatched[-1], Notice)
 
 
+def test_at_goodbye_what_is_pending_fails_draining_at_once():
+    client = welcomed_client(["heartbeat"])
+    client.pending.update({4: "four", 5: "five"})
+    assert client.receive_frame(CODEC.encode(Notice(kind="goodbye")), 0.0) is None
+    assert client.said_goodbye
+    failed = client.unanswered_at_goodbye()
+    assert [(handle, error.code, error.request_id) for handle, error in failed] == [
+        ("four", ErrorCode.DRAINING, 4), ("five", ErrorCode.DRAINING, 5)
+    ]
+    assert client.pending == {} and not client.said_goodbye
+
+
 # ----------------------------------------------------------------------------- client sessions
 
 

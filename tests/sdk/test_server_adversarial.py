@@ -440,9 +440,10 @@ async def test_a_restarted_server_fails_the_lost_sessions_requests_with_a_typed_
         await first.stop(drain_timeout=0)
         second = await GymServer([CountingEnv], port=port).start()
         try:
+            # The stopping server answered the step it could not finish (GW-DRAIN-6).
             with pytest.raises(ProtocolError) as info:
                 await asyncio.wait_for(pending, 10)
-            assert info.value.code is ErrorCode.UNKNOWN_SESSION and info.value.session == session.id
+            assert info.value.code is ErrorCode.DRAINING and info.value.retryable
             with pytest.raises(ProtocolError) as again:
                 await asyncio.wait_for(session.step("after"), 5)
             assert again.value.code is ErrorCode.UNKNOWN_SESSION
@@ -462,9 +463,11 @@ async def test_an_exhausted_reconnect_budget_fails_every_request_quickly(make_se
         session = await client.open("counting", seed=901)
         pending = asyncio.ensure_future(session.step("sleep 0.3"))
         await asyncio.sleep(0.05)
-    # The server is gone for good: the in-flight step and every later request fail, none hangs.
-    with pytest.raises(Disconnected):
+    # The server is gone for good: the in-flight step (answered DRAINING as the server stopped,
+    # GW-DRAIN-6) and every later request fail, none hangs.
+    with pytest.raises(ProtocolError) as stopped:
         await asyncio.wait_for(pending, 5)
+    assert stopped.value.code is ErrorCode.DRAINING
     with pytest.raises(Disconnected):
         await asyncio.wait_for(session.step("later"), 5)
     with pytest.raises(Disconnected):
