@@ -121,6 +121,8 @@ class EgressProxy:
             await asyncio.gather(_pipe(reader, upstream), _pipe(upstream_reader, writer))
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
             pass
+        except asyncio.CancelledError:
+            pass  # close(): the handler's task is asyncio's own, which would log the cancellation
         finally:
             for w in (writer, upstream):
                 if w is not None:
