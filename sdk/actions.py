@@ -7,7 +7,7 @@ import re
 
 __all__ = ["ActionParseError", "action_line", "MAX_ACTION_CHARS"]
 
-MAX_ACTION_CHARS = 1000  # the action's line; no text environment's command comes near it
+MAX_ACTION_CHARS = 10_000  # the action's line: no command comes near it; a simulator given megabytes takes seconds
 
 _ACTION_LABEL = re.compile(r"\baction\s*:", re.IGNORECASE)
 _THOUGHT_LABEL = re.compile(r"^\s*thought\s*:", re.IGNORECASE)

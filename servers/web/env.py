@@ -83,6 +83,23 @@ async def _renderer_round_trip(page: Any) -> None:
         pass
 
 
+async def goto(page: Any, url: str, timeout_ms: float = NAVIGATION_TIMEOUT_MS) -> None:
+    """`page.goto`, except that leaving Chromium's error page (a refused site, say) is not taken for
+    a failure: Playwright then reports the navigation "interrupted by another navigation to
+    chrome-error://" most of the time (12 of 15 tries), although it completes."""
+    from playwright.async_api import Error as PlaywrightError
+
+    try:
+        await page.goto(url, wait_until="load", timeout=timeout_ms)
+    except PlaywrightError as exc:
+        if "interrupted by another navigation" not in str(exc):
+            raise
+        try:
+            await page.wait_for_url(lambda now: not now.startswith("chrome-error:"), wait_until="load", timeout=LOAD_TIMEOUT_MS)
+        except PlaywrightError:
+            raise exc from None
+
+
 class NavigationWatch:
     """Sees whether the main frame of a page started loading a new document, and when it got it."""
 
@@ -201,7 +218,7 @@ class BrowserEnv(Environment):
             for extra in pages[1:]:
                 await extra.close()
             self._page = pages[0]
-            await self._page.goto("about:blank", timeout=LOAD_TIMEOUT_MS)
+            await goto(self._page, "about:blank", LOAD_TIMEOUT_MS)
             await self._context.clear_cookies()
             cdp = await self._cdp(self._page)
             for origin in self._origins:
@@ -317,7 +334,7 @@ class BrowserEnv(Environment):
                 url = action.text if "://" in action.text else f"http://{action.text}"
                 if origin_of(url) not in self._origins:
                     raise ActionFailed(f"goto {shorten(url)}: only these sites can be visited: {', '.join(sorted(self._origins))}")
-                await page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
+                await goto(page, url)
             elif action.name == "go_back":
                 await page.go_back(wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
             elif action.name == "go_forward":

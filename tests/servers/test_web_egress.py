@@ -179,6 +179,7 @@ async def test_redirects_to_a_local_service_are_error_observations(world):
             # The session goes on: a page of the site loads as before.
             again = await session.step(f"goto [{world['site']}/links.html]")
             assert again.observation.data["url"] == f"{world['site']}/links.html" and "refused" not in again.observation.data
+            assert "not done" not in again.observation.text  # leaving Chromium's error page is no failure
             popup = await session.step(f"click [{named(again.observation, 'Redirected popup')}]")
             assert blocked in popup.observation.data["refused"] and len(popup.observation.data["tabs"]) == 2
             await session.step("tab_focus [0]")
