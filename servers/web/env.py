@@ -100,6 +100,13 @@ async def goto(page: Any, url: str, timeout_ms: float = NAVIGATION_TIMEOUT_MS) -
             raise exc from None
 
 
+async def _close_quietly(page: Any) -> None:
+    try:
+        await page.close()
+    except Exception:
+        pass  # its context, or the browser, went first
+
+
 class NavigationWatch:
     """Sees whether the main frame of a page started loading a new document, and when it got it."""
 
@@ -243,7 +250,7 @@ class BrowserEnv(Environment):
             return
         if len([p for p in self._context.pages if not p.is_closed()]) > self.max_tabs:
             # A page opened it (a link to a new tab, window.open): past the limit it goes at once.
-            asyncio.ensure_future(page.close())
+            asyncio.ensure_future(_close_quietly(page))
             self._tab_notes.append(f"A page tried to open another tab; this session already has {self.max_tabs} tabs, the most it may have, so it was closed.")
             return
         self._page = page  # a link that opens a tab moves the agent there, as in WebArena

@@ -90,6 +90,7 @@ def _miniwob_typing(observation: str) -> list[str]:
         "press [" + "a+" * 3000 + "]",
         "press [\x00]",
         "press [F13+Unidentified]",
+        *(f"press [{keys}]" for keys in ("Control+n", "Control+t", "Control+w", "Control+Shift+n", "Control+p", "Control+s", "Control+o", "F12", "Alt+F4", "Control+Shift+i", "Meta+q")),
         f"goto [{'http://127.0.0.1:1/' + 'p' * 9000}]",
         "stop [" + "9" * 5000 + "]",
     ]
