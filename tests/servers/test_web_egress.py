@@ -85,6 +85,7 @@ def _pages(secret: str, udp_port: int) -> dict[str, str]:
             navigator.sendBeacon('{secret}/beacon', 'x');
             const rtc = new RTCPeerConnection({{iceServers: [{{urls: 'stun:127.0.0.1:{udp_port}'}}]}});
             rtc.createDataChannel('x'); rtc.createOffer().then(o => rtc.setLocalDescription(o));
+            try {{ new WebTransport('https://127.0.0.1:{udp_port}/quic').ready.catch(() => 0); }} catch (e) {{}}
             </script>""",
         "/new-tabs.html": "<title>Tabs</title><a href='/' target='_blank'>Another tab</a> <button onclick=\"window.open('/')\">Open window</button>",
         "/big.html": "<title>Big</title><body><script>for (let i = 0; i < 6000; i++) { const b = document.createElement('button'); b.textContent = 'Button number ' + i; document.body.appendChild(b); }</script>",
@@ -192,7 +193,7 @@ async def test_redirects_to_a_local_service_are_error_observations(world):
     assert world["service"].connections == 0
 
 
-async def test_subresources_fetch_websockets_and_webrtc_reach_nothing_local(world):
+async def test_subresources_fetch_websockets_webrtc_and_quic_reach_nothing_local(world):
     port = _secret_port(world)
     async with GymClient(world["gym"]) as client:
         async with client.session("hostile", split="test", index=0) as session:
@@ -206,7 +207,7 @@ async def test_subresources_fetch_websockets_and_webrtc_reach_nothing_local(worl
             assert "ws-failed" in title and "fetch-failed" in title and "ws-open" not in title and SECRET not in later.observation.text
     assert world["service"].connections == 0
     with pytest.raises(BlockingIOError):
-        world["udp"].recvfrom(2048)  # no STUN packet came
+        world["udp"].recvfrom(2048)  # no STUN (WebRTC) or QUIC (WebTransport) packet came
 
 
 @pytest.mark.parametrize(
