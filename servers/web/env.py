@@ -202,9 +202,7 @@ class BrowserEnv(Environment):
             self._release()
         if self._context is not None and (storage_state is not None or origins != self._origins or not await self._recycled()):
             await self._close_context()
-        if self._browser is None:
-            self._pool = pool_for(self.sessions_per_browser)
-            self._browser = await self._pool.acquire()
+        await self._acquire_browser()
         if self._context is None:
             self._origins = origins
             self._proxy = await EgressProxy(origins).start()
@@ -213,6 +211,11 @@ class BrowserEnv(Environment):
             self._page = await self.new_page()
         self._tab_notes.clear()
         await self._page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
+
+    async def _acquire_browser(self) -> None:
+        if self._browser is None:
+            self._pool = pool_for(self.sessions_per_browser)
+            self._browser = await self._pool.acquire()
 
     async def _recycled(self) -> bool:
         """Clean the session's context for the next episode; False when that did not work out."""
@@ -288,6 +291,12 @@ class BrowserEnv(Environment):
     async def _guarded(self, coro: Any) -> Any:
         """Run browser work under the step time limit; tell a hung page from a hung browser. A tab
         whose renderer dies ends the wait at once (calls into a dead renderer may never return)."""
+        # Starting Chromium (and Playwright) is bounded by START_TIMEOUT_S, not by a step's limit.
+        try:
+            await self._acquire_browser()
+        except BaseException:
+            coro.close()
+            raise
         work = asyncio.ensure_future(coro)
         died = asyncio.ensure_future(self._renderer_died.wait())
         try:
