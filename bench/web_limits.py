@@ -22,18 +22,19 @@ from pathlib import Path
 
 from gymwire.protocol import ProtocolError
 from gymwire.sdk.client import GymClient
+from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.server import GymServer
 from gymwire.servers.web import MiniWoBEnv
 from gymwire.servers.web import browser as browser_module
+from gymwire.servers.web.env import MAX_TABS
 from gymwire.servers.web.miniwob import index_of
 from gymwire.servers.web.solvers import parse_tree
 
 TASK = {"split": "test", "index": index_of("enter-text", 0)}
 
 
-class AloneMiniWoB(MiniWoBEnv):
-    name = "miniwob-alone"
-    sessions_per_browser = 1  # the renderers killed are this session's only
+# One session per Chromium: the renderers killed are this session's only.
+ALONE = EnvSpec.of(MiniWoBEnv, sessions_per_browser=1, name="miniwob-alone")
 
 
 def renderers(browser_pid: int) -> list[int]:
@@ -48,7 +49,7 @@ def renderers(browser_pid: int) -> list[int]:
 
 
 async def main(repeats: int) -> None:
-    async with GymServer([MiniWoBEnv, AloneMiniWoB], port=0) as server, GymClient(server.url) as client:
+    async with GymServer([MiniWoBEnv, ALONE], port=0) as server, GymClient(server.url) as client:
         async with client.session("miniwob", max_turns=1000, **TASK) as session:
             box = next(n.id for n in parse_tree(session.observation.text) if n.role == "textbox")
             for length in (200, 10_000):
@@ -72,7 +73,7 @@ async def main(repeats: int) -> None:
             print(f"scroll step: median {statistics.median(scrolls) * 1000:.0f} ms; reset: median {statistics.median(resets) * 1000:.0f} ms")
             for _ in range(40):
                 result = await session.step("new_tab")
-            print(f"40 new_tab actions: {len(result.observation.data['tabs'])} tabs open (max_tabs {MiniWoBEnv.max_tabs})")
+            print(f"40 new_tab actions: {len(result.observation.data['tabs'])} tabs open (max_tabs {MAX_TABS})")
         noticed = []
         for _ in range(repeats):
             session = await client.open("miniwob-alone", **TASK)

@@ -20,6 +20,7 @@ import pytest
 from adversarial_actions import generated
 from gymwire.protocol import Limits, ProtocolError
 from gymwire.sdk.client import GymClient
+from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.server import GymServer
 from gymwire.servers.web.solvers import parse_tree
 
@@ -30,7 +31,7 @@ STEP_BOUND_S = 20.0  # far below the 30 s a stalled step used to take, generous 
 
 @dataclass
 class Case:
-    env: Callable[[], Any]  # the environment class (built lazily: some need their extra)
+    env: Callable[[], Any]  # the environment class or spec (built lazily: some need their extra)
     verbs: list[str]
     ordinary: str  # an action that must keep working
     count: int
@@ -67,7 +68,7 @@ def _deepsearch():
 def _sciworld():
     from gymwire.servers.sciworld import SciWorldEnv
 
-    return SciWorldEnv.with_pool(jvms=1)
+    return EnvSpec.of(SciWorldEnv, jvms=1)
 
 
 def _miniwob():
@@ -157,7 +158,7 @@ async def test_every_action_is_an_observation(name):
                 assert result is not None
     finally:
         if name == "sciworld":
-            env.pool().shutdown()
+            env.make().pool.shutdown()
 
 
 def test_deepsearch_tags_are_found_as_the_regex_finds_them():

@@ -23,10 +23,11 @@ import pytest
 
 from gymwire.protocol import ErrorCode, ProtocolError
 from gymwire.sdk.client import GymClient
+from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.environment import Observation, StepOutcome, Task
 from gymwire.sdk.server import GymServer
 from gymwire.servers.web import browser as browser_module
-from gymwire.servers.web.env import BrowserEnv
+from gymwire.servers.web.env import MAX_OBSERVATION_CHARS, MAX_TABS, SESSIONS_PER_BROWSER, BrowserEnv
 from gymwire.servers.web.solvers import parse_tree
 
 SECRET = "SECRET-7f3a9c"
@@ -117,7 +118,10 @@ class HostileSiteEnv(BrowserEnv):
     name = "hostile"
     splits = {"test": 1}
     default_max_turns = 200
-    site = ""
+
+    def __init__(self, site: str, sessions_per_browser: int = SESSIONS_PER_BROWSER) -> None:
+        super().__init__(sessions_per_browser)
+        self.site = site
 
     async def reset(self, task: Task) -> Observation:
         self._read_options(task)
@@ -134,11 +138,6 @@ class HostileSiteEnv(BrowserEnv):
         return StepOutcome(await self._observe(note), info={"valid": done is not None})
 
 
-class OneSessionPerBrowser(HostileSiteEnv):
-    name = "hostile-alone"
-    sessions_per_browser = 1
-
-
 @pytest.fixture(scope="module")
 def world():
     secret_service = _SecretService()
@@ -150,7 +149,8 @@ def world():
     site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _site_handler(_pages(secret, udp.getsockname()[1]), secret))
     threading.Thread(target=site.serve_forever, daemon=True).start()
     site_url = f"http://127.0.0.1:{site.server_address[1]}"
-    envs = [type(cls.__name__, (cls,), {"site": site_url}) for cls in (HostileSiteEnv, OneSessionPerBrowser)]
+    # hostile-alone: one session per Chromium, so that the renderers killed are that session's only.
+    envs = [EnvSpec.of(HostileSiteEnv, site=site_url), EnvSpec.of(HostileSiteEnv, site=site_url, sessions_per_browser=1, name="hostile-alone")]
     with GymServer(envs, port=0).run_in_thread() as gym_url:
         yield {"gym": gym_url, "site": site_url, "secret": secret, "service": secret_service, "udp": udp}
     for server in (site, secret_service):
@@ -238,7 +238,7 @@ async def test_goto_outside_the_site_is_refused(world, url):
 
 
 async def test_the_tab_limit_holds(world):
-    cap = HostileSiteEnv.max_tabs
+    cap = MAX_TABS
     async with GymClient(world["gym"]) as client:
         async with client.session("hostile", split="test", index=0) as session:
             for _ in range(40):
@@ -265,7 +265,7 @@ async def test_observations_are_capped_with_a_note(world):
     async with GymClient(world["gym"]) as client:
         async with client.session("hostile", split="test", index=0) as session:
             big = await session.step(f"goto [{world['site']}/big.html]")
-            assert len(big.observation.text) <= HostileSiteEnv.max_observation_chars
+            assert len(big.observation.text) <= MAX_OBSERVATION_CHARS
             assert "Button number 0" in big.observation.text and "Button number 5999" not in big.observation.text
             assert "The page is too long to show whole" in big.observation.text.splitlines()[-1]
             # An id shown is still usable.
