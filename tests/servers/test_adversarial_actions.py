@@ -180,3 +180,20 @@ def test_deepsearch_tags_are_found_as_the_regex_finds_them():
         assert first_action(text) == (None if match is None else (match.group(1), match.group(2)))
 
     agrees()
+
+
+def test_webarena_scores_any_answer():
+    """WebArena's `stop [answer]` shares the browser code above (miniwob); its matchers get the
+    hostile answers here (a reply's answer is at most 10,000 characters, actions.py)."""
+    from gymwire.servers.web.actions import ActionError, parse_action
+    from gymwire.servers.web.webarena import contents_score, string_score, url_score
+
+    for reply in generated(["stop"], 300, seed=25):
+        try:
+            answer = parse_action(reply).text
+        except ActionError:
+            continue
+        for references in ({"exact_match": "$3"}, {"must_include": ["Monday", "Friday"]}, {"must_include": ["lamp"]}, {"fuzzy_match": "N/A"}):
+            assert 0.0 <= string_score(references, answer) <= 1.0
+        assert url_score("http://shop/item?sku=1 |OR| http://shop/x", answer) in (0.0, 1.0)
+        assert 0.0 <= contents_score({"must_include": ["a |OR| b"]}, answer) <= 1.0
