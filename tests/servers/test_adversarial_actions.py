@@ -197,3 +197,12 @@ def test_webarena_scores_any_answer():
             assert 0.0 <= string_score(references, answer) <= 1.0
         assert url_score("http://shop/item?sku=1 |OR| http://shop/x", answer) in (0.0, 1.0)
         assert 0.0 <= contents_score({"must_include": ["a |OR| b"]}, answer) <= 1.0
+
+
+def test_a_text_action_past_the_cap_is_refused_with_a_readable_note():
+    from gymwire.sdk.actions import MAX_ACTION_CHARS, ActionParseError, action_line
+
+    assert action_line("Thought: hm\nAction: " + "x" * MAX_ACTION_CHARS, "Usage.") == "x" * MAX_ACTION_CHARS
+    with pytest.raises(ActionParseError) as info:
+        action_line("Action: " + "x" * 60_000, "Usage.")
+    assert str(info.value) == f"Your action is 60,000 characters long; an action is at most {MAX_ACTION_CHARS:,}. Usage."
