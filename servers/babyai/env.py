@@ -68,6 +68,8 @@ _SYNONYMS = {
     "put down": "drop",
 }
 _OBJECT_VERBS = ("toggle and go through", "go through", "go to", "pick up")
+MAX_ACTION_CHARS = 1000  # the longest action is under 50 characters; normalizing megabytes would take seconds
+TOO_LONG = "(too long)"
 _OBJECT_REF = re.compile(r"^(toggle and go through|go through|go to|pick up) (\w+ \w+)(?: (\d+))?$")
 
 
@@ -85,6 +87,8 @@ def extract_action(text: str) -> str:
             break
     else:
         candidate = next((line for line in reversed(lines) if line), "")
+    if len(candidate) > MAX_ACTION_CHARS:
+        return TOO_LONG
     action = candidate.lower()
     action = re.sub(r"[\"'`*\[\]()<>]", " ", action)
     action = action.replace("pick-up", "pick up").replace("pickup", "pick up")
@@ -164,7 +168,8 @@ class BabyAIEnv(Environment):
         plan = self._valid.get(self._resolve(command))
         if plan is None:
             reason = self._why_invalid(command)
-            text = f"Invalid action \"{command or action.strip()[:80]}\": {reason}. Nothing changed.\n{self._view.describe()}\n{self._available()}"
+            shown = (command or action.strip())[:80]  # echoing a huge action back helps no one
+            text = f"Invalid action \"{shown}\": {reason}. Nothing changed.\n{self._view.describe()}\n{self._available()}"
             return StepOutcome(self._observation(text), info={"valid": False, "primitives": []})
         if command == CHECK_ACTIONS:
             text = f"{self._view.describe()}\n{self._available()}"
@@ -243,6 +248,8 @@ class BabyAIEnv(Environment):
     def _why_invalid(self, command: str) -> str:
         if not command:
             return "no action found; answer with one of the available actions"
+        if command == TOO_LONG:
+            return f"an action is at most {MAX_ACTION_CHARS} characters long"
         resolved = self._resolve(command)
         if resolved in self._why_not:
             return self._why_not[resolved]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -43,7 +42,7 @@ __all__ = ["DeepSearchEnv", "DataSet"]
 MAX_TOP_K = 20
 INLINE_SEARCH_MAX_PASSAGES = 1_000_000
 
-_ACTION = re.compile(r"<(search|answer|python)>(.*?)</\1>", re.DOTALL)
+_ACTION_KINDS = ("search", "answer", "python")
 _OPTIONS = {"top_k", "end_on_wrong_answer", "retriever"}
 
 INVALID_ACTION = (
@@ -102,6 +101,21 @@ def _split_sizes(data: DataSet) -> dict[str, int]:
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:
     return str(value) if value else None
+
+
+def first_action(text: str) -> tuple[str, str] | None:
+    """(kind, body) of the first `<kind>body</kind>` in the text, as the regex
+    `<(search|answer|python)>(.*?)</\\1>` finds it, in linear time: that regex rescans the rest of
+    the text from every unclosed tag (5000 `<search>` took 2 s)."""
+    best: tuple[int, str, str] | None = None
+    for kind in _ACTION_KINDS:
+        start = text.find(f"<{kind}>")
+        if start < 0 or (best is not None and start > best[0]):
+            continue
+        end = text.find(f"</{kind}>", start + len(kind) + 2)
+        if end >= 0:
+            best = (start, kind, text[start + len(kind) + 2 : end])
+    return None if best is None else (best[1], best[2])
 
 
 class DeepSearchEnv(Environment):
@@ -175,10 +189,10 @@ class DeepSearchEnv(Environment):
         )
 
     async def step(self, action: str) -> StepOutcome:
-        match = _ACTION.search(action)
-        if match is None:
+        found = first_action(action)
+        if found is None:
             return self._result(INVALID_ACTION)
-        kind, body = match.group(1), match.group(2).strip()
+        kind, body = found[0], found[1].strip()
         if kind == "search":
             self._counts["searches"] += 1
             if not body:

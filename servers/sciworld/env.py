@@ -152,8 +152,9 @@ class SciWorldEnv(Environment):
         if self._choices is None:
             return command
         choices, self._choices = self._choices, None
-        if command.isdigit() and int(command) < len(choices):
-            return command
+        # ASCII digits only ('²'.isdigit() holds, int() refuses it), and few of them (int() refuses past 4300).
+        if command.isascii() and command.isdigit() and len(command) <= 6 and int(command) < len(choices):
+            return str(int(command))
         if command in choices:
             return str(choices.index(command))
         self._choices = choices

@@ -76,9 +76,12 @@ def _counted(text: str, default: int | None, what: str) -> tuple[int | None, str
     match = _COUNTED.match(text.strip())
     if match is None or not match.group(2).strip(_WRAPPERS + " "):
         raise ActionParseError(f"I could not read {what} in {quote(text)}: write a number and an item, e.g. `2 oak planks`.")
-    count = int(match.group(1)) if match.group(1) is not None else default
+    digits = match.group(1)
+    # More digits than MAX_COUNT has is out of range anyway (and int() refuses past 4300 digits).
+    count = (int(digits) if len(digits) <= len(str(MAX_COUNT)) else MAX_COUNT + 1) if digits is not None else default
     if count is not None and not 1 <= count <= MAX_COUNT:
-        raise ActionParseError(f"{what.capitalize()} {quote(text)} has count {count}; counts go from 1 to {MAX_COUNT}.")
+        shown = count if digits is None or len(digits) <= 12 else f"{digits[:12]}... ({len(digits)} digits)"
+        raise ActionParseError(f"{what.capitalize()} {quote(text)} has count {shown}; counts go from 1 to {MAX_COUNT}.")
     return count, normalize_name(match.group(2))
 
 

@@ -20,6 +20,7 @@ UNNAMED_HIDDEN = frozenset(
      "LabelText", "Legend", "listitem", "group", "div", "LineBreak", "presentation", "Canvas"}
 )
 SKIPPED_ROLES = frozenset({"InlineTextBox", "LineBreak"})
+MAX_NAME_CHARS = 4000  # a node's name or value past this is cut: a page's one huge text must not fill the observation
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class AXTree:
 
 def _value(field: Any) -> Any:
     return field.get("value") if isinstance(field, dict) else None
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_NAME_CHARS else f"{text[:MAX_NAME_CHARS]}… ({len(text):,} characters)"
 
 
 def render(nodes: list[dict[str, Any]]) -> AXTree:
@@ -45,7 +50,7 @@ def render(nodes: list[dict[str, Any]]) -> AXTree:
         if node is None:
             return
         role = str(_value(node.get("role")) or "")
-        name = str(_value(node.get("name")) or "").strip()
+        name = _cut(str(_value(node.get("name")) or "").strip())
         backend_id = node.get("backendDOMNodeId")
         shown = (
             not node.get("ignored")
@@ -61,7 +66,7 @@ def render(nodes: list[dict[str, Any]]) -> AXTree:
             parts = [f"[{backend_id}] {role} {name!r}"]
             value = _value(node.get("value"))
             if value not in (None, ""):
-                parts.append(f"value: {value!r}")
+                parts.append(f"value: {_cut(value) if isinstance(value, str) else value!r}")
             for prop in node.get("properties", []):
                 shown_value = _value(prop.get("value"))
                 # Relations (labelledby, controls, ...) carry node lists, not values.

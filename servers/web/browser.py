@@ -6,8 +6,9 @@ $GYMWIRE_CHROMIUM) with a DevTools port on loopback and drives it through Playwr
 and start another. Sessions are packed onto browsers, `sessions_per_browser` each; when a browser
 dies only the sessions on it fail (`BrowserCrashed`), and the next session gets a new browser.
 
-Every context gets a route that lets requests reach only the task's origins: nothing a page asks
-for leaves the machine unless the task names that origin.
+Every context's connections go through its own `EgressProxy` (egress.py), which reaches only the
+task's origins. What does not travel as a connection is shut at launch: Chromium resolves no
+host name itself (the proxy resolves the listed ones), and WebRTC sends no UDP outside a proxy.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ OFFLINE_FLAGS = (
 CHROMIUM_FLAGS = (
     "--headless",
     *OFFLINE_FLAGS,
+    # Every name resolves to "not found" in Chromium (no DNS query leaves it); names travel to the
+    # contexts' SOCKS5 proxies, which sit on 127.0.0.1.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    # WebRTC would send STUN/TURN over UDP straight to any address a page names; through the proxy only.
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 )
@@ -99,21 +105,15 @@ class Browser:
         except Exception:
             return False
 
-    async def new_context(self, origins: Iterable[str], viewport: dict[str, int], storage_state: str | None = None) -> Any:
-        allowed = {origin_of(o) for o in origins}
-        context = await self.handle.new_context(
-            viewport=viewport, service_workers="block", accept_downloads=False, storage_state=storage_state
+    async def new_context(self, proxy_url: str, viewport: dict[str, int], storage_state: str | None = None) -> Any:
+        """A context whose every connection goes through `proxy_url` (an `EgressProxy`), loopback included."""
+        return await self.handle.new_context(
+            viewport=viewport,
+            service_workers="block",
+            accept_downloads=False,
+            storage_state=storage_state,
+            proxy={"server": proxy_url, "bypass": "<-loopback>"},
         )
-
-        async def only_task_origins(route: Any) -> None:
-            url = route.request.url
-            if url.startswith(("data:", "blob:", "about:")) or origin_of(url) in allowed:
-                await route.continue_()
-            else:
-                await route.abort("blockedbyclient")
-
-        await context.route("**/*", only_task_origins)
-        return context
 
     def kill(self) -> None:
         """Kill Chromium and its helper processes (they share its process group)."""

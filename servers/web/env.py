@@ -18,16 +18,24 @@ from pydantic import PositiveFloat, PositiveInt
 from gymwire.sdk.environment import Environment, Image, Observation, StepOutcome, Task, TaskError
 
 from . import axtree
-from .actions import USAGE, Action, ActionError, parse_action
+from .actions import USAGE, Action, ActionError, parse_action, shorten
 from .browser import Browser, BrowserCrashed, BrowserPool, origin_of, pool_for
+from .egress import EgressProxy
 
 VIEWPORT = {"width": 1280, "height": 720}
 SESSIONS_PER_BROWSER = 16
 STEP_TIMEOUT_S = 30.0
+MAX_TABS = 10
+MAX_OBSERVATION_CHARS = 100_000
 NAVIGATION_TIMEOUT_MS = 15_000  # a slow navigation is an observation; only a step past step_timeout_s is a crash
 LOAD_TIMEOUT_MS = 5000
 SETTLE_S = 0.05
 STABLE_TRIES = 20  # animation frames to wait for an element to stop moving before clicking it anyway
+KEY_BY_KEY_CHARS = 256  # longer text is inserted as one input event (a paste): key by key costs ~3 ms a character
+MAX_TITLE_CHARS = 200
+MAX_URL_CHARS = 2000
+MAX_IMAGE_BYTES = 1 << 20  # a screenshot PNG past this is sent as a JPEG
+JPEG_QUALITY = 80
 # The centre may lie under another element (overlapping widgets): then the first point of a grid
 # over the element that the element itself receives, as Playwright retries a covered click.
 _UNCOVERED_POINT = """function(centre) {
@@ -53,6 +61,10 @@ class ActionFailed(Exception):
     """A well-formed action that cannot be done on this page; the message is the observation."""
 
 
+class RendererCrashed(RuntimeError):
+    """A tab's renderer process died (crashed or was killed): the session cannot go on."""
+
+
 def key_combo(text: str) -> str:
     """`ctrl+a` -> `Control+a`: Playwright's key names, agents' spellings."""
     keys = [k.strip() for k in text.replace(" ", "").split("+") if k.strip()]
@@ -69,6 +81,30 @@ async def _renderer_round_trip(page: Any) -> None:
         await page.evaluate("() => new Promise(done => setTimeout(done, 0))")
     except PlaywrightError:
         pass
+
+
+async def goto(page: Any, url: str, timeout_ms: float = NAVIGATION_TIMEOUT_MS) -> None:
+    """`page.goto`, except that leaving Chromium's error page (a refused site, say) is not taken for
+    a failure: Playwright then reports the navigation "interrupted by another navigation to
+    chrome-error://" most of the time (12 of 15 tries), although it completes."""
+    from playwright.async_api import Error as PlaywrightError
+
+    try:
+        await page.goto(url, wait_until="load", timeout=timeout_ms)
+    except PlaywrightError as exc:
+        if "interrupted by another navigation" not in str(exc):
+            raise
+        try:
+            await page.wait_for_url(lambda now: not now.startswith("chrome-error:"), wait_until="load", timeout=LOAD_TIMEOUT_MS)
+        except PlaywrightError:
+            raise exc from None
+
+
+async def _close_quietly(page: Any) -> None:
+    try:
+        await page.close()
+    except Exception:
+        pass  # its context, or the browser, went first
 
 
 class NavigationWatch:
@@ -120,17 +156,28 @@ class BrowserEnv(Environment):
     requires: ClassVar[tuple[str, ...]] = ("playwright.async_api",)
     extra: ClassVar[str] = "web"
 
-    def __init__(self, sessions_per_browser: PositiveInt = SESSIONS_PER_BROWSER, step_timeout_s: PositiveFloat = STEP_TIMEOUT_S) -> None:
+    def __init__(
+        self, sessions_per_browser: PositiveInt = SESSIONS_PER_BROWSER, step_timeout_s: PositiveFloat = STEP_TIMEOUT_S,
+        max_tabs: PositiveInt = MAX_TABS, max_observation_chars: PositiveInt = MAX_OBSERVATION_CHARS,
+    ) -> None:
         """`sessions_per_browser`: sessions one Chromium hosts; `step_timeout_s`: a step (or reset)
-        still running then means a hung page or browser, and crashes the session."""
+        still running then means a hung page or browser, and crashes the session. `max_tabs`: a
+        session's tabs (new_tab, links to new tabs and window.open all count); `max_observation_chars`:
+        the observation's text, past which the tree is cut with a note."""
         self.sessions_per_browser = sessions_per_browser
         self.step_timeout_s = step_timeout_s
+        self.max_tabs = max_tabs
+        self.max_observation_chars = max_observation_chars
         self._pool: BrowserPool | None = None
         self._browser: Browser | None = None
         self._context: Any = None
         self._page: Any = None
         self._cdp_sessions: dict[Any, Any] = {}
+        self._proxy: EgressProxy | None = None
         self._origins: set[str] = set()
+        self._own_pages = 0  # pages the environment itself is opening: not counted against max_tabs
+        self._tab_notes: list[str] = []
+        self._renderer_died = asyncio.Event()
         self._tree = axtree.AXTree("", frozenset())
         self._images = False
         self.objective = ""
@@ -155,15 +202,20 @@ class BrowserEnv(Environment):
             self._release()
         if self._context is not None and (storage_state is not None or origins != self._origins or not await self._recycled()):
             await self._close_context()
+        await self._acquire_browser()
+        if self._context is None:
+            self._origins = origins
+            self._proxy = await EgressProxy(origins).start()
+            self._context = await self._browser.new_context(self._proxy.url, VIEWPORT, storage_state)
+            self._context.on("page", self._on_new_page)
+            self._page = await self.new_page()
+        self._tab_notes.clear()
+        await self._page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
+
+    async def _acquire_browser(self) -> None:
         if self._browser is None:
             self._pool = pool_for(self.sessions_per_browser)
             self._browser = await self._pool.acquire()
-        if self._context is None:
-            self._origins = origins
-            self._context = await self._browser.new_context(self._origins, VIEWPORT, storage_state)
-            self._context.on("page", self._on_new_page)
-            self._page = await self._context.new_page()
-        await self._page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
 
     async def _recycled(self) -> bool:
         """Clean the session's context for the next episode; False when that did not work out."""
@@ -176,7 +228,7 @@ class BrowserEnv(Environment):
             for extra in pages[1:]:
                 await extra.close()
             self._page = pages[0]
-            await self._page.goto("about:blank", timeout=LOAD_TIMEOUT_MS)
+            await goto(self._page, "about:blank", LOAD_TIMEOUT_MS)
             await self._context.clear_cookies()
             cdp = await self._cdp(self._page)
             for origin in self._origins:
@@ -185,17 +237,39 @@ class BrowserEnv(Environment):
         except PlaywrightError:
             return False
 
+    async def new_page(self) -> Any:
+        """A tab the environment opens itself (the first tab, a task's start URLs, a scoring
+        check): never refused by the tab limit."""
+        self._own_pages += 1
+        try:
+            return await self._context.new_page()
+        finally:
+            self._own_pages -= 1
+
     def _on_new_page(self, page: Any) -> None:
+        page.on("crash", lambda _: self._renderer_died.set())
+        if self._own_pages:
+            self._page = page
+            return
+        if len([p for p in self._context.pages if not p.is_closed()]) > self.max_tabs:
+            # A page opened it (a link to a new tab, window.open): past the limit it goes at once.
+            asyncio.ensure_future(_close_quietly(page))
+            self._tab_notes.append(f"A page tried to open another tab; this session already has {self.max_tabs} tabs, the most it may have, so it was closed.")
+            return
         self._page = page  # a link that opens a tab moves the agent there, as in WebArena
 
     async def _close_context(self) -> None:
         context, self._context, self._page = self._context, None, None
+        proxy, self._proxy = self._proxy, None
         self._cdp_sessions.clear()
+        self._renderer_died = asyncio.Event()
         if context is not None and self._browser is not None and self._browser.alive:
             try:
                 await asyncio.wait_for(context.close(), 10)
             except Exception:
                 pass  # a context of a dying browser goes with it
+        if proxy is not None:
+            await proxy.close()
 
     def _release(self) -> None:
         if self._browser is not None and self._pool is not None:
@@ -211,11 +285,30 @@ class BrowserEnv(Environment):
             raise RuntimeError("no episode: reset first")
         if not self._browser.alive:
             raise BrowserCrashed(f"Chromium (pid {self._browser.pid}) hosting this session died")
+        if self._renderer_died.is_set():
+            raise RendererCrashed("a tab's renderer process died (crashed or was killed); the session cannot go on")
 
     async def _guarded(self, coro: Any) -> Any:
-        """Run browser work under the step time limit; tell a hung page from a hung browser."""
+        """Run browser work under the step time limit; tell a hung page from a hung browser. A tab
+        whose renderer dies ends the wait at once (calls into a dead renderer may never return)."""
+        # Starting Chromium (and Playwright) is bounded by START_TIMEOUT_S, not by a step's limit.
         try:
-            return await asyncio.wait_for(coro, self.step_timeout_s)
+            await self._acquire_browser()
+        except BaseException:
+            coro.close()
+            raise
+        work = asyncio.ensure_future(coro)
+        died = asyncio.ensure_future(self._renderer_died.wait())
+        try:
+            done, _ = await asyncio.wait({work, died}, timeout=self.step_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if work in done:
+                return work.result()
+            if died in done:
+                work.cancel()
+                self._check_browser()
+                raise RendererCrashed("a tab's renderer process died (crashed or was killed); the session cannot go on")
+            work.cancel()
+            raise asyncio.TimeoutError
         except asyncio.TimeoutError:
             browser = self._browser
             if browser is None:
@@ -225,10 +318,16 @@ class BrowserEnv(Environment):
                 raise BrowserCrashed(f"Chromium (pid {browser.pid}) stopped answering and was killed") from None
             await self._close_context()
             raise RuntimeError(f"the page did not answer within {self.step_timeout_s:g} s") from None
+        except RendererCrashed:
+            raise
         except Exception as exc:
             if self._browser is not None and not self._browser.alive:
                 raise BrowserCrashed(f"Chromium (pid {self._browser.pid}) hosting this session died: {exc}") from exc
             raise
+        finally:
+            died.cancel()
+            if not work.done():
+                work.cancel()
 
     # -- acting -----------------------------------------------------------------------------------
 
@@ -250,14 +349,15 @@ class BrowserEnv(Environment):
             elif action.name == "goto":
                 url = action.text if "://" in action.text else f"http://{action.text}"
                 if origin_of(url) not in self._origins:
-                    raise ActionFailed(f"goto {url}: only these sites can be visited: {', '.join(sorted(self._origins))}")
-                await page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
+                    raise ActionFailed(f"goto {shorten(url)}: only these sites can be visited: {', '.join(sorted(self._origins))}")
+                await goto(page, url)
             elif action.name == "go_back":
                 await page.go_back(wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
             elif action.name == "go_forward":
                 await page.go_forward(wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
             elif action.name == "new_tab":
-                await self._context.new_page()  # becomes current through _on_new_page
+                self._check_tab_room("new_tab")
+                await self.new_page()  # becomes current through _on_new_page
             elif action.name == "tab_focus":
                 pages = self._context.pages
                 if not 0 <= (action.tab or 0) < len(pages):
@@ -268,7 +368,7 @@ class BrowserEnv(Environment):
                 await page.close()
                 self._page = None
                 if not self._context.pages:
-                    await self._context.new_page()
+                    await self.new_page()
             await asyncio.sleep(SETTLE_S)
             if watch is not None:
                 if not watch.started:
@@ -276,7 +376,7 @@ class BrowserEnv(Environment):
                 await watch.settled()
         except PlaywrightError as exc:
             self._check_browser()
-            raise ActionFailed(f"{action.name} failed: {str(exc).splitlines()[0]}") from exc
+            raise ActionFailed(f"{action.name} failed: {shorten(str(exc).splitlines()[0], 300)}") from exc
         finally:
             if watch is not None:
                 watch.stop()
@@ -285,6 +385,10 @@ class BrowserEnv(Environment):
                 await self._page.wait_for_load_state("load", timeout=LOAD_TIMEOUT_MS)
             except PlaywrightError:
                 pass  # still loading: the agent sees the page as it is
+
+    def _check_tab_room(self, action: str) -> None:
+        if len([p for p in self._context.pages if not p.is_closed()]) >= self.max_tabs:
+            raise ActionFailed(f"{action} would open a tab, and this session has {self.max_tabs} tabs, the most it may have; close_tab one first")
 
     def _current_page(self) -> Any:
         if self._page is None or self._page.is_closed():
@@ -320,6 +424,7 @@ class BrowserEnv(Environment):
             cdp, node, "function() { const a = (this.closest ? this : this.parentElement).closest('a[target]'); return !!a && a.target !== '_self'; }"
         )
         if opens_tab:
+            self._check_tab_room("this link")
             # A link to another tab: wait for the tab, so the observation shows it.
             async with self._context.expect_page(timeout=LOAD_TIMEOUT_MS) as new_page:
                 await page.mouse.click(x, y)
@@ -329,7 +434,10 @@ class BrowserEnv(Environment):
         if action.name == "type":
             await page.keyboard.press("Control+a")
             await page.keyboard.press("Backspace")
-            await page.keyboard.type(action.text)
+            if len(action.text) <= KEY_BY_KEY_CHARS:
+                await page.keyboard.type(action.text)
+            else:
+                await page.keyboard.insert_text(action.text)
             if action.press_enter:
                 await page.keyboard.press("Enter")
 
@@ -385,18 +493,50 @@ class BrowserEnv(Environment):
         nodes = (await cdp.send("Accessibility.getFullAXTree"))["nodes"]
         self._tree = axtree.render(nodes)
         pages = self._context.pages
-        titles = [await p.title() for p in pages]
+        titles = [shorten(await p.title(), MAX_TITLE_CHARS) for p in pages]
         current = pages.index(page)
+        url = shorten(page.url, MAX_URL_CHARS)
         tabs = " | ".join(f"Tab {i}{' (current)' if i == current else ''}: {t}" for i, t in enumerate(titles))
         head = [note] if note else []
-        text = "\n".join(head + [f"OBJECTIVE: {self.objective}", f"URL: {page.url}", f"TABS: {tabs}", "", self._tree.text])
-        payload = {"url": page.url, "tabs": titles, "current_tab": current, **(data or {})}
+        head += self._tab_notes
+        self._tab_notes = []
+        refused = self._proxy.take_refused() if self._proxy is not None else []
+        if refused:
+            head.append(
+                "The browser may reach only the task's sites; it refused connections to "
+                f"{', '.join(refused)} (a link, a redirect, or something the page loads)."
+            )
+        head += [f"OBJECTIVE: {self.objective}", f"URL: {url}", f"TABS: {tabs}", ""]
+        text = "\n".join(head)
+        text += self._tree_within(self.max_observation_chars - len(text))
+        payload = {"url": url, "tabs": titles, "current_tab": current, **(data or {})}
+        if refused:
+            payload["refused"] = refused
         images = None
         if self._images:
-            png = await page.screenshot(type="png")
-            images = [Image(mime="image/png", width=VIEWPORT["width"], height=VIEWPORT["height"], data=png)]
+            images = [await self._screenshot(page)]
         return Observation(text=text, data=payload, images=images)
 
+    def _tree_within(self, budget: int) -> str:
+        """The tree's text, cut at a line end when it would pass `budget` characters, with a note."""
+        tree = self._tree.text
+        if len(tree) <= budget:
+            return tree
+        budget = max(budget - 200, 0)  # room for the note
+        cut = tree.rfind("\n", 0, budget)
+        cut = cut if cut > budget // 2 else budget
+        hidden = tree.count("\n", cut) + 1
+        return (
+            f"{tree[:cut]}\n[The page is too long to show whole: the observation stops here, "
+            f"{len(tree) - cut:,} characters ({hidden:,} lines) later in the tree are not shown.]"
+        )
+
+    async def _screenshot(self, page: Any) -> Image:
+        png = await page.screenshot(type="png")
+        if len(png) <= MAX_IMAGE_BYTES:
+            return Image(mime="image/png", width=VIEWPORT["width"], height=VIEWPORT["height"], data=png)
+        jpeg = await page.screenshot(type="jpeg", quality=JPEG_QUALITY)
+        return Image(mime="image/jpeg", width=VIEWPORT["width"], height=VIEWPORT["height"], data=jpeg)
 
     async def _step_action(self, reply: str) -> tuple[Action | None, str]:
         """Parse and perform; (action done or None, note for the observation)."""
@@ -413,4 +553,4 @@ class BrowserEnv(Environment):
         return action, ""
 
 
-__all__ = ["BrowserEnv", "ActionFailed", "BrowserCrashed", "NAVIGATION_TIMEOUT_MS", "VIEWPORT", "key_combo"]
+__all__ = ["BrowserEnv", "ActionFailed", "BrowserCrashed", "RendererCrashed", "NAVIGATION_TIMEOUT_MS", "VIEWPORT", "key_combo"]

@@ -29,6 +29,7 @@ from typing import Any
 
 from gymwire.sdk.environment import Observation, StepOutcome, Task, TaskError
 
+from .actions import shorten
 from .browser import INSTALL_HINT
 from .env import BrowserEnv
 
@@ -188,7 +189,7 @@ class MiniWoBEnv(BrowserEnv):
             except Exception:
                 continue  # a page without MiniWoB, or one that is navigating
             if outcome is not None:
-                return float(outcome[0]), float(outcome[1]), outcome[2]
+                return float(outcome[0]), float(outcome[1]), shorten(str(outcome[2]), 200)
         return None
 
 

@@ -35,7 +35,8 @@ from pydantic import PositiveFloat, PositiveInt
 from gymwire.protocol import EnvInfo
 from gymwire.sdk.environment import Observation, StepOutcome, Task, TaskError
 
-from .env import NAVIGATION_TIMEOUT_MS, SESSIONS_PER_BROWSER, STEP_TIMEOUT_S, BrowserEnv
+from .actions import shorten
+from .env import MAX_OBSERVATION_CHARS, MAX_TABS, NAVIGATION_TIMEOUT_MS, SESSIONS_PER_BROWSER, STEP_TIMEOUT_S, BrowserEnv
 
 _PLACEHOLDER = re.compile(r"__[A-Z_]+__")
 _QUERY_TEXT = re.compile(r"""^func:get_query_text(_lowercase)?\(__page__,\s*["'](.+)["']\)$""")
@@ -210,10 +211,11 @@ class WebArenaEnv(BrowserEnv):
     def __init__(
         self, tasks: str | os.PathLike[str] | None = None, sites: dict[str, str] | str | None = None,
         sessions_per_browser: PositiveInt = SESSIONS_PER_BROWSER, step_timeout_s: PositiveFloat = STEP_TIMEOUT_S,
+        max_tabs: PositiveInt = MAX_TABS, max_observation_chars: PositiveInt = MAX_OBSERVATION_CHARS,
     ) -> None:
         """`tasks`: a WebArena task config file, or a folder of them; `sites`: placeholder -> base
         URL of your deployment (`{"SHOPPING": "http://host:7770"}`, or `SHOPPING=http://host:7770,...`)."""
-        super().__init__(sessions_per_browser, step_timeout_s)
+        super().__init__(sessions_per_browser, step_timeout_s, max_tabs, max_observation_chars)
         self.tasks = _tasks_of(tasks)
         self.splits = _split_sizes(self.tasks)
         self.sites = site_map(sites)
@@ -259,7 +261,7 @@ class WebArenaEnv(BrowserEnv):
         storage = self.task.storage_state if self.task.storage_state and os.path.exists(self.task.storage_state) else None
         await self._open(set(self.sites.values()), urls[0], storage_state=storage)
         for url in urls[1:]:
-            page = await self._context.new_page()
+            page = await self.new_page()
             await page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
         self._page = self._context.pages[0]
 
@@ -272,7 +274,7 @@ class WebArenaEnv(BrowserEnv):
         info = {"valid": done is not None}
         if done is not None and done.name == "stop":
             score = await self._evaluate(done.text)
-            observation = await self._observe(f"You stopped with the answer {done.text!r}. Score: {score:g}.", self._data)
+            observation = await self._observe(f"You stopped with the answer {shorten(done.text, 200)!r}. Score: {score:g}.", self._data)
             return StepOutcome(observation, reward=score, terminated=True, info={**info, "answer": done.text}, success=score == 1.0, score=score)
         return StepOutcome(await self._observe(note, self._data), info=info)
 
@@ -294,7 +296,7 @@ class WebArenaEnv(BrowserEnv):
         """The text a program_html check looks at: on the last page, or on its URL in a new tab."""
         url = str(target.get("url", "last"))
         last = self._current_page()
-        page = last if url == "last" else await self._context.new_page()
+        page = last if url == "last" else await self.new_page()
         locator = str(target.get("locator", "")).strip()
         query_text = _QUERY_TEXT.match(locator)
         try:
