@@ -14,6 +14,7 @@ from gymwire.protocol import Limits, ProtocolError
 
 from .client import GymClient
 from .env_spec import EnvSpec
+from .errors import port_number
 from .registry import builtin_envs, read_serve_file, resolve_env
 
 
@@ -229,11 +230,11 @@ def register(sub: Any) -> None:
     serve.add_argument("--config", metavar="FILE",
                        help="a serve file (TOML, or YAML named .yaml) listing environments: [[envs]] env=..., name=..., kwargs={...}")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--port", type=port_number, default=8765, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--token", help="require this bearer token in hello (or set GYMWIRE_TOKEN)")
     serve.add_argument("--isolation", choices=["thread", "process"], default="thread",
                        help="run sync environments in a thread pool, or one process per session")
-    serve.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this HTTP port")
+    serve.add_argument("--metrics-port", type=port_number, help="expose Prometheus metrics on this HTTP port")
     serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                        help="let web pages of this origin (e.g. https://lab.example:8443, or '*' for any) open "
                             "sessions; handshakes from browsers are refused otherwise (repeatable)")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar, Iterable, Mapping, Union
 
 from gymwire.protocol import EnvInfo, Image, Observation, TaskRef
+from .errors import UserError
 
 __all__ = ["Environment", "Task", "StepOutcome", "Observation", "Image", "TaskError", "ObservationLike", "MissingExtra"]
 
@@ -59,7 +60,7 @@ class StepOutcome:
     score: float | None = None
 
 
-class MissingExtra(ImportError):
+class MissingExtra(UserError, ImportError):
     """A module an optional feature needs is not installed; the message has the pip line to run."""
 
 

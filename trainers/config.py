@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from gymwire.sdk.errors import UserError
+
 from .horizon import Horizon, HorizonConfigError, horizon_from_config
 from .policy import POLICY_BACKENDS
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "parse_assignments"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The training configuration cannot be used; the message names the key and what is valid."""
 
 

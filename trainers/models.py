@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from gymwire.sdk.errors import UserError, port_number
+
 __all__ = [
     "KnownModel", "KNOWN_MODELS", "model_file", "load_gguf", "load_model", "prepare", "checkpoint_folder", "llama_server", "register",
 ]
@@ -53,7 +55,7 @@ KNOWN_MODELS = {
 }
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """A model cannot be found, verified or loaded; the message says what to do."""
 
 
@@ -230,7 +232,7 @@ def register(subparsers: Any) -> None:
     prep.set_defaults(handler=_prepare)
     serve = sub.add_parser("serve", help="serve a GGUF with llama.cpp's OpenAI-compatible server on 127.0.0.1")
     serve.add_argument("model", help="a known model name (smollm2) or a .gguf file")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=port_number, default=8080, help="port (default 8080; 0 picks a free one)")
     serve.add_argument("--n-ctx", type=int, default=8192, help="context length (default 8192)")
     serve.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's)")
     serve.set_defaults(handler=_serve)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import torch
 
 from gymwire.protocol import ErrorCode, ProtocolError
+from gymwire.sdk.errors import UserError
 
 from .advantages import compute_advantages, masked_whiten, place_rewards
 from .chat import ChatFormat
@@ -50,7 +51,7 @@ STATE_FILE = "trainer_state.pt"
 RUN_FILES = ("config.json", "metrics.jsonl", "tensorboard", "rollouts", "checkpoints")
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """A checkpoint cannot continue this run."""
 
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
+from gymwire.sdk.errors import UserError
+
 __all__ = ["EpisodeRow", "JsonlFile", "Run", "Catalog", "ViewError", "find_runs"]
 
 STEP_FILE = re.compile(r"step-(\d+)\.jsonl$")
@@ -59,7 +61,7 @@ def _episode_head(raw: bytes) -> tuple[dict[str, Any], int] | None:
     return head, raw.count(b'{"action": ', cut, end if end != -1 else len(raw))
 
 
-class ViewError(Exception):
+class ViewError(UserError):
     """A path that cannot be shown; the message says what to pass instead."""
 
 
