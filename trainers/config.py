@@ -271,6 +271,8 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("env.name is required: a built-in environment (e.g. guess) or the name served at env.server")
     if config.env.server != "builtin" and not config.env.server.startswith(("ws://", "wss://")):
         raise ConfigError(f"env.server must be 'builtin' or a ws:// or wss:// URL, got {config.env.server!r}")
+    if not config.model.path and config.model.tiny is not None:
+        config.model.path = str(Path(config.output_dir) / "model")  # each run builds its own
     if not config.model.path:
         raise ConfigError(
             "model.path is required: a local Hugging Face checkpoint, a known model (smollm2), a .gguf file, or where model.tiny builds one"

@@ -11,6 +11,7 @@ from RNGs whose states are checkpointed, so a resumed run repeats an uninterrupt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import shutil
@@ -158,8 +159,7 @@ class Trainer:
 
         model_path = Path(cfg.model.path)
         if cfg.model.tiny is not None:
-            if not (model_path / "config.json").exists():
-                self._build_tiny_model(model_path)
+            self._ensure_tiny_model(model_path)
         else:
             model_path = _checkpoint_folder(cfg.model.path)
         self.model, self.tokenizer = _load_model(resume_from or model_path, self.device)
@@ -222,13 +222,11 @@ class Trainer:
             )
         return None, previous
 
-    def _build_tiny_model(self, path: Path) -> None:
-        from .tiny import TinyModelSpec, build_tiny_model
+    def _ensure_tiny_model(self, path: Path) -> None:
+        """Build the tiny model at `path` unless this run's recipe is already there."""
+        from .tiny import TinyModelSpec, build_tiny_model, tiny_model_ready
 
         tiny = self.config.model.tiny
-        corpus = self.rollouts.run(
-            _env_corpus(self.rollouts.client, self.config, self.env_name, self.env_info, tiny.numbers, tiny.corpus_episodes)
-        )
         spec = TinyModelSpec(
             n_layer=tiny.n_layer,
             n_head=tiny.n_head,
@@ -238,7 +236,16 @@ class Trainer:
             init_std=tiny.init_std,
             seed=self.config.seed,
         )
-        build_tiny_model(path, corpus, spec)
+        env = self.config.env
+        recipe = {**dataclasses.asdict(spec), "corpus_episodes": tiny.corpus_episodes, "env": self.env_name,
+                  "options": env.options, "split": env.train_split}
+        inside_run = path.resolve().is_relative_to(self.output_dir.resolve())
+        if tiny_model_ready(path, recipe, replace=self.config.train.overwrite and inside_run):
+            return
+        corpus = self.rollouts.run(
+            _env_corpus(self.rollouts.client, self.config, self.env_name, self.env_info, tiny.numbers, tiny.corpus_episodes)
+        )
+        build_tiny_model(path, corpus, spec, recipe)
 
     def _learning_rates(self) -> list[float]:
         """Per optimizer group: the model's, then the value head's."""
