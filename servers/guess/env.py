@@ -45,6 +45,8 @@ class GuessEnv(Environment):
     splits = {"train": 10_000, "test": 100}
     default_max_turns = 7
     inline = True  # a step is a comparison: cheaper than a thread hop
+    known_options = {"low": "smallest number, default 1", "high": "largest number, default 100",
+                     "show_range": "hints say what is still possible, default false"}
 
     def reset(self, task: Task) -> str:
         self.low, self.high, self.show_range = _options(task.options)
