@@ -102,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure ends here as one line on stderr and a non-zero status."""
     args: argparse.Namespace | None = None
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv[1:]  # after the command's name: what a run records to be played again
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
