@@ -142,7 +142,10 @@ class Trainer:
                 raise ConfigError(f"env.name: {exc}") from None
             self.env_name = env_class.info().name
             url = self._stack.enter_context(GymServer([env_class], port=0).run_in_thread())
-        self.rollouts = self._stack.enter_context(RolloutClient(url, token=cfg.env.token))
+        try:
+            self.rollouts = self._stack.enter_context(RolloutClient(url, token=cfg.env.token))
+        except OSError as exc:
+            raise ConfigError(f"env.server {url}: cannot connect ({exc}); start it (gymwire serve ...) or set env.server: builtin") from None
         try:
             self.env_info = self.rollouts.run(self.rollouts.client.describe(self.env_name))
         except ProtocolError as exc:
@@ -156,6 +159,7 @@ class Trainer:
                     f"env: {cfg.env.name} has no split {split!r}; set env.train_split/test_split to one of "
                     f"{sorted(self.env_info.splits)}"
                 )
+        self.rollouts.run(_check_options(self.rollouts.client, self.env_name, cfg))
 
         model_path = Path(cfg.model.path)
         if cfg.model.tiny is not None:
@@ -539,6 +543,7 @@ class Trainer:
         settings = self._settings(self.horizon.max_turns, Sampling(cfg.train.eval_temperature))
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             episodes = self.rollouts.collect(self.policy, self.chat, specs, settings)
+        write_jsonl(episodes, self.output_dir / "rollouts" / f"eval-step-{self.step:06d}.jsonl")
         return _episode_stats(episodes)
 
     # ------------------------------------------------------------------ logging and checkpoints
@@ -725,12 +730,9 @@ def _due(step: int, every: int, last: int) -> bool:
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"model.device={name!r} but torch sees no CUDA GPU; use cpu or auto")
-    return device
+    from .devices import torch_device
+
+    return torch_device(name, "model.device")
 
 
 def _checkpoint_folder(spec: str) -> Path:
@@ -772,6 +774,17 @@ def _check_logits_are_the_lm_head(model: Any) -> None:
             f"model.path: {type(model).__name__} changes its logits after the LM head (e.g. soft-capping or scaling); "
             "the trainer computes log-probs from the LM head's output and cannot train it"
         )
+
+
+async def _check_options(client: Any, env: str, config: TrainConfig) -> None:
+    """Open one session with env.options before anything loads: a bad option is one line now, not
+    an error in every episode of every step."""
+    for split in dict.fromkeys((config.env.train_split, config.env.test_split)):
+        try:
+            async with client.session(env, split=split, index=0, options=config.env.options, max_turns=1):
+                pass
+        except ProtocolError as exc:
+            raise ConfigError(f"env.options {config.env.options}: {env} refuses them ({exc.code.name}: {exc.message})") from None
 
 
 async def _env_corpus(client: Any, config: TrainConfig, env: str, info: Any, numbers: int, episodes: int) -> list[str]:

@@ -421,8 +421,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
             else:
                 add("episodes", path, episode_paths=[path])
         elif not add_folder(path):
-            found = [add_folder(child) for child in sorted(p for p in path.iterdir() if p.is_dir())]
-            if not any(found):
+            if not _add_below(path, add_folder, SEARCH_DEPTH):
                 files = sorted(path.glob("*.jsonl"))
                 if not files:
                     raise ViewError(
@@ -435,6 +434,19 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
         if names.count(run.name) > 1:
             run.name = f"{run.path.parent.name}/{run.path.name}" if run.name == run.path.name else f"{run.name} ({run.path.name})"
     return runs
+
+
+# How deep `gymwire view runs/` looks for runs: eval writes runs/eval/<model>, one level below a run.
+SEARCH_DEPTH = 3
+
+
+def _add_below(folder: Path, add_folder: Callable[[Path], bool], depth: int) -> bool:
+    """Add the runs in the folders below `folder` (to `depth` levels); True when any was found."""
+    found = False
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if add_folder(child) or (depth > 1 and _add_below(child, add_folder, depth - 1)):
+            found = True
+    return found
 
 
 def _name(path: Path) -> str:
