@@ -107,8 +107,9 @@ def describe(exc: BaseException, command: str | None = None) -> tuple[str, int]:
         return f"syntax error in {where}: {exc.msg}; fix that file", 2
     if isinstance(exc, ProtocolError):
         if exc.code is ErrorCode.UNSUPPORTED_VERSION:
-            return f"{exc.message}; is the address a gymwire server?", 1
-        return f"the server answered {exc.code.name}: {exc.message}", 1
+            return f"{exc.message}; check the address (host and port of `gymwire serve`)", 1
+        remedy = _PROTOCOL_REMEDIES.get(exc.code.name, "see `gymwire spec` for what this error means")
+        return f"the server answered {exc.code.name}: {_one_line(exc.message)}; {remedy}", 1
     if isinstance(exc, OverflowError) and "port" in str(exc):
         return f"{exc}; give a port from 1 to 65535", 2
     if isinstance(exc, OSError):
@@ -120,6 +121,17 @@ def describe(exc: BaseException, command: str | None = None) -> tuple[str, int]:
         f"{DEBUG_ENV_VAR}=1 for the traceback and report it",
         70,  # EX_SOFTWARE
     )
+
+
+_PROTOCOL_REMEDIES = {
+    "UNKNOWN_ENV": "check the name: `gymwire envs URL` lists what the server offers",
+    "INVALID_TASK": "check the split, index and options: `gymwire envs URL` lists the splits",
+    "UNAUTHORIZED": "pass the server's token with --token (or set GYMWIRE_TOKEN)",
+    "CAPACITY": "the server is full: try again later or use another server",
+    "DRAINING": "the server is shutting down: use another server",
+    "TIMEOUT": "the environment was too slow: try again, or give it more time",
+    "ENV_CRASHED": "the environment failed: the server's log has the details",
+}
 
 
 def _os_error(exc: OSError) -> str:

@@ -26,7 +26,7 @@ from gymwire.sdk.errors import UserError
 
 from .horizon import Horizon, HorizonConfigError, horizon_from_config
 from .policy import POLICY_BACKENDS
-from .validation import Strict, validated
+from .validation import Strict, validated, yaml_problem
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "parse_assignments"]
 
@@ -197,9 +197,9 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist; check the path (e.g. examples/guess-tiny.yaml)") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML ({yaml_problem(exc)}); fix the file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (env, model, ...), got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():

@@ -376,7 +376,8 @@ def results_table(runs: Sequence[dict[str, Any]], paper: bool = False) -> str:
         for model, row in PAPER_RESULTS.items():
             if any(env in row for env in columns):
                 cells = [f"{row[env]:.2f}" if env in row else "–" for env in columns]
-                lines.append(f"| {model} (paper) | " + " | ".join(cells) + " |")
+                # Their test sets, not gymwire's: the table says so on every such row.
+                lines.append(f"| {model} (paper; its test sets, not these) | " + " | ".join(cells) + " |")
     sizes = ", ".join(
         f"{env} {run['envs'][env]['episodes']}/{run['envs'][env]['tasks']}" for run in runs[:1] for env in run["envs"]
     )

@@ -229,7 +229,7 @@ async def _check_targets(targets: list[Any], split: str, token: str | None) -> N
             client = clients[target.server]
             info = await client.describe(target.name)
             if split not in info.splits:
-                raise UsageError(f"{target.name} has no split {split!r}; it has {', '.join(sorted(info.splits))} (--split)")
+                raise UsageError(f"{target.name} has no split {split!r}; choose one of {', '.join(sorted(info.splits))} with --split")
             try:
                 async with client.session(target.name, split=split, index=0, options=target.options, max_turns=1):
                     pass
@@ -255,6 +255,9 @@ def _backend_info(args: argparse.Namespace, backend: str, sampling: Any) -> dict
 
     info: dict[str, Any] = {"backend": backend, "versions": describe_versions()}
     if backend == "openai":
+        from gymwire.sdk.environment import require_modules
+
+        require_modules(["openai"], "eval", "the openai backend")
         from .openai_policy import request_parameters
 
         info.update(endpoint=args.base_url, model_name=args.model, served_models=_served_models(args.base_url, args.api_key_env))
@@ -381,10 +384,10 @@ def _env_config(path: str | None) -> dict[str, Any]:
         return {}
     import yaml
 
-    from .validation import env_configs
+    from .validation import env_configs, yaml_problem
 
     try:
         data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as exc:
-        raise UsageError(f"--env-config {path} is not valid YAML: {exc}") from None
+        raise UsageError(f"--env-config {path} is not valid YAML ({yaml_problem(exc)}); fix the file") from None
     return env_configs(data, f"--env-config {path}")

@@ -27,14 +27,35 @@ def validated(model: type[M], data: Any, where: str, error: type[Exception] = Us
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise error(f"{where}: " + "; ".join(_problem(e) for e in exc.errors())) from None
+        raise error(f"{where}: " + "; ".join(_problem(model, e) for e in exc.errors())) from None
 
 
-def _problem(error: Any) -> str:
+def yaml_problem(exc: Exception) -> str:
+    """A YAML error on one line: where and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at `loc` takes."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        inner = getattr(field, "annotation", None) if field else None
+        candidates = [inner, *getattr(inner, "__args__", ())]
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not found:
+            return []
+        model = found[0]
+    return sorted(model.model_fields)
+
+
+def _problem(model: type[BaseModel], error: Any) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = error["msg"]
     if error["type"] == "extra_forbidden":
-        message = "unknown key"
+        valid = _valid_keys(model, tuple(error["loc"][:-1]))
+        message = "unknown key" + (f"; use one of {', '.join(valid)}" if valid else "")
     given = error.get("input")
     shown = "" if error["type"] in ("extra_forbidden", "missing") or isinstance(given, dict) else f" (got {given!r})"
     return f"{key}: {message}{shown}"

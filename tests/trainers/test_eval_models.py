@@ -31,7 +31,7 @@ def test_openai_backend_against_llama_cpp_server(gguf, tmp_path, capsys):
     lines = printed.splitlines()
     assert lines[0] == "| model | guess | TextCraft |"
     assert lines[2].startswith("| SmolLM2-135M-Instruct | ")
-    assert "| GPT-4o (paper) | – | 83.00 |" in printed
+    assert "| GPT-4o (paper; its test sets, not these) | – | 83.00 |" in printed
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["backend"] == "openai" and set(results["envs"]) == {"guess", "textcraft"}
     for env in ("guess", "textcraft"):
