@@ -41,7 +41,7 @@ def ask(base_url: str, index: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(setting: str, requests: int, concurrent: int, ubatch: int | None) -> float:
+def measure(setting: str, requests: int, at_once: int, ubatch: int | None) -> float:
     port = _free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file("smollm2")), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", "2048"] + (["--n_ubatch", str(ubatch)] if ubatch else [])
@@ -59,7 +59,7 @@ def measure(setting: str, requests: int, concurrent: int, ubatch: int | None) ->
                 time.sleep(0.5)
         ask(base_url, -1)  # warm-up
         started = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(concurrent) as pool:
+        with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
             list(pool.map(lambda i: ask(base_url, i), range(requests)))
         return time.perf_counter() - started
     finally:
