@@ -112,7 +112,7 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("version --verbose", ("unrecognized", "--verbose")),
     ("spec extra", ("unrecognized",)),
     # serve
-    ("serve", ("required", "env")),
+    ("serve", ("environment",)),
     ("serve guess --port 99999", ("port 99999", "65535")),
     ("serve guess --port -5", ("port -5", "65535")),
     ("serve guess --port eighty", ("'eighty'", "port")),

@@ -117,7 +117,8 @@ def recorded_command(folder: str | Path) -> list[str]:
     command = record.get("command")
     if not isinstance(command, list) or not command:
         raise UsageError(f"{path} records no command (written by an older gymwire); run the eval again by hand")
-    return [str(word) for word in command]
+    words = [str(word) for word in command]
+    return words[1:] if words[0] == "eval" else words
 
 
 def command_line(argv: Sequence[str]) -> list[str]:
