@@ -193,10 +193,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-# llama.cpp's threads for generation and for prompt batches. One of each: on a 2-core machine
-# shared with the gym server and the client, llama.cpp's defaults (half the cores, all the cores
-# for batches) stalled a run 5x (docs/eval.md has the measurement).
-DEFAULT_THREADS = 1
+# llama.cpp's threads, the same number for generation and for prompt batches: one per CPU (at most
+# 8). llama-cpp-python's defaults (half the CPUs for generation, all for batches) were 3x slower on
+# this 2-core machine, one thread of each 3-4x slower (bench/llama_threads.py; docs/eval.md).
+DEFAULT_THREADS = min(8, len(os.sched_getaffinity(0)))
 
 
 def served_name(gguf: Path) -> str:
@@ -286,7 +286,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--n-ctx", type=int, default=8192, help="context length (default 8192)")
     serve.add_argument("--ubatch", type=int, help="llama.cpp's physical batch size (default its own, 512; 1 where its batched kernels crash)")
     serve.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                       help=f"CPU threads for generation and for prompt batches (default {DEFAULT_THREADS}: fastest on a busy 2-core machine)")
+                       help=f"CPU threads for generation and for prompt batches alike (default: one per CPU, here {DEFAULT_THREADS})")
     serve.set_defaults(handler=_serve)
 
 
