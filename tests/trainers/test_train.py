@@ -206,6 +206,7 @@ def test_train_command_runs_from_a_yaml_config(tmp_path, capsys):
         assert key in record
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert latest_checkpoint(tmp_path / "run") is not None
+    assert list((tmp_path / "run" / "rollouts").glob("eval-step-*.jsonl"))  # the evaluation's episodes too
 
 
 def test_bad_configs_are_refused_with_the_key_named(tmp_path):

@@ -390,7 +390,9 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     """Runs under the given paths: a run directory, an eval output, a folder of those, or a JSONL file."""
     runs: list[Run] = []
 
-    def add(kind: str, path: Path, **kwargs: Any) -> Run:
+    def add(kind: str, path: Path, **kwargs: Any) -> Run | None:
+        if any(run.path == path for run in runs):
+            return None  # given twice (itself, and inside a folder given)
         run = Run(len(runs), _name(path), path, kind, **kwargs)
         runs.append(run)
         return run
@@ -398,13 +400,13 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     def add_folder(folder: Path) -> bool:
         if _is_eval_output(folder):
             run = add("eval", folder, episode_glob=(folder / "episodes", "*.jsonl"), results_path=folder / "results.json")
-            if (folder / "run.json").exists():
+            if run is not None and (folder / "run.json").exists():
                 _load_config(run, folder / "run.json")
                 if isinstance(run.config, dict) and isinstance(run.config.get("model"), str):
                     run.name = run.config["model"]
         elif _is_train_run(folder):
             run = add("train", folder, metrics_path=folder / "metrics.jsonl", episode_glob=(folder / "rollouts", "*.jsonl"))
-            if (folder / "config.json").exists():
+            if run is not None and (folder / "config.json").exists():
                 _load_config(run, folder / "config.json")
         else:
             return False
