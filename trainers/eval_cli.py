@@ -81,7 +81,10 @@ def _eval(args: argparse.Namespace) -> int:
         args = _PARSER.parse_args([*recorded, "--output", output, *(["--no-progress"] if args.no_progress else [])])
         args.argv = recorded
         print(f"gymwire eval {shlex.join(recorded)} --output {output}", file=sys.stderr)
-    others = [load_results(folder) for folder in args.compare]
+    try:
+        others = [load_results(folder) for folder in args.compare]
+    except FileNotFoundError as exc:
+        raise UsageError(f"{exc}; give folders written by gymwire eval to --compare") from None
     if args.model is None:
         if not others:
             raise UsageError("give MODEL and ENVs to evaluate, or --compare DIR... to show earlier runs")
