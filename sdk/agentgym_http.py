@@ -33,6 +33,7 @@ from gymwire.protocol import origin_refusal
 from .agentgym_api import DIALECTS, Dialect
 from .environment import Environment, Task, TaskError, as_observation
 from .env_spec import EnvSpec
+from .errors import port_number
 from .runners import EnvCrashed, EnvRunner, runner_for
 
 __all__ = ["AgentGymFacade", "register"]
@@ -383,7 +384,7 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("envs", nargs="+", metavar="ENV[=DIALECT]")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=36001, help="port (default 36001; 0 picks a free one)")
+    parser.add_argument("--port", type=port_number, default=36001, help="port (default 36001; 0 picks a free one)")
     parser.add_argument("--split", help="the split task indices refer to (default: each environment's first)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="session option for every reset (repeatable), e.g. profile=agentgym")

@@ -172,7 +172,15 @@ class GymClient:
             )
         except websockets.InvalidStatus as exc:
             body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
+            if "gymwire" not in body.lower():  # a gymwire server's refusal names what it speaks
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED_VERSION,
+                    f"{self.url} is not a gymwire server: it answered the WebSocket upgrade with HTTP "
+                    f"{exc.response.status_code} {body[:80]!r}",
+                ) from None
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"server refused the upgrade: {body}") from None
+        except websockets.InvalidHandshake as exc:
+            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"{self.url} is not a gymwire server ({exc})") from None
         await ws.send(self.protocol.hello())
         try:
             self.protocol.welcomed(await asyncio.wait_for(ws.recv(), self.open_timeout), time.monotonic())

@@ -14,6 +14,7 @@ from gymwire.protocol import Limits, ProtocolError
 
 from .client import GymClient
 from .env_spec import EnvSpec
+from .errors import SetupError, port_number
 from .registry import builtin_envs, read_serve_file, resolve_env
 
 
@@ -122,11 +123,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 def server_url(text: str) -> str:
     """`ws://host:port` or `wss://...` as given; a bare `host:port` gets `ws://`. Else ValueError."""
-    if "://" not in text:
-        return f"ws://{text}"
-    if text.startswith(("ws://", "wss://")):
-        return text
-    raise ValueError(f"{text!r} is not a server address: give ws://host:port, wss://host:port or host:port")
+    from urllib.parse import urlsplit
+
+    url = text if "://" in text else f"ws://{text}"
+    if not url.startswith(("ws://", "wss://")):
+        raise ValueError(f"{text!r} is not a server address: give ws://host:port, wss://host:port or host:port")
+    try:
+        urlsplit(url).port
+    except ValueError:
+        raise ValueError(f"{text!r}: the port is not a number from 1 to 65535; give ws://host:port") from None
+    return url
 
 
 def _client_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,11 +167,10 @@ def _run_client_command(args: argparse.Namespace, command: Any) -> int:
         return 2
     try:
         return asyncio.run(command(args))
-    except ProtocolError as exc:
-        print(f"gymwire: server answered {exc.code.name}: {exc.message}", file=sys.stderr)
+    except ProtocolError:
+        raise  # gymwire's main says it in one line, with what to do
     except OSError as exc:
-        print(f"gymwire: cannot reach the server: {exc}; is `gymwire serve` running there?", file=sys.stderr)
-    return 1
+        raise SetupError(f"cannot reach the server at {args.url}: {exc}; is `gymwire serve` running there?") from None
 
 
 async def _play_async(args: argparse.Namespace) -> int:
@@ -229,11 +234,11 @@ def register(sub: Any) -> None:
     serve.add_argument("--config", metavar="FILE",
                        help="a serve file (TOML, or YAML named .yaml) listing environments: [[envs]] env=..., name=..., kwargs={...}")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--port", type=port_number, default=8765, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--token", help="require this bearer token in hello (or set GYMWIRE_TOKEN)")
     serve.add_argument("--isolation", choices=["thread", "process"], default="thread",
                        help="run sync environments in a thread pool, or one process per session")
-    serve.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this HTTP port")
+    serve.add_argument("--metrics-port", type=port_number, help="expose Prometheus metrics on this HTTP port")
     serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                        help="let web pages of this origin (e.g. https://lab.example:8443, or '*' for any) open "
                             "sessions; handshakes from browsers are refused otherwise (repeatable)")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar, Iterable, Mapping, Union
 
 from gymwire.protocol import EnvInfo, Image, Observation, TaskRef
+from .errors import UserError
 
 __all__ = ["Environment", "Task", "StepOutcome", "Observation", "Image", "TaskError", "ObservationLike", "MissingExtra"]
 
@@ -59,7 +60,7 @@ class StepOutcome:
     score: float | None = None
 
 
-class MissingExtra(ImportError):
+class MissingExtra(UserError, ImportError):
     """A module an optional feature needs is not installed; the message has the pip line to run."""
 
 
@@ -122,6 +123,10 @@ class Environment:
     # extra that installs them: a server refuses to start without them, naming the pip line.
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
+    # The session options the environment understands (name -> what it does). A server refuses an
+    # open with any other option (INVALID_TASK, naming these): a typo must not be silently ignored.
+    # None: not declared, every option reaches `reset` (environments written before this existed).
+    known_options: ClassVar[dict[str, str] | None] = None
 
     def reset(self, task: Task) -> ObservationLike | Awaitable[ObservationLike]:
         """Start an episode of `task`; return the first observation."""
@@ -167,6 +172,16 @@ class Environment:
         if not cls.name:
             raise ValueError(f"{cls.__module__}.{cls.__qualname__} must set the class attribute `name` (e.g. name = \"mygame\")")
         call_with_config(cls.check_requirements, config)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raise TaskError when `options` holds one that `known_options` does not list."""
+        if cls.known_options is None:
+            return
+        unknown = sorted(set(options) - set(cls.known_options))
+        if unknown:
+            takes = ", ".join(f"{name} ({what})" for name, what in sorted(cls.known_options.items())) or "no options"
+            raise TaskError(f"unknown option(s) {', '.join(map(repr, unknown))}; {cls.name} takes {takes}")
 
     @classmethod
     def is_async(cls) -> bool:

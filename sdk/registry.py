@@ -107,10 +107,12 @@ def _load(reference: str) -> type[Environment]:
     try:
         cls = load_env_class(import_path)
     except ImportError as exc:
-        extra = f" (pip install 'gymwire[{reference}]')" if reference in builtins else ""
-        raise ValueError(f"cannot import environment {reference!r} from {path}: {exc}{extra}") from exc
+        remedy = f"pip install 'gymwire[{reference}]'" if reference in builtins else (
+            "check the import path (module:Class, or path/to/file.py:Class) and that the module is installed"
+        )
+        raise ValueError(f"cannot import environment {reference!r} from {path}: {exc}; {remedy}") from exc
     except AttributeError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise ValueError(f"{path}: {exc}; check the class name after the colon") from exc
     module = sys.modules[import_path.partition(":")[0]]
     if path != import_path and Path(module.__file__ or "").resolve() != Path(path.partition(":")[0]).resolve():
         raise ValueError(f"{path}: a module named {module.__name__!r} is already importable from {module.__file__}; rename the file")

@@ -45,12 +45,9 @@ def _fail(message: Any, code: int = 2) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config, parse_assignments
+    from .config import load_config, parse_assignments
 
-    try:
-        overrides = parse_assignments(args.set)
-    except ConfigError as exc:
-        return _fail(exc)
+    overrides = parse_assignments(args.set)
     for key, value in (
         ("train.steps", args.steps),
         ("output_dir", args.output_dir),
@@ -65,12 +62,9 @@ def _train(args: argparse.Namespace) -> int:
         overrides["train.overwrite"] = True
     if args.no_progress:
         overrides["train.progress"] = False
-    try:
-        config = load_config(args.config, overrides)
-    except ConfigError as exc:
-        return _fail(exc)
+    config = load_config(args.config, overrides)  # the whole config, checked before anything loads
 
-    from .trainer import ResumeError, Trainer, TrainingStopped
+    from .trainer import Trainer, TrainingStopped
 
     try:
         with Trainer(config) as trainer:
@@ -83,8 +77,6 @@ def _train(args: argparse.Namespace) -> int:
             if trainer.step:
                 print(f"resumed from step {trainer.step} in {config.output_dir}")
             history = trainer.train()
-    except (ConfigError, ResumeError) as exc:
-        return _fail(exc)
     except TrainingStopped as exc:
         return _fail(exc, exc.exit_code)
     final = {k: v for k, v in history[-1].items() if k.startswith("eval/")}

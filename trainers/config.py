@@ -9,31 +9,33 @@
     algorithm: {estimator, lr, ..., kl_coef, entropy_coef}
     train:     {steps, eval_every, eval_tasks, checkpoint_every, resume, ...}
 
-Relative paths are relative to the current directory. Unknown keys are errors (a typo must not
-silently fall back to a default).
+Relative paths are relative to the current directory. The sections are pydantic models
+(trainers/validation.py): the whole config is checked before anything loads, unknown keys are
+errors (a typo must not silently fall back to a default), and every problem is reported at once,
+each with its key.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pydantic import Field
+
+from gymwire.sdk.errors import UserError
+
 from .horizon import Horizon, HorizonConfigError, horizon_from_config
 from .policy import POLICY_BACKENDS
+from .validation import Strict, validated, yaml_problem
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "parse_assignments"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The training configuration cannot be used; the message names the key and what is valid."""
 
 
-@dataclass
-class TinyModel:
+class TinyModel(Strict):
     """Build a randomly initialised GPT-2 at `model.path` when nothing is there yet."""
 
     n_layer: int = 2
@@ -46,8 +48,7 @@ class TinyModel:
     corpus_episodes: int = 16  # episodes played with random numbers to gather the env's words
 
 
-@dataclass
-class ModelSection:
+class ModelSection(Strict):
     path: str = ""  # a local Hugging Face checkpoint folder, a known model's name (smollm2) or a .gguf file
     tiny: TinyModel | None = None
     backend: str = "transformers"
@@ -58,12 +59,11 @@ class ModelSection:
     gradient_checkpointing: bool = False
 
 
-@dataclass
-class EnvSection:
+class EnvSection(Strict):
     name: str = ""
     server: str = "builtin"  # "builtin": serve it in-process; or the URL of a running server
     token: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
     train_split: str = "train"
     test_split: str = "test"
     instructions: bool = True  # put the environment's instructions before the first observation
@@ -73,8 +73,7 @@ class EnvSection:
     step_timeout: float | None = 60.0
 
 
-@dataclass
-class RolloutSection:
+class RolloutSection(Strict):
     tasks_per_step: int = 8
     group_size: int = 8  # episodes per task (the group of GRPO/RLOO)
     turn_tokens: int = 64
@@ -83,8 +82,7 @@ class RolloutSection:
     top_p: float = 1.0
 
 
-@dataclass
-class AlgorithmSection:
+class AlgorithmSection(Strict):
     estimator: str = "grpo"  # grpo, rloo, reinforce_pp, reinforce_pp_baseline, or gae (PPO with a value head)
     gamma: float = 1.0
     lam: float = 1.0  # GAE's lambda
@@ -111,8 +109,7 @@ class AlgorithmSection:
     max_grad_norm: float | None = 1.0
 
 
-@dataclass
-class TrainSection:
+class TrainSection(Strict):
     steps: int = 100
     eval_every: int = 0  # 0: only after the last step
     eval_tasks: int = 100  # first N tasks of the test split
@@ -128,14 +125,13 @@ class TrainSection:
     log_every: int | None = None
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Strict):
     env: EnvSection
-    model: ModelSection = field(default_factory=ModelSection)
+    model: ModelSection = Field(default_factory=ModelSection)
     horizon: Any = None  # see horizon.horizon_from_config; None: the environment's default_max_turns
-    rollout: RolloutSection = field(default_factory=RolloutSection)
-    algorithm: AlgorithmSection = field(default_factory=AlgorithmSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+    algorithm: AlgorithmSection = Field(default_factory=AlgorithmSection)
+    train: TrainSection = Field(default_factory=TrainSection)
     seed: int = 0
     output_dir: str = "runs/gymwire"
 
@@ -143,12 +139,18 @@ class TrainConfig:
         return horizon_from_config(self.horizon if self.horizon is not None else default_max_turns)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        config = _build(cls, data, "")
-        _validate(config)
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"the config must be a mapping of sections (env, model, ...), got {data!r}")
+        if "env" not in data:
+            raise ConfigError("the config needs an env section with at least `name`, e.g. env: {name: guess}")
+        config = validated(cls, dict(data), "config", ConfigError)
+        problems = _problems(config)
+        if problems:
+            raise ConfigError("config: " + "; ".join(problems))
         return config
 
 
@@ -162,10 +164,29 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         if not equals or not key.strip():
             raise ConfigError(f"--set needs KEY=VALUE (e.g. --set algorithm.lr=1e-4), got {assignment!r}")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            overrides[key.strip()] = _joined_pairs(yaml.safe_load(value))
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: the value is not valid YAML: {exc}") from None
     return overrides
+
+
+def _joined_pairs(value: Any) -> Any:
+    """On a command line one writes `{low:9,high:2}`, which YAML reads as the keys `low:9` and
+    `high:2` without values (a flow mapping wants a space after the colon): read those as
+    `{low: 9, high: 2}`."""
+    import yaml
+
+    if isinstance(value, dict):
+        pairs = {}
+        for key, item in value.items():
+            if item is None and isinstance(key, str) and ":" in key and not key.startswith(":"):
+                key, _, text = key.partition(":")
+                item = yaml.safe_load(text)
+            pairs[key] = _joined_pairs(item)
+        return pairs
+    if isinstance(value, list):
+        return [_joined_pairs(item) for item in value]
+    return value
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -176,9 +197,9 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist; check the path (e.g. examples/guess-tiny.yaml)") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML ({yaml_problem(exc)}); fix the file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (env, model, ...), got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
@@ -195,134 +216,72 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     return TrainConfig.from_dict(data)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where.rstrip('.') or 'the config'} must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where.rstrip('.') or 'the config'}; valid keys: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, value in data.items():
-        kind = _SECTIONS.get((cls, name))
-        if kind is not None and value is not None:
-            value = _build(kind, value, f"{where}{name}.")
-        else:
-            value = _coerce(value, hints[name], f"{where}{name}")
-        values[name] = value
-    if cls is TrainConfig and "env" not in values:
-        raise ConfigError("the config needs an env section with at least `name`, e.g. env: {name: guess}")
-    return cls(**values)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check a scalar against its field's type. Numbers written like `1e-5`, which YAML 1.1 reads
-    as strings, become floats."""
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    if float in allowed:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    if int in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if bool in allowed and isinstance(value, bool):
-        return value
-    if str in allowed and isinstance(value, str):
-        return value
-    origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, (list, tuple)):
-        return tuple(_coerce(v, t, key) for v, t in zip(value, typing.get_args(hint), strict=True))
-    if origin is dict and isinstance(value, dict):
-        return value
-    if hint is Any:
-        return value
-    raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
-
-
-def _describe(hint: Any) -> str:
-    names = [getattr(t, "__name__", str(t)).replace("NoneType", "null") for t in typing.get_args(hint) or (hint,)]
-    return " or ".join(names) if typing.get_origin(hint) is not tuple else f"a list of {len(names)} numbers"
-
-
-_SECTIONS: dict[tuple[type, str], type] = {
-    (TrainConfig, "env"): EnvSection,
-    (TrainConfig, "model"): ModelSection,
-    (TrainConfig, "rollout"): RolloutSection,
-    (TrainConfig, "algorithm"): AlgorithmSection,
-    (TrainConfig, "train"): TrainSection,
-    (ModelSection, "tiny"): TinyModel,
-}
-
-
-def _validate(config: TrainConfig) -> None:
-    from .advantages import ESTIMATORS
+def _problems(config: TrainConfig) -> list[str]:
+    """What is wrong with a config whose values have the right types: every problem, with its key.
+    Fills in what follows from other keys (a tiny model's path)."""
+    from .advantages import ESTIMATORS, GROUP_ESTIMATORS
     from .losses import AGGREGATIONS, KL_KINDS
 
-    if not config.env.name:
-        raise ConfigError("env.name is required: a built-in environment (e.g. guess) or the name served at env.server")
-    if config.env.server != "builtin" and not config.env.server.startswith(("ws://", "wss://")):
-        raise ConfigError(f"env.server must be 'builtin' or a ws:// or wss:// URL, got {config.env.server!r}")
-    if not config.model.path:
-        raise ConfigError(
-            "model.path is required: a local Hugging Face checkpoint, a known model (smollm2), a .gguf file, or where model.tiny builds one"
-        )
-    if config.train.resume and config.train.overwrite:
-        raise ConfigError("train.resume and train.overwrite exclude each other: continue the run in output_dir, or start it over")
-    if config.env.step_timeout is not None and config.env.step_timeout <= 0:
-        raise ConfigError(f"env.step_timeout must be > 0 seconds, or null for no limit; got {config.env.step_timeout}")
-    if config.model.backend not in POLICY_BACKENDS:
-        raise ConfigError(f"model.backend must be one of {POLICY_BACKENDS}, got {config.model.backend!r}")
-    algorithm = config.algorithm
-    if algorithm.estimator not in ESTIMATORS:
-        raise ConfigError(f"algorithm.estimator must be one of {', '.join(ESTIMATORS)}, got {algorithm.estimator!r}")
-    if not 0 < algorithm.gamma <= 1 or not 0 <= algorithm.lam <= 1:
-        raise ConfigError(f"need 0 < algorithm.gamma <= 1 and 0 <= algorithm.lam <= 1, got {algorithm.gamma} and {algorithm.lam}")
+    problems: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    env, model, algorithm, rollout, train = config.env, config.model, config.algorithm, config.rollout, config.train
+    check(bool(env.name), "env.name is required: a built-in environment (e.g. guess) or the name served at env.server")
+    check(env.server == "builtin" or env.server.startswith(("ws://", "wss://")),
+          f"env.server must be 'builtin' or a ws:// or wss:// URL, got {env.server!r}")
+    if not model.path and model.tiny is not None:
+        model.path = str(Path(config.output_dir) / "model")  # each run builds its own
+    check(bool(model.path), "model.path is required: a local Hugging Face checkpoint, a known model (smollm2), a .gguf file, "
+                            "or leave it out with model.tiny (built in output_dir/model)")
+    check(not (train.resume and train.overwrite),
+          "train.resume and train.overwrite exclude each other: continue the run in output_dir, or start it over")
+    check(env.step_timeout is None or env.step_timeout > 0,
+          f"env.step_timeout must be > 0 seconds, or null for no limit; got {env.step_timeout}")
+    check(model.backend in POLICY_BACKENDS, f"model.backend must be one of {', '.join(POLICY_BACKENDS)}, got {model.backend!r}")
+    check(algorithm.estimator in ESTIMATORS, f"algorithm.estimator must be one of {', '.join(ESTIMATORS)}, got {algorithm.estimator!r}")
+    check(0 < algorithm.gamma <= 1 and 0 <= algorithm.lam <= 1,
+          f"need 0 < algorithm.gamma <= 1 and 0 <= algorithm.lam <= 1, got {algorithm.gamma} and {algorithm.lam}")
     for name in ("vf_coef", "value_lr", "entropy_coef", "kl_coef"):
         value = getattr(algorithm, name)
-        if value is not None and value < 0:
-            raise ConfigError(f"algorithm.{name} must be >= 0, got {value}")
-    if algorithm.value_clip is not None and algorithm.value_clip <= 0:
-        raise ConfigError(f"algorithm.value_clip must be > 0 (a value may move that far per update) or null, got {algorithm.value_clip}")
-    if algorithm.loss_agg not in AGGREGATIONS:
-        raise ConfigError(f"algorithm.loss_agg must be one of {AGGREGATIONS}, got {algorithm.loss_agg!r}")
-    if algorithm.kl_kind not in KL_KINDS:
-        raise ConfigError(f"algorithm.kl_kind must be one of {KL_KINDS}, got {algorithm.kl_kind!r}")
-    if algorithm.kl_in not in ("loss", "reward"):
-        raise ConfigError(f"algorithm.kl_in must be 'loss' (a KL loss term) or 'reward' (a KL penalty), got {algorithm.kl_in!r}")
-    rollout = config.rollout
-    if rollout.group_size < 2 and algorithm.estimator in ("grpo", "rloo", "reinforce_pp_baseline"):
-        raise ConfigError(f"rollout.group_size must be >= 2 for {algorithm.estimator} (it compares episodes of a task)")
-    batch = rollout.tasks_per_step * rollout.group_size
+        check(value is None or value >= 0, f"algorithm.{name} must be >= 0, got {value}")
+    check(algorithm.value_clip is None or algorithm.value_clip > 0,
+          f"algorithm.value_clip must be > 0 (a value may move that far per update) or null, got {algorithm.value_clip}")
+    check(algorithm.loss_agg in AGGREGATIONS, f"algorithm.loss_agg must be one of {', '.join(AGGREGATIONS)}, got {algorithm.loss_agg!r}")
+    check(algorithm.kl_kind in KL_KINDS, f"algorithm.kl_kind must be one of {', '.join(KL_KINDS)}, got {algorithm.kl_kind!r}")
+    check(algorithm.kl_in in ("loss", "reward"),
+          f"algorithm.kl_in must be 'loss' (a KL loss term) or 'reward' (a KL penalty), got {algorithm.kl_in!r}")
+    check(rollout.group_size >= 2 or algorithm.estimator not in GROUP_ESTIMATORS,
+          f"rollout.group_size must be >= 2 for {algorithm.estimator} (it compares episodes of a task)")
+    check(0 <= rollout.temperature and 0 < rollout.top_p <= 1 and 0 <= train.eval_temperature,
+          "rollout.temperature and train.eval_temperature must be >= 0 and rollout.top_p in (0, 1]")
     for name, value in (
         ("rollout.tasks_per_step", rollout.tasks_per_step),
+        ("rollout.group_size", rollout.group_size),
         ("rollout.turn_tokens", rollout.turn_tokens),
         ("rollout.episode_tokens", rollout.episode_tokens),
         ("algorithm.epochs", algorithm.epochs),
         ("algorithm.minibatches", algorithm.minibatches),
-        ("train.steps", config.train.steps),
+        ("train.steps", train.steps),
+        ("train.eval_tasks", train.eval_tasks),
+        ("train.keep_checkpoints", train.keep_checkpoints),
     ):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        check(value >= 1, f"{name} must be a whole number >= 1, got {value!r}")
+    for name in ("eval_every", "checkpoint_every", "rollouts_every"):
+        check(getattr(train, name) >= 0, f"train.{name} must be a whole number >= 0 (0: see docs/training.md), got {getattr(train, name)!r}")
     for name in ("micro_batch_tokens", "micro_batch_rows"):
         value = getattr(algorithm, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"algorithm.{name} must be a whole number >= 1, or null for no limit; got {value!r}")
-    if config.train.log_every is not None and config.train.log_every < 1:
-        raise ConfigError(f"train.log_every must be a whole number >= 1 or null, got {config.train.log_every!r}")
-    if batch % algorithm.minibatches:
-        raise ConfigError(
-            f"algorithm.minibatches={algorithm.minibatches} must divide the batch of "
-            f"tasks_per_step * group_size = {batch} episodes"
-        )
+        check(value is None or value >= 1, f"algorithm.{name} must be a whole number >= 1, or null for no limit; got {value!r}")
+    check(train.log_every is None or train.log_every >= 1, f"train.log_every must be a whole number >= 1 or null, got {train.log_every!r}")
+    check(model.threads is None or model.threads >= 1, f"model.threads must be a whole number >= 1 or null, got {model.threads!r}")
+    batch = rollout.tasks_per_step * rollout.group_size
+    check(algorithm.minibatches < 1 or batch % algorithm.minibatches == 0,
+          f"algorithm.minibatches={algorithm.minibatches} must divide the batch of tasks_per_step * group_size = {batch} episodes")
     if config.horizon is not None:
         try:
             horizon_from_config(config.horizon)
         except HorizonConfigError as exc:
-            raise ConfigError(f"horizon: {exc}") from None
+            problems.append(f"horizon: {exc}")
+    return problems

@@ -19,11 +19,11 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .episodes import GenerationBatcher, PromptConfig, play_episode
+from .eval_run import FORMAT, run_record
 from .policy import PolicyBackend, Sampling
 from .rollout import ERROR, Episode, EpisodeSpec, RolloutSettings
 
@@ -40,7 +40,6 @@ __all__ = [
     "PAPER_TURNS",
 ]
 
-FORMAT = "gymwire.eval/1"
 Z95 = 1.959963984540054
 
 # AgentGym-RL (arXiv:2509.08755), success % on their test sets (TextCraft 100, BabyAI 90,
@@ -56,6 +55,17 @@ PAPER_RESULTS: dict[str, dict[str, float]] = {
 }
 # The paper's turn limits: the last stage of its ScalingInter-RL schedules.
 PAPER_TURNS = {"webarena": 15, "deepsearch": 10, "textcraft": 30, "babyai": 20, "sciworld": 30}
+# Tokens a turn takes at most in a conversation (reply and observation), where it is more than
+# 4096 tokens over the turn limit allow: SciWorld's observations (a room's contents) are long, and
+# 4096 cut its episodes after 14-16 turns. The default episode budget fits the turn limit.
+TOKENS_PER_TURN = {"sciworld": 300}
+MIN_EPISODE_TOKENS = 4096
+
+
+def default_episode_tokens(env: str, max_turns: int) -> int:
+    return max(MIN_EPISODE_TOKENS, max_turns * TOKENS_PER_TURN.get(env, 0))
+
+
 _COLUMN_NAMES = {"webarena": "WebArena", "deepsearch": "Deep Search", "textcraft": "TextCraft", "babyai": "BabyAI", "sciworld": "SciWorld"}
 
 
@@ -80,7 +90,7 @@ class EvalSettings:
     concurrency: int = 16
     sampling: Sampling = Sampling(temperature=0.0)
     turn_tokens: int = 128
-    episode_tokens: int = 4096
+    episode_tokens: int | None = None  # None: default_episode_tokens of each environment's turn limit
     seed: int = 0
     progress: bool = True
     token: str | None = None  # gym servers' bearer token
@@ -190,20 +200,7 @@ async def evaluate(
 
     output = settings.output
     output.mkdir(parents=True, exist_ok=True)
-    run = {
-        "format": FORMAT,
-        "model": settings.model,
-        **settings.run_info,
-        "split": settings.split,
-        "tasks": settings.tasks if settings.tasks is not None else "all",
-        "concurrency": settings.concurrency,
-        "sampling": asdict(settings.sampling),
-        "turn_tokens": settings.turn_tokens,
-        "episode_tokens": settings.episode_tokens,
-        "seed": settings.seed,
-        "envs": {},
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    run = run_record(settings)
     timings: dict[str, dict[str, float]] = {}
     selections: dict[str, list[int]] = {}
     try:
@@ -230,9 +227,11 @@ async def _evaluate_env(
     tasks = target.tasks if target.tasks is not None else settings.tasks
     indices = _task_indices(info.splits[settings.split], tasks, settings.seed)
     max_turns = target.max_turns or info.default_max_turns
+    episode_tokens = settings.episode_tokens or default_episode_tokens(target.name, max_turns)
     run["envs"][target.name] = {
         "server": target.server,
         "max_turns": max_turns,
+        "episode_tokens": episode_tokens,
         "options": target.options,
         "tasks": len(indices),
         "split_size": info.splits[settings.split],
@@ -251,7 +250,7 @@ async def _evaluate_env(
         options=dict(target.options),
         max_turns=max_turns,
         turn_tokens=settings.turn_tokens,
-        episode_tokens=settings.episode_tokens,
+        episode_tokens=episode_tokens,
         sampling=settings.sampling,
         step_timeout=settings.step_timeout,
     )
@@ -377,7 +376,8 @@ def results_table(runs: Sequence[dict[str, Any]], paper: bool = False) -> str:
         for model, row in PAPER_RESULTS.items():
             if any(env in row for env in columns):
                 cells = [f"{row[env]:.2f}" if env in row else "–" for env in columns]
-                lines.append(f"| {model} (paper) | " + " | ".join(cells) + " |")
+                # Their test sets, not gymwire's: the table says so on every such row.
+                lines.append(f"| {model} (paper; its test sets, not these) | " + " | ".join(cells) + " |")
     sizes = ", ".join(
         f"{env} {run['envs'][env]['episodes']}/{run['envs'][env]['tasks']}" for run in runs[:1] for env in run["envs"]
     )

@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+from gymwire.sdk.errors import SetupError, UsageError
 
 __all__ = ["register"]
 
@@ -43,7 +46,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--turn-tokens", type=int, default=128, help="most tokens per reply (default 128)")
-    parser.add_argument("--episode-tokens", type=int, default=4096, help="most tokens per conversation (default 4096)")
+    parser.add_argument("--episode-tokens", type=int,
+                        help="most tokens per conversation (default: 4096, more where an environment's turn limit needs it, e.g. sciworld)")
     parser.add_argument("--env-config", help="YAML: per environment {system, examples, action_pattern, instructions, options, max_turns}")
     parser.add_argument("--token", help="gym servers' bearer token (or GYMWIRE_TOKEN)")
     parser.add_argument("--step-timeout", type=float, default=60.0, help="seconds a gym server may take per step; a slower step ends its episode as an error (0: no limit; default 60)")
@@ -53,44 +57,53 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--compare", nargs="+", default=[], metavar="DIR", help="earlier eval folders to show side by side")
     parser.add_argument("--paper", action="store_true", help="add the paper's rows (AgentGym-RL) to the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per environment)")
+    parser.add_argument("--standard-params-only", action="store_true",
+                        help="openai: send only the OpenAI API's own sampling fields (for hosted APIs that refuse "
+                             "top_k, min_p, repeat_penalty); the server's defaults then apply to those, as run.json records")
+    parser.add_argument("--overwrite", action="store_true", help="start over in an --output holding a run with other settings")
+    parser.add_argument("--rerun", metavar="DIR", help="play the run recorded in DIR/run.json again (into --output, default DIR-rerun)")
     parser.set_defaults(handler=_eval)
+    global _PARSER
+    _PARSER = parser
 
 
-class UsageError(ValueError):
-    """A bad argument; the message says what to do."""
+_PARSER: argparse.ArgumentParser | None = None
 
 
 def _eval(args: argparse.Namespace) -> int:
     from .eval import load_results, results_table
+    from .eval_run import command_line, recorded_command
 
+    if args.rerun:
+        output = args.output or f"{args.rerun.rstrip('/')}-rerun"
+        recorded = recorded_command(args.rerun)
+        assert _PARSER is not None
+        args = _PARSER.parse_args([*recorded, "--output", output, *(["--no-progress"] if args.no_progress else [])])
+        args.argv = recorded
+        print(f"gymwire eval {shlex.join(recorded)} --output {output}", file=sys.stderr)
     try:
         others = [load_results(folder) for folder in args.compare]
     except FileNotFoundError as exc:
-        return _fail(str(exc))
+        raise UsageError(f"{exc}; give folders written by gymwire eval to --compare") from None
     if args.model is None:
         if not others:
-            return _fail("give MODEL and ENVs to evaluate, or --compare DIR... to show earlier runs")
+            raise UsageError("give MODEL and ENVs to evaluate, or --compare DIR... to show earlier runs")
         print(results_table(others, paper=args.paper))
         return 0
     if not args.envs:
-        return _fail("name at least one environment after the model, e.g. gymwire eval smollm2 guess textcraft")
-    try:
-        return _run(args, others)
-    except UsageError as exc:
-        return _fail(str(exc))
-
-
-def _fail(message: str) -> int:
-    print(f"gymwire eval: {message}", file=sys.stderr)
-    return 2
+        raise UsageError("name at least one environment after the model, e.g. gymwire eval smollm2 guess textcraft")
+    args.argv = command_line(getattr(args, "argv", None) or [])
+    return _run(args, others)
 
 
 def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
-    from gymwire.protocol import ProtocolError
+    """Everything is checked before the model loads: arguments, --env-config, the output folder,
+    the gym servers, each environment's options (one session opened with them) and the endpoint."""
     from gymwire.sdk.registry import resolve_env
 
     from .episodes import PromptConfig
     from .eval import PAPER_TURNS, EnvTarget, EvalSettings, detail_table, failure_summary, results_table
+    from .eval_run import check_output, run_record
     from .policy import Sampling
 
     backend = args.backend or ("openai" if args.base_url else "transformers")
@@ -98,13 +111,15 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
         raise UsageError("the openai backend needs --base-url, e.g. http://127.0.0.1:8080/v1")
     task_counts = _per_env(args.tasks, "--tasks", allow="all")
     tasks = task_counts.get("*")
-    for name, value in (("--concurrency", args.concurrency), ("--turn-tokens", args.turn_tokens)):
+    for name, value in (("--concurrency", args.concurrency), ("--turn-tokens", args.turn_tokens), ("--retries", args.retries + 1)):
         if value < 1:
-            raise UsageError(f"{name} must be at least 1")
-    if args.step_timeout < 0:
-        raise UsageError("--step-timeout must be >= 0 seconds (0: no limit)")
+            raise UsageError(f"{name} must be at least {1 if name != '--retries' else 0}")
+    if args.episode_tokens is not None and args.episode_tokens < 2:
+        raise UsageError("--episode-tokens must be at least 2")
+    if args.step_timeout < 0 or args.request_timeout <= 0:
+        raise UsageError("--step-timeout must be >= 0 seconds (0: no limit) and --request-timeout > 0")
     try:
-        sampling = Sampling(args.temperature, args.top_p)
+        sampling = Sampling(args.temperature, args.top_p, seed=args.seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     env_config = _env_config(args.env_config)
@@ -123,6 +138,9 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
             local[cls.name] = cls
+    unknown = sorted(set(env_config) - set(local) - {name for _, name in remote if name})
+    if unknown and not any(name is None for _, name in remote):
+        raise UsageError(f"--env-config names {', '.join(unknown)}, which this run does not evaluate ({', '.join(args.envs)})")
     label = args.name or _label(args.model)
     output = Path(args.output or Path("runs", "eval", re.sub(r"[^\w.+-]+", "_", label)))
 
@@ -138,24 +156,22 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
             names += [(env, url) for env in ([name] if name else _server_envs(url, token))]
         targets = []
         for name, url in names:
-            config = env_config.get(name, {})
+            config = env_config.get(name)
             limit = turn_limits.get(name, turn_limits.get("*"))
             if limit == "paper":
                 limit = PAPER_TURNS.get(name)
-            try:
-                prompt = PromptConfig(
-                    system=config.get("system"),
-                    examples=tuple(config.get("examples", ())),
-                    action_pattern=config.get("action_pattern"),
-                    instructions=config.get("instructions", True),
-                )
-            except ValueError as exc:
-                raise UsageError(f"--env-config {name}: {exc}") from exc
-            targets.append(
-                EnvTarget(name, url, dict(config.get("options", {})), config.get("max_turns", limit), prompt, task_counts.get(name))
-            )
-
-        policy, tokenizer, run_info = _policy(args, backend)
+            prompt = PromptConfig()
+            if config is not None:
+                try:
+                    prompt = PromptConfig(system=config.system, examples=tuple(config.examples),
+                                          action_pattern=config.action_pattern, instructions=config.instructions)
+                except ValueError as exc:
+                    raise UsageError(f"--env-config {name}: {exc}") from exc
+            options = dict(config.options) if config else {}
+            max_turns = config.max_turns if config and config.max_turns else limit
+            targets.append(EnvTarget(name, url, options, max_turns, prompt, task_counts.get(name)))
+        asyncio.run(_check_targets(targets, args.split, token))
+        run_info = {"command": ["eval", *args.argv], **_backend_info(args, backend, sampling)}
         settings = EvalSettings(
             model=label,
             output=output,
@@ -171,6 +187,8 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
             step_timeout=args.step_timeout or None,
             run_info=run_info,
         )
+        check_output(output, run_record(settings), {t.name: t.options for t in targets}, args.overwrite)
+        policy, tokenizer = _policy(args, backend)
         try:
             results = asyncio.run(_evaluate_and_close(policy, targets, settings, tokenizer))
         except KeyboardInterrupt:
@@ -178,17 +196,51 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
             return 130
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        except ProtocolError as exc:
-            raise UsageError(f"the gym server answered {exc.code.name}: {exc.message}") from exc
-        except OSError as exc:
-            raise UsageError(f"cannot reach a gym server: {exc}") from exc
     print(results_table([results, *others], paper=args.paper))
     print()
     print(detail_table(results))
     for line in failure_summary(results):
         print(line)
     print(f"\nepisodes: {output}/episodes/*.jsonl; tables: {output}/results.md")
+    _check_all_failed(results, output)
     return 0
+
+
+def _check_all_failed(results: dict[str, Any], output: Path) -> None:
+    """An environment whose every episode failed is no result: exit non-zero, saying why."""
+    from .eval import _episodes_path, _recorded
+
+    for env, figures in results["envs"].items():
+        played = figures["episodes"]
+        if played and figures["errors"]["mean"] == 1.0:
+            errors = [e.error for e in _recorded(_episodes_path(output, env)).values() if e.error]
+            first = (errors[0] if errors else "unknown").splitlines()[0][:300]
+            raise SetupError(f"every episode of {env} failed ({played} of {played}; first error: {first}); fix it and run the same command again")
+
+
+async def _check_targets(targets: list[Any], split: str, token: str | None) -> None:
+    """Open one session of every target with its options: a bad option, split or server is one
+    line now, not an error per episode later."""
+    from gymwire.protocol import ProtocolError
+    from gymwire.sdk.client import GymClient
+
+    clients: dict[str, Any] = {}
+    try:
+        for target in targets:
+            if target.server not in clients:
+                clients[target.server] = await GymClient(target.server, token=token, reconnect_attempts=0).__aenter__()
+            client = clients[target.server]
+            info = await client.describe(target.name)
+            if split not in info.splits:
+                raise UsageError(f"{target.name} has no split {split!r}; choose one of {', '.join(sorted(info.splits))} with --split")
+            try:
+                async with client.session(target.name, split=split, index=0, options=target.options, max_turns=1):
+                    pass
+            except ProtocolError as exc:
+                raise UsageError(f"{target.name} refuses its options {target.options} ({exc.code.name}: {exc.message}); fix them in --env-config") from None
+    finally:
+        for client in clients.values():
+            await client.__aexit__(None, None, None)
 
 
 async def _evaluate_and_close(policy: Any, targets: Any, settings: Any, tokenizer: Any) -> dict[str, Any]:
@@ -200,42 +252,85 @@ async def _evaluate_and_close(policy: Any, targets: Any, settings: Any, tokenize
         await policy.close()
 
 
-def _policy(args: argparse.Namespace, backend: str) -> tuple[Any, Any, dict[str, Any]]:
+def _backend_info(args: argparse.Namespace, backend: str, sampling: Any) -> dict[str, Any]:
+    """What run.json says about the backend: enough to reproduce the row (see eval_run)."""
+    from .eval_run import describe_versions, file_digest
+
+    info: dict[str, Any] = {"backend": backend, "versions": describe_versions()}
+    if backend == "openai":
+        from gymwire.sdk.environment import require_modules
+
+        require_modules(["openai"], "eval", "the openai backend")
+        from .openai_policy import request_parameters
+
+        info.update(endpoint=args.base_url, model_name=args.model, served_models=_served_models(args.base_url, args.api_key_env))
+        info["request"] = request_parameters(sampling, args.turn_tokens, args.standard_params_only)
+        return info
+    from .models import resolve_model
+
+    path = resolve_model(args.model)
+    info.update(path=str(path.resolve()), sha256=file_digest(path))
+    if backend == "transformers":
+        info["device"] = _device(args.device)
+    return info
+
+
+def _served_models(base_url: str, api_key_env: str) -> list[str]:
+    """The model ids the endpoint lists (GET /models): a wrong --base-url fails here, at once."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(base_url.rstrip("/") + "/models")
+    key = os.environ.get(api_key_env)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            listed = json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise SetupError(
+            f"cannot reach the model endpoint --base-url {base_url} ({reason}); is the model server running "
+            "(e.g. gymwire model serve smollm2 --port 8080)?"
+        ) from None
+    return [str(entry.get("id")) for entry in listed.get("data", []) if isinstance(entry, dict)]
+
+
+def _device(name: str) -> str:
+    from .devices import torch_device
+
+    return str(torch_device(name, "--device"))
+
+
+def _policy(args: argparse.Namespace, backend: str) -> tuple[Any, Any]:
     if backend == "openai":
         from .openai_policy import OpenAIPolicy
 
-        try:
-            policy = OpenAIPolicy(args.base_url, args.model, args.api_key_env, args.request_timeout, args.retries, args.concurrency)
-        except ImportError as exc:
-            raise UsageError(str(exc)) from exc
-        return policy, None, {"backend": "openai", "endpoint": args.base_url, "model_name": args.model}
-    from .models import ModelError, load_model, resolve_model
+        policy = OpenAIPolicy(args.base_url, args.model, args.api_key_env, args.request_timeout, args.retries,
+                              args.concurrency, standard_only=args.standard_params_only)
+        return policy, None
+    from .models import load_model, resolve_model
 
-    try:
-        if backend == "vllm":
-            from types import SimpleNamespace
+    if backend == "vllm":
+        from types import SimpleNamespace
 
-            from transformers import AutoTokenizer
+        from transformers import AutoTokenizer
 
-            from .vllm_policy import VLLMPolicy
+        from .vllm_policy import VLLMPolicy
 
-            path = resolve_model(args.model)
-            if path.suffix == ".gguf":
-                raise UsageError(f"vLLM needs a checkpoint folder: gymwire model prepare {args.model} DIR, then evaluate DIR")
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            policy = VLLMPolicy(SimpleNamespace(name_or_path=str(path)), tokenizer)
-            return policy, tokenizer, {"backend": "vllm", "path": str(path)}
-        import torch
+        path = resolve_model(args.model)
+        if path.suffix == ".gguf":
+            raise UsageError(f"vLLM needs a checkpoint folder: gymwire model prepare {args.model} DIR, then evaluate DIR")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return VLLMPolicy(SimpleNamespace(name_or_path=str(path)), tokenizer), tokenizer
+    import torch
 
-        from .hf_policy import TransformersPolicy
+    from .hf_policy import TransformersPolicy
 
-        torch.manual_seed(args.seed)
-        device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        model, tokenizer, path = load_model(args.model, device)
-    except (ModelError, ImportError) as exc:
-        raise UsageError(str(exc)) from exc
-    policy = TransformersPolicy(model, pad_id=tokenizer.pad_token_id, max_batch=args.concurrency)
-    return policy, tokenizer, {"backend": "transformers", "path": str(path), "device": device}
+    torch.manual_seed(args.seed)
+    model, tokenizer, _ = load_model(args.model, _device(args.device))
+    return TransformersPolicy(model, pad_id=tokenizer.pad_token_id, max_batch=args.concurrency), tokenizer
 
 
 def _server_envs(url: str, token: str | None) -> list[str]:
@@ -287,20 +382,15 @@ def _per_env(text: str | None, flag: str, allow: str) -> dict[str, Any]:
     return values
 
 
-def _env_config(path: str | None) -> dict[str, dict[str, Any]]:
+def _env_config(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
     import yaml
 
+    from .validation import env_configs, yaml_problem
+
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"--env-config {path}: {exc}") from exc
-    known = {"system", "examples", "action_pattern", "instructions", "options", "max_turns"}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise UsageError(f"--env-config {path}: expected a mapping ENV -> {{{', '.join(sorted(known))}}}")
-    for name, config in data.items():
-        unknown = set(config) - known
-        if unknown:
-            raise UsageError(f"--env-config {path}: {name} has unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    return data
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--env-config {path} is not valid YAML ({yaml_problem(exc)}); fix the file") from None
+    return env_configs(data, f"--env-config {path}")

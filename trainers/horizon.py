@@ -22,6 +22,8 @@ import re
 from abc import ABC, abstractmethod
 from typing import Any, Mapping, Sequence, Union
 
+from gymwire.sdk.errors import UserError
+
 __all__ = [
     "Horizon",
     "FixedHorizon",
@@ -38,7 +40,7 @@ VALID_FORMS = (
 )
 
 
-class HorizonConfigError(ValueError):
+class HorizonConfigError(UserError, ValueError):
     """A horizon schedule was given in a form or with values that cannot be used."""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
+
+from gymwire.sdk.errors import UserError, port_number
 
 __all__ = [
     "KnownModel", "KNOWN_MODELS", "model_file", "load_gguf", "load_model", "prepare", "checkpoint_folder", "llama_server", "register",
@@ -53,7 +56,7 @@ KNOWN_MODELS = {
 }
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """A model cannot be found, verified or loaded; the message says what to do."""
 
 
@@ -162,26 +165,67 @@ def checkpoint_folder(spec: str) -> Path:
     return target
 
 
+def _first_answer(base_url: str, process: subprocess.Popen, ubatch: int | None) -> None:
+    body = json.dumps({"messages": [{"role": "user", "content": "Say hello to the new user of gymwire."}], "max_tokens": 2,
+                       "temperature": 0.0}).encode()
+    request = urllib.request.Request(f"{base_url}/chat/completions", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as answer:
+            answer.read()
+    except (urllib.error.URLError, OSError) as exc:
+        time.sleep(0.5)
+        died = process.poll()
+        hint = "; its batched CPU kernels may not run on this machine: try --ubatch 1" if died is not None and not ubatch else ""
+        raise ModelError(f"llama.cpp's server failed its first request ({exc}; exit code {died}){hint}") from None
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ModelError(f"port {port} on 127.0.0.1 is in use ({exc.strerror}); choose another --port, or 0 for a free one") from None
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
+# llama.cpp's threads, the same number for generation and for prompt batches: one per CPU (at most
+# 8). llama-cpp-python's defaults (half the CPUs for generation, all for batches) were 3x slower on
+# this 2-core machine, one thread of each 3-4x slower (bench/llama_threads.py; docs/eval.md).
+DEFAULT_THREADS = min(8, len(os.sched_getaffinity(0)))
+
+
+def served_name(gguf: Path) -> str:
+    """The model name `gymwire model serve` gives llama.cpp's server: the file's stem and the
+    start of its sha256, so /v1/models says which file answers (and a run records it)."""
+    return f"{gguf.stem}@{_sha256(gguf)[:12]}"
+
+
 @contextlib.contextmanager
 def llama_server(gguf: str | Path, port: int = 0, n_ctx: int = 8192, threads: int | None = None,
-                 startup_timeout: float = 180.0, log: str | Path | None = None) -> Iterator[str]:
+                 startup_timeout: float = 180.0, log: str | Path | None = None, ubatch: int | None = None) -> Iterator[str]:
     """llama.cpp's OpenAI-compatible server (llama-cpp-python[server]) on 127.0.0.1 serving a GGUF;
-    yields its base URL (http://127.0.0.1:PORT/v1) once it answers, stops it on exit."""
+    yields its base URL (http://127.0.0.1:PORT/v1) once it answers, stops it on exit. `threads`
+    (default DEFAULT_THREADS) is used for generation and for prompt batches alike; `ubatch` is
+    llama.cpp's physical batch (None: its default, 512). One chat request is answered before the
+    URL is yielded: a server whose kernels crash on this CPU fails here, not in every episode."""
     try:
         import llama_cpp.server  # noqa: F401  (fail here, with the install line, not in the child)
     except ImportError as exc:
         raise ModelError("serving a GGUF needs llama-cpp-python: pip install 'llama-cpp-python[server]==0.3.36'") from exc
+    gguf = Path(gguf)
     port = port or _free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(n_ctx)]
-    if threads:
-        command += ["--n_threads", str(threads)]
+    _check_port_free(port)
+    name = served_name(gguf)
+    threads = threads or DEFAULT_THREADS
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", name, "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    if ubatch:
+        command += ["--n_ubatch", str(ubatch)]
     out = open(log, "ab") if log else subprocess.DEVNULL
     process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -191,12 +235,20 @@ def llama_server(gguf: str | Path, port: int = 0, n_ctx: int = 8192, threads: in
             if process.poll() is not None:
                 raise ModelError(f"llama.cpp server exited with {process.returncode} at start" + (f"; see {log}" if log else ""))
             try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
-                    break
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as answer:
+                    listed = answer.read()
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
                     raise ModelError(f"llama.cpp server did not answer within {startup_timeout:g} s") from None
                 time.sleep(0.5)
+                continue
+            # Whoever answered must be our child serving our file, not another server on the port.
+            if process.poll() is None and name.encode() in listed:
+                break
+            raise ModelError(
+                f"another server answers on port {port} (llama.cpp's could not take it); choose another --port"
+            )
+        _first_answer(base_url, process, ubatch)
         yield base_url
     finally:
         process.terminate()
@@ -230,15 +282,12 @@ def register(subparsers: Any) -> None:
     prep.set_defaults(handler=_prepare)
     serve = sub.add_parser("serve", help="serve a GGUF with llama.cpp's OpenAI-compatible server on 127.0.0.1")
     serve.add_argument("model", help="a known model name (smollm2) or a .gguf file")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=port_number, default=8080, help="port (default 8080; 0 picks a free one)")
     serve.add_argument("--n-ctx", type=int, default=8192, help="context length (default 8192)")
-    serve.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's)")
+    serve.add_argument("--ubatch", type=int, help="llama.cpp's physical batch size (default its own, 512; 1 where its batched kernels crash)")
+    serve.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                       help=f"CPU threads for generation and for prompt batches alike (default: one per CPU, here {DEFAULT_THREADS})")
     serve.set_defaults(handler=_serve)
-
-
-def _fail(exc: Exception) -> int:
-    print(f"gymwire model: {exc}", file=sys.stderr)
-    return 1
 
 
 def _list(args: Any) -> int:
@@ -252,30 +301,21 @@ def _list(args: Any) -> int:
 
 
 def _path(args: Any) -> int:
-    try:
-        print(model_file(args.name))
-    except ModelError as exc:
-        return _fail(exc)
+    print(model_file(args.name))
     return 0
 
 
 def _prepare(args: Any) -> int:
-    try:
-        output = prepare(args.model, args.output)
-    except ModelError as exc:
-        return _fail(exc)
+    output = prepare(args.model, args.output)
     print(f"wrote a transformers checkpoint to {output} (model.path for gymwire train, MODEL for gymwire eval)")
     return 0
 
 
 def _serve(args: Any) -> int:
-    try:
-        gguf = resolve_model(args.model)
-        with llama_server(gguf, args.port, n_ctx=args.n_ctx, threads=args.threads) as url:
-            print(f"serving {gguf.name} at {url} (OpenAI-compatible; Ctrl-C stops)", flush=True)
-            while True:
-                time.sleep(3600)
-    except ModelError as exc:
-        return _fail(exc)
-    except KeyboardInterrupt:
-        return 0
+    if args.threads < 1 or args.n_ctx < 1:
+        raise ModelError("--threads and --n-ctx must be at least 1")
+    gguf = resolve_model(args.model)
+    with llama_server(gguf, args.port, n_ctx=args.n_ctx, threads=args.threads, ubatch=args.ubatch) as url:
+        print(f"serving {gguf.name} as {served_name(gguf)} at {url} (OpenAI-compatible; Ctrl-C stops)", flush=True)
+        while True:
+            time.sleep(3600)

@@ -13,9 +13,11 @@ import json
 import os
 from typing import Any, Sequence
 
+from gymwire.sdk.environment import MissingExtra
+
 from .policy import Generation, PolicyBackend, PolicyError, Reply, Sampling
 
-__all__ = ["OpenAIPolicy"]
+__all__ = ["OpenAIPolicy", "request_parameters"]
 
 
 class OpenAIPolicy(PolicyBackend):
@@ -33,15 +35,17 @@ class OpenAIPolicy(PolicyBackend):
         timeout: float = 120.0,
         max_retries: int = 4,
         concurrency: int = 64,
+        standard_only: bool = False,
     ):
         try:
             import openai
         except ImportError as exc:
-            raise ImportError("the OpenAI-compatible backend needs the openai package: pip install 'gymwire[eval]'") from exc
+            raise MissingExtra("the OpenAI-compatible backend needs the openai package: pip install 'gymwire[eval]'") from exc
         self._openai = openai
         self.model = model
         self.base_url = base_url
         self.timeout = timeout
+        self.standard_only = standard_only
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
             # The client insists on a key; local servers ignore it.
@@ -65,11 +69,7 @@ class OpenAIPolicy(PolicyBackend):
                 # answers: the client's own timeout covers each attempt, this covers all of them.
                 response = await asyncio.wait_for(
                     self._client.chat.completions.create(
-                        model=self.model,
-                        messages=list(messages),
-                        max_tokens=max_new_tokens,
-                        temperature=sampling.temperature,
-                        top_p=sampling.top_p,
+                        model=self.model, messages=list(messages), **self.request_parameters(sampling, max_new_tokens)
                     ),
                     timeout=self.timeout * (self._client.max_retries + 1) + 60 * self._client.max_retries,
                 )
@@ -86,8 +86,34 @@ class OpenAIPolicy(PolicyBackend):
         return _reply(response, self.base_url)
 
 
+    def request_parameters(self, sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
+        return request_parameters(sampling, max_new_tokens, self.standard_only)
+
     async def close(self) -> None:
         await self._client.close()
+
+
+def request_parameters(sampling: Sampling, max_new_tokens: int, standard_only: bool = False) -> dict[str, Any]:
+    """What every request sends besides the model and messages: all sampling parameters,
+    explicitly. The non-standard ones go in the body under the names llama.cpp's server
+    (repeat_penalty) and vLLM (repetition_penalty) read; `standard_only` leaves them out for APIs
+    that refuse unknown fields (then the server's defaults apply to them: recorded as unsent)."""
+    every = sampling.parameters()
+    sent: dict[str, Any] = {
+        "max_tokens": max_new_tokens,
+        "n": 1,
+        **{name: every[name] for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty")},
+    }
+    if every["seed"] is not None:
+        sent["seed"] = every["seed"]
+    if not standard_only:
+        sent["extra_body"] = {
+            "top_k": every["top_k"],
+            "min_p": every["min_p"],
+            "repeat_penalty": every["repetition_penalty"],
+            "repetition_penalty": every["repetition_penalty"],
+        }
+    return sent
 
 
 def _reply(response: Any, base_url: str) -> Reply:

@@ -21,10 +21,28 @@ POLICY_BACKENDS = ("transformers", "vllm")
 
 @dataclass(frozen=True)
 class Sampling:
-    """How to sample. temperature 0 is greedy decoding."""
+    """How to sample. temperature 0 is greedy decoding. `seed` seeds a server-side sampler (token
+    backends follow torch's seeded generator). Nothing else reshapes the distribution: no top-k or
+    min-p cut, no repetition, presence or frequency penalty. `parameters()` spells all of it out,
+    so that a backend's own defaults never apply unseen (llama.cpp's server applies a repeat
+    penalty of 1.1, top-k 40 and min-p 0.05 to requests that do not say otherwise)."""
 
     temperature: float = 1.0
     top_p: float = 1.0
+    seed: int | None = None
+
+    def parameters(self) -> dict[str, Any]:
+        """Every sampling parameter and its value, neutral ones included (what run metadata records)."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": 0,  # 0: no cut
+            "min_p": 0.0,
+            "repetition_penalty": 1.0,
+            "presence_penalty": 0.0,
+            "frequency_penalty": 0.0,
+            "seed": self.seed,
+        }
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

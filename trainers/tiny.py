@@ -8,11 +8,19 @@ and ordinary; the trainer treats it like any other model's template.
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
-__all__ = ["TinyModelSpec", "build_tiny_model", "CHAT_TEMPLATE", "SPECIAL_TOKENS"]
+from gymwire.sdk.errors import UserError
+
+__all__ = ["TinyModelSpec", "build_tiny_model", "tiny_model_ready", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "RECIPE_FILE"]
+
+# What a tiny model was built from (its spec, seed and the environment its vocabulary came from),
+# written beside it: a run never silently trains another run's initial weights.
+RECIPE_FILE = "gymwire-tiny.json"
 
 # Leading whitespace stays with its word, number or punctuation mark; other whitespace runs
 # are pieces of their own.
@@ -78,8 +86,36 @@ def build_tokenizer(corpus: Iterable[str], numbers: int):
     )
 
 
-def build_tiny_model(path: str | Path, corpus: Iterable[str], spec: TinyModelSpec = TinyModelSpec()) -> Path:
-    """Write a randomly initialised GPT-2 and its tokenizer to `path`; `from_pretrained(path)` loads it."""
+def tiny_model_ready(path: str | Path, recipe: dict[str, Any], replace: bool) -> bool:
+    """True when `path` holds the tiny model `recipe` describes; False when there is none yet (or
+    `replace` and another one, which is then deleted). Another recipe's model is a UserError: a
+    run with another seed must not continue from it."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    recorded_file = path / RECIPE_FILE
+    recorded = json.loads(recorded_file.read_text()) if recorded_file.exists() else None
+    if recorded == recipe:
+        return True
+    if replace:
+        shutil.rmtree(path)
+        return False
+    if recorded is None:
+        what = "a model of unknown recipe (no " + RECIPE_FILE + ")"
+    else:
+        changed = sorted(k for k in {**recorded, **recipe} if recorded.get(k) != recipe.get(k))
+        what = "a tiny model built with " + ", ".join(f"{k}={recorded.get(k)!r} (this run: {recipe.get(k)!r})" for k in changed)
+    raise UserError(
+        f"model.path {path} holds {what}; a run must not start from another run's model: leave model.path out "
+        "(the tiny model is then built in output_dir), give another model.path, or pass --overwrite when it is inside output_dir"
+    )
+
+
+def build_tiny_model(
+    path: str | Path, corpus: Iterable[str], spec: TinyModelSpec = TinyModelSpec(), recipe: dict[str, Any] | None = None
+) -> Path:
+    """Write a randomly initialised GPT-2 and its tokenizer to `path`; `from_pretrained(path)` loads
+    it. `recipe` (what it was built from) is recorded beside it for `tiny_model_ready`."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -106,4 +142,6 @@ def build_tiny_model(path: str | Path, corpus: Iterable[str], spec: TinyModelSpe
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    if recipe is not None:
+        (path / RECIPE_FILE).write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
     return path

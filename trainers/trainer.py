@@ -11,6 +11,7 @@ from RNGs whose states are checkpointed, so a resumed run repeats an uninterrupt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import shutil
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple
 import torch
 
 from gymwire.protocol import ErrorCode, ProtocolError
+from gymwire.sdk.errors import UserError
 
 from .advantages import compute_advantages, masked_whiten, place_rewards
 from .chat import ChatFormat
@@ -50,7 +52,7 @@ STATE_FILE = "trainer_state.pt"
 RUN_FILES = ("config.json", "metrics.jsonl", "tensorboard", "rollouts", "checkpoints")
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """A checkpoint cannot continue this run."""
 
 
@@ -140,7 +142,10 @@ class Trainer:
                 raise ConfigError(f"env.name: {exc}") from None
             self.env_name = env_class.info().name
             url = self._stack.enter_context(GymServer([env_class], port=0).run_in_thread())
-        self.rollouts = self._stack.enter_context(RolloutClient(url, token=cfg.env.token))
+        try:
+            self.rollouts = self._stack.enter_context(RolloutClient(url, token=cfg.env.token))
+        except OSError as exc:
+            raise ConfigError(f"env.server {url}: cannot connect ({exc}); start it (gymwire serve ...) or set env.server: builtin") from None
         try:
             self.env_info = self.rollouts.run(self.rollouts.client.describe(self.env_name))
         except ProtocolError as exc:
@@ -154,11 +159,11 @@ class Trainer:
                     f"env: {cfg.env.name} has no split {split!r}; set env.train_split/test_split to one of "
                     f"{sorted(self.env_info.splits)}"
                 )
+        self.rollouts.run(_check_options(self.rollouts.client, self.env_name, cfg))
 
         model_path = Path(cfg.model.path)
         if cfg.model.tiny is not None:
-            if not (model_path / "config.json").exists():
-                self._build_tiny_model(model_path)
+            self._ensure_tiny_model(model_path)
         else:
             model_path = _checkpoint_folder(cfg.model.path)
         self.model, self.tokenizer = _load_model(resume_from or model_path, self.device)
@@ -221,13 +226,11 @@ class Trainer:
             )
         return None, previous
 
-    def _build_tiny_model(self, path: Path) -> None:
-        from .tiny import TinyModelSpec, build_tiny_model
+    def _ensure_tiny_model(self, path: Path) -> None:
+        """Build the tiny model at `path` unless this run's recipe is already there."""
+        from .tiny import TinyModelSpec, build_tiny_model, tiny_model_ready
 
         tiny = self.config.model.tiny
-        corpus = self.rollouts.run(
-            _env_corpus(self.rollouts.client, self.config, self.env_name, self.env_info, tiny.numbers, tiny.corpus_episodes)
-        )
         spec = TinyModelSpec(
             n_layer=tiny.n_layer,
             n_head=tiny.n_head,
@@ -237,7 +240,16 @@ class Trainer:
             init_std=tiny.init_std,
             seed=self.config.seed,
         )
-        build_tiny_model(path, corpus, spec)
+        env = self.config.env
+        recipe = {**dataclasses.asdict(spec), "corpus_episodes": tiny.corpus_episodes, "env": self.env_name,
+                  "options": env.options, "split": env.train_split}
+        inside_run = path.resolve().is_relative_to(self.output_dir.resolve())
+        if tiny_model_ready(path, recipe, replace=self.config.train.overwrite and inside_run):
+            return
+        corpus = self.rollouts.run(
+            _env_corpus(self.rollouts.client, self.config, self.env_name, self.env_info, tiny.numbers, tiny.corpus_episodes)
+        )
+        build_tiny_model(path, corpus, spec, recipe)
 
     def _learning_rates(self) -> list[float]:
         """Per optimizer group: the model's, then the value head's."""
@@ -531,6 +543,7 @@ class Trainer:
         settings = self._settings(self.horizon.max_turns, Sampling(cfg.train.eval_temperature))
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             episodes = self.rollouts.collect(self.policy, self.chat, specs, settings)
+        write_jsonl(episodes, self.output_dir / "rollouts" / f"eval-step-{self.step:06d}.jsonl")
         return _episode_stats(episodes)
 
     # ------------------------------------------------------------------ logging and checkpoints
@@ -717,12 +730,9 @@ def _due(step: int, every: int, last: int) -> bool:
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"model.device={name!r} but torch sees no CUDA GPU; use cpu or auto")
-    return device
+    from .devices import torch_device
+
+    return torch_device(name, "model.device")
 
 
 def _checkpoint_folder(spec: str) -> Path:
@@ -764,6 +774,17 @@ def _check_logits_are_the_lm_head(model: Any) -> None:
             f"model.path: {type(model).__name__} changes its logits after the LM head (e.g. soft-capping or scaling); "
             "the trainer computes log-probs from the LM head's output and cannot train it"
         )
+
+
+async def _check_options(client: Any, env: str, config: TrainConfig) -> None:
+    """Open one session with env.options before anything loads: a bad option is one line now, not
+    an error in every episode of every step."""
+    for split in dict.fromkeys((config.env.train_split, config.env.test_split)):
+        try:
+            async with client.session(env, split=split, index=0, options=config.env.options, max_turns=1):
+                pass
+        except ProtocolError as exc:
+            raise ConfigError(f"env.options {config.env.options}: {env} refuses them ({exc.code.name}: {exc.message})") from None
 
 
 async def _env_corpus(client: Any, config: TrainConfig, env: str, info: Any, numbers: int, episodes: int) -> list[str]:

@@ -64,6 +64,10 @@ class VLLMPolicy(PolicyBackend):
                 max_tokens=budget,
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,  # top_k left at its default: no cut, as in TransformersPolicy
+                min_p=0.0,
+                repetition_penalty=1.0,
+                presence_penalty=0.0,
+                frequency_penalty=0.0,
                 stop_token_ids=list(stop_ids),
                 logprobs=0,  # the sampled token's only
                 detokenize=False,

@@ -18,8 +18,8 @@ def register(sub: Any) -> None:
         "HTTP/JSON server; print the figures and write them as JSON. Needs 'gymwire[bench]'.",
     )
     bench.add_argument("--quick", action="store_true", help="tiny sizes, every section (about 15 s)")
-    bench.add_argument("--json", type=Path, default=Path("gymwire-bench.json"), metavar="PATH",
-                       help="where to write the figures (default gymwire-bench.json)")
+    bench.add_argument("--json", type=Path, default=Path("runs", "bench", "gymwire-bench.json"), metavar="PATH",
+                       help="where to write the figures (default runs/bench/gymwire-bench.json)")
     bench.add_argument("--plot", type=Path, metavar="PATH", help="also draw latency vs concurrent sessions to this PNG")
     bench.add_argument("--paced-rate", type=float, default=1000.0, metavar="STEPS_PER_S",
                        help="total steps/s all sessions offer together in the paced runs (default 1000)")
@@ -30,11 +30,12 @@ def register(sub: Any) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    try:
-        from .run import Plan, run
-    except ImportError as exc:
-        print(f"gymwire bench: {exc}; install the extra: pip install 'gymwire[bench]'", file=sys.stderr)
-        return 2
+    from gymwire.sdk.environment import require_modules
+
+    # Checked before anything starts: the HTTP baseline runs in child processes.
+    require_modules(["fastapi", "uvicorn", "aiohttp"], "bench", "gymwire bench")
+    from .run import Plan, run
+
     restore_autogroup = None
     if args.nice is not None:
         try:

@@ -183,7 +183,9 @@ async def _encodings(url: str, options: ConformanceOptions, transcript: Transcri
         except InvalidStatus:
             continue
         except Exception as exc:  # unreachable host, TLS trouble, a broken upgrade: all stop the run
-            raise ConformanceSetupError(f"cannot open a gymwire.v1+{encoding} WebSocket to {url}: {exc}") from None
+            raise ConformanceSetupError(
+                f"cannot open a gymwire.v1+{encoding} WebSocket to {url}: {exc}; is the server running at that address?"
+            ) from None
         spoken.append(encoding)
         await conn.close()
     if not spoken:
@@ -200,7 +202,9 @@ async def _discover(url: str, options: ConformanceOptions) -> tuple[dict[str, An
     try:
         welcome = await probe.request(conn, probe.hello())
         if welcome.get("type") != "welcome":
-            hint = " (pass --token)" if welcome.get("name") == "UNAUTHORIZED" else ""
+            hint = ""
+            if welcome.get("name") == "UNAUTHORIZED":
+                hint = " (the --token given is not the server's)" if options.token else " (pass the server's --token)"
             raise ConformanceSetupError(f"the server answered hello with {welcome.get('name', welcome.get('type'))}: "
                                         f"{welcome.get('message', '')}{hint}")
         envs = welcome.get("envs") or []

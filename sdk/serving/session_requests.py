@@ -90,6 +90,10 @@ class SessionRequests:
             raise ProtocolError(ErrorCode.UNKNOWN_ENV, f"no environment {message.env!r}; this server has {sorted(self.envs)}")
         if self.draining:
             raise ProtocolError(ErrorCode.DRAINING, "server is draining; open the session elsewhere", retry_after_ms=1000)
+        try:
+            spec.env_class.check_options(message.options)
+        except TaskError as exc:
+            raise ProtocolError(ErrorCode.INVALID_TASK, brief(exc)) from None
         registry = self.registry
         registry.check_room(conn)
         max_turns = message.max_turns or self.env_infos[message.env].default_max_turns

@@ -6,6 +6,7 @@ import errno
 import socket
 
 from gymwire.protocol import Limits
+from ..errors import UserError
 
 # The smallest value of each limit with which a server is still usable: a frame must hold a hello,
 # a server with no session, no request in flight or no time left is no server.
@@ -31,7 +32,7 @@ def check_limits(limits: Limits) -> None:
             raise ValueError(f"limit {name} ({flag}) must be at least {minimum}, got {value}")
 
 
-class ListenError(OSError):
+class ListenError(UserError, OSError):
     """The server cannot listen where it was asked to; the message names the option to change."""
 
 

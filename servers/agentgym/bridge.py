@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import PositiveFloat, PositiveInt
 
@@ -87,6 +87,7 @@ class AgentGymBridge(Environment):
     and `max_turns` default to the family's."""
 
     name = "agentgym"
+    known_options: ClassVar[dict[str, str]] = {}  # AgentGym's servers take no per-session options
 
     @classmethod
     def info(cls, family: str, url: str, tasks: PositiveInt | None = None, max_turns: PositiveInt | None = None) -> EnvInfo:

@@ -123,6 +123,8 @@ class BabyAIEnv(Environment):
     default_max_turns = 20
     observation_fields = ["text", "data", "images"]
     images = True
+    known_options = {"images": "add an RGB image of the view, default false", "image_tile_size": "pixels per grid cell, default 16",
+                     "profile": "gymwire (default) or agentgym: AgentGym's text, grammar and task indices"}
     _agentgym: AgentGymBabyAI | None = None  # the episode, when played with `profile: agentgym`
 
     def __init__(self) -> None:

@@ -43,7 +43,6 @@ MAX_TOP_K = 20
 INLINE_SEARCH_MAX_PASSAGES = 1_000_000
 
 _ACTION_KINDS = ("search", "answer", "python")
-_OPTIONS = {"top_k", "end_on_wrong_answer", "retriever"}
 
 INVALID_ACTION = (
     "Your previous action is invalid. To search, put the query between <search> and </search>. "
@@ -133,6 +132,11 @@ class DeepSearchEnv(Environment):
     seedable = True
     requires: ClassVar[tuple[str, ...]] = ("tantivy",)
     extra: ClassVar[str] = "deepsearch"
+    known_options: ClassVar[dict[str, str]] = {
+        "top_k": f"passages per search, 1..{MAX_TOP_K} (default 3)",
+        "end_on_wrong_answer": "end the episode at a wrong answer (default false: the agent may answer again)",
+        "retriever": "bm25 or dense (default: dense when the server has an encoder)",
+    }
     sandbox_limits: ClassVar[SandboxLimits] = SandboxLimits()
 
     @classmethod
@@ -145,11 +149,7 @@ class DeepSearchEnv(Environment):
         metadata = {
             "corpus": data.corpus.source,
             "retrievers": ["bm25"] + (["dense"] if data.dense else []),
-            "options": {
-                "top_k": f"passages per search, 1..{MAX_TOP_K} (default 3)",
-                "end_on_wrong_answer": "end the episode at a wrong answer (default false: the agent may answer again)",
-                "retriever": "bm25 or dense (default: dense when the server has an encoder)",
-            },
+            "options": cls.known_options,
         }
         return super().info().model_copy(update={"splits": _split_sizes(data), "metadata": metadata})
 
@@ -166,12 +166,7 @@ class DeepSearchEnv(Environment):
     # -- episode --------------------------------------------------------------------------------
 
     async def reset(self, task: Task) -> Observation:
-        unknown = set(task.options) - _OPTIONS
-        if unknown:
-            raise TaskError(
-                f"unknown option(s) {sorted(unknown)}; deepsearch takes {sorted(_OPTIONS)} "
-                "(the corpus and questions are the server operator's: deepsearch:corpus=PATH,questions=PATH)"
-            )
+        self.check_options(task.options)
         top_k = task.options.get("top_k", 3)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
             raise TaskError(f"option top_k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")

@@ -17,15 +17,12 @@ _NUMBER = re.compile(r"-?\d+")
 _MAX_DIGITS = 12  # int() of a longer string is pointless here (and Python refuses past 4300 digits)
 
 
-_OPTIONS = ("low", "high", "show_range")
 _BOUND = 10**_MAX_DIGITS - 1  # a guess has at most _MAX_DIGITS digits
 
 
 def _options(options: dict[str, object]) -> tuple[int, int, bool]:
     """low, high and show_range, or TaskError (INVALID_TASK) saying what is wrong."""
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise TaskError(f"unknown option(s) {unknown}; guess takes {list(_OPTIONS)}")
+    GuessEnv.check_options(options)
     low, high, show_range = options.get("low", 1), options.get("high", 100), options.get("show_range", False)
     for name, value in (("low", low), ("high", high)):
         if type(value) is not int or not -_BOUND <= value <= _BOUND:
@@ -45,6 +42,8 @@ class GuessEnv(Environment):
     splits = {"train": 10_000, "test": 100}
     default_max_turns = 7
     inline = True  # a step is a comparison: cheaper than a thread hop
+    known_options = {"low": "smallest number, default 1", "high": "largest number, default 100",
+                     "show_range": "hints say what is still possible, default false"}
 
     def reset(self, task: Task) -> str:
         self.low, self.high, self.show_range = _options(task.options)

@@ -77,6 +77,7 @@ class SciWorldEnv(Environment):
     seedable = True
     requires: ClassVar[tuple[str, ...]] = ("scienceworld", "py4j")
     extra: ClassVar[str] = "sciworld"
+    known_options: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def info(cls) -> EnvInfo:

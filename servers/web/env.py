@@ -155,6 +155,7 @@ class BrowserEnv(Environment):
     seedable = True
     requires: ClassVar[tuple[str, ...]] = ("playwright.async_api",)
     extra: ClassVar[str] = "web"
+    known_options: ClassVar[dict[str, str]] = {"images": "add a screenshot to each observation, default false"}
 
     def __init__(
         self, sessions_per_browser: PositiveInt = SESSIONS_PER_BROWSER, step_timeout_s: PositiveFloat = STEP_TIMEOUT_S,

@@ -34,6 +34,7 @@ from pydantic import PositiveFloat, PositiveInt
 
 from gymwire.protocol import EnvInfo
 from gymwire.sdk.environment import Observation, StepOutcome, Task, TaskError
+from gymwire.sdk.errors import UserError
 
 from .actions import shorten
 from .env import MAX_OBSERVATION_CHARS, MAX_TABS, NAVIGATION_TIMEOUT_MS, SESSIONS_PER_BROWSER, STEP_TIMEOUT_S, BrowserEnv
@@ -42,7 +43,7 @@ _PLACEHOLDER = re.compile(r"__[A-Z_]+__")
 _QUERY_TEXT = re.compile(r"""^func:get_query_text(_lowercase)?\(__page__,\s*["'](.+)["']\)$""")
 
 
-class WebArenaConfigError(ValueError):
+class WebArenaConfigError(UserError, ValueError):
     """A task file or site mapping that cannot be used; the message names the file and field."""
 
 

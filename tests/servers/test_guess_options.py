@@ -21,7 +21,7 @@ from gymwire.servers.guess import GuessEnv
         ({"low": 5, "high": 5}, "low=5 must be below high=5"),
         ({"high": 10**15}, "from -999999999999 to 999999999999"),
         ({"show_range": "yes"}, "show_range must be true or false"),
-        ({"lo": 1, "verbose": True}, "unknown option(s) ['lo', 'verbose']; guess takes ['low', 'high', 'show_range']"),
+        ({"lo": 1, "verbose": True}, "unknown option(s) 'lo', 'verbose'; guess takes high (largest number, default 100), low"),
     ],
 )
 async def test_bad_options_are_invalid_tasks_that_say_what_is_valid(options, says):

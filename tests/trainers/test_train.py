@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gymwire.sdk.cli import main
+from gymwire.sdk.errors import UserError
 from gymwire.sdk.server import GymServer
 from gymwire.trainers.config import ConfigError, TrainConfig, load_config
 from gymwire.trainers.rollout import read_jsonl
@@ -205,6 +206,7 @@ def test_train_command_runs_from_a_yaml_config(tmp_path, capsys):
         assert key in record
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert latest_checkpoint(tmp_path / "run") is not None
+    assert list((tmp_path / "run" / "rollouts").glob("eval-step-*.jsonl"))  # the evaluation's episodes too
 
 
 def test_bad_configs_are_refused_with_the_key_named(tmp_path):
@@ -213,7 +215,7 @@ def test_bad_configs_are_refused_with_the_key_named(tmp_path):
     with pytest.raises(ConfigError, match="algorithm.estimator must be one of grpo, .*gae"):
         load_config(path)
     assert main(["train", str(path)]) == 2
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['stepz'\] in train"):
+    with pytest.raises(ConfigError, match="train.stepz: unknown key"):
         tiny_config(tmp_path, train={"stepz": 3})
     with pytest.raises(ConfigError, match="algorithm.gamma"):
         tiny_config(tmp_path, algorithm={"estimator": "gae", "gamma": 0})
@@ -221,9 +223,13 @@ def test_bad_configs_are_refused_with_the_key_named(tmp_path):
         tiny_config(tmp_path, algorithm={"kl_in": "advantage"})
     with pytest.raises(ConfigError, match="algorithm.value_clip must be > 0"):
         tiny_config(tmp_path, algorithm={"estimator": "gae", "value_clip": -1})
-    with pytest.raises(ConfigError, match="algorithm.lr must be float"):
+    with pytest.raises(ConfigError, match="algorithm.lr: Input should be a valid number"):
         tiny_config(tmp_path, algorithm={"lr": "fast"})
     assert tiny_config(tmp_path, algorithm={"lr": "1e-3"}).algorithm.lr == 1e-3  # YAML 1.1 reads 1e-3 as text
+    # Every problem at once, each with its key, before anything loads.
+    with pytest.raises(ConfigError) as every:
+        tiny_config(tmp_path, train={"stepz": 3, "steps": 0}, algorithm={"lr": "fast"}, rollout={"turn_tokens": "x"})
+    assert all(key in str(every.value) for key in ("train.stepz", "algorithm.lr", "rollout.turn_tokens")), every.value
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "gae"])
@@ -251,3 +257,24 @@ def test_tiny_model_learns_guess_from_the_reward(tmp_path, estimator):
     chance = 1 - (6 / 7) ** 3  # guessing uniformly at random in 1..7 for 3 turns: 0.37
     assert history[0]["train/success"] < chance
     assert history[-1]["eval/success"] >= chance + 0.25
+
+
+def test_set_reads_flow_mappings_written_without_spaces():
+    from gymwire.trainers.config import parse_assignments
+
+    assert parse_assignments(["env.options={low:9,high:2}", "env.server=ws://127.0.0.1:8765", "env.options.x={a: [1,2]}"]) == {
+        "env.options": {"low": 9, "high": 2}, "env.server": "ws://127.0.0.1:8765", "env.options.x": {"a": [1, 2]},
+    }
+
+
+def test_a_run_never_starts_from_another_runs_tiny_model(tmp_path):
+    from gymwire.trainers.tiny import RECIPE_FILE
+
+    run(tiny_config(tmp_path, train={"steps": 1}))
+    assert (tmp_path / "model" / RECIPE_FILE).exists()
+    with pytest.raises(UserError, match="built with seed=0 \\(this run: 1\\)"):
+        with Trainer(tiny_config(tmp_path, seed=1, output_dir=str(tmp_path / "other"))):
+            pass
+    # Without model.path the tiny model is built in output_dir: each seed its own.
+    config = tiny_config(tmp_path, seed=1, output_dir=str(tmp_path / "seed1"), model={"path": ""})
+    assert config.model.path == str(tmp_path / "seed1" / "model")

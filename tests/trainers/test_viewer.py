@@ -235,12 +235,12 @@ def test_paths_are_recognised_by_what_they_hold(tmp_path):
     for name in ("a", "b"):
         (tmp_path / "runs" / name / "x").mkdir(parents=True)
         (tmp_path / "runs" / name / "x" / "config.json").write_text("{}")
-    (tmp_path / "runs" / "an-eval" / "episodes").mkdir(parents=True)
-    (tmp_path / "runs" / "an-eval" / "run.json").write_text(json.dumps({"model": "m"}))
+    (tmp_path / "runs" / "eval" / "an-eval" / "episodes").mkdir(parents=True)  # where gymwire eval writes
+    (tmp_path / "runs" / "eval" / "an-eval" / "run.json").write_text(json.dumps({"model": "m"}))
     runs = find_runs([tmp_path / "metrics.jsonl", tmp_path / "episodes.jsonl", tmp_path / "runs" / "a", tmp_path / "runs" / "b",
                       tmp_path / "runs"])
-    # runs/a and runs/b each hold a run named x: the names take their parent folder; in runs/, only
-    # the eval output is a run (a folder of runs is looked into one level deep).
+    # runs/a and runs/b each hold a run named x: the names take their parent folder; runs/ is looked
+    # into a few levels deep (its eval output is two down) and runs already given are not added twice.
     assert [(r.kind, r.name) for r in runs] == [
         ("train", "metrics"), ("episodes", "episodes"), ("train", "a/x"), ("train", "b/x"), ("eval", "m"),
     ]

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from gymwire.protocol import ProtocolError
+from gymwire.sdk.errors import SetupError, UsageError
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -17,14 +17,9 @@ def _prepare(args: argparse.Namespace) -> int:
     try:
         count = prepare_dataset(args.env, args.split, args.out, url=args.url, token=token, start=args.start, limit=args.limit)
     except (PrepareError, ValueError) as exc:
-        print(f"gymwire openrlhf prepare: {exc}", file=sys.stderr)
-        return 2
-    except ProtocolError as exc:
-        print(f"gymwire openrlhf prepare: server answered {exc.code.name}: {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"gymwire openrlhf prepare: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError(str(exc)) from None
+    except ConnectionError as exc:
+        raise SetupError(f"cannot reach {args.url}: {exc}; is `gymwire serve` running there?") from None
     where = args.url or "an embedded server"
     print(f"wrote {count} tasks of {args.env}/{args.split} (from {where}) to {args.out}", file=sys.stderr)
     return 0
@@ -37,14 +32,11 @@ def _launch(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-    except (LaunchConfigError, HorizonConfigError, OSError, ValueError) as exc:
-        print(f"gymwire openrlhf launch: {args.config}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return launch(config, dry_run=args.dry_run)
-    except LaunchConfigError as exc:
-        print(f"gymwire openrlhf launch: {exc}", file=sys.stderr)
-        return 2
+    except FileNotFoundError:
+        raise UsageError(f"{args.config} does not exist; give the path of a launch config (e.g. examples/openrlhf-textcraft.yaml)") from None
+    except (LaunchConfigError, HorizonConfigError, ValueError) as exc:
+        raise UsageError(f"{args.config}: {exc}") from None
+    return launch(config, dry_run=args.dry_run)
 
 
 def register(sub: Any) -> None:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from gymwire.sdk.client import GymClient
+from gymwire.sdk.errors import UserError
 
 from .labels import TaskLabel, first_message
 
 __all__ = ["prepare_dataset", "collect_rows", "task_rows", "read_rows", "PrepareError"]
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError, ValueError):
     """The split or the range of tasks asked for does not exist."""
 
 

@@ -21,12 +21,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
+from gymwire.sdk.errors import UserError
+
 __all__ = ["OpenRLHFArgumentError", "check_openrlhf_args"]
 
 MODULE = "openrlhf.cli.train_ppo_ray"
 
 
-class OpenRLHFArgumentError(ValueError):
+class OpenRLHFArgumentError(UserError, ValueError):
     """OpenRLHF's parser or its checks refuse the command line."""
 
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from gymwire.sdk.errors import UserError
 from gymwire.trainers.horizon import horizon_from_config
 
 __all__ = ["LaunchConfig", "LaunchConfigError", "load_config", "build_command", "check_command", "ESTIMATORS"]
@@ -63,7 +64,7 @@ MISSING_RAY = (
 )
 
 
-class LaunchConfigError(ValueError):
+class LaunchConfigError(UserError, ValueError):
     """The launch config is incomplete or inconsistent; the message says which key to fix."""
 
 

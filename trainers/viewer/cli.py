@@ -8,6 +8,8 @@ import sys
 import webbrowser
 from typing import Any
 
+from gymwire.sdk.errors import port_number
+
 __all__ = ["register"]
 
 
@@ -23,7 +25,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="a training run directory, a folder of runs, an eval output or a JSONL file")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8777, help="port (default 8777; 0 picks a free one)")
+    parser.add_argument("--port", type=port_number, default=8777, help="port (default 8777; 0 picks a free one)")
     parser.add_argument("--tokenizer", help="tokenizer folder for the token view (default: found in the run)")
     parser.add_argument("--no-browser", action="store_true", help="print the address only; do not open a browser")
     parser.set_defaults(handler=_view)

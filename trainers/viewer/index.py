@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
+from gymwire.sdk.errors import UserError
+
 __all__ = ["EpisodeRow", "JsonlFile", "Run", "Catalog", "ViewError", "find_runs"]
 
 STEP_FILE = re.compile(r"step-(\d+)\.jsonl$")
@@ -59,7 +61,7 @@ def _episode_head(raw: bytes) -> tuple[dict[str, Any], int] | None:
     return head, raw.count(b'{"action": ', cut, end if end != -1 else len(raw))
 
 
-class ViewError(Exception):
+class ViewError(UserError):
     """A path that cannot be shown; the message says what to pass instead."""
 
 
@@ -388,7 +390,9 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     """Runs under the given paths: a run directory, an eval output, a folder of those, or a JSONL file."""
     runs: list[Run] = []
 
-    def add(kind: str, path: Path, **kwargs: Any) -> Run:
+    def add(kind: str, path: Path, **kwargs: Any) -> Run | None:
+        if any(run.path == path for run in runs):
+            return None  # given twice (itself, and inside a folder given)
         run = Run(len(runs), _name(path), path, kind, **kwargs)
         runs.append(run)
         return run
@@ -396,13 +400,13 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     def add_folder(folder: Path) -> bool:
         if _is_eval_output(folder):
             run = add("eval", folder, episode_glob=(folder / "episodes", "*.jsonl"), results_path=folder / "results.json")
-            if (folder / "run.json").exists():
+            if run is not None and (folder / "run.json").exists():
                 _load_config(run, folder / "run.json")
                 if isinstance(run.config, dict) and isinstance(run.config.get("model"), str):
                     run.name = run.config["model"]
         elif _is_train_run(folder):
             run = add("train", folder, metrics_path=folder / "metrics.jsonl", episode_glob=(folder / "rollouts", "*.jsonl"))
-            if (folder / "config.json").exists():
+            if run is not None and (folder / "config.json").exists():
                 _load_config(run, folder / "config.json")
         else:
             return False
@@ -419,8 +423,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
             else:
                 add("episodes", path, episode_paths=[path])
         elif not add_folder(path):
-            found = [add_folder(child) for child in sorted(p for p in path.iterdir() if p.is_dir())]
-            if not any(found):
+            if not _add_below(path, add_folder, SEARCH_DEPTH):
                 files = sorted(path.glob("*.jsonl"))
                 if not files:
                     raise ViewError(
@@ -433,6 +436,19 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
         if names.count(run.name) > 1:
             run.name = f"{run.path.parent.name}/{run.path.name}" if run.name == run.path.name else f"{run.name} ({run.path.name})"
     return runs
+
+
+# How deep `gymwire view runs/` looks for runs: eval writes runs/eval/<model>, one level below a run.
+SEARCH_DEPTH = 3
+
+
+def _add_below(folder: Path, add_folder: Callable[[Path], bool], depth: int) -> bool:
+    """Add the runs in the folders below `folder` (to `depth` levels); True when any was found."""
+    found = False
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if add_folder(child) or (depth > 1 and _add_below(child, add_folder, depth - 1)):
+            found = True
+    return found
 
 
 def _name(path: Path) -> str:

@@ -41,9 +41,14 @@ class Tokenizers:
         model_path = _setting(run, "model", "path")
         if isinstance(model_path, str):
             paths += [Path(model_path), run.path / model_path, run.path.parent.parent / model_path]
+        eval_path = run.config.get("path") if isinstance(run.config, dict) else None  # gymwire eval's run.json
+        for spec in (model_path, eval_path):
+            gguf = _gguf_file(spec)
+            if gguf is not None:
+                paths.append(gguf)
         paths.append(run.path / "model")
         paths += sorted((run.path / "checkpoints").glob("step-*"), reverse=True) if run.path.is_dir() else []
-        return [p for p in paths if (p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists()]
+        return [p for p in paths if p.suffix == ".gguf" or (p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists()]
 
     def get(self, run: Run) -> Callable[[Sequence[int]], list[str]] | None:
         with self._lock:  # the preload at start and an episode request may ask at once
@@ -58,7 +63,10 @@ class Tokenizers:
         try:
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(str(found[0]))
+            if found[0].suffix == ".gguf":  # the tokenizer inside the GGUF file
+                tokenizer = AutoTokenizer.from_pretrained(str(found[0].parent), gguf_file=found[0].name)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(str(found[0]))
         except Exception as exc:  # a missing package or a broken folder: the token view shows ids
             log.warning("no tokenizer for run %s from %s: %s", run.name, found[0], exc)
             return None
@@ -261,3 +269,18 @@ def make_app(catalog: Catalog, *, tokenizer: str | None = None, follow_s: float 
 
     app.cleanup_ctx.append(follow)
     return app
+
+
+def _gguf_file(spec: Any) -> Path | None:
+    """The GGUF file a run's model setting names (a known model such as smollm2, or a .gguf path)."""
+    if not isinstance(spec, str):
+        return None
+    from ..models import KNOWN_MODELS, ModelError, model_file
+
+    if spec in KNOWN_MODELS:
+        try:
+            return model_file(spec)
+        except ModelError:
+            return None
+    path = Path(spec)
+    return path if path.suffix == ".gguf" and path.is_file() else None
