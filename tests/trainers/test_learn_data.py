@@ -298,3 +298,24 @@ def test_the_agentevol_loop_learns_on_base_plus_kept_and_resumes(tmp_path):
     calls.clear()
     agent_evol("base-model", base, tmp_path, settings, explore, learn)  # finished iterations are not rerun
     assert calls == []
+
+
+def test_openrlhfs_multiturn_sft_reads_our_rows_and_learns_the_same_replies(smollm2_tokenizer):
+    """`gymwire learn convert --to sft` rows, read by OpenRLHF's own SFTDataset (--data.multiturn
+    --data.apply_chat_template): its loss ranges cover exactly each reply and its end of turn."""
+    from types import SimpleNamespace
+
+    from openrlhf.datasets.sft_dataset import SFTDataset
+
+    from gymwire.trainers.learn.cli import conversation_messages
+
+    trajectory = episode(replies=("Action: turn left", "Action: go to red ball 1"))
+    dataset = SimpleNamespace(tokenizer=smollm2_tokenizer, max_length=4096, multiturn=True, input_key="messages",
+                              output_key=None, apply_chat_template=smollm2_tokenizer.apply_chat_template,
+                              pretrain_mode=False, input_template=None)
+    processed = SFTDataset.process_data(dataset, {"messages": conversation_messages(trajectory)})
+    ids = smollm2_tokenizer(processed["prompt"] + processed["response"], add_special_tokens=False)["input_ids"]
+    spans = [smollm2_tokenizer.decode(ids[start:end + 1]) for start, end in processed["response_ranges"]]
+    assert [span.rstrip("\n") for span in spans] == [f"{t.reply}<|im_end|>" for t in trajectory.turns]
+    ours, _ = conversation_tokens(ChatFormat(smollm2_tokenizer), trajectory)
+    assert ids[: len(ours)] == ours  # the same token sequence the clone was trained on

@@ -7,20 +7,12 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from gymwire.sdk.errors import SetupError, UsageError
+
 __all__ = ["register_collect", "register_learn"]
-
-
-class UsageError(Exception):
-    """A bad argument; the message says what to do."""
-
-
-def _fail(command: str, message: Any) -> int:
-    print(f"gymwire {command}: {message}", file=sys.stderr)
-    return 2
 
 
 def parse_indices(text: str, size: int | None = None) -> list[int]:
@@ -123,13 +115,6 @@ def register_collect(subparsers: Any) -> None:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    try:
-        return _run_collect(args)
-    except UsageError as exc:
-        return _fail("collect", exc)
-
-
-def _run_collect(args: argparse.Namespace) -> int:
     import yaml
 
     from gymwire.protocol import ProtocolError
@@ -164,7 +149,7 @@ def _run_collect(args: argparse.Namespace) -> int:
         except (ValueError, ProtocolError) as exc:
             raise UsageError(str(exc)) from exc
         except OSError as exc:
-            raise UsageError(f"cannot reach the gym server: {exc}") from exc
+            raise SetupError(f"cannot reach the gym server: {exc}") from exc
         finally:
             shutdown()
     print(f"collect {name}: played {counts['played']} episodes ({counts['skipped']} already done), "
@@ -303,13 +288,6 @@ def rows_for(trajectories: list[Any], tokenizer: Any, max_tokens: int, history: 
 
 
 def _sft(args: argparse.Namespace) -> int:
-    try:
-        return _run_sft(args)
-    except UsageError as exc:
-        return _fail("learn sft", exc)
-
-
-def _run_sft(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from gymwire.trainers.models import ModelError, checkpoint_folder
@@ -343,12 +321,9 @@ def _pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _dpo(args: argparse.Namespace) -> int:
     from .dpo import DPOSettings, train_dpo
 
-    try:
-        pairs = _pairs(args)
-        if not pairs:
-            raise UsageError("no pairs: DPO needs tasks with both a successful and a failed episode (collect --samples N)")
-    except UsageError as exc:
-        return _fail("learn dpo", exc)
+    pairs = _pairs(args)
+    if not pairs:
+        raise UsageError("no pairs: DPO needs tasks with both a successful and a failed episode (collect --samples N)")
     print(f"learn dpo: {len(pairs)} pairs", flush=True)
     settings = DPOSettings(beta=args.beta, epochs=args.epochs, lr=args.lr, batch_rows=args.batch_rows,
                            threads=args.threads, seed=args.seed, time_limit_s=args.time_limit)
@@ -358,13 +333,6 @@ def _dpo(args: argparse.Namespace) -> int:
 
 
 def _evolve(args: argparse.Namespace) -> int:
-    try:
-        return _run_evolve(args)
-    except UsageError as exc:
-        return _fail("learn evolve", exc)
-
-
-def _run_evolve(args: argparse.Namespace) -> int:
     import yaml
     from transformers import AutoTokenizer
 
@@ -400,10 +368,7 @@ def _run_evolve(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from .trajectories import preference_rows, sft_rows, write_agenttraj, write_trajectories
 
-    try:
-        trajectories = load_trajectories(args.data, instructions=args.instructions)
-    except UsageError as exc:
-        return _fail("learn convert", exc)
+    trajectories = load_trajectories(args.data, instructions=args.instructions)
     if args.to == "agenttraj":
         write_agenttraj(args.output, trajectories)
         count = len(trajectories)
