@@ -81,6 +81,7 @@ def train_dpo(model_spec: str, pairs: Sequence[dict[str, Any]], output: str | Pa
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    (output / "metrics.jsonl").unlink(missing_ok=True)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)

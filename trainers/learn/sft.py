@@ -133,6 +133,7 @@ def train_sft(model_spec: str, rows: Sequence[TokenRow], output: str | Path, set
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    (output / "metrics.jsonl").unlink(missing_ok=True)  # a run in the same folder starts its record afresh
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
