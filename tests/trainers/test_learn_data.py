@@ -319,3 +319,34 @@ def test_openrlhfs_multiturn_sft_reads_our_rows_and_learns_the_same_replies(smol
     assert [span.rstrip("\n") for span in spans] == [f"{t.reply}<|im_end|>" for t in trajectory.turns]
     ours, _ = conversation_tokens(ChatFormat(smollm2_tokenizer), trajectory)
     assert ids[: len(ours)] == ours  # the same token sequence the clone was trained on
+
+
+def test_supervised_learning_raises_the_replies_probability_and_trains_only_the_top_layers(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gymwire.trainers.learn.sft import SFTSettings, train_sft
+
+    corpus = [INSTRUCTIONS, "Your goal: go to the red ball\nYou see a wall.", "Action: turn left go to red ball 1",
+              "You did step 0. You see a red ball 0 1."]
+    path = build_tiny_model(tmp_path / "tiny", corpus, TinyModelSpec(n_layer=3, init_std=0.08, seed=3))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    chat = ChatFormat(tokenizer)
+    rows = list(token_rows([episode(i) for i in range(4)], chat, max_tokens=512))
+
+    def reply_logp(model) -> float:
+        row = rows[0]
+        with torch.no_grad():
+            logits = model(torch.tensor([row.input_ids])).logits[0, :-1]
+        logps = torch.log_softmax(logits, -1).gather(-1, torch.tensor(row.input_ids[1:]).unsqueeze(-1)).squeeze(-1)
+        return float((logps * torch.tensor(row.completion_mask[1:])).sum())
+
+    before = AutoModelForCausalLM.from_pretrained(path)
+    saved = train_sft(str(path), rows, tmp_path / "run", SFTSettings(epochs=8, lr=1e-2, batch_rows=2, train_layers=2, warmup_ratio=0.0, threads=1))
+    after = AutoModelForCausalLM.from_pretrained(saved)
+    assert reply_logp(after) > reply_logp(before) + 20.0  # measured: -75.9 -> -11.7 nats
+    changed = {name for name, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[name])}
+    assert any(name.startswith("transformer.h.1.") for name in changed)
+    assert changed and all(name.startswith(("transformer.h.1.", "transformer.h.2.", "transformer.ln_f.")) for name in changed)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) >= 8 and losses[-1] < losses[0] / 2 and records[-1]["trained_tokens"] > 0

@@ -86,12 +86,14 @@ def freeze_below(model: Any, train_layers: int) -> None:
     """Train only the top `train_layers` decoder layers and the final norm: no gradient flows
     below them, so the backward pass stops there (cheaper than LoRA on a CPU, where the backward
     through every layer is what costs)."""
-    layers = model.get_decoder().layers
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None) or decoder.h  # Llama-style or GPT-2
+    norm = getattr(decoder, "norm", None) or decoder.ln_f
     if not 0 < train_layers <= len(layers):
         raise ValueError(f"train_layers must be from 1 to {len(layers)}, got {train_layers}")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    for module in [*layers[len(layers) - train_layers:], model.get_decoder().norm]:
+    for module in [*layers[len(layers) - train_layers:], norm]:
         for parameter in module.parameters():
             parameter.requires_grad_(True)
 
