@@ -24,7 +24,7 @@ from gymwire.trainers.learn.trajectories import (
     preference_rows,
     read_agenttraj,
     read_trajectories,
-    sft_rows,
+    conversation_messages,
     to_agenttraj,
     write_agenttraj,
     write_trajectories,
@@ -116,14 +116,12 @@ def test_agentgyms_own_items_read_as_trajectories():
             from_agenttraj(bad)
 
 
-def test_sft_rows_keep_the_goal_and_the_last_turns(tmp_path):
-    trajectory = episode(replies=("Action: a", "Action: b", "Action: c", "Action: d"))
-    rows = list(sft_rows([trajectory], history=1))
-    assert [r["turn"] for r in rows] == [0, 1, 2, 3]
-    last = rows[-1]
-    assert last["prompt"][0] == {"role": "user", "content": trajectory.first_message()}
-    assert [m["content"] for m in last["prompt"][1:]] == ["Action: c", trajectory.turns[2].observation]
-    assert last["completion"] == [{"role": "assistant", "content": "Action: d"}]
+def test_conversation_messages_alternate_and_learn_labels():
+    trajectory = episode(replies=("Action: a", "Action: b"), labels=("Action: x", None))
+    messages = conversation_messages(trajectory)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[0]["content"] == trajectory.first_message()
+    assert [m["content"] for m in messages[1::2]] == ["Action: x", "Action: b"]  # the label, then the reply
 
 
 # -- the agent's tokens only ------------------------------------------------------------------------
@@ -306,8 +304,6 @@ def test_openrlhfs_multiturn_sft_reads_our_rows_and_learns_the_same_replies(smol
     from types import SimpleNamespace
 
     from openrlhf.datasets.sft_dataset import SFTDataset
-
-    from gymwire.trainers.learn.cli import conversation_messages
 
     trajectory = episode(replies=("Action: turn left", "Action: go to red ball 1"))
     dataset = SimpleNamespace(tokenizer=smollm2_tokenizer, max_length=4096, multiturn=True, input_key="messages",

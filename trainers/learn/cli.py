@@ -376,7 +376,7 @@ def _evolve(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .trajectories import preference_rows, sft_rows, write_agenttraj, write_trajectories
+    from .trajectories import conversation_messages, preference_rows, write_agenttraj, write_trajectories
 
     trajectories = load_trajectories(args.data, instructions=args.instructions)
     if args.to == "agenttraj":
@@ -397,14 +397,3 @@ def _convert(args: argparse.Namespace) -> int:
         count = len(rows)
     print(f"learn convert: wrote {count} {'rows' if args.to in ('sft', 'dpo') else 'trajectories'} to {args.output}")
     return 0
-
-
-def conversation_messages(trajectory: Any) -> list[dict[str, str]]:
-    """The episode as chat messages (what OpenRLHF's SFT reads with --multiturn: loss on every
-    assistant message): labels in place of executed replies where there are labels."""
-    messages = [{"role": "user", "content": trajectory.first_message()}]
-    for i, turn in enumerate(trajectory.turns):
-        messages.append({"role": "assistant", "content": turn.target})
-        if i + 1 < len(trajectory.turns):
-            messages.append({"role": "user", "content": turn.observation})
-    return messages

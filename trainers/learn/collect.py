@@ -70,7 +70,7 @@ class RecordingSession:
         label = None
         if self.labeller is not None and self.label_error is None:
             try:
-                label = self.reply_format.format(action=await self.labeller.act(self._last_text()))
+                label = self.reply_format.format(action=await self.labeller.act(self.last_observation()))
             except ExpertError as exc:
                 self.label_error = str(exc)  # no more labels in this episode; the policy plays on
         result = await self._session.step(action, deadline_ms=deadline_ms)
@@ -82,7 +82,7 @@ class RecordingSession:
             self.labeller.observe(result)
         return result
 
-    def _last_text(self) -> str:
+    def last_observation(self) -> str:
         turns = self.trajectory.turns
         return turns[-1].observation if turns else self.trajectory.observation
 
@@ -117,7 +117,7 @@ class ExpertPlayer:
             await expert.start(session.observation)
             result = None
             while result is None or not (result.terminated or result.truncated):
-                action = await expert.act(session._last_text())
+                action = await expert.act(session.last_observation())
                 result = await session.step(action, reply=settings.reply_format.format(action=action))
                 expert.observe(result)
             _finish(trajectory, result)

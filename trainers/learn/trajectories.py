@@ -12,10 +12,9 @@ first human turn, then agent replies (loss true) and observations (loss false) a
 `to_agenttraj` / `from_agenttraj` convert both ways; a labelled turn is written with its label as
 the agent's text (the observation after it is what the executed reply caused).
 
-`sft_rows` / `preference_rows` turn trajectories into the prompt-completion and prompt-chosen-
-rejected rows that TRL's SFT and DPO trainers and OpenRLHF's read (conversational: lists of
-{"role", "content"} messages); `history` bounds the turns a row keeps (the first message, which
-states the goal, always stays) so rows stay short enough to train on a CPU.
+`conversation_messages` and `preference_rows` turn trajectories into the chat-message rows that
+OpenRLHF's SFT and DPO trainers and TRL's DPOTrainer read (lists of {"role", "content"}
+messages); tokens.py lays out the token rows gymwire's own SFT trains on.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ __all__ = [
     "read_agenttraj",
     "write_agenttraj",
     "load_dataset",
-    "sft_rows",
+    "conversation_messages",
     "preference_rows",
     "FormatError",
 ]
@@ -237,20 +236,15 @@ def _context(trajectory: Trajectory, upto: int, history: int | None, executed: b
     return messages
 
 
-def sft_rows(trajectories: Iterable[Trajectory], history: int | None = None, labelled_only: bool = False) -> Iterator[dict[str, Any]]:
-    """One prompt-completion row per learned turn: {"prompt": messages, "completion":
-    [{"role": "assistant", "content": target}], "item_id", "turn"}. With `labelled_only`, only
-    turns that carry a label (DAgger data) are learned."""
-    for trajectory in trajectories:
-        for i, turn in enumerate(trajectory.turns):
-            if labelled_only and turn.label is None:
-                continue
-            yield {
-                "prompt": _context(trajectory, i, history),
-                "completion": [{"role": "assistant", "content": turn.target}],
-                "item_id": trajectory.item_id,
-                "turn": i,
-            }
+def conversation_messages(trajectory: Trajectory) -> list[dict[str, str]]:
+    """The episode as chat messages, the form OpenRLHF's multiturn SFT reads (the loss on every
+    assistant message): labels in place of executed replies where there are labels."""
+    messages = [{"role": "user", "content": trajectory.first_message()}]
+    for i, turn in enumerate(trajectory.turns):
+        messages.append({"role": "assistant", "content": turn.target})
+        if i + 1 < len(trajectory.turns):
+            messages.append({"role": "user", "content": turn.observation})
+    return messages
 
 
 def preference_rows(trajectories: Sequence[Trajectory], history: int | None = None, limit_per_task: int = 4) -> Iterator[dict[str, Any]]:
