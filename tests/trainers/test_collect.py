@@ -137,3 +137,41 @@ def test_convert_writes_agenttraj_and_openrlhf_rows(url, tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
     assert [m["role"] for m in rows[0]["messages"]][:3] == ["user", "assistant", "user"]
     assert rows[0]["messages"][-1]["role"] == "assistant"
+
+
+def test_learn_evolve_runs_end_to_end_on_a_tiny_model(tmp_path, capsys):
+    """gymwire learn evolve's wiring: explore with the model (collect), keep the rewarded, learn (sft), twice."""
+    from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
+
+    path = build_tiny_model(tmp_path / "tiny", ["I am thinking of a whole number from 1 to 7. Guess it.", "is wrong. Go higher lower."],
+                            TinyModelSpec(numbers=10))
+    base = tmp_path / "base.jsonl"
+    asyncio.run(_tiny_base(base))
+    code = main(["learn", "evolve", str(base), "--env", "guess", "--model", str(path), "--output", str(tmp_path / "evolve"),
+                 "--iterations", "2", "--tasks", "0-20", "--tasks-per-iteration", "3", "--samples", "2", "--max-turns", "3",
+                 "--options", "{low: 1, high: 7}", "--turn-tokens", "2", "--batch-rows", "2", "--lr", "1e-3", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "evolve" / "evolve.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2] and all(r["episodes"] == 6 for r in records)
+    assert records[1]["learned_episodes"] == 1 + records[0]["kept"] + records[1]["kept"]
+    assert (tmp_path / "evolve" / "iter-2" / "model" / "config.json").exists()
+
+
+async def _tiny_base(path):
+    """One successful guess episode as base data (the number of task 0, found by trying)."""
+    from gymwire.trainers.learn.trajectories import Trajectory, TrajectoryTurn, write_trajectories
+
+    for guess in range(1, 8):
+        async with GymServer([GuessEnv], port=0) as server:
+            from gymwire.sdk.client import GymClient
+
+            async with GymClient(server.url) as client:
+                async with client.session("guess", split="train", index=0, options={"low": 1, "high": 7}) as session:
+                    first = session.observation.text
+                    result = await session.step(str(guess))
+        if result.metrics is not None and result.metrics.success:
+            write_trajectories(path, [Trajectory(env="guess", split="train", index=0, instructions="", observation=first,
+                                                 turns=[TrajectoryTurn(reply=f" {guess}", action=f" {guess}", observation=result.observation.text, reward=1.0)],
+                                                 success=True, score=1.0, finish="terminated")])
+            return
+    raise AssertionError("no guess from 1 to 7 won task 0")
