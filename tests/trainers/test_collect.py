@@ -96,7 +96,7 @@ def test_a_model_plays_through_evals_episode_loop_and_is_recorded(url, tmp_path)
     from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
 
     path = build_tiny_model(tmp_path / "tiny", ["I am thinking of a whole number from 1 to 7. Guess it.", "is wrong. Go higher lower."],
-                            TinyModelSpec(numbers=10))
+                            TinyModelSpec(numbers=10, n_positions=2048))  # BabyAI's first prompt is long
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(path)
     policy = make_policy("transformers", AutoModelForCausalLM.from_pretrained(path), tokenizer, max_batch=4)
@@ -111,6 +111,13 @@ def test_a_model_plays_through_evals_episode_loop_and_is_recorded(url, tmp_path)
         assert t.policy == "tiny" and t.observation.startswith("I am thinking")
         assert 1 <= len(t.turns) <= 3 and t.finish in ("terminated", "truncated")
         assert t.success == (t.reward == 1.0)
+    # The same model on BabyAI with the expert labelling its states (it answers numbers: invalid
+    # actions, so the expert's label is the same in every state).
+    dagger = tmp_path / "dagger.jsonl"
+    run(url, player, CollectSettings(env="babyai", indices=[1], max_turns=2, label="expert", progress=False), dagger)
+    labelled, = read_trajectories(dagger)
+    assert len(labelled.turns) == 2 and all(turn.label == "Action: go to red ball 1" for turn in labelled.turns)
+    assert all(turn.info == {"valid": False, "primitives": []} for turn in labelled.turns)
 
 
 @pytest.mark.parametrize("args, message", [
