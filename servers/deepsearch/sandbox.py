@@ -11,8 +11,9 @@ mount tmpfs outside the cap).
 One cap on writes: the sandbox's whole root is one tmpfs of `disk_bytes` (bwrap's `--size` on `/`),
 and every writable place is a folder of it: the work folder /sandbox (its working directory and
 $HOME), /tmp, /dev/shm, / itself. /dev holds only the devices Python needs, bound from the host.
-Memory that would escape that cap without being a file is refused by a seccomp filter: memfd_create
-and System V shared memory (shmget). Per process, `prlimit` caps CPU time, address space, file size,
+Memory that would escape that cap without being a file is refused by a seccomp filter: memfd_create,
+System V shared memory, message queues and semaphores, POSIX message queues (and io_uring, keyrings,
+BPF, userfaultfd and perf events, which no program here needs). Per process, `prlimit` caps CPU time, address space, file size,
 open files and (under root) processes. The server caps wall time and output, killing the sandbox
 (and, through its PID namespace, everything it started) when either is passed.
 
@@ -165,13 +166,26 @@ def _command(limits: SandboxLimits, with_nproc: bool, seccomp_fd: int | None) ->
     return [shutil.which("prlimit") or "prlimit", *caps, "--", *jail, PYTHON, "-I", "-"]
 
 
-# System calls that make memory outside the tmpfs cap and outside the address-space limit: a memfd or
-# a System V segment keeps its pages after it is unmapped. Numbers per architecture (asm/unistd.h).
+# System calls refused, with EPERM. Memory outside the tmpfs cap and outside the address-space limit,
+# kept until the run ends: a memfd or a System V segment keeps its pages after it is unmapped, and
+# System V message queues and semaphore sets are kernel memory (32,000 queues held 488 MB, and 100
+# sets of 32,000 semaphores 195 MB of slab, under a 64 MB cap); POSIX message queues likewise. Then
+# kernel interfaces no Python program here needs, each a door to kernel memory or to kernel bugs
+# (container runtimes refuse them too): io_uring, keyrings (a key outlives the run, in the kernel's
+# keyring of its user id), BPF, userfaultfd and perf events. Numbers per architecture (asm/unistd.h).
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _DENIED_SYSCALLS = {
-    "x86_64": {"memfd_create": 319, "memfd_secret": 447, "shmget": 29},
-    "aarch64": {"memfd_create": 279, "memfd_secret": 447, "shmget": 194},
-}
+    "x86_64": {
+        "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "msgget": 68, "semget": 64, "mq_open": 240,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "add_key": 248, "request_key": 249, "keyctl": 250, "bpf": 321, "userfaultfd": 323, "perf_event_open": 298,
+    },
+    "aarch64": {
+        "memfd_create": 279, "memfd_secret": 447, "shmget": 194, "msgget": 186, "semget": 190, "mq_open": 180,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "add_key": 217, "request_key": 218, "keyctl": 219, "bpf": 280, "userfaultfd": 282, "perf_event_open": 241,
+    },
+}  # fmt: skip
 _X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same calls under other numbers
 
 

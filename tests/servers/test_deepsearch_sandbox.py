@@ -135,10 +135,35 @@ print('unshare', libc.unshare(0x10000000 | 0x00020000), ctypes.get_errno())
     assert re.search(r"unshare -1 \d+", text), text
 
 
+KERNEL_MEMORY_AND_SURFACE = r"""
+import ctypes, os, platform
+libc = ctypes.CDLL(None, use_errno=True)
+def report(name, result):
+    print(name, result, ctypes.get_errno())
+report('msgget', libc.msgget(0, 0o1000 | 0o600))
+report('semget', libc.semget(0, 32000, 0o1000 | 0o600))
+report('mq_open', libc.mq_open(b'/q', os.O_CREAT | os.O_RDWR, 0o600, None))
+params = ctypes.create_string_buffer(120)
+report('io_uring_setup', libc.syscall(425, 8, params))
+add_key = {'x86_64': 248, 'aarch64': 217}[platform.machine()]
+report('add_key', libc.syscall(add_key, b'user', b'stash', b'kept after the run', 18, -4))
+"""
+
+
+async def test_kernel_memory_outside_the_cap_is_refused(url):
+    """Found by the red-team review: System V message queues (32,000 of 16 KB held 488 MB under a
+    64 MB cap) and semaphore sets (100 sets of 32,000 took 195 MB of slab in 2.7 s), POSIX message
+    queues, io_uring and keyrings (a key outlives its run) all worked; each now fails with EPERM."""
+    text = await run(url, KERNEL_MEMORY_AND_SURFACE)
+    for call in ("msgget", "semget", "mq_open", "io_uring_setup", "add_key"):
+        assert f"{call} -1 1\n" in text, text
+
+
 def test_the_seccomp_program_is_well_formed():
     for machine in ("x86_64", "aarch64"):
         program = seccomp_filter(machine)
-        assert program is not None and len(program) % 8 == 0 and len(program) // 8 <= 16
+        # classic BPF jumps are 8 bits: the program must stay far below 256 instructions
+        assert program is not None and len(program) % 8 == 0 and len(program) // 8 <= 32
     assert seccomp_filter("s390x") is None
 
 
