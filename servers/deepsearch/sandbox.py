@@ -279,16 +279,18 @@ async def _run(code: str, limits: SandboxLimits) -> SandboxResult:
         ids = {"user": uid, "group": uid, "extra_groups": []}
     program = seccomp_filter()
     read_end = None
-    if program is not None:
-        read_end, write_end = os.pipe()
-        os.write(write_end, program)  # a few hundred bytes: within any pipe's buffer
-        os.close(write_end)
     try:
+        if program is not None:
+            read_end, write_end = os.pipe()
+            os.write(write_end, program)  # a few hundred bytes: within any pipe's buffer
+            os.close(write_end)
         process = await asyncio.create_subprocess_exec(
             *_command(limits, with_nproc=as_root, seccomp_fd=read_end),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True, env={}, pass_fds=() if read_end is None else (read_end,), **ids,
         )  # fmt: skip
+    except OSError as exc:  # the server is out of files or processes: this run only, not the session
+        return SandboxResult("", None, f"not run: the server could not start the sandbox ({exc.strerror or exc}); try again later")
     finally:
         if read_end is not None:
             os.close(read_end)

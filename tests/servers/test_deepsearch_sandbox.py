@@ -206,3 +206,25 @@ async def test_a_print_of_b_waits_for_no_queue_while_others_run_long_programs(ur
     assert all(r >= 1 for r in runs), runs
     overtaking = [t for t in hog_starts if sent < t < b_started]
     assert overtaking == [], f"{len(overtaking)} long program(s) started between B's request and its run"
+
+
+OUT_OF_FILES = r"""
+import asyncio, os, resource
+from gymwire.servers.deepsearch.sandbox import run_python
+async def main():
+    loop_ready = await run_python("print('first')")  # the event loop's own files are open now
+    open_now = len(os.listdir('/proc/self/fd'))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    result = await run_python("print('second')")
+    print(loop_ready.exit_code, '|', result.stopped)
+asyncio.run(main())
+"""
+
+
+def test_a_server_out_of_files_answers_not_run_instead_of_crashing_the_session():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", OUT_OF_FILES], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("0 | not run: the server could not start the sandbox"), done.stdout
