@@ -3,10 +3,10 @@
 What the program sees: a fresh `python3 -I` (Debian's, /usr/bin/python3) inside `bwrap` (Debian's
 bubblewrap) with new user, PID, network, IPC, UTS and cgroup namespaces. Nothing of the server: bwrap
 starts with an empty environment (so its PID 1 inside, whose /proc/1/environ the program can read,
-holds no server variable), the only files are /usr read-only (with /usr/local, where pip installs
-system-wide, hidden), /proc shows only the program's own processes, the network is a loopback of
-its own with nothing listening, and it cannot make user namespaces of its own (which would let it
-mount tmpfs outside the cap).
+holds no server variable), the only files are the distribution's folders of /usr read-only (bin,
+lib, share...; not /usr/local, where pip installs system-wide, nor /usr/src or any other), /proc
+shows only the program's own processes, the network is a loopback of its own with nothing listening,
+and it cannot make user namespaces of its own (which would let it mount tmpfs outside the cap).
 
 One cap on writes: the sandbox's whole root is one tmpfs of `disk_bytes` (bwrap's `--size` on `/`),
 and every writable place is a folder of it: the work folder /sandbox (its working directory and
@@ -46,6 +46,7 @@ import subprocess
 import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = ["SandboxAccount", "SandboxLimits", "SandboxResult", "run_python", "sandbox_available"]
 
@@ -131,6 +132,29 @@ def _bwrap_version() -> tuple[int, ...]:
 
 # ----------------------------------------------------------------------------- the jail
 
+# What of /usr the program sees: the distribution's own folders (the interpreter, its libraries, shared
+# data), never the rest. /usr/local is where pip installs system-wide (this server's package, with
+# its tasks' gold answers); /usr/src/app is a usual home for an application and its .env in an image;
+# an operator may have made any other folder there. A probe file in /usr/src was read before this.
+_USR_SYSTEM_FOLDERS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec", "share")
+
+
+def _system_folders() -> list[str]:
+    return [f"/usr/{name}" for name in _USR_SYSTEM_FOLDERS if os.path.isdir(f"/usr/{name}") and not os.path.islink(f"/usr/{name}")]
+
+
+@functools.lru_cache(maxsize=1)
+def _own_folders() -> list[str]:
+    """This package's folders where they lie inside a bound system folder (a distribution's package of
+    it, `pip --prefix=/usr`): they hold the tasks' gold answers. Hidden behind an empty tmpfs."""
+    import gymwire
+
+    bound = [Path(folder) for folder in _system_folders()]
+    # (An editable install's __path__ holds a finder's name, not a folder.)
+    own = {Path(folder).resolve() for folder in gymwire.__path__ if Path(folder).is_dir()} | {Path(__file__).resolve().parent}
+    return sorted(str(folder) for folder in own if any(folder.is_relative_to(top) for top in bound))
+
+
 # The devices a Python program uses; bound one by one from the host (bwrap's --dev would add an
 # unsized tmpfs of its own, outside the cap).
 _DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -149,9 +173,10 @@ def _command(limits: SandboxLimits, with_nproc: bool, seccomp_fd: int | None) ->
         "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
         # The root first: every folder and file made below, and every write of the program, is in it.
         "--size", str(limits.disk_bytes), "--tmpfs", "/",
-        "--ro-bind", "/usr", "/usr",
-        # pip's system-wide installs (this server's own package, its data) are not the program's.
-        "--tmpfs", "/usr/local", "--remount-ro", "/usr/local",
+        "--tmpfs", "/usr",  # read-only below, as the host's is: its folders are bound one by one
+        *(arg for folder in _system_folders() for arg in ("--ro-bind", folder, folder)),
+        *(arg for folder in _own_folders() for arg in ("--tmpfs", folder, "--remount-ro", folder)),
+        "--remount-ro", "/usr",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
         "--proc", "/proc",
         "--dir", "/dev", *devices,

@@ -66,7 +66,7 @@ for tool in (['ps', 'eww', '-A'], ['cat', '/proc/self/environ']):
         seen.append(repr(exc))
 print('\n'.join(seen))
 print('PIDS', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))
-print('ROOT', sorted(os.listdir('/')), 'LOCAL', os.listdir('/usr/local'))
+print('ROOT', sorted(os.listdir('/')), 'LOCAL', os.path.exists('/usr/local'))
 for path in ({server_files!r}, '/etc/passwd', '/root', '/work', '/sys/class'):
     print('FILE', path, os.path.exists(path))
 """
@@ -85,7 +85,7 @@ async def test_decoy_secrets_and_server_files_never_reach_an_observation(url, mo
     # Its own processes only: bwrap's init (pid 1), python and what python started.
     pids = [int(p) for p in re.search(r"PIDS \[(.*)\]", text).group(1).split(", ")]
     assert min(pids) == 1 and max(pids) < 10, pids
-    assert re.search(r"ROOT \['bin', 'dev', 'lib', 'lib64', 'proc', 'sandbox', 'tmp', 'usr'\] LOCAL \[\]", text), text[-800:]
+    assert re.search(r"ROOT \['bin', 'dev', 'lib', 'lib64', 'proc', 'sandbox', 'tmp', 'usr'\] LOCAL False", text), text[-800:]
     assert re.findall(r"FILE \S+ (\w+)", text) == ["False"] * 5, text[-800:]
 
 
@@ -228,3 +228,31 @@ def test_a_server_out_of_files_answers_not_run_instead_of_crashing_the_session()
     done = subprocess.run([sys.executable, "-c", OUT_OF_FILES], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith("0 | not run: the server could not start the sandbox"), done.stdout
+
+
+async def test_only_the_distributions_folders_of_usr_are_seen(url):
+    """Found by the red-team review: all of /usr was bound but /usr/local, so a probe file in
+    /usr/src (a usual home of an application and its .env in an image) was read by the agent."""
+    text = await run(url, "import os\nprint(sorted(os.listdir('/usr')))\nprint([os.path.exists(p) for p in ('/usr/src', '/usr/local', '/usr/include')])")
+    seen = set(eval(re.search(r"\[.*\]", text).group(0)))
+    assert seen and seen <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec", "share"}, text
+    assert "[False, False, False]" in text, text
+
+
+async def test_this_package_is_hidden_where_a_bound_folder_holds_it(monkeypatch):
+    """Installed under /usr/lib (a distribution's package of gymwire), the gold answers of the
+    built-in questions would be in a bound folder: bind the folder that holds this checkout as if it
+    were one, and the package's folders inside it are empty."""
+    from gymwire.servers.deepsearch import sandbox
+    from gymwire.servers.deepsearch.sandbox import run_python
+
+    data = builtin_questions_dir()
+    holder = str(data.parents[3])  # a folder above the package, standing for /usr/lib
+    monkeypatch.setattr(sandbox, "_system_folders", lambda: ["/usr/bin", "/usr/lib", "/usr/lib64", holder])
+    sandbox._own_folders.cache_clear()
+    try:
+        code = f"import os\nprint('holder', os.path.isdir({holder!r}))\nprint('data', os.path.exists({str(data)!r}))"
+        result = await run_python(code, SandboxLimits(wall_seconds=8))
+    finally:
+        sandbox._own_folders.cache_clear()
+    assert "holder True" in result.output and "data False" in result.output, result.output
