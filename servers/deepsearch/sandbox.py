@@ -196,8 +196,8 @@ def _command(limits: SandboxLimits, with_nproc: bool, seccomp_fd: int | None) ->
 # System V message queues and semaphore sets are kernel memory (32,000 queues held 488 MB, and 100
 # sets of 32,000 semaphores 195 MB of slab, under a 64 MB cap); POSIX message queues likewise. Then
 # kernel interfaces no Python program here needs, each a door to kernel memory or to kernel bugs
-# (container runtimes refuse them too): io_uring, keyrings (a key outlives the run, in the kernel's
-# keyring of its user id), BPF, userfaultfd and perf events. Numbers per architecture (asm/unistd.h).
+# (container runtimes refuse them too): io_uring, keyrings, BPF, userfaultfd and perf events.
+# Numbers per architecture (asm/unistd.h).
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _DENIED_SYSCALLS = {
     "x86_64": {

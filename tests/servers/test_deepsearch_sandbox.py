@@ -153,7 +153,7 @@ report('add_key', libc.syscall(add_key, b'user', b'stash', b'kept after the run'
 async def test_kernel_memory_outside_the_cap_is_refused(url):
     """Found by the red-team review: System V message queues (32,000 of 16 KB held 488 MB under a
     64 MB cap) and semaphore sets (100 sets of 32,000 took 195 MB of slab in 2.7 s), POSIX message
-    queues, io_uring and keyrings (a key outlives its run) all worked; each now fails with EPERM."""
+    queues, io_uring and keyrings all worked; each now fails with EPERM."""
     text = await run(url, KERNEL_MEMORY_AND_SURFACE)
     for call in ("msgget", "semget", "mq_open", "io_uring_setup", "add_key"):
         assert f"{call} -1 1\n" in text, text
