@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Iterator
 
-from gymwire.protocol import origin_refusal
+from gymwire.protocol import origin_refusal, rebinding_refusal
 
 from .agentgym_api import DIALECTS, Dialect
 from .environment import Environment, Task, TaskError, as_observation
@@ -73,6 +73,13 @@ class _Served:
 
 class _BadRequest(Exception):
     pass
+
+
+def _whole_number(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e999 is JSON's infinity
+        raise _BadRequest(what) from None
 
 
 class AgentGymFacade:
@@ -199,7 +206,9 @@ class AgentGymFacade:
         from aiohttp import web
 
         async def handle(request: web.Request) -> web.Response:
-            refusal = origin_refusal(request.headers.getall("Origin", []), self.allowed_origins)
+            refusal = rebinding_refusal(request.headers.get("Host"), self.host) or origin_refusal(
+                request.headers.getall("Origin", []), self.allowed_origins
+            )
             if refusal is not None:
                 return web.json_response({"error": refusal}, status=403)
             body: Any = dict(request.query)
@@ -221,10 +230,7 @@ class AgentGymFacade:
 
     def _session(self, served: _Served, body: dict[str, Any]) -> tuple[int, _Session]:
         key = served.dialect.id_key
-        try:
-            session_id = int(body[key])
-        except (KeyError, TypeError, ValueError):
-            raise _BadRequest(f"give the session as {key!r} (the number /create answered)") from None
+        session_id = _whole_number(body.get(key), f"give the session as {key!r} (the number /create answered)")
         session = served.sessions.get(session_id)
         if session is None:
             raise _BadRequest(f"no session {session_id}; it was closed, reaped, or never created")
@@ -263,10 +269,7 @@ class AgentGymFacade:
     async def _reset(self, served: _Served, body: dict[str, Any]) -> Any:
         d = served.dialect
         session_id, session = self._session(served, body)
-        try:
-            index = int(body.get(d.reset_key) or 0)
-        except (TypeError, ValueError):
-            raise _BadRequest(f"{d.reset_key!r} must be a whole number") from None
+        index = _whole_number(body.get(d.reset_key) or 0, f"{d.reset_key!r} must be a whole number")
         failed = await self._reset_session(served, session, index)
         if failed is not None:
             return failed
@@ -289,6 +292,11 @@ class AgentGymFacade:
         action = body.get("action")
         if not isinstance(action, str):
             raise _BadRequest("give the action as a string in 'action'")
+        if not action.isascii():
+            try:  # JSON's "\ud800" is a str no environment can encode; the gym port's decoder refuses it too
+                action.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _BadRequest("the action is not valid Unicode text (it holds a lone surrogate)") from None
         async with session.lock:
             if session.done:
                 return {"error": "the episode has finished; reset the session to play another"}

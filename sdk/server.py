@@ -49,12 +49,20 @@ from gymwire.protocol import (
 from .env_spec import EnvSpec
 from .environment import Environment
 from .metrics import ServerMetrics
-from .serving.connections import Connection, ConnectionHandling, stopped_before_answering
+from .serving.connections import (
+    DEFAULT_MAX_AWAITING_WELCOME,
+    QUEUED_FRAMES,
+    Connection,
+    ConnectionHandling,
+    GymWebSocket,
+    Unwelcomed,
+    stopped_before_answering,
+)
 from .serving.gc_tuning import SERVING_GC_THRESHOLDS, tune_gc_for_serving
 from .serving.scheduling import Scheduling
 from .serving.session_requests import SessionRequests
 from .serving.sessions import ServerSession, SessionRegistry, now
-from .serving.startup import ListenError, check_limits, listen_error
+from .serving.startup import ListenError, check_limits, listen_error, raise_open_file_limit, unwelcomed_cap
 
 __all__ = ["GymServer", "ListenError", "ISOLATIONS", "SERVING_GC_THRESHOLDS", "tune_gc_for_serving"]
 
@@ -72,6 +80,8 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
     in the welcome. `isolation`: "thread" (sync envs in a thread pool) or "process" (one child
     process per session). `allowed_origins`: the browser origins (e.g. "https://lab.example:8443",
     or "*" for any) whose pages may open sessions; handshakes from any other origin are refused.
+    `max_awaiting_welcome`: connections that may wait for their welcome at once, from their TCP
+    accept (they have shown no token yet); a new connection past it is closed at once.
     Use `async with GymServer(...)`, `serve_forever()` or `run_in_thread()`.
     """
 
@@ -91,6 +101,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         metrics_port: int | None = None,
         name: str = _SERVER_NAME,
         allowed_origins: Iterable[str] = (),
+        max_awaiting_welcome: int = DEFAULT_MAX_AWAITING_WELCOME,
     ) -> None:
         if isinstance(envs, Mapping):
             specs = [EnvSpec.coerce(env).renamed(env_name) for env_name, env in envs.items()]
@@ -119,6 +130,8 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         self.metrics_port = metrics_port
         self.name = name
         self.connections: set[Connection] = set()
+        self.max_awaiting_welcome = max_awaiting_welcome
+        self.unwelcomed = Unwelcomed(max_awaiting_welcome)
         self.draining = False
         self.stopping = False  # the goodbye is decided: every request is answered DRAINING at once
         self._ws_server: Any = None
@@ -167,6 +180,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
 
     async def start(self) -> "GymServer":
         """Listen; raises ListenError (an OSError) naming --port, --metrics-port or --host."""
+        self.unwelcomed.limit = unwelcomed_cap(self.max_awaiting_welcome)
         try:
             self._ws_server = await websockets.serve(
                 self._handle_connection,
@@ -176,7 +190,10 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
                 select_subprotocol=self._select_subprotocol,
                 process_request=self._process_request,
                 # Frames up to twice the limit still get a typed FRAME_TOO_LARGE; larger ones close (1009).
+                # (Before the welcome, far less: see GymWebSocket.)
                 max_size=2 * self.limits.max_frame_bytes,
+                max_queue=QUEUED_FRAMES,
+                create_connection=functools.partial(GymWebSocket, unwelcomed=self.unwelcomed),  # type: ignore[arg-type]
                 ping_interval=None,  # the protocol's own heartbeat works where proxies eat WebSocket pings
                 compression=None,
                 close_timeout=2,
@@ -250,13 +267,15 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
 
     async def serve_forever(self, on_listening: Callable[["GymServer"], None] | None = None) -> None:
         """Run until SIGTERM/SIGINT, then drain and stop. The process is the server's: its garbage
-        collector is tuned for serving (see `tune_gc_for_serving`). `on_listening` is called once
+        collector is tuned for serving (see `tune_gc_for_serving`) and its open-file limit raised to
+        the hard limit. `on_listening` is called once
         the server listens (its `url` then has the real port)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):  # before listening: a signal right after is a drain too
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        raise_open_file_limit()
         await self.start()
         if on_listening is not None:
             on_listening(self)

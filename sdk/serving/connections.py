@@ -34,6 +34,66 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gymwire.server")
 
+# Until its hello is welcomed a connection has shown no token: what it may cost the server is small
+# and bounded (GW-HANDSHAKE-10). A hello is a few hundred bytes; before the welcome a frame may have
+# 64 KiB and the WebSocket buffers 4 of them (afterwards: twice max_frame_bytes, 16 frames). Without
+# this, 80 connections that sent 8 MB frames and no hello held 1.08 GB of the server's memory, and
+# 450 that never finished their upgrade took every file descriptor of a server allowed 400: a
+# session's next Python run failed with EMFILE (ENV_CRASHED).
+PRE_WELCOME_MAX_FRAME_BYTES = 64 * 1024
+PRE_WELCOME_QUEUED_FRAMES = 4
+QUEUED_FRAMES = 16  # frames the WebSocket buffers before it stops reading (websockets' default)
+DEFAULT_MAX_AWAITING_WELCOME = 512
+
+
+class Unwelcomed:
+    """The connections that have shown no token yet, from their TCP accept to their welcome."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.members: set[WebSocket] = set()
+        self.refused = 0
+
+    def admit(self, ws: WebSocket) -> bool:
+        if len(self.members) >= self.limit:
+            return False
+        self.members.add(ws)
+        return True
+
+
+class GymWebSocket(WebSocket):
+    """websockets' server connection, counted in `Unwelcomed` until its hello is welcomed. Past the
+    cap a new TCP connection is closed at once, before its upgrade is read: a flood of silent or slow
+    connections holds neither the server's memory nor the file descriptors its environments need."""
+
+    def __init__(self, *args: Any, unwelcomed: Unwelcomed, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unwelcomed = unwelcomed
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if not self.unwelcomed.admit(self):
+            self.unwelcomed.refused += 1
+            if self.unwelcomed.refused % 1000 == 1:  # a flood is logged, not each of its connections
+                log.warning(
+                    "closing new connections at once: %d wait for their welcome (%d closed so far)",
+                    self.unwelcomed.limit, self.unwelcomed.refused,
+                )
+            transport.abort()
+            return
+        self.protocol.max_message_size = PRE_WELCOME_MAX_FRAME_BYTES
+        self.recv_messages.high, self.recv_messages.low = PRE_WELCOME_QUEUED_FRAMES, 1
+
+    def welcomed(self, max_message_size: int) -> None:
+        """Frames up to the server's limits from now on."""
+        self.unwelcomed.members.discard(self)
+        self.protocol.max_message_size = max_message_size
+        self.recv_messages.high, self.recv_messages.low = QUEUED_FRAMES, QUEUED_FRAMES // 4
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.unwelcomed.members.discard(self)
+        super().connection_lost(exc)
+
 
 class Connection:
     """One client connection: its WebSocket, its protocol rules, and the sessions it owns."""
@@ -46,6 +106,7 @@ class Connection:
         self.opening = 0  # opens in progress, counted against the per-connection cap
         self.closed = False
         self.peer = f"{ws.remote_address}" if ws.remote_address else "?"
+        self.awaiting_welcome = True
 
     @property
     def inflight(self) -> dict[int, "Inflight"]:
@@ -142,6 +203,11 @@ class ConnectionHandling:
                     conn.ws.transport.abort()
                     return
 
+    def _welcomed(self: "GymServer", conn: Connection) -> None:
+        conn.awaiting_welcome = False
+        if isinstance(conn.ws, GymWebSocket):
+            conn.ws.welcomed(2 * self.limits.max_frame_bytes)
+
     async def _on_frame(self: "GymServer", conn: Connection, frame: bytes | str) -> None:
         message = conn.protocol.decode(frame, now())
         if message is None:
@@ -162,6 +228,8 @@ class ConnectionHandling:
     async def _dispatch(self: "GymServer", conn: Connection, message: Message) -> None:
         """The one dispatch: the rules answer what they can; each request they pass on goes to its server."""
         request = conn.protocol.receive(message)
+        if conn.awaiting_welcome and conn.protocol.welcomed:
+            self._welcomed(conn)  # before the welcome is sent: the client may answer it at once
         if request is None:
             await conn.flush()
             return
