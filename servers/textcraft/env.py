@@ -71,15 +71,6 @@ class TextCraftEnv(Environment):
                      "profile": "gymwire (default) or agentgym: AgentGym's text, grammar and task indices"}
 
     @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        if "recipes_dir" in options:
-            raise TaskError(
-                "textcraft takes no recipes_dir option: the server's operator chooses the recipes "
-                "(gymwire serve textcraft:recipes_dir=PATH)"
-            )
-        super().check_options(options)
-
-    @classmethod
     def check_requirements(cls, recipes_dir: str | os.PathLike[str] | None = None) -> None:
         if recipes_dir is None:
             super().check_requirements()
