@@ -11,7 +11,7 @@ import asyncio
 import weakref
 from typing import Any, Sequence
 
-from gymwire.sdk.client import GymPool
+from gymwire.sdk.pool import GymPool
 
 __all__ = ["pool_for_running_loop", "close_pools", "OPEN_ATTEMPTS"]
 
