@@ -1,0 +1,113 @@
+"""The gym fleet on a real three-node Ray cluster (tests/fleet/ray_cluster.py): placement by
+resources and labels, a pool that follows the fleet, a replica killed mid-run, scale up and down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+from ray_cluster import NODE_ADDRESSES, ray_cluster
+
+from gymwire.protocol import ErrorCode, ProtocolError
+from gymwire.sdk.client import GymClient, ServerLost
+from gymwire.sdk.fleet import Fleet, FleetError, FleetSpec, ReplicaGroup
+
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with ray_cluster() as running:
+        yield running
+
+
+def host_of(url: str) -> str:
+    return url.split("//")[1].rsplit(":", 1)[0]
+
+
+async def wait_for(condition, timeout: float = 90.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(every)
+
+
+def test_placement_follows_resources_labels_and_per_node(cluster):
+    spec = FleetSpec(
+        name="placement",
+        groups=(
+            ReplicaGroup("everywhere", envs=("guess",), per_node=1, num_cpus=0.5),
+            ReplicaGroup("browsers", envs=("guess",), replicas=2, num_cpus=0.5, resources={"browser": 1}),
+            ReplicaGroup("labelled", envs=("guess",), replicas=1, num_cpus=0.5, labels={"gymwire-test": "worker"}),
+        ),
+    )
+    fleet = Fleet.up(spec, wait_s=180)
+    try:
+        hosts = {group: sorted(host_of(url) for url in fleet.urls(group)) for group in ("everywhere", "browsers", "labelled")}
+        assert hosts == {
+            "everywhere": sorted(NODE_ADDRESSES),  # one on every node
+            "browsers": [NODE_ADDRESSES[2]] * 2,  # only that node offers `browser`
+            "labelled": [NODE_ADDRESSES[1]],
+        }
+        with pytest.raises(FleetError, match="already up"):
+            Fleet.up(spec)
+        with pytest.raises(FleetError, match="no group 'nope'"):
+            fleet.scale("nope", 2)
+    finally:
+        fleet.down(drain_timeout_s=0)
+    with pytest.raises(FleetError, match="no fleet named 'placement'"):
+        Fleet.get("placement")
+
+
+async def test_a_pool_follows_the_fleet_through_a_crash_and_a_scale_up(cluster):
+    fleet = Fleet.up(FleetSpec(name="follow", groups=(ReplicaGroup("guess", envs=("guess",), per_node=1, num_cpus=0.5),)), wait_s=180)
+    try:
+        urls = fleet.urls()
+        # Auth is on by default: without the token the replica refuses.
+        with pytest.raises(ProtocolError) as refused:
+            await GymClient(urls[0], reconnect_attempts=0).connect()
+        assert refused.value.code is ErrorCode.UNAUTHORIZED
+        async with Fleet.get("follow").pool(refresh_s=0.5) as pool:
+            sessions = await asyncio.gather(*(pool.open("guess", split="test", index=i) for i in range(30)))
+            assert {host_of(s.client.url) for s in sessions} == set(NODE_ADDRESSES)  # spread over the nodes
+            victim_row = next(row for row in fleet.endpoints() if row["url"] == sessions[0].client.url)
+            on_victim = [s for s in sessions if s.client.url == victim_row["url"]]
+            others = [s for s in sessions if s.client.url != victim_row["url"]]
+            killed_at = time.monotonic()
+            os.kill(victim_row["pid"], signal.SIGKILL)  # a replica crashes mid-run
+            results = await asyncio.gather(*(s.step("50") for s in on_victim), return_exceptions=True)
+            noticed_after = time.monotonic() - killed_at
+            assert all(isinstance(r, ServerLost) for r in results), results
+            assert noticed_after < 10, noticed_after  # before: ~19 s of reconnect back-off
+            print(f"\nsessions of the killed replica failed {noticed_after:.2f} s after the kill")
+            for session in others:  # the others play on
+                assert (await session.step("50")).observation.text
+            opened = await asyncio.gather(*(pool.open("guess", split="test", index=i) for i in range(12)))
+            assert victim_row["url"] not in {s.client.url for s in opened}
+            # Ray restarts the replica on a new port; the fleet lists it and the pool uses it again.
+            await wait_for(lambda: len(pool.urls) == 3 and victim_row["url"] not in pool.urls)
+            restarted = next(row for row in fleet.endpoints() if row["replica"] == victim_row["replica"])
+            assert restarted["restarts"] == 1 and host_of(restarted["url"]) == host_of(victim_row["url"])
+            fresh = await asyncio.gather(*(pool.open("guess", split="test", index=i) for i in range(12)))
+            assert restarted["url"] in {s.client.url for s in fresh}
+            # A scale-up without a restart: two replicas per node, and the pool follows.
+            fleet.scale("guess", 2)
+            await wait_for(lambda: len(pool.urls) == 6)
+            added = set(pool.urls) - {s.client.url for s in [*sessions, *opened, *fresh]}
+            new = await asyncio.gather(*(pool.open("guess", split="test", index=i) for i in range(12)))
+            assert added <= {s.client.url for s in new}
+            # And down again: the replicas that go drain first; sessions elsewhere are untouched.
+            fleet.scale("guess", 1)
+            await wait_for(lambda: len(pool.urls) == 3)
+            for session in fresh[:3]:
+                if session.client.url in pool.urls:
+                    assert (await session.step("50")).observation.text
+    finally:
+        fleet.down(drain_timeout_s=0)
