@@ -4,8 +4,11 @@ resources and labels, a pool that follows the fleet, a replica killed mid-run, s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -111,3 +114,29 @@ async def test_a_pool_follows_the_fleet_through_a_crash_and_a_scale_up(cluster):
                     assert (await session.step("50")).observation.text
     finally:
         fleet.down(drain_timeout_s=0)
+
+
+def gymwire(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gymwire.sdk.cli", "fleet", *args], capture_output=True, text=True, timeout=240)
+
+
+def test_the_command_line_brings_a_fleet_up_lists_scales_and_takes_it_down(cluster, tmp_path):
+    address = cluster.address
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text("name: cli\ngroups:\n  - name: games\n    envs: [guess]\n    replicas: 2\n    num_cpus: 0.5\n")
+    up = gymwire("up", str(spec), "--address", address)
+    assert up.returncode == 0, up.stderr
+    assert "fleet 'cli' (games: guess x 2; auth on)" in up.stdout and up.stdout.count(" up ") == 2
+    fleet = Fleet.get("cli")
+    token = gymwire("token", "--name", "cli", "--address", address)
+    assert token.stdout.strip() == fleet.token and len(fleet.token) > 20
+    assert gymwire("scale", "games", "3", "--name", "cli", "--address", address).returncode == 0
+    fleet.wait_ready(120)
+    listed = json.loads(gymwire("ls", "--name", "cli", "--address", address, "--json").stdout)
+    assert [row["state"] for row in listed["replicas"]] == ["up"] * 3
+    bad = gymwire("scale", "nope", "3", "--name", "cli", "--address", address)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no group 'nope'" in bad.stderr
+    down = gymwire("down", "--name", "cli", "--address", address, "--drain", "0")
+    assert down.returncode == 0 and "fleet 'cli' is down" in down.stdout
+    gone = gymwire("ls", "--name", "cli", "--address", address)
+    assert gone.returncode == 2 and "no fleet named 'cli'" in gone.stderr
