@@ -75,6 +75,7 @@ class GymPool:
         self._opening: Counter[str] = Counter()
         self._infos: dict[str, asyncio.Future[EnvInfo]] = {}
         self._following: asyncio.Task[None] | None = None
+        self._first_members: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> "GymPool":
         return await self.connect()
@@ -83,10 +84,9 @@ class GymPool:
         await self.close()
 
     async def connect(self) -> "GymPool":
-        """Connect to every member now; an error only when none can be reached."""
-        if self.members is not None:
-            await self.refresh()
-            self._following = asyncio.get_running_loop().create_task(self._follow())
+        """Connect to every member now; an error only when none can be reached. (Without it, the
+        first open connects where it goes.)"""
+        await self._follow_members()
         results = await asyncio.gather(*(self.client(url) for url in self.urls), return_exceptions=True)
         if not self.clients:
             failures = [r for r in results if isinstance(r, BaseException)]
@@ -111,6 +111,23 @@ class GymPool:
         if inspect.isawaitable(urls):
             urls = await urls
         self.update(urls)  # type: ignore[arg-type]
+
+    async def _follow_members(self) -> None:
+        """Learn the members and start following them, once; concurrent callers wait for the first
+        answer (a failure is not kept: the next caller asks again)."""
+        if self.members is None or self._following is not None:
+            return
+        if self._first_members is None:
+            self._first_members = asyncio.ensure_future(self.refresh())
+        first = self._first_members
+        try:
+            await asyncio.shield(first)
+        except Exception:
+            if self._first_members is first:
+                self._first_members = None
+            raise
+        if self._following is None:
+            self._following = asyncio.get_running_loop().create_task(self._follow())
 
     async def _follow(self) -> None:
         while True:
@@ -196,6 +213,7 @@ class GymPool:
 
     async def open(self, env: str, **kwargs: Any) -> ClientSession:
         """Open a session (arguments of GymClient.open) on the preferred server that accepts it."""
+        await self._follow_members()
         refusal: ProtocolError | None = None
         unreachable: list[str] = []
         for attempt in range(self.open_attempts):
@@ -243,6 +261,7 @@ class GymPool:
             raise
 
     async def _describe(self, env: str) -> EnvInfo:
+        await self._follow_members()
         failures = []
         for url in self._candidates():
             try:

@@ -140,3 +140,27 @@ def test_the_command_line_brings_a_fleet_up_lists_scales_and_takes_it_down(clust
     assert down.returncode == 0 and "fleet 'cli' is down" in down.stdout
     gone = gymwire("ls", "--name", "cli", "--address", address)
     assert gone.returncode == 2 and "no fleet named 'cli'" in gone.stderr
+
+
+async def test_the_openrlhf_launch_brings_the_fleet_up_in_the_trainers_cluster_and_agents_follow_it(cluster, tmp_path):
+    from gymwire.trainers.openrlhf.agent import AgentSettings
+    from gymwire.trainers.openrlhf.launch import LaunchConfig, build_command, gym_token
+    from gymwire.trainers.openrlhf.pool import pool_for_running_loop
+    from gymwire.trainers.openrlhf.train import fleet_up, worker_env
+
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text('name = "rlhf"\n[[groups]]\nname = "guess"\nenvs = ["guess"]\nper_node = 1\nnum_cpus = 0.5\n')
+    config = LaunchConfig.from_mapping({"model": "/m", "dataset": "/d.jsonl", "gym": {"fleet": str(fleet_file)}})
+    token = gym_token(config)
+    _, env = build_command(config, [], token)
+    assert env["GYMWIRE_FLEET"] == "rlhf" and env["GYMWIRE_FLEET_FILE"] == str(fleet_file) and "GYMWIRE_URLS" not in env
+    fleet = fleet_up(env)  # what train.py does once Ray is initialised
+    try:
+        assert fleet.token == token
+        settings = AgentSettings.from_env(worker_env(env))  # what a vLLM actor reads
+        pool = pool_for_running_loop(settings)
+        sessions = await asyncio.gather(*(pool.open("guess", split="test", index=i) for i in range(6)))
+        assert {host_of(s.client.url) for s in sessions} == set(NODE_ADDRESSES)
+        await pool.close()
+    finally:
+        fleet.down(drain_timeout_s=0)

@@ -93,3 +93,20 @@ async def test_a_lost_replica_fails_only_its_own_entries_of_a_batch():
                     assert isinstance(result, ServerLost)
                 else:
                     assert result.observation.text == "step 1: go"
+
+
+async def test_opens_before_the_first_members_answer_wait_for_it():
+    with server_processes(1, ENVS) as (server,):
+        asked = []
+
+        async def slow_members():
+            asked.append(1)
+            await asyncio.sleep(0.3)
+            return [server.url]
+
+        pool = GymPool(members=slow_members, refresh_s=60)  # not connected: the opens learn the members
+        try:
+            sessions = await asyncio.gather(*(pool.open("counting") for _ in range(5)))
+            assert {s.client.url for s in sessions} == {server.url} and len(asked) == 1
+        finally:
+            await pool.close()
