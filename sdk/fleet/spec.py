@@ -100,6 +100,9 @@ class ReplicaGroup:
             raise FleetSpecError(f"{where}: {exc}") from None
 
     def server_limits(self) -> Limits:
+        unknown = set(self.limits) - set(Limits.model_fields)
+        if unknown:
+            raise FleetSpecError(f"group {self.name!r}: unknown limit(s) {sorted(unknown)}; known: {sorted(Limits.model_fields)}")
         try:
             return Limits(**self.limits)
         except (TypeError, ValueError) as exc:
