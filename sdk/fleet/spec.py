@@ -94,8 +94,9 @@ class ReplicaGroup:
         for resource, amount in self.resources.items():
             if resource in ("CPU", "GPU", "memory") or not (isinstance(amount, (int, float)) and amount > 0):
                 raise FleetSpecError(f"{where}: resources are custom ones with amounts > 0 (CPU: num_cpus, memory: memory_mb)")
+        limits = self.server_limits()  # FleetSpecError naming the group
         try:
-            check_limits(self.server_limits())
+            check_limits(limits)
         except ValueError as exc:
             raise FleetSpecError(f"{where}: {exc}") from None
 

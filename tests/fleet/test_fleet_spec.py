@@ -35,7 +35,7 @@ def test_a_yaml_file_with_every_key_loads_and_pickles(tmp_path):
         ("groups: [{name: a, envs: [g], isolation: vm}]", "isolation must be one of"),
         ("groups: [{name: a, envs: [g], resources: {CPU: 2}}]", "resources are custom ones"),
         ("groups: [{name: a, envs: [g], limits: {max_sessions: 0}}]", "max_sessions"),
-        ("groups: [{name: a, envs: [g], limits: {max_sesions: 5}}]", "limits"),
+        ("groups: [{name: a, envs: [g], limits: {max_sesions: 5}}]", "unknown limit(s) ['max_sesions']"),
         ("groups: [{name: a, envs: [g], replica: 2}]", "unknown key(s) ['replica']"),
         ("groups: [{name: a, envs: [g]}, {name: a, envs: [g]}]", "group names must differ"),
         ("name: 'no spaces'\ngroups: [{name: a, envs: [g]}]", "fleet name"),
