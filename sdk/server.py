@@ -102,6 +102,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         name: str = _SERVER_NAME,
         allowed_origins: Iterable[str] = (),
         max_awaiting_welcome: int = DEFAULT_MAX_AWAITING_WELCOME,
+        reuse_port: bool = False,
     ) -> None:
         if isinstance(envs, Mapping):
             specs = [EnvSpec.coerce(env).renamed(env_name) for env_name, env in envs.items()]
@@ -129,6 +130,9 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         self.registry = SessionRegistry(self.limits, ServerMetrics(enabled=metrics_port is not None))
         self.metrics_port = metrics_port
         self.name = name
+        # SO_REUSEPORT: several server processes listen on one port and the kernel spreads the
+        # connections over them (a server that uses every core).
+        self.reuse_port = reuse_port
         self.connections: set[Connection] = set()
         self.max_awaiting_welcome = max_awaiting_welcome
         self.unwelcomed = Unwelcomed(max_awaiting_welcome)
@@ -197,6 +201,8 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
                 ping_interval=None,  # the protocol's own heartbeat works where proxies eat WebSocket pings
                 compression=None,
                 close_timeout=2,
+                reuse_port=self.reuse_port or None,
+                backlog=4096,  # a trainer opens thousands of connections at once
             )
         except OSError as exc:
             raise listen_error("--port", self.host, self.port, exc) from exc
