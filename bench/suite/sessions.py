@@ -40,8 +40,9 @@ class SessionsPlan:
     @classmethod
     def full(cls) -> "SessionsPlan":
         return cls(
-            multiplexed_levels=(5_000, 10_000, 15_000, 20_000, 25_000, 30_000),
-            per_connection_levels=(2_000, 4_000, 6_000, 8_000, 10_000, 12_000),
+            # From low: on a shared machine the first level may already be too many.
+            multiplexed_levels=(1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 15_000, 20_000, 25_000),
+            per_connection_levels=(500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000, 10_000, 12_000),
         )
 
     @classmethod

@@ -73,7 +73,11 @@ class Fleet:
         ray.get(manager.start.remote())
         fleet = cls(spec.name, manager)
         fleet._token, fleet._token_known = token, True
-        fleet.wait_ready(wait_s)
+        try:
+            fleet.wait_ready(wait_s)
+        except FleetError:
+            fleet.down(drain_timeout_s=0)  # nothing half up is left behind
+            raise
         return fleet
 
     @classmethod
@@ -124,6 +128,9 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while True:
             status = self.status()
+            failed = [r for r in status["replicas"] if r["state"] == "failed"]
+            if failed:
+                raise FleetError(f"fleet {self.name!r}: replica {failed[0]['replica']} cannot serve: {failed[0]['error']}")
             waiting = [r["replica"] for r in status["replicas"] if r["state"] != "up"]
             counts = {name: 0 for name in status["groups"]}
             for row in status["replicas"]:

@@ -33,7 +33,8 @@ class ReplicaState:
     group: str
     actor: Any
     node: str | None  # the node a per_node replica is pinned to
-    state: str = "starting"  # starting, up, down (not answering), draining
+    state: str = "starting"  # starting, up, down (not answering), draining, failed (cannot serve)
+    error: str | None = None  # why it failed: an environment that cannot load there
     url: str | None = None
     node_id: str | None = None
     pid: int | None = None
@@ -45,7 +46,7 @@ class ReplicaState:
     def row(self) -> dict[str, Any]:
         return {
             "replica": self.id, "group": self.group, "state": self.state, "url": self.url, "node_id": self.node_id,
-            "pid": self.pid, "sessions": self.sessions, "restarts": self.restarts,
+            "pid": self.pid, "sessions": self.sessions, "restarts": self.restarts, "error": self.error,
         }
 
 
@@ -180,9 +181,13 @@ class FleetManager:
             self.replicas.pop(replica.id, None)
             return
         except (RayActorError, asyncio.TimeoutError) as exc:  # restarting, or too busy to answer
-            if replica.state not in ("starting", "draining"):
+            if replica.state not in ("starting", "draining", "failed"):
                 log.warning("fleet %s: replica %s not answering (%s)", self.spec.name, replica.id, type(exc).__name__)
                 replica.state = "down"
+            return
+        except Exception as exc:  # its server cannot start there (an environment that cannot load)
+            cause = getattr(exc, "cause", exc)
+            replica.state, replica.error = "failed", f"{type(cause).__name__}: {cause}"
             return
         if replica.state == "draining" or replica.id not in self.replicas:
             return
@@ -190,7 +195,7 @@ class FleetManager:
             replica.restarts += 1
         replica.url, replica.node_id, replica.pid = status["url"], status["node_id"], status["pid"]
         replica.sessions = status["sessions"]
-        replica.state = "up"
+        replica.state, replica.error = "up", None
 
     def _spawn_retire(self, replica: ReplicaState, timeout: float) -> None:
         task = asyncio.get_running_loop().create_task(self._retire(replica, timeout))

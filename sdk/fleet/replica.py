@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from .spec import ReplicaGroup
+from .spec import ReplicaGroup, env_specs
 
 
 class Replica:
@@ -34,11 +34,10 @@ class Replica:
             if self.server is None:
                 import ray
 
-                from ..registry import resolve_env
                 from ..server import GymServer
 
                 server = GymServer(
-                    [resolve_env(env) for env in self.group.envs],
+                    env_specs(self.group),
                     host=ray.util.get_node_ip_address(),  # the address other nodes reach this one at
                     port=0,
                     token=self.token,

@@ -4,7 +4,11 @@
     auth: true                     # a bearer token on every replica (default; false: none)
     groups:
       - name: games
-        envs: [textcraft, guess]   # names or module:Class paths, as `gymwire serve` takes them
+        envs:                      # as `gymwire serve` and its serve file take them: a name or
+          - guess                  #   module:Class (with inline options), or an entry with
+          - env: textcraft         #   env, kwargs (the constructor's) and name (the served one)
+            kwargs: {recipes_dir: /data/recipes}
+            name: toycraft
         replicas: 4                # spread over the nodes that fit, or:
       - name: web
         envs: [miniwob]
@@ -16,7 +20,8 @@
         isolation: process
         limits: {max_sessions: 2000}
 
-Everything here is plain and picklable: the manager actor gets it, replicas rebuild from it.
+Everything here is plain and picklable: the manager actor gets it, and each replica resolves its
+environments to EnvSpecs on its own node (gymwire.sdk.registry.resolve_env), where their extras are.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class FleetSpecError(ValueError):
 @dataclass(frozen=True)
 class ReplicaGroup:
     name: str
-    envs: tuple[str, ...]
+    envs: tuple[str | Mapping[str, Any], ...]
     replicas: int = 1
     per_node: int | None = None
     num_cpus: float = 1.0
@@ -61,11 +66,11 @@ class ReplicaGroup:
         if unknown:
             raise FleetSpecError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         envs = raw.get("envs")
-        if isinstance(envs, str):
+        if isinstance(envs, (str, Mapping)):
             envs = [envs]
-        if not envs or not all(isinstance(env, str) and env for env in envs):
-            raise FleetSpecError(f"{where}: `envs` must list environment names or module:Class paths")
-        values = dict(raw, envs=tuple(envs))
+        if not envs or not isinstance(envs, list):
+            raise FleetSpecError(f"{where}: `envs` must list environments (names, module:Class, or env/kwargs/name entries)")
+        values = dict(raw, envs=tuple(_env_entry(env, where) for env in envs))
         for key in ("resources", "labels", "limits"):
             if not isinstance(values.get(key, {}), Mapping):
                 raise FleetSpecError(f"{where}: `{key}` must be a mapping")
@@ -154,6 +159,33 @@ class FleetSpec:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _env_entry(entry: Any, where: str) -> str | Mapping[str, Any]:
+    """An environment of a group as the serve file has it: text, or {env, kwargs, name}."""
+    if isinstance(entry, str) and entry:
+        return entry
+    if isinstance(entry, Mapping) and isinstance(entry.get("env"), str):
+        extra = sorted(set(entry) - {"env", "kwargs", "name"})
+        if extra:
+            raise FleetSpecError(f"{where}: unknown key {extra[0]!r} in an envs entry; an entry has env, kwargs and name")
+        if not isinstance(entry.get("kwargs", {}), Mapping):
+            raise FleetSpecError(f"{where}: an envs entry's kwargs must map constructor arguments to values")
+        return dict(entry)
+    raise FleetSpecError(f"{where}: an envs entry is a name or module:Class, or a mapping with `env`; got {entry!r}")
+
+
+def env_specs(group: ReplicaGroup) -> list[Any]:
+    """The group's environments as EnvSpecs (imports their classes: call it where they run)."""
+    from ..registry import resolve_env
+
+    specs = []
+    for entry in group.envs:
+        if isinstance(entry, str):
+            specs.append(resolve_env(entry))
+        else:
+            specs.append(resolve_env(entry["env"], entry.get("kwargs") or {}, entry.get("name")))
+    return specs
 
 
 def load_fleet_spec(path: str | Path) -> FleetSpec:

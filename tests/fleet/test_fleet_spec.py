@@ -26,11 +26,23 @@ def test_a_yaml_file_with_every_key_loads_and_pickles(tmp_path):
     assert web.scaled(5).per_node == 5 and spec.group("games").scaled(7).replicas == 7
 
 
+def test_environment_entries_resolve_to_env_specs_as_a_serve_file_has_them(tmp_path):
+    from gymwire.sdk.fleet.spec import env_specs
+
+    path = tmp_path / "fleet.toml"
+    path.write_text('[[groups]]\nname = "g"\nenvs = ["guess", {env = "guess", name = "numbers"}]\n')
+    specs = env_specs(load_fleet_spec(path).groups[0])
+    assert [spec.name for spec in specs] == ["guess", "numbers"]
+    assert {spec.entry_point for spec in specs} == {"gymwire.servers.guess.env:GuessEnv"}
+
+
 @pytest.mark.parametrize(
     "text, error",
     [
         ("groups: []", "at least one group"),
         ("groups: [{name: a}]", "`envs` must list"),
+        ("groups: [{name: a, envs: [{env: guess, kwarg: {}}]}]", "unknown key 'kwarg' in an envs entry"),
+        ("groups: [{name: a, envs: [{name: x}]}]", "a mapping with `env`"),
         ("groups: [{name: a, envs: [g], replicas: -2}]", "replicas must be a whole number >= 0"),
         ("groups: [{name: a, envs: [g], isolation: vm}]", "isolation must be one of"),
         ("groups: [{name: a, envs: [g], resources: {CPU: 2}}]", "resources are custom ones"),

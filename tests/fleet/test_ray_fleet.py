@@ -48,7 +48,9 @@ def test_placement_follows_resources_labels_and_per_node(cluster):
         groups=(
             ReplicaGroup("everywhere", envs=("guess",), per_node=1, num_cpus=0.5),
             ReplicaGroup("browsers", envs=("guess",), replicas=2, num_cpus=0.5, resources={"browser": 1}),
-            ReplicaGroup("labelled", envs=("guess",), replicas=1, num_cpus=0.5, labels={"gymwire-test": "worker"}),
+            ReplicaGroup(  # an environment entry as a serve file has it: served under another name
+                "labelled", envs=({"env": "guess", "name": "numbers"},), replicas=1, num_cpus=0.5, labels={"gymwire-test": "worker"}
+            ),
         ),
     )
     fleet = Fleet.up(spec, wait_s=180)
@@ -59,6 +61,11 @@ def test_placement_follows_resources_labels_and_per_node(cluster):
             "browsers": [NODE_ADDRESSES[2]] * 2,  # only that node offers `browser`
             "labelled": [NODE_ADDRESSES[1]],
         }
+        async def served_names() -> list[str]:
+            async with GymClient(fleet.urls("labelled")[0], token=fleet.token) as client:
+                return [info.name for info in await client.list_envs()]
+
+        assert asyncio.run(served_names()) == ["numbers"]
         with pytest.raises(FleetError, match="already up"):
             Fleet.up(spec)
         with pytest.raises(FleetError, match="no group 'nope'"):
@@ -67,6 +74,14 @@ def test_placement_follows_resources_labels_and_per_node(cluster):
         fleet.down(drain_timeout_s=0)
     with pytest.raises(FleetError, match="no fleet named 'placement'"):
         Fleet.get("placement")
+
+
+def test_a_group_that_cannot_serve_is_one_clear_error_and_leaves_nothing_up(cluster):
+    spec = FleetSpec(name="broken", groups=(ReplicaGroup("bad", envs=("no_such_module:Env",), num_cpus=0.5),))
+    with pytest.raises(FleetError, match="replica bad-1 cannot serve: .*no_such_module"):
+        Fleet.up(spec, wait_s=120)
+    with pytest.raises(FleetError, match="no fleet named 'broken'"):
+        Fleet.get("broken")
 
 
 async def test_a_pool_follows_the_fleet_through_a_crash_and_a_scale_up(cluster):
