@@ -21,7 +21,7 @@ import contextlib
 import logging
 import random
 import time
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, Sequence
 
 import websockets
 # Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
@@ -30,10 +30,7 @@ from websockets.asyncio.client import ClientConnection as WebSocket
 
 from gymwire.protocol import (
     MIN_FRAME_BYTES,
-    BatchStep,
     ClientConnection,
-    ClientSessionMachine,
-    Close,
     Codec,
     DescribeEnv,
     Encoding,
@@ -46,20 +43,18 @@ from gymwire.protocol import (
     Message,
     MissingCapability,
     Notice,
-    Observation,
     Open,
     ProtocolError,
-    Reset,
     Resume,
-    Step,
-    StepBatch,
     StepResult,
     TaskRef,
     Welcome,
-    error_from_message,
     subprotocol_for,
 )
 from gymwire.protocol.codec import DEFAULT_MAX_FRAME_BYTES
+
+from .batching import step_batch
+from .session import ClientSession, closing_session
 
 __all__ = ["ClientSession", "Disconnected", "GymClient", "MissingCapability", "ServerLost"]
 
@@ -461,196 +456,5 @@ class GymClient:
     async def step_batch(
         self, steps: Sequence[tuple["ClientSession", str]], deadline_ms: int | None = None
     ) -> list[StepResult | ProtocolError]:
-        """Step many sessions in one frame. Each entry is the step's result or its typed error.
-
-        `deadline_ms` is the batch's, but it applies to each step: when the batch is answered
-        TIMEOUT, each step's own result is asked for (its seq re-sent, same deadline), so only the
-        steps still running get TIMEOUT. Against a server without `batch` the steps go one by one,
-        with the same results."""
-        if deadline_ms is not None:
-            self.require("deadlines")
-        for session, action in steps:
-            _require_text_action(action)
-        for session, _ in steps:
-            await session._sync_if_uncertain()  # all of them before any seq is taken
-        if not self.supports("batch"):
-            return await self._step_one_by_one(steps, deadline_ms)
-        items = [
-            BatchStep(session=session.id, seq=session.machine.take_seq(), action=action) for session, action in steps
-        ]
-        try:
-            reply = await self.request(StepBatch(id=self.next_id(), steps=items, deadline_ms=deadline_ms))
-        except ProtocolError as exc:
-            for session, _ in steps:
-                session.machine.refused(exc.code)
-            if exc.code is ErrorCode.TIMEOUT and deadline_ms is not None:
-                return await self._results_after_timeout(steps, items, deadline_ms)
-            raise
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            for session, _ in steps:
-                session.machine.gave_up()  # given up here, but the server may run the steps
-            raise
-        out: list[StepResult | ProtocolError] = []
-        for (session, _), result in zip(steps, reply.results):  # type: ignore[attr-defined]
-            if isinstance(result, Error):
-                error = error_from_message(result)
-                session.machine.refused(error.code)
-                out.append(error)
-            else:
-                session._step_answered(result)
-                out.append(result)
-        return out
-
-    async def _results_after_timeout(
-        self, steps: Sequence[tuple["ClientSession", str]], items: list[BatchStep], deadline_ms: int
-    ) -> list[StepResult | ProtocolError]:
-        # What the server started runs on, and a re-sent seq gets its recorded answer (GW-DEADLINE-4);
-        # a step never started runs now, once.
-        out: list[Any] = [None] * len(steps)
-        positions: dict[ClientSession, list[int]] = {}
-        for position, (session, _) in enumerate(steps):
-            positions.setdefault(session, []).append(position)
-
-        async def ask(session: ClientSession, its_positions: list[int]) -> None:
-            for position in its_positions:
-                item = items[position]
-                step = Step.model_construct(
-                    id=self.next_id(), session=session.id, seq=item.seq, action=item.action, deadline_ms=deadline_ms
-                )
-                try:
-                    result = await session._request(step)
-                except ProtocolError as exc:
-                    out[position] = exc
-                    continue
-                session.machine.uncertain = False  # this seq's answer settles what the server did
-                session._step_answered(result)  # type: ignore[arg-type]
-                out[position] = result
-
-        await asyncio.gather(*(ask(session, its) for session, its in positions.items()))
-        return out
-
-    async def _step_one_by_one(
-        self, steps: Sequence[tuple["ClientSession", str]], deadline_ms: int | None
-    ) -> list[StepResult | ProtocolError]:
-        # As a batch would (GW-BATCH-3/4): in order within a session, concurrently across sessions.
-        out: list[Any] = [None] * len(steps)
-        positions: dict[ClientSession, list[int]] = {}
-        for position, (session, _) in enumerate(steps):
-            positions.setdefault(session, []).append(position)
-
-        async def step_session(session: ClientSession, its_positions: list[int]) -> None:
-            for position in its_positions:
-                try:
-                    out[position] = await session.step(steps[position][1], deadline_ms)
-                except ProtocolError as exc:
-                    out[position] = exc
-
-        await asyncio.gather(*(step_session(session, its) for session, its in positions.items()))
-        return out
-
-
-def _require_text_action(action: Any) -> None:
-    if not isinstance(action, str):
-        raise TypeError(f"an action is text, got {type(action).__name__}")
-
-
-class ClientSession:
-    """One environment session on a GymClient. Not for concurrent steps: an episode is sequential.
-
-    Its seq bookkeeping (section 7.1) is `machine`, a ClientSessionMachine of the protocol package."""
-
-    def __init__(self, client: GymClient, opened: Any) -> None:
-        self.client = client
-        self.id: str = opened.session
-        self.resume_token: str = opened.resume_token
-        self.env: str = opened.env
-        self.max_turns: int = opened.max_turns
-        self.observation: Observation | None = opened.observation
-        self.info: dict[str, Any] = opened.info
-        self.machine = ClientSessionMachine()
-
-    @property
-    def seq(self) -> int:
-        """The last sequence number this session took."""
-        return self.machine.seq
-
-    @property
-    def turns(self) -> int:
-        return self.machine.turns
-
-    @property
-    def done(self) -> bool:
-        return self.machine.done
-
-    async def _sync_if_uncertain(self) -> None:
-        # After a TIMEOUT, CANCELLED or ANSWER_TOO_LARGE the server may have run the request: ask it.
-        if not self.machine.uncertain:
-            return
-        self.client.require(
-            "resume",
-            f"session {self.id} is in an unknown state after a TIMEOUT, CANCELLED or ANSWER_TOO_LARGE answer; "
-            "close it and open a new one",
-        )
-        resumed = await self.client.request(
-            Resume(id=self.client.next_id(), session=self.id, resume_token=self.resume_token)
-        )
-        self.machine.resumed(resumed)  # type: ignore[arg-type]
-
-    async def _request(self, message: Message) -> Message:
-        """Send a request that took a seq, and keep the seq bookkeeping right however it ends."""
-        try:
-            return await self.client.request(message)
-        except ProtocolError as exc:
-            self.machine.refused(exc.code)
-            raise
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            # Given up here (request_timeout, or the caller cancelled), but the server may still
-            # run it: ask before the next request instead of guessing the seq.
-            self.machine.gave_up()
-            raise
-
-    def _step_answered(self, result: StepResult) -> None:
-        self.machine.step_answered(result)
-        self.observation = result.observation
-
-    async def step(self, action: str, deadline_ms: int | None = None) -> StepResult:
-        if deadline_ms is not None:
-            self.client.require("deadlines")  # before the seq is taken
-        _require_text_action(action)
-        await self._sync_if_uncertain()
-        # Every field is already typed by this client: skip validation on the hot path.
-        message = Step.model_construct(
-            id=self.client.next_id(), session=self.id, seq=self.machine.take_seq(), action=action, deadline_ms=deadline_ms
-        )
-        result = await self._request(message)
-        self._step_answered(result)  # type: ignore[arg-type]
-        return result  # type: ignore[return-value]
-
-    async def reset(
-        self, *, split: str | None = None, index: int | None = None, seed: int | None = None, deadline_ms: int | None = None
-    ) -> Observation:
-        if deadline_ms is not None:
-            self.client.require("deadlines")  # before the seq is taken
-        await self._sync_if_uncertain()
-        task = TaskRef(split=split, index=index, seed=seed) if (split is not None or seed is not None) else None
-        seq = self.machine.take_seq()
-        message = Reset(id=self.client.next_id(), session=self.id, seq=seq, task=task, deadline_ms=deadline_ms)
-        result = await self._request(message)
-        self.machine.reset_answered(seq)
-        self.observation = result.observation  # type: ignore[attr-defined]
-        return self.observation  # type: ignore[return-value]
-
-    async def close(self) -> None:
-        self.client.sessions.pop(self.id, None)
-        await self.client.request(Close(id=self.client.next_id(), session=self.id))
-
-
-@contextlib.asynccontextmanager
-async def closing_session(opening: Any) -> AsyncIterator[ClientSession]:
-    session: ClientSession = await opening
-    try:
-        yield session
-    finally:
-        if session.id in session.client.sessions and session.client.usable:
-            with contextlib.suppress(ProtocolError, ConnectionError):
-                await session.close()
+        """Step many sessions of this client in one frame (see gymwire.sdk.batching.step_batch)."""
+        return await step_batch(self, steps, deadline_ms)

@@ -7,8 +7,8 @@ drains), and fail at once with ServerLost when it does not. A replica whose conn
 given up on after a short reconnect budget (about half a second), so its sessions fail with
 ServerLost instead of hanging in back-off, and opens go elsewhere meanwhile.
 
-`step_sessions` steps sessions that may live on different replicas: one batch frame per replica,
-and a lost replica fails only its own entries.
+`gymwire.sdk.batching.step_sessions` steps sessions that may live on different replicas: one
+batch frame per replica, and a lost replica fails only its own entries.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any, Awaitable, Callable, Sequence, Union
 
 import websockets
 
-from gymwire.protocol import EnvInfo, ErrorCode, ProtocolError, StepResult
+from gymwire.protocol import EnvInfo, ErrorCode, ProtocolError
 
-from .client import ClientSession, Disconnected, GymClient, ServerLost, closing_session
+from .client import ClientSession, Disconnected, GymClient, closing_session
 
-__all__ = ["GymPool", "Members", "step_sessions"]
+__all__ = ["GymPool", "Members"]
 
 log = logging.getLogger("gymwire.pool")
 
@@ -269,30 +269,3 @@ class GymPool:
             except ConnectionError as exc:
                 failures.append(str(exc))
         raise Disconnected("no server of the pool can be reached: " + ("; ".join(failures) or "no member connected"))
-
-
-async def step_sessions(
-    steps: Sequence[tuple[ClientSession, str]], deadline_ms: int | None = None
-) -> list[StepResult | ProtocolError | Disconnected]:
-    """Step sessions that may live on different servers, all at once: per server, batch frames of
-    at most its max_batch steps. Each entry is the step's result or its error; a server lost
-    (ServerLost) fails only the entries of its own sessions."""
-    out: list[Any] = [None] * len(steps)
-    by_client: dict[GymClient, list[int]] = {}
-    for position, (session, _) in enumerate(steps):
-        by_client.setdefault(session.client, []).append(position)
-
-    async def step_chunk(client: GymClient, positions: list[int]) -> None:
-        try:
-            results: Sequence[Any] = await client.step_batch([steps[p] for p in positions], deadline_ms=deadline_ms)
-        except Disconnected as exc:
-            results = [exc] * len(positions)
-        for position, result in zip(positions, results):
-            out[position] = result
-
-    chunks = []
-    for client, positions in by_client.items():
-        size = client.limits.max_batch if client.usable else len(positions)
-        chunks += [step_chunk(client, positions[i : i + size]) for i in range(0, len(positions), size)]
-    await asyncio.gather(*chunks)
-    return out

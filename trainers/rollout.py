@@ -23,7 +23,8 @@ from typing import Any, Iterable, Sequence
 
 from gymwire.protocol import ProtocolError
 from gymwire.sdk.client import ClientSession, Disconnected, GymClient
-from gymwire.sdk.pool import GymPool, step_sessions
+from gymwire.sdk.batching import step_sessions
+from gymwire.sdk.pool import GymPool
 from gymwire.sdk.sync import SyncGymClient
 
 from .chat import ChatFormat

@@ -180,7 +180,7 @@ async def test_connection_dropped_mid_episode_completes_via_resume(guess_server,
         client = pool.clients[guess_server.url]
         dropped.append(client.welcome)
         for conn in list(guess_server.connections):
-            conn.ws.transport.abort()
+            conn.transport.abort()
 
     engine = FakeEngine(tokenizer, before_call={2: drop_connections, 4: drop_connections})
     reference = await run(executor_for(guess_server), FakeEngine(tokenizer), tokenizer, index=11)

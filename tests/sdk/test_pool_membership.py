@@ -9,7 +9,8 @@ import time
 from server_process import server_processes
 
 from gymwire.sdk.client import ServerLost
-from gymwire.sdk.pool import GymPool, step_sessions
+from gymwire.sdk.batching import step_sessions
+from gymwire.sdk.pool import GymPool
 
 ENVS = ("sdk_fault_envs:AsyncSleepEnv", "sdk_fault_envs:CountingEnv")
 
