@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gymwire.protocol import ProtocolError
-from gymwire.sdk.client import ClientSession, GymClient
+from gymwire.sdk.client import ClientSession, Disconnected, GymClient
+from gymwire.sdk.batching import step_sessions
+from gymwire.sdk.pool import GymPool
 from gymwire.sdk.sync import SyncGymClient
 
 from .chat import ChatFormat
@@ -46,7 +48,9 @@ __all__ = [
 TERMINATED = "terminated"  # the environment ended it (goal reached or failed)
 TRUNCATED = "truncated"  # the server's turn limit
 TOKEN_BUDGET = "token_budget"  # the next turn would not fit the per-episode token budget
-ERROR = "error"  # the server answered a step with an error (TIMEOUT: over the step timeout)
+ERROR = "error"  # the server answered a step with an error (TIMEOUT: over the step timeout), or was lost
+SERVER_LOST = "env.server_lost"  # error_kind of an episode whose server (a pool's replica) was lost
+REOPENS = 2  # times one episode starts over on another replica before it is dropped
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,13 @@ class RolloutSettings:
     sampling: Sampling = Sampling()
     instructions: bool = True  # prefix the first observation with the environment's instructions
     step_timeout: float | None = None  # seconds the server may take for an open or a step (None: no limit)
+    # An episode whose replica is lost: "reopen" plays it again from its start on another replica of
+    # the pool (up to REOPENS times), "drop" ends it as an error; the batch goes on either way.
+    on_server_lost: str = "reopen"
 
     def __post_init__(self) -> None:
+        if self.on_server_lost not in ("reopen", "drop"):
+            raise ValueError(f"on_server_lost must be 'reopen' or 'drop', got {self.on_server_lost!r}")
         if self.turn_tokens < 1 or self.episode_tokens < 2:
             raise ValueError(
                 f"token budgets must allow generation: turn_tokens={self.turn_tokens} (>= 1), "
@@ -175,9 +184,10 @@ class _Running:
         self.episode = episode
         self.session = session
         self.done = False
+        self.reopens = 0
 
 
-def step_deadline_ms(client: GymClient, settings: RolloutSettings) -> int | None:
+def step_deadline_ms(client: GymClient | GymPool, settings: RolloutSettings) -> int | None:
     """The step timeout as the server's deadline. A server without `deadlines` gets none (and a
     hung step there stalls: there is no safe way to give up on a step the server may still run)."""
     if settings.step_timeout is None or not client.supports("deadlines"):
@@ -185,7 +195,7 @@ def step_deadline_ms(client: GymClient, settings: RolloutSettings) -> int | None
     return max(1, round(settings.step_timeout * 1000))
 
 
-async def open_session(client: GymClient, spec: EpisodeSpec, settings: RolloutSettings) -> ClientSession:
+async def open_session(client: GymClient | GymPool, spec: EpisodeSpec, settings: RolloutSettings) -> ClientSession:
     """Open `spec`'s session with the settings' options, turn limit and step timeout."""
     return await client.open(
         settings.env,
@@ -199,13 +209,15 @@ async def open_session(client: GymClient, spec: EpisodeSpec, settings: RolloutSe
 
 
 async def collect_episodes(
-    client: GymClient,
+    client: GymClient | GymPool,
     policy: PolicyBackend,
     chat: ChatFormat,
     specs: Sequence[EpisodeSpec],
     settings: RolloutSettings,
 ) -> list[Episode]:
-    """Play one episode per spec, all concurrently; episodes come back in the order of `specs`."""
+    """Play one episode per spec, all concurrently; episodes come back in the order of `specs`.
+    With a pool, sessions spread over its replicas, and a lost replica costs only its episodes
+    (see RolloutSettings.on_server_lost)."""
     instructions = ""
     if settings.instructions:
         instructions = (await client.describe(settings.env)).instructions
@@ -219,9 +231,12 @@ async def collect_episodes(
                 running[-1].done = True
         while active := [r for r in running if not r.done]:
             await _play_turn(client, policy, chat, active, settings)
+            if isinstance(client, GymPool) and settings.on_server_lost == "reopen":
+                await _reopen_lost(client, chat, active, settings, instructions)
     finally:
         policy.release()
-        await asyncio.gather(*(s.close() for s in sessions if s.id in client.sessions), return_exceptions=True)
+        opened = {*sessions, *(r.session for r in running)}  # reopened ones too
+        await asyncio.gather(*(s.close() for s in opened if s.id in s.client.sessions), return_exceptions=True)
     for r in running:
         r.episode.text = chat.tokenizer.decode(r.episode.tokens)
     return [r.episode for r in running]
@@ -240,16 +255,32 @@ async def _play_turn(
         settings.sampling,
     )
     actions = [chat.tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations]
-    # One frame per batch of steps (the server runs them concurrently) instead of one per episode.
-    size = client.limits.max_batch
+    # One frame per batch of steps and server (it runs them concurrently), not one per episode.
     steps = [(r.session, action) for r, action in zip(active, actions)]
-    deadline_ms = step_deadline_ms(client, settings)
-    chunks = await asyncio.gather(
-        *(client.step_batch(steps[i : i + size], deadline_ms=deadline_ms) for i in range(0, len(steps), size))
-    )
-    results = [result for chunk in chunks for result in chunk]
+    results = await step_sessions(steps, deadline_ms=step_deadline_ms(client, settings))
+    if isinstance(client, GymClient):  # its one server is lost: nowhere to go on, the batch fails
+        lost = next((result for result in results if isinstance(result, Disconnected)), None)
+        if lost is not None:
+            raise lost
     for r, generation, action, result in zip(active, generations, actions, results):
         r.done = record_turn(r.episode, chat, generation, action, result, settings)
+
+
+async def _reopen_lost(
+    pool: GymPool, chat: ChatFormat, active: list[_Running], settings: RolloutSettings, instructions: str
+) -> None:
+    """Start the episodes whose replica was lost over on other replicas; one that cannot reopen
+    (or has used its REOPENS) stays an error episode."""
+    lost = [r for r in active if r.episode.error_kind == SERVER_LOST and r.reopens < REOPENS]
+    opened = await asyncio.gather(*(open_session(pool, r.episode.spec, settings) for r in lost), return_exceptions=True)
+    for r, session in zip(lost, opened):
+        if isinstance(session, BaseException):
+            if not isinstance(session, (ProtocolError, Disconnected)):
+                raise session
+            continue
+        r.session, r.reopens = session, r.reopens + 1
+        r.episode = start_episode(chat, r.episode.spec, session, settings, first_message(instructions, session))
+        r.done = bool(r.episode.finish)
 
 
 def first_message(instructions: str, session: ClientSession) -> str:
@@ -288,13 +319,17 @@ def record_turn(
     episode: Episode, chat: ChatFormat, generation: Generation, action: str, result: Any, settings: RolloutSettings
 ) -> bool:
     """Append one turn of a token-level episode: the generated tokens, then the environment's
-    answer `result` (a StepResult or the ProtocolError it raised). Returns whether the episode ended."""
+    answer `result` (a StepResult, or the ProtocolError it raised, or Disconnected when its server
+    was lost). Returns whether the episode ended."""
     start = len(episode.tokens)
     episode.tokens += generation.token_ids
     episode.loss_mask += [1] * len(generation.token_ids)
     episode.logprobs += generation.logprobs
     if isinstance(result, ProtocolError):
         episode.error, episode.error_kind, episode.finish = str(result), f"env.{result.code.name.lower()}", ERROR
+        return True
+    if isinstance(result, Disconnected):
+        episode.error, episode.error_kind, episode.finish = str(result), SERVER_LOST, ERROR
         return True
     turn = Turn(action, result.observation.text, result.reward, start, len(episode.tokens) - 1)
     episode.turns.append(turn)

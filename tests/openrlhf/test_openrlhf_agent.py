@@ -168,19 +168,19 @@ async def test_hundreds_of_concurrent_samples(guess_server, tokenizer):
     # Same task, same trajectory: samples did not leak into each other's sessions.
     assert results[7]["observation_tokens"] == results[107]["observation_tokens"] == results[207]["observation_tokens"]
     assert not guess_server.sessions
-    assert len(pool_for_running_loop((guess_server.url,), None).clients) == 1  # one shared connection
+    assert len(pool_for_running_loop(AgentSettings(urls=(guess_server.url,))).clients) == 1  # one shared connection
 
 
 async def test_connection_dropped_mid_episode_completes_via_resume(guess_server, tokenizer):
     executor = executor_for(guess_server)
-    pool = pool_for_running_loop((guess_server.url,), None)
+    pool = pool_for_running_loop(AgentSettings(urls=(guess_server.url,)))
     dropped = []
 
     def drop_connections():
         client = pool.clients[guess_server.url]
         dropped.append(client.welcome)
         for conn in list(guess_server.connections):
-            conn.ws.transport.abort()
+            conn.transport.abort()
 
     engine = FakeEngine(tokenizer, before_call={2: drop_connections, 4: drop_connections})
     reference = await run(executor_for(guess_server), FakeEngine(tokenizer), tokenizer, index=11)
@@ -208,7 +208,7 @@ async def test_agents_play_on_the_replicas_left_when_one_is_down_full_or_drainin
         results = await asyncio.gather(*(run(executor, FakeEngine(tokenizer), tokenizer, index=i) for i in range(20)))
         assert all(r["reward"] == 1.0 for r in results)
         assert not draining.sessions
-        await pool_for_running_loop(urls, None).close()
+        await pool_for_running_loop(AgentSettings(urls=tuple(urls))).close()
 
 
 async def test_openrlhf_multiturn_loop_with_gymwire_instance(guess_server, tokenizer, tmp_path, monkeypatch):
@@ -296,7 +296,7 @@ async def test_a_new_tokenizer_object_per_prompt_reuses_one_chat_format(guess_se
 async def test_pool_asks_for_an_env_description_once_and_forgets_failures(guess_server):
     from gymwire.protocol import ProtocolError
 
-    pool = pool_for_running_loop((guess_server.url,), None)
+    pool = pool_for_running_loop(AgentSettings(urls=(guess_server.url,)))
     infos = await asyncio.gather(*(pool.describe("guess") for _ in range(50)))
     assert all(info is infos[0] for info in infos) and infos[0].name == "guess"  # one answer, shared
     for _ in range(2):
@@ -356,7 +356,7 @@ async def test_an_environment_crash_ends_only_its_own_episode(tokenizer):
                              tokenizer, FakeEngine(tokenizer))
             for i in range(3)
         ))
-        await pool_for_running_loop((server.url,), None).close()
+        await pool_for_running_loop(AgentSettings(urls=(server.url,))).close()
     crashed, *fine = results
     assert crashed["extra_logs"]["env_crashed"] == 1.0 and crashed["reward"] == 0.0 and len(crashed["action_ranges"]) == 1
     assert all(r["extra_logs"]["env_crashed"] == 0.0 and r["reward"] == 1.0 for r in fine)
@@ -394,7 +394,7 @@ async def test_a_hung_environment_step_ends_its_episode_at_the_step_timeout(toke
                 for i in range(3)
             ))
             HangingGuess.release.set()
-            await pool_for_running_loop((server.url,), None).close()
+            await pool_for_running_loop(AgentSettings(urls=(server.url,))).close()
     finally:
         HangingGuess.release.set()
     hung, *fine = results
@@ -411,3 +411,36 @@ def test_the_step_timeout_is_on_by_default(value, seconds, monkeypatch):
     monkeypatch.setenv("GYMWIRE_STEP_TIMEOUT", "0")
     with pytest.raises(AgentConfigError, match="GYMWIRE_STEP_TIMEOUT"):
         AgentSettings.from_env()
+
+
+async def test_a_replica_lost_mid_episode_ends_only_its_own_episodes(tokenizer):
+    from server_process import server_processes
+
+    with server_processes(2, ("guess",)) as (victim, survivor):
+        settings = AgentSettings(urls=(victim.url, survivor.url), horizon=horizon_from_config("fixed:7"), step_board=MemoryStepBoard(1))
+        executor = GymwireAgentExecutor(settings)
+
+        on_victim = []
+
+        async def kill_once_all_are_open():
+            # Every generation waits until all 8 sessions are open (no episode can end first).
+            pool = pool_for_running_loop(settings)
+            for _ in range(3000):
+                if sum(len(client.sessions) for client in pool.clients.values()) == 8:
+                    break
+                await asyncio.sleep(0.01)
+            if not on_victim:
+                on_victim.append(len(pool.clients[victim.url].sessions))
+                victim.kill()
+
+        # A policy that never wins: every episode runs to the turn limit unless its replica is lost.
+        engine = FakeEngine(tokenizer, before_call=dict.fromkeys(range(1, 9), kill_once_all_are_open), fixed_guess=0)
+        try:
+            results = await asyncio.gather(*(run(executor, engine, tokenizer, index=i) for i in range(8)))
+        finally:
+            await pool_for_running_loop(settings).close()
+    lost = [r for r in results if r["extra_logs"]["env_lost"] == 1.0]
+    played = [r for r in results if r["extra_logs"]["env_lost"] == 0.0]
+    assert 0 < on_victim[0] < 8  # spread over both replicas
+    assert len(lost) == on_victim[0] and all(r["extra_logs"]["turns"] < 7 for r in lost)
+    assert len(played) == 8 - on_victim[0] and all(r["extra_logs"]["turns"] == 7 for r in played)

@@ -258,7 +258,7 @@ def test_the_shipped_and_documented_configs_pass_openrlhfs_parser():
     configs = [yaml.safe_load((REPO / "examples" / "openrlhf-textcraft.yaml").read_text())]
     configs += [yaml.safe_load(block) for block in yaml_blocks((REPO / "docs" / "openrlhf.md").read_text())]
     described = yaml.safe_load(launch_module.__doc__.split("A config (YAML or JSON):\n")[1].split("\n\n")[0])
-    del described["gym"]["embedded"]  # the module's description lists both alternatives
+    del described["gym"]["embedded"], described["gym"]["fleet"]  # the module's description lists every alternative
     configs.append(described)
     assert len(configs) == 3
     for raw in configs:
@@ -304,3 +304,19 @@ def test_the_agent_files_reach_ray_workers_as_the_jobs_working_directory():
     assert sorted(p.name for p in folder.iterdir()) == ["agent_func.py", "agent_func_multiturn.py"]
     assert env["env_vars"]["GYMWIRE_URLS"] == "ws://a:1"
     assert "working_dir" not in train.runtime_env(["--train.agent_func_path", "/opt/mine.py"], {})
+
+
+def test_a_fleet_file_is_checked_before_anything_starts_and_named_to_the_agents(tmp_path):
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text("name: gyms\ngroups:\n  - {name: web, envs: [guess], replicas: 2}\n")
+    config = LaunchConfig.from_mapping({"model": "/m", "dataset": "/d.jsonl", "gym": {"fleet": str(fleet_file)}})
+    token = launch_module.gym_token(config)
+    assert token and len(token) >= 24  # a fleet listens on addresses other machines reach: auth on
+    _, env = build_command(config, [], token)
+    assert env["GYMWIRE_FLEET"] == "gyms" and env["GYMWIRE_FLEET_FILE"] == str(fleet_file) and "GYMWIRE_URLS" not in env
+    assert train.worker_env({**env, "GYMWIRE_TOKEN": token})["GYMWIRE_FLEET"] == "gyms"
+    fleet_file.write_text("groups:\n  - {name: web, envs: [guess], replicas: -1}\n")
+    with pytest.raises(LaunchConfigError, match="gym.fleet: group 'web': replicas must be"):
+        LaunchConfig.from_mapping({"model": "/m", "dataset": "/d.jsonl", "gym": {"fleet": str(fleet_file)}})
+    with pytest.raises(LaunchConfigError, match="exactly one of `urls`"):
+        LaunchConfig.from_mapping({"model": "/m", "dataset": "/d.jsonl", "gym": {"fleet": str(fleet_file), "urls": ["ws://a:1"]}})

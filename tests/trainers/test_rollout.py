@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -254,3 +255,41 @@ def test_templates_that_rewrite_history_are_refused(tiny):
 def test_settings_refuse_budgets_that_allow_no_generation():
     with pytest.raises(ValueError, match="token budgets"):
         RolloutSettings(env="guess", turn_tokens=0)
+
+
+class KillingPolicy(ScriptedPolicy):
+    """A scripted policy that kills a replica's process while the first turn is generated."""
+
+    def __init__(self, tokenizer, script, victim):
+        super().__init__(tokenizer, script)
+        self.victim = victim
+
+    def generate(self, prompts, max_new_tokens, stop_ids, sampling):
+        self.victim.kill()
+        return super().generate(prompts, max_new_tokens, stop_ids, sampling)
+
+
+@pytest.mark.parametrize("on_server_lost", ["reopen", "drop"])
+def test_a_replica_lost_mid_batch_costs_only_its_episodes(tiny, on_server_lost):
+    from server_process import server_processes
+
+    from gymwire.sdk.pool import GymPool
+    from gymwire.trainers.rollout import SERVER_LOST, collect_episodes
+
+    _, tokenizer = tiny
+    specs = [EpisodeSpec("test", i) for i in range(8)]
+    with server_processes(2, ("guess",)) as (victim, survivor):
+        policy = KillingPolicy(tokenizer, [" 9"] * 3, victim)
+
+        async def collect():
+            async with GymPool([victim.url, survivor.url]) as pool:
+                return await collect_episodes(pool, policy, ChatFormat(tokenizer), specs, settings(on_server_lost=on_server_lost))
+
+        episodes = asyncio.run(collect())
+    assert [e.spec for e in episodes] == specs  # the whole batch, in order
+    lost = [e for e in episodes if e.error_kind == SERVER_LOST]
+    played = [e for e in episodes if e.finish == TRUNCATED and len(e.turns) == 3]
+    if on_server_lost == "reopen":  # played again from the start on the survivor
+        assert not lost and len(played) == 8
+    else:  # the 4 on the killed replica end as errors; the others play on
+        assert len(lost) == 4 and all(e.finish == ERROR and e.turns == [] for e in lost) and len(played) == 4

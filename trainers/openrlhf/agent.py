@@ -15,7 +15,8 @@ Two executors:
   last feedback too; use it to compare with OpenRLHF's stock behaviour.
 
 Settings come from environment variables, which the launcher sets on every Ray worker:
-    GYMWIRE_URLS          comma-separated server URLs (required)
+    GYMWIRE_URLS          comma-separated server URLs (this or GYMWIRE_FLEET)
+    GYMWIRE_FLEET         name of a gym fleet in the trainer's Ray cluster: the pool follows its replicas
     GYMWIRE_TOKEN         bearer token, if the servers want one
     GYMWIRE_HORIZON       turn-limit schedule, e.g. "staged:6,13,20@100" (unset: each env's default)
     GYMWIRE_STEP_SOURCE   where the trainer publishes the step: ray:NAME (default), file:PATH, memory
@@ -38,7 +39,7 @@ from typing import Any, Mapping
 from openrlhf.utils.agent import AgentExecutorBase, AgentInstanceBase
 
 from gymwire.protocol import ErrorCode, ProtocolError
-from gymwire.sdk.client import ClientSession
+from gymwire.sdk.client import ClientSession, Disconnected
 from gymwire.trainers.chat import ChatFormat
 from gymwire.trainers.horizon import Horizon, horizon_from_config
 
@@ -60,7 +61,7 @@ __all__ = [
 log = logging.getLogger("gymwire.openrlhf")
 
 # Every sample reports the same keys: OpenRLHF stacks them into one tensor per key.
-EXTRA_LOG_KEYS = ("success", "score", "turns", "turn_limit", "step", "budget_cut", "env_crashed", "env_timeout")
+EXTRA_LOG_KEYS = ("success", "score", "turns", "turn_limit", "step", "budget_cut", "env_crashed", "env_timeout", "env_lost")
 DEFAULT_STEP_TIMEOUT = 60.0
 
 
@@ -75,6 +76,7 @@ _boards: dict[str, StepBoard] = {}
 class AgentSettings:
     urls: tuple[str, ...]
     token: str | None = None
+    fleet: str | None = None  # a gym fleet's name: its replicas instead of `urls`
     horizon: Horizon | None = None
     step_board: StepBoard | None = None  # read only when a horizon is set
     turn_tokens: int | None = None
@@ -92,10 +94,11 @@ class AgentSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "AgentSettings":
         urls = tuple(u.strip() for u in environ.get("GYMWIRE_URLS", "").split(",") if u.strip())
-        if not urls:
+        fleet = environ.get("GYMWIRE_FLEET") or None
+        if not urls and fleet is None:
             raise AgentConfigError(
-                "GYMWIRE_URLS is not set on this Ray worker; start training with `gymwire openrlhf launch`, "
-                "or export GYMWIRE_URLS=ws://host:port[,ws://host2:port] before `ray start`"
+                "neither GYMWIRE_URLS nor GYMWIRE_FLEET is set on this Ray worker; start training with "
+                "`gymwire openrlhf launch`, or export GYMWIRE_URLS=ws://host:port[,ws://host2:port] before `ray start`"
             )
         horizon = horizon_from_config(environ["GYMWIRE_HORIZON"]) if environ.get("GYMWIRE_HORIZON") else None
         board = None
@@ -110,6 +113,7 @@ class AgentSettings:
         return cls(
             step_timeout=_step_timeout(environ.get("GYMWIRE_STEP_TIMEOUT")),
             urls=urls,
+            fleet=fleet,
             token=environ.get("GYMWIRE_TOKEN") or None,
             horizon=horizon,
             step_board=board,
@@ -147,6 +151,7 @@ class GymEpisode:
         self.budget_cut = False
         self.env_crashed = False
         self.env_timeout = False
+        self.env_lost = False  # its server (a pool's replica) was lost mid-episode
 
     async def start(self) -> str:
         """Open the session; returns the first user message (instructions and first observation)."""
@@ -154,7 +159,7 @@ class GymEpisode:
         if self.settings.horizon is not None and self.settings.step_board is not None:
             self.step = await self.settings.step_board.current_step()
             max_turns = self.settings.horizon.turns_at(self.step)
-        pool = pool_for_running_loop(self.settings.urls, self.settings.token)
+        pool = pool_for_running_loop(self.settings)
         info = await pool.describe(self.label.env)
         self.session = await pool.open(
             self.label.env,
@@ -187,6 +192,10 @@ class GymEpisode:
             else:
                 raise
             return "", 0.0, True
+        except Disconnected as exc:  # its replica was lost: this episode ends, the batch goes on
+            log.warning("environment server lost in %s: %s", self.label.to_json(), exc)
+            self.env_lost = True
+            return "", 0.0, True
         self.total_reward += result.reward
         if result.metrics is not None:
             self.success, self.score = result.metrics.success, result.metrics.score
@@ -203,6 +212,7 @@ class GymEpisode:
             "budget_cut": float(self.budget_cut),
             "env_crashed": float(self.env_crashed),
             "env_timeout": float(self.env_timeout),
+            "env_lost": float(self.env_lost),
         }
 
     async def close(self) -> None:
