@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
     the gym servers, each environment's options (one session opened with them) and the endpoint."""
     from gymwire.sdk.registry import resolve_env
 
-    from .episodes import PromptConfig
+    from .play import PromptConfig
     from .eval import PAPER_TURNS, EnvTarget, EvalSettings, detail_table, failure_summary, results_table
     from .eval_run import check_output, run_record
     from .policy import Sampling

@@ -55,11 +55,13 @@ class Sampling:
 class Generation:
     """One continuation, exactly as sampled. `logprobs[i]` is the log-probability of `token_ids[i]`
     under the distribution it was sampled from. `stopped`: it ended on a stop token (which is the
-    last of `token_ids`); otherwise the token budget cut it."""
+    last of `token_ids`); otherwise the token budget cut it. `text`: the reply as the backend
+    detokenized it (None: the episode decodes `token_ids` without special tokens)."""
 
     token_ids: list[int]
     logprobs: list[float]
     stopped: bool
+    text: str | None = None
 
 
 @dataclass

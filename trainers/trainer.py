@@ -42,7 +42,8 @@ from .losses import (
 from .backends import make_policy
 from .policy import Sampling
 from .precision import autocast_for
-from .rollout import Episode, EpisodeSpec, RolloutClient, RolloutSettings, write_jsonl
+from .episode import EnvTask, Episode, write_jsonl
+from .play import PlaySettings, PromptConfig, RolloutClient
 
 __all__ = ["Trainer", "ResumeError", "TrainingStopped", "ValueHead", "checkpoints", "latest_checkpoint"]
 
@@ -332,12 +333,13 @@ class Trainer:
         turns = self.horizon.turns_at(step)
         started = time.perf_counter()
         split_size = self.env_info.splits[cfg.env.train_split]
-        specs = []
+        tasks, groups = [], []
         for group in range(cfg.rollout.tasks_per_step):
             index = self.task_rng.randrange(split_size)
-            specs += [EpisodeSpec(cfg.env.train_split, index, group=group)] * cfg.rollout.group_size
+            tasks += [EnvTask(self.env_name, cfg.env.train_split, index)] * cfg.rollout.group_size
+            groups += [group] * cfg.rollout.group_size
         sampling = Sampling(cfg.rollout.temperature, cfg.rollout.top_p)
-        episodes = self.rollouts.collect(self.policy, self.chat, specs, self._settings(turns, sampling))
+        episodes = self.rollouts.collect(self.policy, self.chat, tasks, self._settings(turns, sampling), groups)
         rollout_seconds = time.perf_counter() - started
         stats = self.update(episodes)
         self.policy.load_weights(self.model)
@@ -356,17 +358,16 @@ class Trainer:
             "train/step_s": seconds,
         }
 
-    def _settings(self, max_turns: int, sampling: Sampling) -> RolloutSettings:
+    def _settings(self, max_turns: int, sampling: Sampling) -> PlaySettings:
         cfg = self.config
-        return RolloutSettings(
-            env=self.env_name,
+        return PlaySettings(
             options=cfg.env.options,
             max_turns=max_turns,
             turn_tokens=cfg.rollout.turn_tokens,
             episode_tokens=cfg.rollout.episode_tokens,
             sampling=sampling,
-            instructions=cfg.env.instructions,
             step_timeout=cfg.env.step_timeout,
+            prompt=PromptConfig(system=cfg.env.system, instructions=cfg.env.instructions),
         )
 
     # ------------------------------------------------------------------ the update
@@ -392,7 +393,7 @@ class Trainer:
             algorithm.estimator,
             token_rewards,
             batch.action_mask.cpu(),
-            group_ids=[e.spec.group for e in episodes],
+            group_ids=[e.group for e in episodes],
             values=old_values.cpu() if old_values is not None else None,
             gamma=algorithm.gamma,
             lam=algorithm.lam,
@@ -539,10 +540,10 @@ class Trainer:
         largest turn limit. Draws on a forked RNG: training is the same with or without it."""
         cfg = self.config
         count = min(cfg.train.eval_tasks, self.env_info.splits[cfg.env.test_split])
-        specs = [EpisodeSpec(cfg.env.test_split, index, group=index) for index in range(count)]
+        tasks = [EnvTask(self.env_name, cfg.env.test_split, index) for index in range(count)]
         settings = self._settings(self.horizon.max_turns, Sampling(cfg.train.eval_temperature))
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            episodes = self.rollouts.collect(self.policy, self.chat, specs, settings)
+            episodes = self.rollouts.collect(self.policy, self.chat, tasks, settings)
         write_jsonl(episodes, self.output_dir / "rollouts" / f"eval-step-{self.step:06d}.jsonl")
         return _episode_stats(episodes)
 

@@ -20,7 +20,8 @@ from gymwire.trainers.chat import ChatFormat
 from gymwire.trainers.hf_policy import TransformersPolicy
 from gymwire.trainers.losses import token_logprobs
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.rollout import EpisodeSpec, RolloutClient, RolloutSettings
+from gymwire.trainers.episode import EnvTask
+from gymwire.trainers.play import PlaySettings, PromptConfig, RolloutClient
 from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
 
 CORPUS = [
@@ -259,14 +260,14 @@ def test_rollout_logprobs_match_the_trainers_recomputation(tiny, path):
     one early); every action token's recorded log-prob is the full forward's over the episode."""
     model, tokenizer = tiny
     sampling = PATHS[path]
-    settings = RolloutSettings(
-        env="guess", options={"low": 1, "high": 9}, max_turns=4, turn_tokens=3, episode_tokens=512,
-        sampling=sampling, instructions=False,
+    settings = PlaySettings(
+        options={"low": 1, "high": 9}, max_turns=4, turn_tokens=3, episode_tokens=512,
+        sampling=sampling, prompt=PromptConfig(instructions=False),
     )
     policy = TransformersPolicy(model, tokenizer.pad_token_id)
     torch.manual_seed(4)
     with GymServer([GuessEnv], port=0).run_in_thread() as url, RolloutClient(url) as client:
-        episodes = client.collect(policy, ChatFormat(tokenizer), [EpisodeSpec("train", i) for i in range(12)], settings)
+        episodes = client.collect(policy, ChatFormat(tokenizer), [EnvTask("guess", "train", i) for i in range(12)], settings)
     assert len({len(e.turns) for e in episodes}) > 1
     for episode in episodes:
         expected = recomputed(model, episode.tokens, 1, sampling)

@@ -12,9 +12,9 @@ from gymwire.sdk.cli import main
 from gymwire.sdk.errors import UserError
 from gymwire.sdk.server import GymServer
 from gymwire.trainers.config import ConfigError, TrainConfig, load_config
-from gymwire.trainers.rollout import read_jsonl
+from gymwire.trainers.episode import read_jsonl
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.rollout import EpisodeSpec
+from gymwire.trainers.episode import EnvTask
 from gymwire.trainers import trainer as trainer_module
 from gymwire.trainers.trainer import ResumeError, Trainer, _Batch, latest_checkpoint
 from trainer_envs import CoinEnv
@@ -42,7 +42,7 @@ def tiny_config(tmp_path, **sections) -> TrainConfig:
 def play(trainer: Trainer, count: int, turns: int, temperature: float = 1.0) -> list:
     """Episodes of train tasks 0..count-1 with the trainer's current policy."""
     settings = trainer._settings(turns, Sampling(temperature))
-    return trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(count)], settings)
+    return trainer.rollouts.collect(trainer.policy, trainer.chat, [EnvTask(trainer.env_name, "train", i) for i in range(count)], settings)
 
 
 def run(config: TrainConfig) -> list[dict]:

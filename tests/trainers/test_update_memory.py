@@ -12,7 +12,7 @@ import torch
 from gymwire.trainers.config import ConfigError, TrainConfig
 from gymwire.trainers.losses import entropy_from_logits, lm_head_logprobs, token_logprobs
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.rollout import EpisodeSpec
+from gymwire.trainers.episode import EnvTask
 from gymwire.trainers.trainer import Trainer, _Batch, _pack_micro_batches
 from tensor_memory import TensorMemory, synthetic_episodes
 
@@ -34,8 +34,8 @@ def config(tmp_path, model: dict | None = None, **algorithm) -> TrainConfig:
 
 def play(trainer: Trainer, count: int) -> list:
     settings = trainer._settings(3, Sampling(trainer.config.rollout.temperature))
-    specs = [EpisodeSpec("train", i % 3, group=i % 3) for i in range(count)]
-    return trainer.rollouts.collect(trainer.policy, trainer.chat, specs, settings)
+    tasks = [EnvTask(trainer.env_name, "train", i % 3) for i in range(count)]
+    return trainer.rollouts.collect(trainer.policy, trainer.chat, tasks, settings, groups=[i % 3 for i in range(count)])
 
 
 def test_rows_are_packed_by_padded_tokens_longest_first():
