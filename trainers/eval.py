@@ -259,7 +259,7 @@ async def _evaluate_env(
         from .chat import ChatFormat
 
         chat = ChatFormat(tokenizer, system=target.prompt.system)
-        actor: Any = TokenActor(GenerationBatcher(policy, chat.stop_ids, settings.sampling).generate, chat)
+        actor: Any = TokenActor(GenerationBatcher(policy, chat.stop_ids, settings.sampling).generate, chat, policy.forget)
     else:
         actor = ChatActor(policy)
     progress = _Progress(target.name, len(indices), done_before, settings.progress)

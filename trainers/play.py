@@ -329,14 +329,27 @@ class Actor(ABC):
 
 
 class TokenActor(Actor):
-    def __init__(self, generate: Callable[[Sequence[int], int], Awaitable[Generation]], chat: ChatFormat):
+    """`forget(tokens)`, when given, is told each ended episode's tokens (PolicyBackend.forget: a
+    backend frees the cache it kept to continue it, so memory follows the episodes still playing)."""
+
+    def __init__(
+        self,
+        generate: Callable[[Sequence[int], int], Awaitable[Generation]],
+        chat: ChatFormat,
+        forget: Callable[[Sequence[int]], None] | None = None,
+    ):
         self.generate = generate
         self.chat = chat
+        self.forget = forget
 
     async def reply(self, recorder: EpisodeRecorder) -> Generation:
         budget = recorder.budget()
         assert budget is not None
         return await self.generate(recorder.episode.tokens, budget)
+
+    def episode_ended(self, episode: Episode) -> None:
+        if self.forget is not None:
+            self.forget(episode.tokens)
 
 
 class ChatActor(Actor):

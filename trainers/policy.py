@@ -116,6 +116,9 @@ class PolicyBackend(ABC):
     def release(self) -> None:
         """Free what the backend kept between `generate` calls for reuse (a rollout ended)."""
 
+    def forget(self, tokens: Sequence[int]) -> None:
+        """The episode whose tokens these are ended: free what was kept for continuing it."""
+
     def load_weights(self, model: Any) -> None:
         """Bring the backend up to date with the trainer's `model` after an update (also: drop
         what was kept for reuse, computed with the old weights)."""

@@ -88,3 +88,11 @@ def test_training_eval_and_the_openrlhf_agent_record_the_same_episodes(player, t
     assert agent == evaluated
     # Between them, the two players end episodes in every way play can end them.
     assert {e.finish for e in evaluated} == ({TERMINATED, TRUNCATED} if player == "bisection" else {TOKEN_BUDGET})
+    if player == "bisection":
+        # A record is also a training row: its conversation, rendered again, gives its tokens and
+        # loss mask (every reply stopped on its own: the layout is exactly the rollout's).
+        chat = ChatFormat(tokenizer)
+        for episode in evaluated:
+            conversation = episode.conversation()
+            assert sum(m["loss"] for m in conversation) == len(episode.turns)
+            assert chat.render(conversation) == (episode.tokens, episode.loss_mask)

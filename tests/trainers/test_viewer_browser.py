@@ -21,6 +21,7 @@ import pytest
 from gymwire.trainers.config import load_config
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.episode import EnvTask, write_jsonl
+from gymwire.trainers.rollout import play_settings
 from gymwire.trainers.trainer import Trainer
 from viewer_browser import chromium, viewer
 
@@ -35,7 +36,7 @@ def write_eval(trainer: Trainer, folder: Path, label: str, *, finished: bool) ->
     cfg = trainer.config
     tasks = [EnvTask(trainer.env_name, "test", index) for index in range(cfg.train.eval_tasks)]
     episodes = trainer.rollouts.collect(
-        trainer.policy, trainer.chat, tasks, trainer._settings(trainer.horizon.max_turns, Sampling(0.0)), groups=range(len(tasks))
+        trainer.policy, trainer.chat, tasks, play_settings(trainer.config, trainer.horizon.max_turns, Sampling(0.0)), groups=range(len(tasks))
     )
     (folder / "episodes").mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({
