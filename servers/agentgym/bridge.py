@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from pydantic import PositiveFloat, PositiveInt
 
 from gymwire.protocol import EnvInfo
-from gymwire.sdk.agentgym_api import AgentGymError, Dialect, dialect, extract_action
+from gymwire.sdk.agentgym_api import ONE_ACTION_ONLY, AgentGymError, Dialect, dialect, extract_action
 from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
@@ -183,14 +183,17 @@ class AgentGymBridge(Environment):
 
     async def step(self, action: str) -> StepOutcome:
         d = self.dialect
-        answer = await self._call("POST", "step", {**self._session_fields(), "action": extract_action(action, d.action_format)})
+        sent = extract_action(action, d.action_format)
+        if sent is None:  # AgentGym's client answers this reply itself, without asking its server
+            return StepOutcome(ONE_ACTION_ONLY)
+        answer = await self._call("POST", "step", {**self._session_fields(), "action": sent})
         text = self._text(answer)
         if text is None or d.done_key not in answer:
             raise AgentGymUnavailable(f"/step answered {str(answer)[:200]}; expected {d.observation_key!r} and {d.done_key!r}")
         score = answer.get(d.score_key) if d.score_key else None
         return StepOutcome(
             text,
-            reward=float(answer.get("reward") or 0.0),
+            reward=float(answer.get("reward") or 0.0) / d.reward_scale,
             terminated=bool(answer[d.done_key]),
             truncated=bool(answer.get("truncated", False)),
             score=float(score) if score is not None else None,

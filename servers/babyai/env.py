@@ -8,7 +8,7 @@ valid, and changes nothing: it is part of learning, not a protocol error.
 
 Options: `images: true` adds a PNG of the whole grid (agent's view highlighted) to every
 observation; `image_tile_size` sets pixels per cell (default 16); `profile: "agentgym"` plays with
-AgentGym's text, action names and task indices (agentgym_profile.py, docs/agentgym.md).
+AgentGym's text, action names and task indices (gymwire.servers.agentgym.babyai_profile, docs/agentgym.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from gymwire.sdk.environment import Environment, Image, Observation, StepOutcome, Task, TaskError
 
-from .agentgym_profile import AgentGymBabyAI, agentgym_episode
+from gymwire.servers.agentgym.babyai_profile import AgentGymBabyAI, agentgym_episode, agentgym_level, agentgym_reset, profile_of
 from .levels import SPLITS, level_and_seed
 from .view import CHECK_ACTIONS, FORWARD, PICKUP, DROP, PRIMITIVE_NAMES, TOGGLE, Plan, View
 
@@ -142,12 +142,15 @@ class BabyAIEnv(Environment):
         if not isinstance(self._tile_size, int) or not 4 <= self._tile_size <= 64:
             raise TaskError(f"option image_tile_size must be a whole number from 4 to 64, got {self._tile_size!r}")
         level, seed = level_and_seed(split, index)
+        if profile_of(task) == "agentgym":
+            level = agentgym_level(level)
         if level != self._level:
             self._env = make_level(level)
             self._level = level
-        self._obs_image = self._env.reset(seed=seed)[0]["image"]
+        first = agentgym_reset(self._env, seed) if profile_of(task) == "agentgym" else self._env.reset(seed=seed)[0]
+        self._obs_image = first["image"]
         self._data = {"level": level, "seed": seed, "mission": self._env.mission}
-        self._agentgym = agentgym_episode(self._env, task)  # None unless `profile: agentgym`
+        self._agentgym = agentgym_episode(self._env, task, first)  # None unless `profile: agentgym`
         if self._agentgym is not None:
             self._data["profile"] = "agentgym"
             return self._observation(self._agentgym.first_observation())

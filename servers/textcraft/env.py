@@ -18,7 +18,7 @@ JSON files is the server operator's configuration: `TextCraftEnv(recipes_dir=...
 `gymwire serve textcraft:recipes_dir=PATH` (in code: `EnvSpec.of(TextCraftEnv, recipes_dir=PATH)`).
 It is not a session option: a remote client must not make the server read paths of its choosing.
 The session option `profile: "agentgym"` plays AgentGym's TextCraft instead: its 544 task indices,
-text, grammar and messages (agentgym_profile.py, docs/agentgym.md).
+text, grammar and messages (gymwire.servers.agentgym.textcraft_profile, docs/agentgym.md).
 Each directory's recipe book is built once per process and shared by all sessions.
 """
 
@@ -34,7 +34,7 @@ from typing import Any, Iterator
 from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
-from .agentgym_profile import AgentGymTextCraft, agentgym_episode, shown
+from gymwire.servers.agentgym.textcraft_profile import AgentGymTextCraft, agentgym_episode, shown
 from .actions import USAGE, ActionParseError, Craft, Get, ShowInventory, parse_action, quote
 from .recipes import CraftingRecipe, Ingredient, RecipeBook, load_book
 
