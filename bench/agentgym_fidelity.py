@@ -58,14 +58,15 @@ def same(a: Any, b: Any) -> bool:
 
 
 def indices(spec: str, test_indices: Callable[[], list[int]] | None = None) -> list[int]:
-    """`0-99,120,7` -> indices; `test` -> gymwire's test items of that environment."""
+    """`0-99,120,7` -> indices (`0-543:8`: every 8th); `test` -> gymwire's test items of that environment."""
     if spec == "test":
         assert test_indices is not None
         return test_indices()
     out: list[int] = []
     for part in spec.split(","):
+        part, _, every = part.partition(":")
         low, _, high = part.partition("-")
-        out += list(range(int(low), int(high or low) + 1))
+        out += list(range(int(low), int(high or low) + 1, int(every or 1)))
     return out
 
 

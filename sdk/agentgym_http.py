@@ -47,7 +47,7 @@ log = logging.getLogger("gymwire.agentgym_http")
 DEFAULT_DIALECT = "textcraft"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Session:
     runner: EnvRunner
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

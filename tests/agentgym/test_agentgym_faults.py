@@ -12,7 +12,7 @@ import pytest
 from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
 from gymwire.protocol import ErrorCode, Limits, ProtocolError
-from gymwire.sdk.agentgym_http import AgentGymFacade
+from gymwire.sdk.agentgym_http import AFTER_END, AgentGymFacade
 from gymwire.sdk.cli import main
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.registry import resolve_env
@@ -78,17 +78,18 @@ async def test_agentgym_error_answers_become_typed_errors():
         ("POST", "reset", {"id": 4, "data_idx": 1}, {"observation": "go", "reward": 0, "score": 0, "done": False}),
         ("POST", "step", {"id": 4, "action": "turn left"}, {"error": "The task with environment 4 has finished."}),
     ]
-    async with scripted_server(ScriptedAgentGymServer(script=script)) as agentgym:
+    async with scripted_server(ScriptedAgentGymServer(script=script, answer_any={"close": True})) as agentgym:
         env = bridge_spec(f"babyai={agentgym.url},tasks=3")
         async with GymServer([env], port=0) as server, GymClient(server.url) as client:
             with pytest.raises(ProtocolError) as invalid:
                 await client.open("babyai", split="all", index=2)
             assert invalid.value.code == ErrorCode.INVALID_TASK and "list index out of range" in invalid.value.message
-            # The failed open closed nothing remote (BabyAI has no /close); a new session creates again.
+            # The failed open closed its AgentGym session; a new session creates again.
+            assert ("POST", "close", {"id": 4}) in agentgym.received
             agentgym.script.insert(0, ("POST", "create", None, {"id": 4}))
             session = await client.open("babyai", split="all", index=1)
             with pytest.raises(ProtocolError) as crashed:
-                await session.step("turn left")
+                await session.step("Action: turn left")
             assert crashed.value.code == ErrorCode.ENV_CRASHED and "has finished" in crashed.value.message
 
 
@@ -145,7 +146,7 @@ def test_facade_answers_like_agentgym_and_refuses_bad_requests():
         request = urllib.request.Request(url + "/step", data=b"{not json", method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             assert "error" in json.loads(response.read())
-        # Play to the end: a further step is refused until a reset.
+        # Play to the end.
         low, high = 1, 100
         _post(url + "/reset", {"id": 0, "data_idx": 3})
         while True:
@@ -155,8 +156,10 @@ def test_facade_answers_like_agentgym_and_refuses_bad_requests():
                 break
             low, high = (guess + 1, high) if "higher" in step["observation"] else (low, guess - 1)
         assert step["reward"] == 1.0 and step["score"] == 1.0
-        assert "finished" in _post(url + "/step", {"id": 0, "action": "1"})["error"]
-        assert _post(url + "/close", {"id": 0}) == {"closed": True}
+        # A step after the end is answered (AgentGym's clients read `observation` from every answer).
+        after = _post(url + "/step", {"id": 0, "action": "1"})
+        assert after == {"observation": AFTER_END, "reward": 0, "done": True, "score": 1.0}
+        assert _post(url + "/close", {"id": 0}) is True
         assert "error" in _post(url + "/step", {"id": 0, "action": "1"})
 
 
