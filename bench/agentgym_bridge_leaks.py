@@ -71,9 +71,9 @@ async def _run(family: str, url: str, cycles: int, killed: int, at_drain: int) -
     from gymwire.protocol.messages import Limits
     from gymwire.sdk.client import GymClient
     from gymwire.sdk.server import GymServer
-    from gymwire.servers.agentgym import bridge_class
+    from gymwire.servers.agentgym import bridge_spec
 
-    env = bridge_class(f"{family}={url},timeout=120")
+    env = bridge_spec(f"{family}={url},timeout=120")
     limits = Limits(idle_timeout_ms=60_000, resume_grace_ms=1_000)
     report: dict[str, Any] = {}
     first = _marker(url, family)

@@ -226,7 +226,7 @@ def play(env: str, agentgym: str, gymwire: str, tasks: list[int], steps: int, se
 
 
 def facade(env: str, options: dict[str, Any]) -> Any:
-    from gymwire.sdk.agentgym_http import AgentGymFacade
+    from gymwire.servers.agentgym.serve import AgentGymFacade
     from gymwire.sdk.registry import resolve_env
 
     return AgentGymFacade([(resolve_env(env), None)], options=options, idle_timeout_s=3600)
@@ -260,7 +260,7 @@ def check_replies(tally: Tally, record: dict[str, Any]) -> None:
     except ImportError as exc:
         print(f"replies: skipped (AgentGym's agentenv package is not importable: {exc})", file=sys.stderr)
         return
-    from gymwire.sdk.agentgym_api import ONE_ACTION_ONLY, line_action, react_action
+    from gymwire.servers.agentgym.api import ONE_ACTION_ONLY, line_action, react_action
 
     sent: list[str] = []
 

@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from gymwire.sdk.agentgym_api import ONE_ACTION_ONLY, line_action
 from gymwire.sdk.environment import StepOutcome, Task, TaskError
+
+from .api import ONE_ACTION_ONLY, line_action
 
 __all__ = ["AgentGymBabyAI", "agentgym_episode", "agentgym_level", "agentgym_reset", "profile_of", "PROFILES"]
 

@@ -1,7 +1,7 @@
 """Drive a running AgentGym environment server as a gymwire environment.
 
 `gymwire serve agentgym:webshop=http://127.0.0.1:36001` serves AgentGym's WebShop server over gymwire;
-every family of `gymwire.sdk.agentgym_api.DIALECTS` works the same way. Options follow the URL,
+every family of `api.DIALECTS` works the same way. Options follow the URL,
 comma-separated: `name=` (the served name, default the family), `tasks=` (number of task indices),
 `timeout=` (seconds to wait for one HTTP answer, default 60), `max_turns=`. That text becomes an
 `EnvSpec` of `AgentGymBridge` (`bridge_spec`), whose constructor takes the same configuration.
@@ -22,9 +22,10 @@ from typing import Any, ClassVar
 from pydantic import PositiveFloat, PositiveInt
 
 from gymwire.protocol import EnvInfo
-from gymwire.sdk.agentgym_api import ONE_ACTION_ONLY, AgentGymError, Dialect, dialect, extract_action
 from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
+
+from .api import ONE_ACTION_ONLY, AgentGymError, Dialect, dialect, extract_action
 
 try:
     import aiohttp

@@ -32,8 +32,9 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gymwire.sdk.agentgym_api import react_action
 from gymwire.sdk.environment import StepOutcome, Task, TaskError
+
+from .api import react_action
 
 __all__ = ["AgentGymSciWorld", "profile_of", "PROFILES"]
 

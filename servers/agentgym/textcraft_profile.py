@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from gymwire.sdk.agentgym_api import ONE_ACTION_ONLY, line_action
 from gymwire.sdk.environment import StepOutcome, Task, TaskError
 
+from .api import ONE_ACTION_ONLY, line_action
 from .pyset_order import set_order, str_hash
 
 __all__ = ["AgentGymTextCraft", "CraftingTree", "agentgym_episode", "recipe_order", "shown", "PROFILES", "ORDER_ENV_VAR"]

@@ -14,8 +14,8 @@ from typing import Iterator
 import pytest
 from conformance_servers import serve
 
-from gymwire.sdk.agentgym_api import DIALECTS
-from gymwire.sdk.agentgym_http import AgentGymFacade
+from gymwire.servers.agentgym.api import DIALECTS
+from gymwire.servers.agentgym.serve import AgentGymFacade
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.conformance import run_conformance
 from gymwire.servers.agentgym import bridge_spec

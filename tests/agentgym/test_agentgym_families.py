@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
-from gymwire.sdk.agentgym_api import DIALECTS
+from gymwire.servers.agentgym.api import DIALECTS
 from gymwire.sdk.environment import Task
 from gymwire.servers.agentgym import bridge_spec
 

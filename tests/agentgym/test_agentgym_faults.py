@@ -12,7 +12,7 @@ import pytest
 from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
 from gymwire.protocol import ErrorCode, Limits, ProtocolError
-from gymwire.sdk.agentgym_http import AFTER_END, AgentGymFacade
+from gymwire.servers.agentgym.serve import AFTER_END, AgentGymFacade
 from gymwire.sdk.cli import main
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.registry import resolve_env

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from gymwire.sdk.agentgym_api import line_action, react_action
-from gymwire.sdk.agentgym_http import AgentGymFacade
+from gymwire.servers.agentgym.api import line_action, react_action
+from gymwire.servers.agentgym.serve import AgentGymFacade
 from gymwire.sdk.registry import resolve_env
 
 DATA = Path(__file__).parent / "data"

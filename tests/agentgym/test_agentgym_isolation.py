@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
-from gymwire.sdk.agentgym_http import AgentGymFacade
+from gymwire.servers.agentgym.serve import AgentGymFacade
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.server import GymServer

@@ -132,7 +132,7 @@ def test_agentgyms_babyai_client_protocol_gets_agentgyms_text_through_the_facade
     # reward, score and done.
     import urllib.request
 
-    from gymwire.sdk.agentgym_http import AgentGymFacade
+    from gymwire.servers.agentgym.serve import AgentGymFacade
 
     def post(url, body=None):
         data = None if body is None else json.dumps(body).encode()

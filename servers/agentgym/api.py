@@ -9,8 +9,8 @@ whether the episode end is `done` or `terminated`. Errors come back as HTTP 200 
 `{"error": "..."}`.
 
 Both directions use this one table: the bridge that drives an AgentGym server as a gymwire
-environment (`gymwire.servers.agentgym`) and the facade that serves gymwire environments to
-AgentGym's clients (`gymwire.sdk.agentgym_http`). Each dialect names the AgentGym client file it was
+environment (`bridge.py`) and the facade that serves gymwire environments to AgentGym's clients
+(`serve.py`, `gymwire agentgym-serve`); the readers of model replies are also the profiles'. Each dialect names the AgentGym client file it was
 read from (`agentenv/agentenv/envs/<file>.py`); the server files read are cited in
 docs/agentgym.md.
 """

@@ -1,7 +1,7 @@
 """Serve gymwire environments with AgentGym's HTTP API, so AgentGym's `agentenv` clients (and
 AgentGym-RL's trainer) use them unchanged: `gymwire agentgym-serve textcraft --port 36001`.
 
-Each environment speaks one dialect of `agentgym_api.DIALECTS` (by default the one of its own name,
+Each environment speaks one dialect of `api.DIALECTS` (by default the one of its own name,
 else TextCraft's) under `/<name>/` — and also at `/` when only one is served, which is where
 AgentGym's clients look (`env_server_base` + `/create`). What it adds to AgentGym's servers: sessions
 idle past `--idle-timeout` are closed, every error is an `{"error": ...}` answer (never a dropped
@@ -34,15 +34,16 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from gymwire.protocol import origin_refusal, rebinding_refusal
 
-from .agentgym_api import DIALECTS, Dialect
-from .environment import Environment, Task, TaskError, as_observation
-from .env_spec import EnvSpec
-from .errors import port_number
-from .runners import EnvCrashed, EnvRunner, runner_for
+from gymwire.sdk.env_spec import EnvSpec
+from gymwire.sdk.environment import Environment, Task, TaskError, as_observation
+from gymwire.sdk.errors import port_number
+from gymwire.sdk.runners import EnvCrashed, EnvRunner, runner_for
+
+from .api import DIALECTS, Dialect
 
 __all__ = ["AgentGymFacade", "register"]
 
-log = logging.getLogger("gymwire.agentgym_http")
+log = logging.getLogger("gymwire.agentgym.serve")
 
 DEFAULT_DIALECT = "textcraft"
 
@@ -387,7 +388,7 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .registry import resolve_env
+    from gymwire.sdk.registry import resolve_env
 
     try:
         import aiohttp  # noqa: F401 - fail here with the install line, not inside the event loop
