@@ -152,17 +152,18 @@ class SciWorldPolicy:
 def sciworld_gold(index: int) -> list[str]:
     """ScienceWorld's gold actions for AgentGym's task `index`, from gymwire's own simulator."""
     from gymwire.servers.sciworld import tasks
-    from gymwire.servers.sciworld.env import SciWorldEnv
+    from gymwire.servers.sciworld.env import java_pool
 
     task = tasks.task_at("agentgym", index)
+    pool = java_pool(1, 4, 1024, 120.0)
 
     async def read() -> list[str]:
-        simulator = await SciWorldEnv.pool().acquire()
+        simulator = await pool.acquire()
         try:
             await simulator.load(task.name, task.variation, gold_path=True)
             return await simulator.gold_actions()
         finally:
-            SciWorldEnv.pool().release(simulator)
+            pool.release(simulator)
 
     return asyncio.run(read())
 

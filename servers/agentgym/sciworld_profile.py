@@ -65,20 +65,21 @@ class AgentGymSciWorld:
     async def _run(self, work: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
 
-    async def reset(self, task_name: str, variation: int, parse_replies: bool) -> tuple[str, str]:
-        """(task description, first observation as AgentGym's client shows it)."""
+    async def reset(self, task_name: str, variation: int, parse_replies: bool) -> tuple[str, dict[str, Any]]:
+        """(first observation as AgentGym's client shows it, the fields of AgentGym's reset answer)."""
         self.parse_replies = parse_replies
         return await self._run(self._reset, task_name, variation)
 
-    def _reset(self, task_name: str, variation: int) -> tuple[str, str]:
+    def _reset(self, task_name: str, variation: int) -> tuple[str, dict[str, Any]]:
         if self._world is None:
             from scienceworld import ScienceWorldEnv
 
             self._world = ScienceWorldEnv()
         self._world.load(task_name, variation)
         description = self._world.get_task_description()
-        look, _, _, _ = self._world.step("look around")
-        return description, f"{description}\n{look}"
+        look, points, done, info = self._world.step("look around")  # a move: a task may score at once
+        answer = {"task_description": description, "observation": look, "reward": points, "score": info["score"], "done": done}
+        return f"{description}\n{look}", answer
 
     async def step(self, text: str) -> StepOutcome:
         action = react_action(text) if self.parse_replies else text

@@ -286,7 +286,9 @@ class AgentGymFacade:
                 return {"error": str(exc)}
             session.observation = observation.text or ""
             session.data = dict(observation.data or {})
-            session.done, session.score = False, 0.0
+            # A profile may give the fields AgentGym's reset answers (SciWorld: the score of its first move).
+            first_score = (session.data.get("agentgym") or {}).get("score", 0)
+            session.done, session.score = False, float(first_score) / served.dialect.reward_scale
         return None
 
     async def _reset(self, served: _Served, body: dict[str, Any]) -> Any:
@@ -317,6 +319,7 @@ class AgentGymFacade:
         answer[d.done_key] = False
         if d.actions_key:
             answer[d.actions_key] = []
+        answer.update({key: value for key, value in (session.data.get("agentgym") or {}).items() if key in answer})
         return answer
 
     async def _step(self, served: _Served, body: dict[str, Any]) -> Any:

@@ -114,8 +114,8 @@ class SciWorldEnv(Environment):
         if profile == "agentgym":  # a simulator of its own, played as AgentGym's server plays it
             self._release()
             self._agentgym = self._agentgym or AgentGymSciWorld()
-            description, text = await self._agentgym.reset(sci_task.name, sci_task.variation, parse_replies)
-            return Observation(text=text, data={**data, "task_description": description})
+            text, answer = await self._agentgym.reset(sci_task.name, sci_task.variation, parse_replies)
+            return Observation(text=text, data={**data, "task_description": answer["task_description"], "agentgym": answer})
         await self._close_agentgym()
         if self._simulator is not None and not self._simulator.alive:
             self._release()  # its Java process died: play on in a fresh one
