@@ -25,6 +25,7 @@ Written from a reading of AgentGym's `agentenv-babyai` (environment.py, server.p
 
 from __future__ import annotations
 
+from collections import deque
 from types import MethodType
 from typing import Any
 
@@ -43,6 +44,7 @@ OBJECTS = {0: "unseen", 1: "empty", 2: "wall", 3: "floor", 4: "door", 5: "key", 
 COLORS = {0: "red", 1: "green", 2: "blue", 3: "purple", 4: "yellow", 5: "grey"}
 STATES = {0: "open", 1: "closed", 2: "locked"}
 DIRECTIONS = [np.array((1, 0)), np.array((0, 1)), np.array((-1, 0)), np.array((0, -1))]
+STEPS = [(1, 0), (0, 1), (-1, 0), (0, -1)]  # DIRECTIONS as plain ints, for the path search
 LEFT, RIGHT, FORWARD, PICKUP, DROP, TOGGLE = 0, 1, 2, 3, 4, 5
 SEEN = ("door", "key", "ball", "box", "goal", "lava", "wall")
 BLOCKING = ("wall", "box", "lava", "ball", "key")  # what a planned path may not cross
@@ -341,34 +343,30 @@ class AgentGymBabyAI:
 def _find_path(start: tuple[int, int], goal: tuple[int, int], things: list, facing: int, xs: range, ys: range, arrive: bool) -> list[int] | None:
     """AgentGym's breadth-first search over (cell, direction) with forward/left/right moves inside
     the view; `arrive`: end on the goal cell, else end facing it. Other objects block the way,
-    except doors and goals."""
+    except doors and goals. The same search as AgentGym's (same order, and a state reached twice
+    before it is expanded keeps its last parent, as there), with the blocking cells looked up in a
+    set rather than by a scan of every object per move."""
+    blocking = {thing["pos"] for thing in things if any(kind in thing["name"] for kind in BLOCKING)}
+    checked = bool(things)  # as in AgentGym: with nothing in view, nothing is checked
+    gx, gy = goal
     graph: dict[tuple, tuple] = {}
-    queue = [(start, facing)]
+    queue = deque([(start, facing)])
     visited: set[tuple] = set()
     while queue:
-        pos, heading = queue.pop(0)
-        visited.add((pos, heading))
-        step = DIRECTIONS[heading]
-        if (pos == goal) if arrive else (goal[0] - pos[0] == step[0] and goal[1] - pos[1] == step[1]):
+        state = queue.popleft()
+        pos, heading = state
+        visited.add(state)
+        dx, dy = STEPS[heading]
+        if (pos[0] == gx and pos[1] == gy) if arrive else (gx - pos[0] == dx and gy - pos[1] == dy):
             moves = []
-            while (pos, heading) != (start, facing):
-                (pos, heading), move = graph[(pos, heading)]
+            while state != (start, facing):
+                state, move = graph[state]
                 moves.append(move)
             return moves[::-1]
-        for move in (FORWARD, LEFT, RIGHT):
-            if move == FORWARD:
-                nxt = ((pos[0] + int(step[0]), pos[1] + int(step[1])), heading)
-            else:
-                nxt = (pos, (heading - 1) % 4 if move == LEFT else (heading + 1) % 4)
-            blocked = False
-            for thing in things:  # as in AgentGym: with nothing in view, nothing is checked
-                if nxt[0][0] not in xs or nxt[0][1] not in ys or nxt in visited:
-                    blocked = True
-                    break
-                if thing["pos"] == nxt[0] and any(kind in thing["name"] for kind in BLOCKING):
-                    blocked = True
-                    break
-            if not blocked:
-                queue.append(nxt)
-                graph[nxt] = ((pos, heading), move)
+        for move, nxt in ((FORWARD, ((pos[0] + dx, pos[1] + dy), heading)), (LEFT, (pos, (heading - 1) % 4)), (RIGHT, (pos, (heading + 1) % 4))):
+            cell = nxt[0]
+            if checked and (cell[0] not in xs or cell[1] not in ys or nxt in visited or cell in blocking):
+                continue
+            queue.append(nxt)
+            graph[nxt] = (state, move)
     return None
