@@ -14,11 +14,11 @@ from typing import Iterator
 import pytest
 from conformance_servers import serve
 
-from gymwire.servers.agentgym.api import DIALECTS
-from gymwire.servers.agentgym.serve import AgentGymFacade
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.conformance import run_conformance
 from gymwire.servers.agentgym import bridge_spec
+from gymwire.servers.agentgym.api import DIALECTS
+from gymwire.servers.agentgym.serve import AgentGymFacade
 from gymwire.servers.guess import GuessEnv
 from gymwire.servers.textcraft import TextCraftEnv
 from gymwire.servers.textcraft.recipes import load_book

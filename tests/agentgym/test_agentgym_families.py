@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
-from gymwire.servers.agentgym.api import DIALECTS
 from gymwire.sdk.environment import Task
 from gymwire.servers.agentgym import bridge_spec
+from gymwire.servers.agentgym.api import DIALECTS
 
 REPLY = "Thought: I should act.\n\nAction: {}"
 

@@ -12,12 +12,12 @@ import pytest
 from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
 from gymwire.protocol import ErrorCode, Limits, ProtocolError
-from gymwire.servers.agentgym.serve import AFTER_END, AgentGymFacade
 from gymwire.sdk.cli import main
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.registry import resolve_env
 from gymwire.sdk.server import GymServer
 from gymwire.servers.agentgym import bridge_spec
+from gymwire.servers.agentgym.serve import AFTER_END, AgentGymFacade
 from gymwire.servers.guess import GuessEnv
 
 MAZE_RESET = {"observation": "The goal is at position 8, 6.", "reward": 0, "done": False}
@@ -109,6 +109,54 @@ async def test_sessions_of_vanished_clients_are_closed_on_the_agentgym_side():
             assert [body for _, path, body in agentgym.received if path == "close"] == [{"id": 0}, {"id": 0}]
             assert server.stats()["sessions"] == 0
 
+
+
+class CountingBabyAI(ScriptedAgentGymServer):
+    """BabyAI's API with real session ids (create counts up) and the set of sessions still open."""
+
+    def __init__(self) -> None:
+        super().__init__(answer_any={"reset": {"observation": "go", "reward": 0, "score": 0, "deleted": False, "done": False}})
+        self.next_id = 0
+        self.open: set[int] = set()
+
+    async def handle(self, request):  # noqa: ANN001 - aiohttp's
+        from aiohttp import web
+
+        path = request.path.lstrip("/")
+        if path == "create":
+            self.open.add(self.next_id)
+            self.next_id += 1
+            return web.json_response({"id": self.next_id - 1})
+        if path == "close":
+            session = (await request.json())["id"]
+            self.open.discard(session)
+            return web.json_response(True)
+        return await super().handle(request)
+
+
+async def test_a_bridge_closes_every_session_it_opens_on_every_path():
+    limits = Limits(heartbeat_interval_ms=200, idle_timeout_ms=60_000, resume_grace_ms=300)
+    async with scripted_server(CountingBabyAI()) as agentgym:
+        server = await GymServer([bridge_spec(f"babyai={agentgym.url}")], port=0, limits=limits).start()
+        async with GymClient(server.url) as client:  # open and close
+            for index in range(100):
+                session = await client.open("babyai", split="all", index=index)
+                await session.close()
+        assert agentgym.next_id == 100 and agentgym.open == set()
+        async with GymClient(server.url, reconnect_attempts=0) as client:  # a client that vanishes
+            await client.open("babyai", split="all", index=0)
+            client._ws.transport.abort()
+        for _ in range(100):
+            if not agentgym.open:
+                break
+            await asyncio.sleep(0.05)
+        assert agentgym.next_id == 101 and agentgym.open == set()
+        client = await GymClient(server.url, reconnect_attempts=0).connect()  # sessions open at the server's stop
+        for index in range(3):
+            await client.open("babyai", split="all", index=index)
+        await server.stop(drain_timeout=0.2)
+        await client.close()
+        assert agentgym.next_id == 104 and agentgym.open == set()
 
 def _post(url: str, body=None):
     data = None if body is None else json.dumps(body).encode()

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from gymwire.sdk.registry import resolve_env
 from gymwire.servers.agentgym.api import line_action, react_action
 from gymwire.servers.agentgym.serve import AgentGymFacade
-from gymwire.sdk.registry import resolve_env
 
 DATA = Path(__file__).parent / "data"
 

@@ -15,8 +15,8 @@ import pytest
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.environment import Task, TaskError
 from gymwire.sdk.server import GymServer
-from gymwire.servers.textcraft import TextCraftEnv
 from gymwire.servers.agentgym.textcraft_profile import ORDER_ENV_VAR, CraftingTree, agentgym_tree, shown
+from gymwire.servers.textcraft import TextCraftEnv
 from gymwire.servers.textcraft.recipes import load_book
 
 AGENTGYM = {"profile": "agentgym"}
