@@ -9,18 +9,17 @@ insertion (Objects/setobject.c: linear probing, then perturbed jumps; growth whe
 the order `list(a_set)` gives.
 
 Exact for ASCII strings (each kind of str is hashed over its internal buffer; recipe text is ASCII)
-with CPython 3.11 and later (SipHash-1-3) or 3.4-3.10 (`algorithm="siphash24"`). Seed 0 means what
-PYTHONHASHSEED=0 means: no randomization (a zero key).
+in CPython 3.11 and later, whose string hash is SipHash-1-3 (3.10 and earlier used SipHash-2-4:
+not covered). Seed 0 means what PYTHONHASHSEED=0 means: no randomization (a zero key).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Iterable
 
-__all__ = ["str_hash", "set_order", "ALGORITHMS"]
+__all__ = ["str_hash", "set_order"]
 
-ALGORITHMS = ("siphash13", "siphash24")
 _MASK64 = (1 << 64) - 1
 _LINEAR_PROBES = 9
 _PERTURB_SHIFT = 5
@@ -44,7 +43,7 @@ def _key(seed: int) -> tuple[int, int]:
     return int.from_bytes(out[:8], "little"), int.from_bytes(out[8:], "little")
 
 
-def _siphash(k0: int, k1: int, data: bytes, c_rounds: int, d_rounds: int) -> int:
+def _siphash13(k0: int, k1: int, data: bytes) -> int:
     v0, v1 = k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D
     v2, v3 = k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573
 
@@ -63,26 +62,23 @@ def _siphash(k0: int, k1: int, data: bytes, c_rounds: int, d_rounds: int) -> int
     for start in range(0, whole, 8):
         word = int.from_bytes(data[start : start + 8], "little")
         v3 ^= word
-        rounds(c_rounds)
+        rounds(1)
         v0 ^= word
     last = ((size & 0xFF) << 56) | int.from_bytes(data[whole:], "little")
     v3 ^= last
-    rounds(c_rounds)
+    rounds(1)
     v0 ^= last
     v2 ^= 0xFF
-    rounds(d_rounds)
+    rounds(3)
     return v0 ^ v1 ^ v2 ^ v3
 
 
-def str_hash(text: str, seed: int, algorithm: str = "siphash13") -> int:
-    """hash(text) in a CPython process started with PYTHONHASHSEED=seed (ASCII text)."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}")
+def str_hash(text: str, seed: int) -> int:
+    """hash(text) in a CPython (>= 3.11) process started with PYTHONHASHSEED=seed (ASCII text)."""
     if not text:
         return 0
-    data = text.encode("ascii")
     k0, k1 = _key(seed)
-    value = _siphash(k0, k1, data, 1, 3) if algorithm == "siphash13" else _siphash(k0, k1, data, 2, 4)
+    value = _siphash13(k0, k1, text.encode("ascii"))
     signed = value - (1 << 64) if value >> 63 else value
     return -2 if signed == -1 else signed
 
@@ -102,8 +98,7 @@ def _probe(table: list, mask: int, hashed: int) -> int:
         i = (i * 5 + 1 + perturb) & mask
 
 
-def set_order(strings: Iterable[str], hashes: dict[str, int] | Sequence[int] | None = None, *, seed: int = 0,
-              algorithm: str = "siphash13") -> list[str]:
+def set_order(strings: Iterable[str], hashes: dict[str, int] | None = None, *, seed: int = 0) -> list[str]:
     """`list(s)` for `s = set(); s.add(x) for x in strings` in a process with that hash seed.
 
     `hashes` may give precomputed hashes (a dict by string) to skip hashing."""
@@ -115,7 +110,7 @@ def set_order(strings: Iterable[str], hashes: dict[str, int] | Sequence[int] | N
         if text in seen:
             continue  # adding a member changes nothing
         seen.add(text)
-        hashed = hashes[text] if isinstance(hashes, dict) else str_hash(text, seed, algorithm)
+        hashed = hashes[text] if hashes is not None else str_hash(text, seed)
         table[_probe(table, mask, hashed)] = (hashed, text)
         fill += 1
         if fill * 5 >= mask * 3:
