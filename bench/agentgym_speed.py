@@ -15,6 +15,8 @@ between the two sides so that a change in the machine's load touches both alike.
   by its listening port) before and after `--sessions` sessions are created and reset, divided by
   their number. SciWorld sessions are Java processes of their own on both sides (AgentGym's design,
   kept by gymwire's `profile: agentgym`): their memory is the Java children's, counted too.
+  `agentgym-serve` is a fresh process; start AgentGym's servers fresh too for this figure (a process
+  that has freed sessions before reuses that memory, and its growth understates a session's).
 """
 
 from __future__ import annotations
@@ -47,10 +49,19 @@ class Side:
 
     def post(self, path: str, body: Any) -> tuple[Any, float]:
         data = json.dumps(body) if body is not None else ""
-        started = time.perf_counter()
-        self.conn.request("POST", f"{self.prefix}/{path}", body=data, headers={"content-type": "application/json"})
-        answer = json.loads(self.conn.getresponse().read())
-        return answer, time.perf_counter() - started
+        for attempt in (1, 2):
+            started = time.perf_counter()
+            try:
+                self.conn.request("POST", f"{self.prefix}/{path}", body=data, headers={"content-type": "application/json"})
+                answer = json.loads(self.conn.getresponse().read())
+                return answer, time.perf_counter() - started
+            except (ConnectionError, http.client.HTTPException):
+                # uvicorn drops a keep-alive connection idle for 5 s (e.g. while the other side starts
+                # a JVM): connect again, and time the request again from there
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def rss_kb(self) -> int:
         """Resident memory of the server process and its children (SciWorld's Java processes)."""
