@@ -76,13 +76,19 @@ class Side:
 
 
 def _children(pid: int) -> list[int]:
+    """Every descendant process (a child is listed under the thread that started it)."""
     found = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            for child in map(int, handle.read().split()):
-                found += [child, *_children(child)]
+        threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        pass
+        return found
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/children") as handle:
+                for child in map(int, handle.read().split()):
+                    found += [child, *_children(child)]
+        except OSError:
+            continue
     return found
 
 
