@@ -43,6 +43,7 @@ class Side:
 
     def __init__(self, name: str, url: str, pid: int) -> None:
         self.name, self.pid = name, pid
+        self.base_children = len(_children(pid))
         parsed = urllib.parse.urlparse(url)
         self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=600)
         self.prefix = parsed.path.rstrip("/")
@@ -90,6 +91,14 @@ def _children(pid: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _settle(side: Side, seconds: float = 20.0) -> None:
+    """Wait until the server has no more child processes than before it served (at most `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and len(_children(side.pid)) > side.base_children:
+        time.sleep(0.2)
+    time.sleep(1.0)
 
 
 def listening_pid(port: int) -> int:
@@ -145,6 +154,7 @@ def measure(env: str, sides: list[Side], resets: int, steps: int, sessions: int)
         out[side.name]["reset_p50_ms"] = round(statistics.median(reset_times[side.name]) * 1000, 3)
         out[side.name]["step"] = percentiles(step_times[side.name])
     for side in sides:
+        _settle(side)  # the sessions closed above (SciWorld's Java processes) have to be gone first
         before = side.rss_kb()
         opened = []
         for index in range(sessions):

@@ -72,9 +72,7 @@ class AgentGymSciWorld:
 
     def _reset(self, task_name: str, variation: int) -> tuple[str, dict[str, Any]]:
         if self._world is None:
-            from scienceworld import ScienceWorldEnv
-
-            self._world = ScienceWorldEnv()
+            self._world = _world_class()()
         self._world.load(task_name, variation)
         description = self._world.get_task_description()
         look, points, done, info = self._world.step("look around")  # a move: a task may score at once
@@ -82,6 +80,7 @@ class AgentGymSciWorld:
         return f"{description}\n{look}", answer
 
     async def step(self, text: str) -> StepOutcome:
+        """One move, as AgentGym's server makes it."""
         action = react_action(text) if self.parse_replies else text
         observation, points, done, info = await self._run(self._world.step, action)
         score = int(info["score"])
@@ -98,3 +97,29 @@ class AgentGymSciWorld:
         if world is not None:
             await self._run(world.close)
         self._thread.shutdown(wait=False)
+
+
+def _world_class() -> type:
+    """ScienceWorld's Python environment with a leaner `step`: the same calls into the simulator, in
+    the same order (they decide how it orders objects later), without fetching the answers of those
+    whose answer AgentGym drops. ScienceWorld's own `step` fetches the list of valid actions after
+    every move, string by string through py4j: most of a move's time, for nothing AgentGym sends."""
+    from scienceworld import ScienceWorldEnv
+
+    class LeanScienceWorldEnv(ScienceWorldEnv):
+        def step(self, input_str: str) -> tuple[str, int, bool, dict[str, Any]]:
+            server = self.server
+            observation = server.step(input_str)
+            score = int(round(100 * server.getScore()))
+            completed = bool(server.getCompleted())
+            moves = server.getNumMoves()
+            reward, self.lastStepScore = score - self.lastStepScore, score
+            # ScienceWorld's step reads these for its `infos`; AgentGym uses none of them
+            server.freeActionLook()
+            server.freeActionInventory()
+            server.freeActionTaskDesc()
+            server.getValidActionObjectCombinations()
+            done = completed or moves > self.envStepLimit or score < 0
+            return observation, reward, done, {"moves": moves, "score": score, "reward": reward}
+
+    return LeanScienceWorldEnv

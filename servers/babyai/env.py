@@ -155,7 +155,7 @@ class BabyAIEnv(Environment):
             self._data["profile"] = "agentgym"
             return self._observation(self._agentgym.first_observation())
         self._look()
-        text = f"Your goal: {self._env.mission}\n{self._view.describe()}\n{self._available()}"
+        text = f"Your goal: {self._env.mission}\n{self._description}\n{self._available()}"
         return self._observation(text)
 
     def close(self) -> None:
@@ -174,10 +174,10 @@ class BabyAIEnv(Environment):
         if plan is None:
             reason = self._why_invalid(command)
             shown = (command or action.strip())[:80]  # echoing a huge action back helps no one
-            text = f"Invalid action \"{shown}\": {reason}. Nothing changed.\n{self._view.describe()}\n{self._available()}"
+            text = f"Invalid action \"{shown}\": {reason}. Nothing changed.\n{self._description}\n{self._available()}"
             return StepOutcome(self._observation(text), info={"valid": False, "primitives": []})
         if command == CHECK_ACTIONS:
-            text = f"{self._view.describe()}\n{self._available()}"
+            text = f"{self._description}\n{self._available()}"
             return StepOutcome(self._observation(text), info={"valid": True, "primitives": []})
 
         reward, terminated, truncated, done, events = self._run(plan)
@@ -193,7 +193,7 @@ class BabyAIEnv(Environment):
         if truncated:
             lines.append(f"Out of time: the level allows {self._env.max_steps} primitive steps. The task failed.")
             return StepOutcome(self._observation("\n".join(lines)), truncated=True, info=info, success=False, score=0.0)
-        lines += [self._view.describe(), self._available()]
+        lines += [self._description, self._available()]
         return StepOutcome(self._observation("\n".join(lines)), info=info)
 
     def _run(self, plan: Plan) -> tuple[float, bool, bool, list[int], list[str]]:
@@ -235,8 +235,12 @@ class BabyAIEnv(Environment):
     # -- what the agent is told -------------------------------------------------------------------
 
     def _look(self) -> None:
-        self._view = View.of(self._env, self._obs_image)
-        self._valid, self._why_not = self._view.actions()
+        # Keep what the session needs of the view (its text, objects and actions), not the view: its
+        # cell map would cost each open session more memory than AgentGym's.
+        view = View.of(self._env, self._obs_image)
+        self._valid, self._why_not = view.actions()
+        self._description = view.describe()
+        self._things = view.things
 
     def _available(self) -> str:
         return "Available actions: " + json.dumps(list(self._valid))
@@ -245,7 +249,7 @@ class BabyAIEnv(Environment):
         """Fill in a missing object number when only one such object is in view."""
         match = _OBJECT_REF.match(command)
         if match and match.group(3) is None:
-            same = [t for t in self._view.things if t.name == match.group(2)]
+            same = [t for t in self._things if t.name == match.group(2)]
             if len(same) == 1:
                 return f"{match.group(1)} {same[0].label}"
         return command
@@ -261,7 +265,7 @@ class BabyAIEnv(Environment):
         match = _OBJECT_REF.match(command)
         if match:
             verb, name, number = match.groups()
-            same = [t.label for t in self._view.things if t.name == name]
+            same = [t.label for t in self._things if t.name == name]
             if not same:
                 return f"you see no {name}"
             if number is None:
