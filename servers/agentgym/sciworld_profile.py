@@ -101,9 +101,11 @@ class AgentGymSciWorld:
 
 def _world_class() -> type:
     """ScienceWorld's Python environment with a leaner `step`: the same calls into the simulator, in
-    the same order (they decide how it orders objects later), without fetching the answers of those
-    whose answer AgentGym drops. ScienceWorld's own `step` fetches the list of valid actions after
-    every move, string by string through py4j: most of a move's time, for nothing AgentGym sends."""
+    the same order (they decide how it orders objects later), without bringing back the answers
+    AgentGym drops. ScienceWorld's own `step` copies the list of valid actions into Python after
+    every move, one py4j round trip per action: most of a move's time. Listing them matters (the
+    simulator makes them while they are listed, and that changes its later order; not listing them
+    gave another order in 1 of 11 tasks), so they are listed inside the JVM, in one call."""
     from scienceworld import ScienceWorldEnv
 
     class LeanScienceWorldEnv(ScienceWorldEnv):
@@ -118,7 +120,8 @@ def _world_class() -> type:
             server.freeActionLook()
             server.freeActionInventory()
             server.freeActionTaskDesc()
-            server.getValidActionObjectCombinations()
+            # the valid actions are made while they are listed: list them in the JVM, in one call
+            self._gateway.jvm.java.util.ArrayList(server.getValidActionObjectCombinations())
             done = completed or moves > self.envStepLimit or score < 0
             return observation, reward, done, {"moves": moves, "score": score, "reward": reward}
 
