@@ -124,7 +124,8 @@ class BabyAIEnv(Environment):
     observation_fields = ["text", "data", "images"]
     images = True
     known_options = {"images": "add an RGB image of the view, default false", "image_tile_size": "pixels per grid cell, default 16",
-                     "profile": "gymwire (default) or agentgym: AgentGym's text, grammar and task indices"}
+                     "profile": "gymwire (default) or agentgym: AgentGym's server's game, character for character",
+                     "input": "with profile agentgym: reply (default: a model's reply, read as AgentGym's client reads it) or action (what AgentGym's server receives)"}
     _agentgym: AgentGymBabyAI | None = None  # the episode, when played with `profile: agentgym`
 
     def __init__(self) -> None:

