@@ -72,7 +72,9 @@ class AgentGymSciWorld:
 
     def _reset(self, task_name: str, variation: int) -> tuple[str, dict[str, Any]]:
         if self._world is None:
-            self._world = _world_class()()
+            from scienceworld import ScienceWorldEnv
+
+            self._world = ScienceWorldEnv()
         self._world.load(task_name, variation)
         description = self._world.get_task_description()
         look, points, done, info = self._world.step("look around")  # a move: a task may score at once
@@ -98,31 +100,3 @@ class AgentGymSciWorld:
             await self._run(world.close)
         self._thread.shutdown(wait=False)
 
-
-def _world_class() -> type:
-    """ScienceWorld's Python environment with a leaner `step`: the same calls into the simulator, in
-    the same order (they decide how it orders objects later), without bringing back the answers
-    AgentGym drops. ScienceWorld's own `step` copies the list of valid actions into Python after
-    every move, one py4j round trip per action: most of a move's time. Listing them matters (the
-    simulator makes them while they are listed, and that changes its later order; not listing them
-    gave another order in 1 of 11 tasks), so they are listed inside the JVM, in one call."""
-    from scienceworld import ScienceWorldEnv
-
-    class LeanScienceWorldEnv(ScienceWorldEnv):
-        def step(self, input_str: str) -> tuple[str, int, bool, dict[str, Any]]:
-            server = self.server
-            observation = server.step(input_str)
-            score = int(round(100 * server.getScore()))
-            completed = bool(server.getCompleted())
-            moves = server.getNumMoves()
-            reward, self.lastStepScore = score - self.lastStepScore, score
-            # ScienceWorld's step reads these for its `infos`; AgentGym uses none of them
-            server.freeActionLook()
-            server.freeActionInventory()
-            server.freeActionTaskDesc()
-            # the valid actions are made while they are listed: list them in the JVM, in one call
-            self._gateway.jvm.java.util.ArrayList(server.getValidActionObjectCombinations())
-            done = completed or moves > self.envStepLimit or score < 0
-            return observation, reward, done, {"moves": moves, "score": score, "reward": reward}
-
-    return LeanScienceWorldEnv
