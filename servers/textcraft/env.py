@@ -18,7 +18,7 @@ JSON files is the server operator's configuration: `TextCraftEnv(recipes_dir=...
 `gymwire serve textcraft:recipes_dir=PATH` (in code: `EnvSpec.of(TextCraftEnv, recipes_dir=PATH)`).
 It is not a session option: a remote client must not make the server read paths of its choosing.
 The session option `profile: "agentgym"` plays AgentGym's TextCraft instead: its 544 task indices,
-text, grammar and messages (agentgym_profile.py, docs/agentgym.md).
+text, grammar and messages (gymwire.servers.agentgym.textcraft_profile, docs/agentgym.md).
 Each directory's recipe book is built once per process and shared by all sessions.
 """
 
@@ -34,7 +34,7 @@ from typing import Any, Iterator
 from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
-from .agentgym_profile import AgentGymTextCraft, agentgym_episode, shown
+from gymwire.servers.agentgym.textcraft_profile import AgentGymTextCraft, agentgym_episode, shown
 from .actions import USAGE, ActionParseError, Craft, Get, ShowInventory, parse_action, quote
 from .recipes import CraftingRecipe, Ingredient, RecipeBook, load_book
 
@@ -68,7 +68,9 @@ class TextCraftEnv(Environment):
     requires = ("textcraft",)  # its recipe data; not needed with a recipe directory of one's own
     extra = "textcraft"
     known_options = {"depth": "play a goal of this crafting depth (1-4)",
-                     "profile": "gymwire (default) or agentgym: AgentGym's text, grammar and task indices"}
+                     "profile": "gymwire (default) or agentgym: AgentGym's server's game, character for character",
+                     "hash_seed": "with profile agentgym: the PYTHONHASHSEED AgentGym's server ran with (default 0)",
+                     "input": "with profile agentgym: reply (default: a model's reply, read as AgentGym's client reads it) or action (what AgentGym's server receives)"}
 
     @classmethod
     def check_requirements(cls, recipes_dir: str | os.PathLike[str] | None = None) -> None:
