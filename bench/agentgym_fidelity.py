@@ -243,11 +243,15 @@ def play(env: str, agentgym: str, gymwire: str, tasks: list[int], steps: int, se
         both("close", {})
 
 
-def facade(env: str, options: dict[str, Any]) -> Any:
-    from gymwire.servers.agentgym.serve import AgentGymFacade
+def facade(env: str, options: dict[str, Any], textcraft_order: str | None = None) -> Any:
+    from gymwire.sdk.env_spec import EnvSpec
     from gymwire.sdk.registry import resolve_env
+    from gymwire.servers.agentgym.serve import AgentGymFacade
 
-    return AgentGymFacade([(resolve_env(env), None)], options=options, idle_timeout_s=3600)
+    spec = resolve_env(env)
+    if env == "textcraft" and textcraft_order:
+        spec = EnvSpec.of(spec.env_class, agentgym_order=textcraft_order, name=spec.name or None)
+    return AgentGymFacade([(spec, None)], options=options, idle_timeout_s=3600)
 
 
 def test_items(env: str) -> list[int]:
@@ -322,8 +326,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, help="write AgentGym's answers here as transcripts for the tests")
     parser.add_argument("--replies", action="store_true", help="also compare the reading of raw replies (needs agentenv)")
     args = parser.parse_args(argv)
-    if args.textcraft_order:
-        os.environ["GYMWIRE_AGENTGYM_TEXTCRAFT_ORDER"] = args.textcraft_order
 
     policies: dict[str, Callable[[int, str, random.Random], Any]] = {
         "textcraft": lambda index, first, rng: TextCraftPolicy(first, rng),
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks = indices(getattr(args, f"{env}_tasks"), lambda: test_items(env))
         tally, calls = Tally(), []
         started = time.monotonic()
-        with facade(env, options).run_in_thread() as gymwire_url:
+        with facade(env, options, args.textcraft_order).run_in_thread() as gymwire_url:
             play(env, url.rstrip("/"), gymwire_url, tasks, args.steps, args.seed, policies[env], tally, calls)
         rows.append((env, tally, time.monotonic() - started))
         if args.record:

@@ -391,6 +391,7 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gymwire.sdk.commands import env_var_defaults
     from gymwire.sdk.registry import resolve_env
 
     try:
@@ -400,7 +401,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        envs = [(resolve_env(env), dialect) for env, dialect in map(_parse_env, args.envs)]
+        envs = [(resolve_env(env, defaults=env_var_defaults), dialect) for env, dialect in map(_parse_env, args.envs)]
         options = dict(_parse_option(option) for option in args.option)
         facade = AgentGymFacade(
             envs, split=args.split, options=options, idle_timeout_s=args.idle_timeout, host=args.host, port=args.port,

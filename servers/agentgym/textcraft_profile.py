@@ -25,9 +25,10 @@ Two things in AgentGym's server depend on the machine, and are parameters here:
 - the order the recipe files are read in is the order of an unsorted directory listing
   (`os.listdir`), which differs between file systems and directories: it decides the order of goals
   of one depth (index -> goal), which of two cycle-closing recipes is kept, and the order of
-  commands. Default: sorted by file name. To reproduce an installation, set
-  $GYMWIRE_AGENTGYM_TEXTCRAFT_ORDER to its recipe directory (its listing is read) or to a file
-  with one recipe file name per line (e.g. saved there with `ls -U recipes/`).
+  commands. Default: sorted by file name. To reproduce an installation, configure the environment
+  with `agentgym_order`: its recipe directory (its listing is read) or a file with one recipe file
+  name per line (e.g. saved there with `ls -U recipes/`); `gymwire serve` reads
+  $GYMWIRE_AGENTGYM_TEXTCRAFT_ORDER as its default.
 - the command order and the distractors drawn go through Python sets of strings, whose order
   follows the server process's string hashes, i.e. its PYTHONHASHSEED (random at every start unless
   set). The session option `hash_seed` (default 0) is the PYTHONHASHSEED the AgentGym server ran
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import random
 import re
 from dataclasses import dataclass
@@ -50,11 +52,10 @@ from gymwire.sdk.environment import StepOutcome, Task, TaskError
 from .api import ONE_ACTION_ONLY, line_action
 from .pyset_order import set_order, str_hash
 
-__all__ = ["AgentGymTextCraft", "CraftingTree", "agentgym_episode", "recipe_order", "shown", "PROFILES", "ORDER_ENV_VAR"]
+__all__ = ["AgentGymTextCraft", "CraftingTree", "agentgym_episode", "recipe_order", "shown", "PROFILES"]
 
 PROFILES = ("gymwire", "agentgym")
 INPUTS = ("reply", "action")
-ORDER_ENV_VAR = "GYMWIRE_AGENTGYM_TEXTCRAFT_ORDER"
 PREFIX = "minecraft:"
 MAX_DISTRACTORS = 10
 DISTRACTOR_USES = 10  # recipes drawn per ingredient occurrence when collecting distractors
@@ -97,13 +98,10 @@ class Recipe:
         return f"craft {self.output.count} {shown(self.output.ref.name)} using {parts}"
 
 
-def recipe_order(directory: str) -> tuple[str, ...]:
-    """The order recipe files are read in: $GYMWIRE_AGENTGYM_TEXTCRAFT_ORDER's, else sorted."""
-    return _order(directory, os.environ.get(ORDER_ENV_VAR) or None)
-
-
 @lru_cache(maxsize=8)
-def _order(directory: str, source: str | None) -> tuple[str, ...]:
+def recipe_order(directory: str, source: str | None = None) -> tuple[str, ...]:
+    """The order recipe files are read in: `source`'s (a directory whose listing is read, or a file
+    of file names), else sorted."""
     files = sorted(os.listdir(directory))
     if source is None:
         return tuple(files)
@@ -115,7 +113,7 @@ def _order(directory: str, source: str | None) -> tuple[str, ...]:
     if sorted(order) != files:
         missing, extra = sorted(set(files) - set(order)), sorted(set(order) - set(files))
         raise ValueError(
-            f"${ORDER_ENV_VAR}={source}: it must name exactly the {len(files)} recipe files of {directory} "
+            f"agentgym_order={source}: it must name exactly the {len(files)} recipe files of {directory} "
             f"(missing {missing[:3]}, unknown {extra[:3]})"
         )
     return tuple(order)
@@ -299,8 +297,8 @@ def _tree(directory: str, order: tuple[str, ...]) -> CraftingTree:
     return CraftingTree(directory, order)
 
 
-def agentgym_tree(directory: str) -> CraftingTree:
-    return _tree(directory, recipe_order(directory))
+def agentgym_tree(directory: str, order_source: str | None = None) -> CraftingTree:
+    return _tree(directory, recipe_order(directory, order_source))
 
 
 def _hash_seed(options: dict[str, Any]) -> int:
@@ -310,7 +308,7 @@ def _hash_seed(options: dict[str, Any]) -> int:
     return seed
 
 
-def agentgym_episode(directory: str, task: Task) -> "AgentGymTextCraft | None":
+def agentgym_episode(directory: str, task: Task, order_source: str | None = None) -> "AgentGymTextCraft | None":
     """The episode of `task` under AgentGym's rules when its option `profile` is "agentgym"; None
     for gymwire's own rules (the default). Any split's index, or a seed, is AgentGym's `data_idx`."""
     options = task.options
@@ -323,12 +321,24 @@ def agentgym_episode(directory: str, task: Task) -> "AgentGymTextCraft | None":
     if source not in INPUTS:
         raise TaskError(f"option input must be one of {', '.join(INPUTS)}; got {source!r}")
     try:
-        tree = agentgym_tree(directory)
+        tree = agentgym_tree(directory, order_source)
     except ValueError as exc:
         raise TaskError(str(exc)) from None
     data_idx = task.index if task.split is not None else task.seed
     index = (data_idx or 0) % len(tree.goals)  # AgentGym wraps any index (544 -> 0)
     return AgentGymTextCraft(tree, index, _hash_seed(options), source == "reply")
+
+
+class _Unreadable(Exception):
+    """A count Python's int() refuses (over 4,300 digits): AgentGym's server would fail on it; here the
+    action is one that could not be executed."""
+
+
+def _count(digits: str) -> int:
+    limit = sys.get_int_max_str_digits()
+    if limit and len(digits) > limit:
+        raise _Unreadable(digits[:12])
+    return int(digits)
 
 
 class _Failed(Exception):
@@ -364,7 +374,7 @@ class AgentGymTextCraft:
                 if kind == "craft":
                     observation, done = self._craft(match.group(1), match.group(2))
                 elif kind == "get":
-                    observation, done = self._get(int(match.group(1)), match.group(2))
+                    observation, done = self._get(_count(match.group(1)), match.group(2))
                 else:
                     observation = "Inventory: " + ("" if self.inventory else "You are not carrying anything.")
                     observation += "".join(f"[{shown(item)}] ({count}) " for item, count in self.inventory.items())
@@ -372,6 +382,8 @@ class AgentGymTextCraft:
                 raise _Failed(f"Could not execute {action}")
         except _Failed as failed:
             observation, done = str(failed), False
+        except _Unreadable:
+            observation, done = f"Could not execute {action}", False
         return StepOutcome(observation, reward=1.0 if done else 0.0, terminated=done, success=done, score=1.0 if done else 0.0)
 
     def _craft(self, output_text: str, inputs_text: str) -> tuple[str, bool]:
@@ -382,8 +394,8 @@ class AgentGymTextCraft:
             match = _COUNTED.match(piece.strip())
             if match is None:
                 raise _Failed(f"Wrong item format: {piece.strip()}")
-            inputs.append(Part(self.tree.ref(match.group(2)), int(match.group(1))))
-        attempt = Recipe(inputs, Part(output, int(counted.group(1)) if counted else 1))
+            inputs.append(Part(self.tree.ref(match.group(2)), _count(match.group(1))))
+        attempt = Recipe(inputs, Part(output, _count(counted.group(1)) if counted else 1))
         if any(p.ref.item_id not in self.inventory or self.inventory[p.ref.item_id] < p.count for p in inputs):
             raise _Failed(f"Could not find enough items to craft {output.item_id}")
         made = self.tree.craft(attempt)

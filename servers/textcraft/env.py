@@ -91,16 +91,20 @@ class TextCraftEnv(Environment):
         metadata = {"depth_index_ranges": depth_ranges, "recipes": sum(map(len, book.recipes.values()))}
         return super().info().model_copy(update={"splits": _split_sizes(book), "metadata": metadata})
 
-    def __init__(self, recipes_dir: str | os.PathLike[str] | None = None) -> None:
-        """`recipes_dir`: a directory of Minecraft recipe JSON files (default: the ADaPT set)."""
+    def __init__(self, recipes_dir: str | os.PathLike[str] | None = None, agentgym_order: str | os.PathLike[str] | None = None) -> None:
+        """`recipes_dir`: a directory of Minecraft recipe JSON files (default: the ADaPT set).
+        `agentgym_order`: with profile agentgym, the order an AgentGym installation reads its recipe
+        files in (its recipe directory, or a file of file names; default: sorted), see
+        gymwire.servers.agentgym.textcraft_profile."""
         self._book = load_book(recipes_dir)
+        self._agentgym_order = None if agentgym_order is None else os.fspath(agentgym_order)
         self.splits = _split_sizes(self._book)
 
     # -- episode --------------------------------------------------------------------------------
 
     def reset(self, task: Task) -> Observation:
         self.check_options(task.options)
-        self._agentgym = agentgym_episode(self._book.source, task)  # None unless `profile: agentgym`
+        self._agentgym = agentgym_episode(self._book.source, task, self._agentgym_order)  # None unless `profile: agentgym`
         if self._agentgym is not None:
             return Observation(text=self._agentgym.observation, data={"goal": shown(self._agentgym.goal), "profile": "agentgym"})
         split, index = self._resolve(task)

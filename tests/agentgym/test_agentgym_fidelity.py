@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.registry import resolve_env
 from gymwire.servers.agentgym.api import line_action, react_action
 from gymwire.servers.agentgym.serve import AgentGymFacade
@@ -42,15 +43,17 @@ def without_id(answer: Any) -> Any:
     return {k: v for k, v in answer.items() if k != "id"} if isinstance(answer, dict) else answer
 
 
-def replay(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[int, list[str]]:
+def replay(name: str, tmp_path: Path) -> tuple[int, list[str]]:
     recorded = transcript(name)
+    spec = resolve_env(recorded["env"])
     if recorded["textcraft_order"]:
+        # The recipe-file order of the AgentGym installation that was recorded.
         order = tmp_path / "order.txt"
         order.write_text("\n".join(recorded["textcraft_order"]))
-        monkeypatch.setenv("GYMWIRE_AGENTGYM_TEXTCRAFT_ORDER", str(order))
+        spec = EnvSpec.of(spec.env_class, agentgym_order=str(order))
     compared, differences = 0, []
     session = None
-    with AgentGymFacade([(resolve_env(recorded["env"]), None)], options=recorded["options"]).run_in_thread() as url:
+    with AgentGymFacade([(spec, None)], options=recorded["options"]).run_in_thread() as url:
         for path, body, theirs in recorded["calls"]:
             if path == "create":
                 ours = post(url, "create", body)
@@ -71,13 +74,13 @@ def replay(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[
 
 
 @pytest.mark.parametrize("name", ["textcraft", "babyai"])
-def test_replays_agentgyms_answers(name, monkeypatch, tmp_path):
-    compared, differences = replay(name, monkeypatch, tmp_path)
+def test_replays_agentgyms_answers(name, tmp_path):
+    compared, differences = replay(name, tmp_path)
     assert compared > 500 and not differences, differences[:3]
 
 
-def test_replays_agentgyms_sciworld_answers(monkeypatch, tmp_path):
-    compared, differences = replay("sciworld", monkeypatch, tmp_path)
+def test_replays_agentgyms_sciworld_answers(tmp_path):
+    compared, differences = replay("sciworld", tmp_path)
     assert compared > 50 and not differences, differences[:3]
 
 

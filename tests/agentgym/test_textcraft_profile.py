@@ -15,7 +15,7 @@ import pytest
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.environment import Task, TaskError
 from gymwire.sdk.server import GymServer
-from gymwire.servers.agentgym.textcraft_profile import ORDER_ENV_VAR, CraftingTree, agentgym_tree, shown
+from gymwire.servers.agentgym.textcraft_profile import CraftingTree, agentgym_tree, shown
 from gymwire.servers.textcraft import TextCraftEnv
 from gymwire.servers.textcraft.recipes import load_book
 
@@ -49,7 +49,7 @@ def test_data_idx_indexes_agentgyms_544_goals_by_depth_and_wraps_as_agentgym(tre
         env.reset(Task(split="train", index=0, options={**AGENTGYM, "hash_seed": -1}))
 
 
-def test_first_observation_follows_the_hash_seed_and_the_listing_order(tree, tmp_path, monkeypatch):
+def test_first_observation_follows_the_hash_seed_and_the_listing_order(tree, tmp_path):
     env = reset(300)
     text = env._agentgym.observation
     assert text.startswith("Crafting commands:\n") and "\n\nGoal: craft " in text
@@ -74,13 +74,11 @@ def test_first_observation_follows_the_hash_seed_and_the_listing_order(tree, tmp
     files = sorted(os.listdir(load_book().source))
     order = tmp_path / "order.txt"
     order.write_text("\n".join(reversed(files)))
-    monkeypatch.setenv(ORDER_ENV_VAR, str(order))
-    reversed_tree = agentgym_tree(load_book().source)
+    reversed_tree = agentgym_tree(load_book().source, str(order))
     assert reversed_tree.goals != tree.goals and len(set(reversed_tree.goals) & set(tree.goals)) > 500
     order.write_text("\n".join(files[1:]))
-    monkeypatch.setenv(ORDER_ENV_VAR, str(order) + "x")
     with pytest.raises(Exception):
-        agentgym_tree(load_book().source)
+        agentgym_tree(load_book().source, str(order) + "x")
 
 
 GET_LOGS = ["Action: get 2 oak logs"]
