@@ -16,6 +16,7 @@ from .connection import (
     ServerConnection,
     ServerTimer,
     origin_refusal,
+    rebinding_refusal,
     server_capabilities,
 )
 from .session import ClientSessionMachine, Decision, SessionMachine, SessionState

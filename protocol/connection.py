@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import enum
 import hmac
+import ipaddress
 import itertools
 from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 from .codec import Codec, error_from_message, error_message, size_over
 from .errors import ErrorCode, ProtocolError
@@ -160,6 +162,31 @@ def origin_refusal(origins: list[str], allowed: Iterable[str]) -> str | None:
         f"FORBIDDEN_ORIGIN: browser origin {shown} is not allowed to open gymwire sessions; "
         f"the server's operator may allow it with --allow-origin"
     )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def rebinding_refusal(host_header: str | None, listening_on: str) -> str | None:
+    """Why a request to a server on loopback is refused because its Host names something else, or None.
+    A page whose name an attacker's DNS points at 127.0.0.1 (DNS rebinding) is, to the browser, of the
+    same origin as this server: its GETs carry no Origin, and it may read the answers. Its requests
+    still name the attacker's host in Host, which no local client does."""
+    if not _is_loopback(listening_on.strip("[]")):
+        return None  # reached from other machines: which names reach it is the network's business
+    try:
+        named = urlsplit(f"//{host_header or ''}").hostname or ""
+    except ValueError:
+        named = ""
+    if _is_loopback(named):
+        return None
+    return f"the Host header {(host_header or '')[:100]!r} does not name this machine's loopback; connect to 127.0.0.1 or localhost"
 
 
 class ServerConnection(Generic[Handle]):

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import random
 import time
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, Sequence
 
 import websockets
 # Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
@@ -30,10 +30,7 @@ from websockets.asyncio.client import ClientConnection as WebSocket
 
 from gymwire.protocol import (
     MIN_FRAME_BYTES,
-    BatchStep,
     ClientConnection,
-    ClientSessionMachine,
-    Close,
     Codec,
     DescribeEnv,
     Encoding,
@@ -46,22 +43,20 @@ from gymwire.protocol import (
     Message,
     MissingCapability,
     Notice,
-    Observation,
     Open,
     ProtocolError,
-    Reset,
     Resume,
-    Step,
-    StepBatch,
     StepResult,
     TaskRef,
     Welcome,
-    error_from_message,
     subprotocol_for,
 )
 from gymwire.protocol.codec import DEFAULT_MAX_FRAME_BYTES
 
-__all__ = ["ClientSession", "Disconnected", "GymClient", "GymPool", "MissingCapability"]
+from .batching import step_batch
+from .session import ClientSession, closing_session
+
+__all__ = ["ClientSession", "Disconnected", "GymClient", "MissingCapability", "ServerLost"]
 
 log = logging.getLogger("gymwire.client")
 
@@ -71,6 +66,15 @@ Pending = tuple[Message, "asyncio.Future[Message]"]
 
 class Disconnected(ConnectionError):
     """The server could not be reached again within the reconnect budget, or the client is closed."""
+
+
+class ServerLost(Disconnected):
+    """The client gave up on its server (reconnect budget spent, or `give_up`): every session of
+    the client is gone with it, and each of their requests, pending or new, fails with this."""
+
+    def __init__(self, url: str, why: str) -> None:
+        super().__init__(f"{why}: server {url} lost with its sessions; open them elsewhere")
+        self.url = url
 
 
 class GymClient:
@@ -119,6 +123,7 @@ class GymClient:
         self._connected = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
+        self.lost: ServerLost | None = None  # set when the client gives up on its server
         self._slots: asyncio.Semaphore | None = None  # max_inflight of the welcome (GW-LIMIT-6)
 
     # ------------------------------------------------------------------ connection
@@ -140,11 +145,22 @@ class GymClient:
     def _pending(self) -> dict[int, Pending]:
         return self.protocol.pending
 
+    @property
+    def connected(self) -> bool:
+        """Whether requests go out now (not while reconnecting, closed, or given up)."""
+        return self._connected.is_set()
+
+    @property
+    def usable(self) -> bool:
+        """Whether the client can still serve requests: not closed and not given up on its server."""
+        return not self._closed and self.lost is None
+
     def supports(self, capability: str) -> bool:
         """Whether the server's welcome lists `capability`: the client uses no other (GW-HANDSHAKE-5)."""
         return self.protocol.supports(capability)
 
-    def _require(self, capability: str, instead: str | None = None) -> None:
+    def require(self, capability: str, instead: str | None = None) -> None:
+        """MissingCapability, before anything is sent, unless the server's welcome lists `capability`."""
         self.protocol.require(capability, instead)
 
     async def connect(self) -> "GymClient":
@@ -269,10 +285,10 @@ class GymClient:
         self._ws = None
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        if self._closed:
+        if self._closed or self.lost is not None:
             return
         if self.reconnect_attempts <= 0:
-            self._fail_pending(Disconnected(f"connection to {self.url} lost"))
+            self._give_up("connection lost")
             return
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
@@ -291,7 +307,26 @@ class GymClient:
                 delay = min(delay * 2, 5.0)
                 continue
             return
-        self._fail_pending(Disconnected(f"could not reconnect to {self.url} after {self.reconnect_attempts} attempts"))
+        self._give_up(f"could not reconnect after {self.reconnect_attempts} attempts")
+
+    def give_up(self, why: str) -> None:
+        """Give up on the server now (e.g. its replica is known dead): stop reconnecting, fail every
+        pending and later request of its sessions with ServerLost, drop the connection."""
+        if self._closed or self.lost is not None:
+            return
+        if self._reconnecting is not None and self._reconnecting is not asyncio.current_task():
+            self._reconnecting.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        ws, self._ws = self._ws, None  # its reader then ends without reconnecting
+        if ws is not None:
+            ws.transport.abort()
+        self._give_up(why)
+
+    def _give_up(self, why: str) -> None:
+        self.lost = ServerLost(self.url, why)
+        self._connected.clear()
+        self._fail_pending(self.lost)
 
     async def _resume_all(self, ws: WebSocket) -> None:
         """Resume every session on the new connection, re-send what is unanswered, and only then
@@ -360,10 +395,12 @@ class GymClient:
             return await self._request(message, timeout)
 
     async def _request(self, message: Message, timeout: float | None) -> Message:
+        if self.lost is not None:
+            raise self.lost
         if self._closed:
             raise Disconnected("client is closed")
         if not self._connected.is_set() and (self._reconnecting is None or self._reconnecting.done()):
-            raise Disconnected(f"not connected to {self.url} and not reconnecting (budget spent); make a new client")
+            raise Disconnected(f"not connected to {self.url} and not reconnecting; make a new client")
         request_id = message.id  # type: ignore[attr-defined]
         frame = self.protocol.request_frame(message)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
@@ -414,348 +451,10 @@ class GymClient:
 
     def session(self, env: str, **kwargs: Any) -> contextlib.AbstractAsyncContextManager["ClientSession"]:
         """`async with client.session(env, ...) as s:` opens a session and closes it at the end."""
-        return _closing_session(self.open(env, **kwargs))
+        return closing_session(self.open(env, **kwargs))
 
     async def step_batch(
         self, steps: Sequence[tuple["ClientSession", str]], deadline_ms: int | None = None
     ) -> list[StepResult | ProtocolError]:
-        """Step many sessions in one frame. Each entry is the step's result or its typed error.
-
-        `deadline_ms` is the batch's, but it applies to each step: when the batch is answered
-        TIMEOUT, each step's own result is asked for (its seq re-sent, same deadline), so only the
-        steps still running get TIMEOUT. Against a server without `batch` the steps go one by one,
-        with the same results."""
-        if deadline_ms is not None:
-            self._require("deadlines")
-        for session, action in steps:
-            _require_text_action(action)
-        for session, _ in steps:
-            await session._sync_if_uncertain()  # all of them before any seq is taken
-        if not self.supports("batch"):
-            return await self._step_one_by_one(steps, deadline_ms)
-        items = [
-            BatchStep(session=session.id, seq=session.machine.take_seq(), action=action) for session, action in steps
-        ]
-        try:
-            reply = await self.request(StepBatch(id=self.next_id(), steps=items, deadline_ms=deadline_ms))
-        except ProtocolError as exc:
-            for session, _ in steps:
-                session.machine.refused(exc.code)
-            if exc.code is ErrorCode.TIMEOUT and deadline_ms is not None:
-                return await self._results_after_timeout(steps, items, deadline_ms)
-            raise
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            for session, _ in steps:
-                session.machine.gave_up()  # given up here, but the server may run the steps
-            raise
-        out: list[StepResult | ProtocolError] = []
-        for (session, _), result in zip(steps, reply.results):  # type: ignore[attr-defined]
-            if isinstance(result, Error):
-                error = error_from_message(result)
-                session.machine.refused(error.code)
-                out.append(error)
-            else:
-                session._step_answered(result)
-                out.append(result)
-        return out
-
-    async def _results_after_timeout(
-        self, steps: Sequence[tuple["ClientSession", str]], items: list[BatchStep], deadline_ms: int
-    ) -> list[StepResult | ProtocolError]:
-        # What the server started runs on, and a re-sent seq gets its recorded answer (GW-DEADLINE-4);
-        # a step never started runs now, once.
-        out: list[Any] = [None] * len(steps)
-        positions: dict[ClientSession, list[int]] = {}
-        for position, (session, _) in enumerate(steps):
-            positions.setdefault(session, []).append(position)
-
-        async def ask(session: ClientSession, its_positions: list[int]) -> None:
-            for position in its_positions:
-                item = items[position]
-                step = Step.model_construct(
-                    id=self.next_id(), session=session.id, seq=item.seq, action=item.action, deadline_ms=deadline_ms
-                )
-                try:
-                    result = await session._request(step)
-                except ProtocolError as exc:
-                    out[position] = exc
-                    continue
-                session.machine.uncertain = False  # this seq's answer settles what the server did
-                session._step_answered(result)  # type: ignore[arg-type]
-                out[position] = result
-
-        await asyncio.gather(*(ask(session, its) for session, its in positions.items()))
-        return out
-
-    async def _step_one_by_one(
-        self, steps: Sequence[tuple["ClientSession", str]], deadline_ms: int | None
-    ) -> list[StepResult | ProtocolError]:
-        # As a batch would (GW-BATCH-3/4): in order within a session, concurrently across sessions.
-        out: list[Any] = [None] * len(steps)
-        positions: dict[ClientSession, list[int]] = {}
-        for position, (session, _) in enumerate(steps):
-            positions.setdefault(session, []).append(position)
-
-        async def step_session(session: ClientSession, its_positions: list[int]) -> None:
-            for position in its_positions:
-                try:
-                    out[position] = await session.step(steps[position][1], deadline_ms)
-                except ProtocolError as exc:
-                    out[position] = exc
-
-        await asyncio.gather(*(step_session(session, its) for session, its in positions.items()))
-        return out
-
-
-def _require_text_action(action: Any) -> None:
-    if not isinstance(action, str):
-        raise TypeError(f"an action is text, got {type(action).__name__}")
-
-
-class ClientSession:
-    """One environment session on a GymClient. Not for concurrent steps: an episode is sequential.
-
-    Its seq bookkeeping (section 7.1) is `machine`, a ClientSessionMachine of the protocol package."""
-
-    def __init__(self, client: GymClient, opened: Any) -> None:
-        self.client = client
-        self.id: str = opened.session
-        self.resume_token: str = opened.resume_token
-        self.env: str = opened.env
-        self.max_turns: int = opened.max_turns
-        self.observation: Observation | None = opened.observation
-        self.info: dict[str, Any] = opened.info
-        self.machine = ClientSessionMachine()
-        self.last_result: StepResult | None = None
-
-    @property
-    def seq(self) -> int:
-        """The last sequence number this session took."""
-        return self.machine.seq
-
-    @property
-    def turns(self) -> int:
-        return self.machine.turns
-
-    @property
-    def done(self) -> bool:
-        return self.machine.done
-
-    async def _sync_if_uncertain(self) -> None:
-        # After a TIMEOUT, CANCELLED or ANSWER_TOO_LARGE the server may have run the request: ask it.
-        if not self.machine.uncertain:
-            return
-        self.client._require(
-            "resume",
-            f"session {self.id} is in an unknown state after a TIMEOUT, CANCELLED or ANSWER_TOO_LARGE answer; "
-            "close it and open a new one",
-        )
-        resumed = await self.client.request(
-            Resume(id=self.client.next_id(), session=self.id, resume_token=self.resume_token)
-        )
-        self.machine.resumed(resumed)  # type: ignore[arg-type]
-
-    async def _request(self, message: Message) -> Message:
-        """Send a request that took a seq, and keep the seq bookkeeping right however it ends."""
-        try:
-            return await self.client.request(message)
-        except ProtocolError as exc:
-            self.machine.refused(exc.code)
-            raise
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            # Given up here (request_timeout, or the caller cancelled), but the server may still
-            # run it: ask before the next request instead of guessing the seq.
-            self.machine.gave_up()
-            raise
-
-    def _step_answered(self, result: StepResult) -> None:
-        self.machine.step_answered(result)
-        self.last_result = result
-        self.observation = result.observation
-
-    async def step(self, action: str, deadline_ms: int | None = None) -> StepResult:
-        if deadline_ms is not None:
-            self.client._require("deadlines")  # before the seq is taken
-        _require_text_action(action)
-        await self._sync_if_uncertain()
-        # Every field is already typed by this client: skip validation on the hot path.
-        message = Step.model_construct(
-            id=self.client.next_id(), session=self.id, seq=self.machine.take_seq(), action=action, deadline_ms=deadline_ms
-        )
-        result = await self._request(message)
-        self._step_answered(result)  # type: ignore[arg-type]
-        return result  # type: ignore[return-value]
-
-    async def reset(
-        self, *, split: str | None = None, index: int | None = None, seed: int | None = None, deadline_ms: int | None = None
-    ) -> Observation:
-        if deadline_ms is not None:
-            self.client._require("deadlines")  # before the seq is taken
-        await self._sync_if_uncertain()
-        task = TaskRef(split=split, index=index, seed=seed) if (split is not None or seed is not None) else None
-        seq = self.machine.take_seq()
-        message = Reset(id=self.client.next_id(), session=self.id, seq=seq, task=task, deadline_ms=deadline_ms)
-        result = await self._request(message)
-        self.machine.reset_answered(seq)
-        self.observation = result.observation  # type: ignore[attr-defined]
-        self.last_result = None
-        return self.observation  # type: ignore[return-value]
-
-    async def close(self) -> None:
-        self.client.sessions.pop(self.id, None)
-        await self.client.request(Close(id=self.client.next_id(), session=self.id))
-
-
-class GymPool:
-    """Spread sessions over several servers (replicas of the same environments), from one event loop.
-
-    One connection per server, made on first use and shared by every session the pool opens there.
-    A session opens on the server with the fewest of this pool's sessions (opens in progress
-    count), preferring connected servers that are not draining. A server that refuses the open
-    (CAPACITY, DRAINING) or cannot be reached moves it to the next one; an unreachable server is
-    tried again after `retry_unreachable_s`. When every server refuses, the pool waits the longest
-    advised retry_after_ms and tries again, up to `open_attempts` rounds.
-    """
-
-    def __init__(
-        self, urls: Sequence[str], *, open_attempts: int = 5, retry_unreachable_s: float = 5.0, **client_kwargs: Any
-    ) -> None:
-        if not urls:
-            raise ValueError("a pool needs at least one server URL (ws://host:port)")
-        self.urls = list(dict.fromkeys(urls))
-        self.open_attempts = open_attempts
-        self.retry_unreachable_s = retry_unreachable_s
-        self.clients: dict[str, GymClient] = {}  # url -> connected client
-        self._client_kwargs = client_kwargs
-        self._connecting = {url: asyncio.Lock() for url in self.urls}
-        self._unreachable: dict[str, tuple[float, str]] = {}  # url -> (when to try again, why)
-        self._opening = dict.fromkeys(self.urls, 0)
-        self._infos: dict[str, asyncio.Future[EnvInfo]] = {}
-
-    async def __aenter__(self) -> "GymPool":
-        return await self.connect()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-    async def connect(self) -> "GymPool":
-        """Connect to every server now; an error only when none can be reached."""
-        results = await asyncio.gather(*(self.client(url) for url in self.urls), return_exceptions=True)
-        if not self.clients:
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if any(isinstance(r, ProtocolError) for r in failures):  # e.g. a wrong token: no reason to go on
-                raise next(r for r in failures if isinstance(r, ProtocolError))
-            raise Disconnected("no server of the pool can be reached: " + "; ".join(str(r) for r in failures))
-        return self
-
-    async def close(self) -> None:
-        clients, self.clients = list(self.clients.values()), {}
-        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
-
-    async def client(self, url: str) -> GymClient:
-        """The connected client of `url`; Disconnected when it cannot be reached (then for a while)."""
-        client = self.clients.get(url)
-        if client is not None:
-            return client
-        async with self._connecting[url]:  # hundreds of opens start at once: connect once
-            if url in self.clients:
-                return self.clients[url]
-            retry_at, why = self._unreachable.get(url, (0.0, ""))
-            if time.monotonic() < retry_at:
-                raise Disconnected(f"{url} is unreachable ({why})")
-            try:
-                client = await GymClient(url, **self._client_kwargs).connect()
-            except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
-                why = f"{type(exc).__name__}: {exc}"
-                self._unreachable[url] = (time.monotonic() + self.retry_unreachable_s, why)
-                log.warning("pool: cannot reach %s (%s); using the other servers", url, why)
-                raise Disconnected(f"{url} is unreachable ({why})") from exc
-            self.clients[url] = client
-            return client
-
-    def _by_preference(self) -> list[str]:
-        def rank(url: str) -> tuple[Any, ...]:
-            client = self.clients.get(url)
-            unreachable = client is None and time.monotonic() < self._unreachable.get(url, (0.0, ""))[0]
-            disconnected = client is not None and not client._connected.is_set()
-            draining = client is not None and client.draining
-            load = (len(client.sessions) if client else 0) + self._opening[url]
-            return (unreachable, disconnected, draining, load)
-
-        return sorted(self.urls, key=rank)
-
-    async def open(self, env: str, **kwargs: Any) -> ClientSession:
-        """Open a session (arguments of GymClient.open) on the preferred server that accepts it."""
-        refusal: ProtocolError | None = None
-        unreachable: list[str] = []
-        for attempt in range(self.open_attempts):
-            wait_ms = 0
-            unreachable = []
-            for url in self._by_preference():
-                self._opening[url] += 1
-                try:
-                    return await (await self.client(url)).open(env, **kwargs)
-                except ProtocolError as exc:
-                    if exc.code not in (ErrorCode.CAPACITY, ErrorCode.DRAINING):
-                        raise
-                    refusal = exc
-                    wait_ms = max(wait_ms, exc.retry_after_ms or 100)
-                except ConnectionError as exc:  # unreachable, or its client spent its reconnect budget
-                    unreachable.append(str(exc))
-                    client = self.clients.get(url)
-                    if client is not None and not client._connected.is_set():
-                        self._forget(url)
-                finally:
-                    self._opening[url] -= 1
-            if attempt + 1 < self.open_attempts:
-                await asyncio.sleep(max(wait_ms, 100) / 1000)
-        if refusal is None:
-            raise Disconnected("no server of the pool can be reached: " + "; ".join(unreachable))
-        raise ProtocolError(
-            refusal.code,
-            f"every reachable server refused the open for {self.open_attempts} rounds (last: {refusal.message}); "
-            "add server replicas or open fewer sessions at once",
-            retry_after_ms=refusal.retry_after_ms,
-        )
-
-    def _forget(self, url: str) -> None:
-        """Drop a client whose reconnect budget is spent: the next use connects anew."""
-        client = self.clients.pop(url)
-        self._unreachable[url] = (time.monotonic() + self.retry_unreachable_s, "connection lost")
-        asyncio.get_running_loop().create_task(client.close())
-
-    def session(self, env: str, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[ClientSession]:
-        return _closing_session(self.open(env, **kwargs))
-
-    async def describe(self, env: str) -> EnvInfo:
-        """The environment's description, asked once: concurrent callers share the answer, and a
-        failure is not remembered."""
-        asked = self._infos.get(env)
-        if asked is None:
-            asked = self._infos[env] = asyncio.ensure_future(self._describe(env))
-        try:
-            return await asyncio.shield(asked)  # one waiter cancelled does not cancel the others
-        except Exception:
-            if asked.done() and self._infos.get(env) is asked:
-                del self._infos[env]
-            raise
-
-    async def _describe(self, env: str) -> EnvInfo:
-        failures = []
-        for url in self._by_preference():
-            try:
-                return await (await self.client(url)).describe(env)
-            except ConnectionError as exc:
-                failures.append(str(exc))
-        raise Disconnected("no server of the pool can be reached: " + "; ".join(failures))
-
-
-@contextlib.asynccontextmanager
-async def _closing_session(opening: Any) -> AsyncIterator[ClientSession]:
-    session: ClientSession = await opening
-    try:
-        yield session
-    finally:
-        if session.id in session.client.sessions and not session.client._closed:
-            with contextlib.suppress(ProtocolError, ConnectionError):
-                await session.close()
+        """Step many sessions of this client in one frame (see gymwire.sdk.batching.step_batch)."""
+        return await step_batch(self, steps, deadline_ms)

@@ -174,11 +174,24 @@ class Environment:
         call_with_config(cls.check_requirements, config)
 
     @classmethod
+    def configuration_keywords(cls) -> set[str]:
+        """The constructor's keyword arguments: what an operator configures when serving."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return {p.name for p in parameters if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:
         """Raise TaskError when `options` holds one that `known_options` does not list."""
         if cls.known_options is None:
             return
         unknown = sorted(set(options) - set(cls.known_options))
+        configuration = [name for name in unknown if name in cls.configuration_keywords()]
+        if configuration:
+            # A session must not choose what the operator configured (a corpus, a recipe folder, a URL).
+            raise TaskError(
+                f"{', '.join(map(repr, configuration))} is the server operator's configuration of {cls.name}, not a session "
+                f"option (gymwire serve {cls.name}:{configuration[0]}=...)"
+            )
         if unknown:
             takes = ", ".join(f"{name} ({what})" for name, what in sorted(cls.known_options.items())) or "no options"
             raise TaskError(f"unknown option(s) {', '.join(map(repr, unknown))}; {cls.name} takes {takes}")

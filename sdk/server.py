@@ -31,10 +31,13 @@ from gymwire.protocol import (
     SUBPROTOCOLS,
     Cancel,
     Close,
+    Codec,
     EnvInfo,
     Limits,
+    Message,
     Notice,
     Open,
+    PeerInfo,
     ProtocolError,
     Reset,
     Resume,
@@ -49,12 +52,22 @@ from gymwire.protocol import (
 from .env_spec import EnvSpec
 from .environment import Environment
 from .metrics import ServerMetrics
-from .serving.connections import Connection, ConnectionHandling, stopped_before_answering
+from .package_info import package_version
+from .serving.connections import (
+    DEFAULT_MAX_AWAITING_WELCOME,
+    QUEUED_FRAMES,
+    Connection,
+    GymWebSocket,
+    Transport,
+    Unwelcomed,
+    WebSocketTransport,
+    stopped_before_answering,
+)
 from .serving.gc_tuning import SERVING_GC_THRESHOLDS, tune_gc_for_serving
 from .serving.scheduling import Scheduling
 from .serving.session_requests import SessionRequests
 from .serving.sessions import ServerSession, SessionRegistry, now
-from .serving.startup import ListenError, check_limits, listen_error
+from .serving.startup import ListenError, check_limits, listen_error, raise_open_file_limit, unwelcomed_cap
 
 __all__ = ["GymServer", "ListenError", "ISOLATIONS", "SERVING_GC_THRESHOLDS", "tune_gc_for_serving"]
 
@@ -64,7 +77,7 @@ ISOLATIONS = ("thread", "process")
 _SERVER_NAME = "gymwire"
 
 
-class GymServer(ConnectionHandling, Scheduling, SessionRequests):
+class GymServer(Scheduling, SessionRequests):
     """Serve environments over gymwire protocol v1.
 
     `envs`: EnvSpecs (configured environments) or Environment subclasses (their defaults), or a
@@ -72,11 +85,15 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
     in the welcome. `isolation`: "thread" (sync envs in a thread pool) or "process" (one child
     process per session). `allowed_origins`: the browser origins (e.g. "https://lab.example:8443",
     or "*" for any) whose pages may open sessions; handshakes from any other origin are refused.
+    `max_awaiting_welcome`: connections that may wait for their welcome at once, from their TCP
+    accept (they have shown no token yet); a new connection past it is closed at once.
     Use `async with GymServer(...)`, `serve_forever()` or `run_in_thread()`.
     """
 
-    # The rules each connection follows (a subclass may bend them, as the conformance tests do).
+    # The rules each connection follows, and the connection that runs them over its transport (a
+    # subclass may bend either, as the conformance tests' broken servers do).
     connection_rules: type[ServerConnection[Any]] = ServerConnection
+    connection_class: type[Connection] = Connection
 
     def __init__(
         self,
@@ -91,6 +108,8 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         metrics_port: int | None = None,
         name: str = _SERVER_NAME,
         allowed_origins: Iterable[str] = (),
+        max_awaiting_welcome: int = DEFAULT_MAX_AWAITING_WELCOME,
+        reuse_port: bool = False,
     ) -> None:
         if isinstance(envs, Mapping):
             specs = [EnvSpec.coerce(env).renamed(env_name) for env_name, env in envs.items()]
@@ -118,7 +137,12 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
         self.registry = SessionRegistry(self.limits, ServerMetrics(enabled=metrics_port is not None))
         self.metrics_port = metrics_port
         self.name = name
+        # SO_REUSEPORT: several server processes listen on one port and the kernel spreads the
+        # connections over them (a server that uses every core).
+        self.reuse_port = reuse_port
         self.connections: set[Connection] = set()
+        self.max_awaiting_welcome = max_awaiting_welcome
+        self.unwelcomed = Unwelcomed(max_awaiting_welcome)
         self.draining = False
         self.stopping = False  # the goodbye is decided: every request is answered DRAINING at once
         self._ws_server: Any = None
@@ -145,6 +169,42 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
     def sessions(self) -> dict[str, ServerSession]:
         return self.registry.sessions
 
+    # ------------------------------------------------------------------ connections
+
+    async def _handle_connection(self, ws: WebSocket) -> None:
+        await self.serve_connection(WebSocketTransport(ws), ws.subprotocol or "")
+
+    async def serve_connection(self, transport: Transport, subprotocol: str) -> None:
+        """Serve one client connection (any Transport, e.g. an in-memory one in tests) until it
+        ends; its sessions then wait for a resume."""
+        rules = self.connection_rules(
+            Codec(SUBPROTOCOLS[subprotocol], max_frame_bytes=self.limits.max_frame_bytes),
+            now=now(),
+            limits=self.limits,
+            capabilities=self.capabilities,
+            server=PeerInfo(name=self.name, version=package_version()),
+            envs=self.env_infos,
+            token=self.token,
+            on_error=self.metrics.error,
+        )
+        conn = self.connection_class(transport, rules, self._dispatch)
+        self.connections.add(conn)
+        self.metrics.connection(+1)
+        log.info("connection from %s (%s)", conn.peer, subprotocol)
+        try:
+            await conn.serve()
+        finally:
+            self.connections.discard(conn)
+            self.metrics.connection(-1)
+            self.registry.detach_all(conn)
+            log.info("connection from %s closed; %d session(s) detached", conn.peer, len(conn.sessions))
+
+    def _dispatch(self, conn: Connection, request: Message) -> Message | None:
+        """The one dispatch of a request the rules passed on, by its type."""
+        if self.stopping:  # past the drain: answered at once, never left for a goodbye (GW-DRAIN-6)
+            raise stopped_before_answering(request.id)  # type: ignore[attr-defined]
+        return self._serve_request_of[type(request)](conn, request)
+
     @property
     def metrics(self) -> ServerMetrics:
         return self.registry.metrics
@@ -167,6 +227,7 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
 
     async def start(self) -> "GymServer":
         """Listen; raises ListenError (an OSError) naming --port, --metrics-port or --host."""
+        self.unwelcomed.limit = unwelcomed_cap(self.max_awaiting_welcome)
         try:
             self._ws_server = await websockets.serve(
                 self._handle_connection,
@@ -176,10 +237,15 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
                 select_subprotocol=self._select_subprotocol,
                 process_request=self._process_request,
                 # Frames up to twice the limit still get a typed FRAME_TOO_LARGE; larger ones close (1009).
+                # (Before the welcome, far less: see GymWebSocket.)
                 max_size=2 * self.limits.max_frame_bytes,
+                max_queue=QUEUED_FRAMES,
+                create_connection=functools.partial(GymWebSocket, unwelcomed=self.unwelcomed),  # type: ignore[arg-type]
                 ping_interval=None,  # the protocol's own heartbeat works where proxies eat WebSocket pings
                 compression=None,
                 close_timeout=2,
+                reuse_port=self.reuse_port or None,
+                backlog=4096,  # a trainer opens thousands of connections at once
             )
         except OSError as exc:
             raise listen_error("--port", self.host, self.port, exc) from exc
@@ -230,9 +296,9 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
             try:
                 await asyncio.wait_for(conn.send(Notice(kind="goodbye", message="server stopped")), 2)
             except asyncio.TimeoutError:  # the peer reads nothing: do not wait for it
-                conn.ws.transport.abort()
+                conn.transport.abort()
                 return
-            await conn.ws.close(1001, "server shutting down")
+            await conn.transport.close(1001, "server shutting down")
 
         await asyncio.gather(*(goodbye(conn) for conn in list(self.connections)))
         if self._ws_server is not None:
@@ -250,13 +316,15 @@ class GymServer(ConnectionHandling, Scheduling, SessionRequests):
 
     async def serve_forever(self, on_listening: Callable[["GymServer"], None] | None = None) -> None:
         """Run until SIGTERM/SIGINT, then drain and stop. The process is the server's: its garbage
-        collector is tuned for serving (see `tune_gc_for_serving`). `on_listening` is called once
+        collector is tuned for serving (see `tune_gc_for_serving`) and its open-file limit raised to
+        the hard limit. `on_listening` is called once
         the server listens (its `url` then has the real port)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):  # before listening: a signal right after is a drain too
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        raise_open_file_limit()
         await self.start()
         if on_listening is not None:
             on_listening(self)

@@ -119,6 +119,7 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("serve guess --metrics-port 70000", ("--metrics-port", "70000")),
     ("serve guess --port HELD", ("in use", "--port")),
     ("serve nosuchenv", ("nosuchenv",)),
+    ("serve gymwire.servers.web:WebArenaEnv", ("webarena", "tasks")),
     ("serve F/broken_env.py:Broken", ("syntax error", "broken_env.py")),
     ("serve no_such_module_x:Env", ("no_such_module_x",)),
     ("serve guess --isolation fork", ("invalid choice", "fork")),

@@ -18,6 +18,12 @@ def register(sub: Any) -> None:
         "HTTP/JSON server; print the figures and write them as JSON. Needs 'gymwire[bench]'.",
     )
     bench.add_argument("--quick", action="store_true", help="tiny sizes, every section (about 15 s)")
+    bench.add_argument("--sessions", action="store_true",
+                       help="instead: the most sessions at 1 s steps with >= 95%% answered within 2 s, many per "
+                       "connection and one connection per session (OpenEnv's measure), and the round trip beside "
+                       "the asyncio TCP floor, side by side in one run")
+    bench.add_argument("--server-workers", type=int, default=2, metavar="N",
+                       help="--sessions: server processes sharing the port with SO_REUSEPORT (default 2)")
     bench.add_argument("--json", type=Path, default=Path("runs", "bench", "gymwire-bench.json"), metavar="PATH",
                        help="where to write the figures (default runs/bench/gymwire-bench.json)")
     bench.add_argument("--plot", type=Path, metavar="PATH", help="also draw latency vs concurrent sessions to this PNG")
@@ -46,18 +52,27 @@ def _bench(args: argparse.Namespace) -> int:
             return 2
     plan = Plan.quick(args.paced_rate) if args.quick else Plan.full(args.paced_rate)
     try:
-        results = run(plan)
+        if args.sessions:
+            from dataclasses import replace
+
+            from .run import run_sessions_bench
+            from .sessions import SessionsPlan
+
+            sessions_plan = SessionsPlan.quick() if args.quick else SessionsPlan.full()
+            results = run_sessions_bench(plan, replace(sessions_plan, server_workers=args.server_workers))
+        else:
+            results = run(plan)
     finally:
         if restore_autogroup is not None:
             set_autogroup_nice(restore_autogroup)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(report(results))
+    print(sessions_report(results) if args.sessions else report(results))
     print(f"\nfigures written to {args.json}")
     if args.plot:
-        from .plot import plot_latency
+        from .plot import plot_latency, plot_sessions
 
-        plot_latency(results, args.plot)
+        (plot_sessions if args.sessions else plot_latency)(results, args.plot)
         print(f"plot written to {args.plot}")
     return 0
 
@@ -114,4 +129,37 @@ def report(results: dict[str, Any]) -> str:
     lines.append("\ntargets")
     for name, t in results["targets"].items():
         lines.append(f"   {name:36} {t['value']:>10}  target {t['target']:<8} {'met' if t['met'] else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def sessions_report(results: dict[str, Any]) -> str:
+    m, s = results["machine"], results["sessions"]
+    lines = [
+        f"machine: {m['nproc']} cores, {m['cpu_model']}, Python {m['python']}; load average "
+        f"{m['loadavg_start'][0]} at start, {m['loadavg_end'][0]} at end (other work shares the cores); "
+        f"gymwire {m['gymwire_commit']}",
+        "",
+        f"sessions at 1 s steps ({s['server_workers']} server processes on one port, {s['load_workers']} load processes)",
+        "   shape            sessions connections  within 2 s   p50 s   p99 s  server KiB/session",
+    ]
+    for shape in ("multiplexed", "per_connection"):
+        for row in s[shape]["rows"]:
+            if "failure" in row:
+                lines.append(f"   {shape:16} {row['sessions']:>8}  failed: {row['failure']}")
+                continue
+            lines.append(
+                f"   {shape:16} {row['sessions']:>8} {row['connections']:>11} {row['answered_within_2s']:>10.1%} "
+                f"{row['p50_s']:>7} {row['p99_s']:>7} {row['server_kib_per_session']:>19}"
+            )
+    lines.append(
+        f"   most sessions with >= 95% within 2 s: {s['multiplexed']['max_sessions']} multiplexed, "
+        f"{s['per_connection']['max_sessions']} one connection per session"
+    )
+    r = results["roundtrip"]
+    lines.append("\nsequential step round trip, side by side (us)    p50      p99")
+    for label in ("tcp_floor_asyncio", "websockets_echo", "gymwire_msgpack", "gymwire_json", "http_fastapi"):
+        lines.append(f"   {label:40} {r[label]['p50_us']:>8} {r[label]['p99_us']:>8}")
+    ratios = r["ratios_p50"]
+    lines.append(f"   gymwire msgpack / asyncio TCP floor: {ratios['gymwire_msgpack_vs_tcp_floor_asyncio']}x; "
+                 f"json / floor: {ratios['gymwire_json_vs_tcp_floor_asyncio']}x")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from gymwire.sdk.environment import Environment, StepOutcome, Task
@@ -35,4 +36,19 @@ class AsyncNoopEnv(NoopEnv):
         return OBSERVATION
 
     async def step(self, action: str) -> StepOutcome:
+        return StepOutcome(OBSERVATION)
+
+
+class SleepEnv(NoopEnv):
+    """A step that waits one second without using the CPU, as an environment waiting on a
+    simulator or a tool does: the sessions benchmark (OpenEnv's) counts how many fit."""
+
+    name = "sleep1"
+    inline = False
+
+    async def reset(self, task: Task) -> str:
+        return OBSERVATION
+
+    async def step(self, action: str) -> StepOutcome:
+        await asyncio.sleep(1.0)
         return StepOutcome(OBSERVATION)

@@ -48,3 +48,33 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_sessions(results: dict[str, Any], path: Path) -> None:
+    """Share of 1 s steps answered within 2 s, and server memory per session, against sessions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (share_ax, memory_ax) = plt.subplots(1, 2, figsize=(10, 5), dpi=80)
+    for shape, label, color in (("multiplexed", "many sessions per connection", "tab:blue"),
+                                ("per_connection", "one connection per session", "tab:red")):
+        rows = [r for r in results["sessions"][shape]["rows"] if "failure" not in r]
+        if not rows:
+            continue
+        sessions = [r["sessions"] for r in rows]
+        share_ax.plot(sessions, [100 * r["answered_within_2s"] for r in rows], "o-", color=color, label=label)
+        memory_ax.plot(sessions, [r["server_kib_per_session"] for r in rows], "o-", color=color, label=label)
+    share_ax.axhline(95, color="gray", linestyle=":", label="95%")
+    share_ax.set(xlabel="concurrent sessions", ylabel="% of 1 s steps answered within 2 s", ylim=(0, 105),
+                 title="Sessions at 1-second steps")
+    memory_ax.set(xlabel="concurrent sessions", ylabel="server RSS added per session (KiB)", title="Memory per session")
+    m = results["machine"]
+    fig.suptitle(f"{m['nproc']} cores, load average {m['loadavg_start'][0]} (shared machine); "
+                 f"{results['sessions']['server_workers']} server processes on one port", fontsize=9)
+    share_ax.legend(fontsize=8)
+    memory_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -511,3 +511,19 @@ def run(plan: Plan) -> dict[str, Any]:
     results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     return results
+
+
+def run_sessions_bench(plan: Plan, sessions_plan: Any) -> dict[str, Any]:
+    """`gymwire bench --sessions`: the sessions sweep, then the round trips side by side."""
+    from .sessions import run_sessions
+
+    raise_fd_limit()
+    results: dict[str, Any] = {"machine": machine(), "plan": plan.__dict__.copy(), "sessions_plan": sessions_plan.__dict__.copy()}
+    results["machine"]["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    started = time.monotonic()
+    results["sessions"] = run_sessions(sessions_plan, log)
+    log("sequential step round trip, side by side")
+    results["roundtrip"] = roundtrip(plan)
+    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    return results

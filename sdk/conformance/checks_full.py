@@ -15,7 +15,7 @@ from typing import Any
 from .checks_core import NO_SUCH_SESSION, comparable, same_except_session
 from .framework import Context, Skipped, check
 from .spec_tables import MIN_CLIENT_FRAME_BYTES
-from .wire import RawConnection, encode
+from .wire import ConnectionLost, RawConnection, encode
 
 
 def _outcome(answer: dict[str, Any]) -> str:
@@ -408,6 +408,26 @@ async def no_hello_closed(ctx: Context) -> None:
         raise Skipped(f"heartbeat_interval_ms={interval * 1000:.0f} needs a {budget:.1f}s wait, over --max-wait={ctx.options.max_wait:g}s")
     mute = await ctx.connect(handshake=False, answer_pings=False, label="mute")
     ctx.expect(await mute.wait_closed(budget), ("GW-HANDSHAKE-7",), f"a connection that sent no hello for {budget:.1f}s is still open")
+
+
+PRE_WELCOME_FRAME_BYTES = 65_536  # GW-HANDSHAKE-10
+
+
+@check("large-frame-before-welcome", area="HANDSHAKE", level="full", requirements=("GW-HANDSHAKE-10",))
+async def large_frame_before_welcome(ctx: Context) -> None:
+    """Before its welcome a connection has shown no token: a frame over 65,536 bytes closes it (1009)."""
+    size = PRE_WELCOME_FRAME_BYTES + 1024
+    conn = await ctx.connect(handshake=False, label="unwelcomed")
+    try:
+        await conn.send_frame(_padded_ping(conn.encoding, ctx.next_id(), size))
+    except ConnectionLost:
+        pass  # closed while the frame was still being sent: as asked
+    closed = await conn.wait_closed(ctx.timeout)
+    ctx.expect(
+        closed and conn.close_code == 1009,
+        ("GW-HANDSHAKE-10",),
+        f"a {size}-byte frame before the welcome: the connection {'closed with ' + str(conn.close_code) if closed else 'stayed open'}, expected close 1009",
+    )
 
 
 # ====================================================================== auth

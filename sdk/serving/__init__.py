@@ -1,7 +1,8 @@
 """The server runtime's parts, one job a module; `gymwire.sdk.server.GymServer` puts them together.
 
-- `connections.py`  the asyncio side of a connection: frames in and out of its
-                    `protocol.ServerConnection`, the heartbeat loop, the one message dispatch.
+- `connections.py`  a connection that owns its loop over a transport (a WebSocket, or in-memory
+                    queues in tests): frames in and out of its `protocol.ServerConnection`, the
+                    heartbeat, each request handed to the server's one dispatch.
 - `scheduling.py`   requests in flight: tasks, deadlines, cancel, what a late answer leaves behind.
 - `session_requests.py` open, reset, step (one path), step_batch, close, resume; the one mapping of
                     environment failures to ENV_CRASHED.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import resource
 import socket
 
 from gymwire.protocol import Limits
@@ -46,3 +47,24 @@ def listen_error(option: str, host: str, port: int, exc: OSError) -> ListenError
     else:
         hint = f"check --host and {option}"
     return ListenError(f"cannot listen on {host}:{port} ({option}): {exc.strerror or exc}; {hint}")
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (as Go's runtime does), for a
+    process that only serves: each connection, each sandbox run's pipes, each browser socket holds
+    one. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # a hard limit the kernel refuses as a soft one (above nr_open)
+            return soft
+        return hard
+    return soft
+
+
+def unwelcomed_cap(requested: int) -> int:
+    """At most a quarter of the open-file limit for connections that have shown no token: a flood of
+    them leaves the descriptors that sessions need (GW-HANDSHAKE-10)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return requested if soft == resource.RLIM_INFINITY else max(1, min(requested, soft // 4))

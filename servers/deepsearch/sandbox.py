@@ -3,16 +3,17 @@
 What the program sees: a fresh `python3 -I` (Debian's, /usr/bin/python3) inside `bwrap` (Debian's
 bubblewrap) with new user, PID, network, IPC, UTS and cgroup namespaces. Nothing of the server: bwrap
 starts with an empty environment (so its PID 1 inside, whose /proc/1/environ the program can read,
-holds no server variable), the only files are /usr read-only (with /usr/local, where pip installs
-system-wide, hidden), /proc shows only the program's own processes, the network is a loopback of
-its own with nothing listening, and it cannot make user namespaces of its own (which would let it
-mount tmpfs outside the cap).
+holds no server variable), the only files are the distribution's folders of /usr read-only (bin,
+lib, share...; not /usr/local, where pip installs system-wide, nor /usr/src or any other), /proc
+shows only the program's own processes, the network is a loopback of its own with nothing listening,
+and it cannot make user namespaces of its own (which would let it mount tmpfs outside the cap).
 
 One cap on writes: the sandbox's whole root is one tmpfs of `disk_bytes` (bwrap's `--size` on `/`),
 and every writable place is a folder of it: the work folder /sandbox (its working directory and
 $HOME), /tmp, /dev/shm, / itself. /dev holds only the devices Python needs, bound from the host.
-Memory that would escape that cap without being a file is refused by a seccomp filter: memfd_create
-and System V shared memory (shmget). Per process, `prlimit` caps CPU time, address space, file size,
+Memory that would escape that cap without being a file is refused by a seccomp filter: memfd_create,
+System V shared memory, message queues and semaphores, POSIX message queues (and io_uring, keyrings,
+BPF, userfaultfd and perf events, which no program here needs). Per process, `prlimit` caps CPU time, address space, file size,
 open files and (under root) processes. The server caps wall time and output, killing the sandbox
 (and, through its PID namespace, everything it started) when either is passed.
 
@@ -45,6 +46,7 @@ import subprocess
 import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = ["SandboxAccount", "SandboxLimits", "SandboxResult", "run_python", "sandbox_available"]
 
@@ -130,6 +132,29 @@ def _bwrap_version() -> tuple[int, ...]:
 
 # ----------------------------------------------------------------------------- the jail
 
+# What of /usr the program sees: the distribution's own folders (the interpreter, its libraries, shared
+# data), never the rest. /usr/local is where pip installs system-wide (this server's package, with
+# its tasks' gold answers); /usr/src/app is a usual home for an application and its .env in an image;
+# an operator may have made any other folder there. A probe file in /usr/src was read before this.
+_USR_SYSTEM_FOLDERS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec", "share")
+
+
+def _system_folders() -> list[str]:
+    return [f"/usr/{name}" for name in _USR_SYSTEM_FOLDERS if os.path.isdir(f"/usr/{name}") and not os.path.islink(f"/usr/{name}")]
+
+
+@functools.lru_cache(maxsize=1)
+def _own_folders() -> list[str]:
+    """This package's folders where they lie inside a bound system folder (a distribution's package of
+    it, `pip --prefix=/usr`): they hold the tasks' gold answers. Hidden behind an empty tmpfs."""
+    import gymwire
+
+    bound = [Path(folder) for folder in _system_folders()]
+    # (An editable install's __path__ holds a finder's name, not a folder.)
+    own = {Path(folder).resolve() for folder in gymwire.__path__ if Path(folder).is_dir()} | {Path(__file__).resolve().parent}
+    return sorted(str(folder) for folder in own if any(folder.is_relative_to(top) for top in bound))
+
+
 # The devices a Python program uses; bound one by one from the host (bwrap's --dev would add an
 # unsized tmpfs of its own, outside the cap).
 _DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -148,9 +173,10 @@ def _command(limits: SandboxLimits, with_nproc: bool, seccomp_fd: int | None) ->
         "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
         # The root first: every folder and file made below, and every write of the program, is in it.
         "--size", str(limits.disk_bytes), "--tmpfs", "/",
-        "--ro-bind", "/usr", "/usr",
-        # pip's system-wide installs (this server's own package, its data) are not the program's.
-        "--tmpfs", "/usr/local", "--remount-ro", "/usr/local",
+        "--tmpfs", "/usr",  # read-only below, as the host's is: its folders are bound one by one
+        *(arg for folder in _system_folders() for arg in ("--ro-bind", folder, folder)),
+        *(arg for folder in _own_folders() for arg in ("--tmpfs", folder, "--remount-ro", folder)),
+        "--remount-ro", "/usr",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
         "--proc", "/proc",
         "--dir", "/dev", *devices,
@@ -165,13 +191,26 @@ def _command(limits: SandboxLimits, with_nproc: bool, seccomp_fd: int | None) ->
     return [shutil.which("prlimit") or "prlimit", *caps, "--", *jail, PYTHON, "-I", "-"]
 
 
-# System calls that make memory outside the tmpfs cap and outside the address-space limit: a memfd or
-# a System V segment keeps its pages after it is unmapped. Numbers per architecture (asm/unistd.h).
+# System calls refused, with EPERM. Memory outside the tmpfs cap and outside the address-space limit,
+# kept until the run ends: a memfd or a System V segment keeps its pages after it is unmapped, and
+# System V message queues and semaphore sets are kernel memory (32,000 queues held 488 MB, and 100
+# sets of 32,000 semaphores 195 MB of slab, under a 64 MB cap); POSIX message queues likewise. Then
+# kernel interfaces no Python program here needs, each a door to kernel memory or to kernel bugs
+# (container runtimes refuse them too): io_uring, keyrings, BPF, userfaultfd and perf events.
+# Numbers per architecture (asm/unistd.h).
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _DENIED_SYSCALLS = {
-    "x86_64": {"memfd_create": 319, "memfd_secret": 447, "shmget": 29},
-    "aarch64": {"memfd_create": 279, "memfd_secret": 447, "shmget": 194},
-}
+    "x86_64": {
+        "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "msgget": 68, "semget": 64, "mq_open": 240,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "add_key": 248, "request_key": 249, "keyctl": 250, "bpf": 321, "userfaultfd": 323, "perf_event_open": 298,
+    },
+    "aarch64": {
+        "memfd_create": 279, "memfd_secret": 447, "shmget": 194, "msgget": 186, "semget": 190, "mq_open": 180,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "add_key": 217, "request_key": 218, "keyctl": 219, "bpf": 280, "userfaultfd": 282, "perf_event_open": 241,
+    },
+}  # fmt: skip
 _X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same calls under other numbers
 
 
@@ -265,16 +304,18 @@ async def _run(code: str, limits: SandboxLimits) -> SandboxResult:
         ids = {"user": uid, "group": uid, "extra_groups": []}
     program = seccomp_filter()
     read_end = None
-    if program is not None:
-        read_end, write_end = os.pipe()
-        os.write(write_end, program)  # a few hundred bytes: within any pipe's buffer
-        os.close(write_end)
     try:
+        if program is not None:
+            read_end, write_end = os.pipe()
+            os.write(write_end, program)  # a few hundred bytes: within any pipe's buffer
+            os.close(write_end)
         process = await asyncio.create_subprocess_exec(
             *_command(limits, with_nproc=as_root, seccomp_fd=read_end),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True, env={}, pass_fds=() if read_end is None else (read_end,), **ids,
         )  # fmt: skip
+    except OSError as exc:  # the server is out of files or processes: this run only, not the session
+        return SandboxResult("", None, f"not run: the server could not start the sandbox ({exc.strerror or exc}); try again later")
     finally:
         if read_end is not None:
             os.close(read_end)

@@ -34,6 +34,7 @@ STABLE_TRIES = 20  # animation frames to wait for an element to stop moving befo
 KEY_BY_KEY_CHARS = 256  # longer text is inserted as one input event (a paste): key by key costs ~3 ms a character
 MAX_TITLE_CHARS = 200
 MAX_URL_CHARS = 2000
+CLOSING_WAIT_MS = 500  # how long a tab whose call failed may take to report that it closed
 MAX_IMAGE_BYTES = 1 << 20  # a screenshot PNG past this is sent as a JPEG
 JPEG_QUALITY = 80
 # The centre may lie under another element (overlapping widgets): then the first point of a grid
@@ -98,6 +99,17 @@ async def goto(page: Any, url: str, timeout_ms: float = NAVIGATION_TIMEOUT_MS) -
             await page.wait_for_url(lambda now: not now.startswith("chrome-error:"), wait_until="load", timeout=LOAD_TIMEOUT_MS)
         except PlaywrightError:
             raise exc from None
+
+
+async def _has_closed(page: Any) -> bool:
+    """Whether a tab whose call just failed has closed (or is closing): Playwright learns that a
+    moment after the call into it fails."""
+    if not page.is_closed():
+        try:
+            await page.wait_for_event("close", timeout=CLOSING_WAIT_MS)
+        except Exception:
+            pass  # open after all (the failure was another), or its context went first
+    return page.is_closed()
 
 
 async def _close_quietly(page: Any) -> None:
@@ -489,12 +501,42 @@ class BrowserEnv(Environment):
     # -- observing --------------------------------------------------------------------------------
 
     async def _observe(self, note: str = "", data: dict[str, Any] | None = None) -> Observation:
-        page = self._current_page()
+        """The current tab as the agent sees it. A tab may close itself at any moment (a page's
+        `window.close()`, one opened past the tab limit): a tab that closes while it is observed is
+        left out and the observation taken again of the tab the agent is on then. Before, such a
+        tab failed the session (ENV_CRASHED) in 5 of 6 tries."""
+        from playwright.async_api import Error as PlaywrightError
+
+        for _ in range(self.max_tabs):
+            page = self._current_page()
+            try:
+                return await self._observe_tab(page, note, data)
+            except PlaywrightError:
+                if not await _has_closed(page):
+                    raise
+                self._cdp_sessions.pop(page, None)
+        return await self._observe_tab(self._current_page(), note, data)
+
+    async def _tab_titles(self, current: Any) -> tuple[list[Any], list[str]]:
+        from playwright.async_api import Error as PlaywrightError
+
+        pages, titles = [], []
+        for page in self._context.pages:
+            try:
+                title = await page.title()
+            except PlaywrightError:
+                if page is current or not await _has_closed(page):
+                    raise
+                continue  # closed while the tabs were listed
+            pages.append(page)
+            titles.append(shorten(title, MAX_TITLE_CHARS))
+        return pages, titles
+
+    async def _observe_tab(self, page: Any, note: str, data: dict[str, Any] | None) -> Observation:
         cdp = await self._cdp(page)
         nodes = (await cdp.send("Accessibility.getFullAXTree"))["nodes"]
         self._tree = axtree.render(nodes)
-        pages = self._context.pages
-        titles = [shorten(await p.title(), MAX_TITLE_CHARS) for p in pages]
+        pages, titles = await self._tab_titles(page)
         current = pages.index(page)
         url = shorten(page.url, MAX_URL_CHARS)
         tabs = " | ".join(f"Tab {i}{' (current)' if i == current else ''}: {t}" for i, t in enumerate(titles))

@@ -205,12 +205,12 @@ class WebArenaEnv(BrowserEnv):
     seedable = False
 
     @classmethod
-    def info(cls, tasks: str | os.PathLike[str] | None = None) -> EnvInfo:
+    def info(cls, tasks: str | os.PathLike[str]) -> EnvInfo:
         # Reads the task file (once per process; a bad one fails here, naming it, before a server starts).
         return super().info().model_copy(update={"splits": _split_sizes(_tasks_of(tasks))})
 
     def __init__(
-        self, tasks: str | os.PathLike[str] | None = None, sites: dict[str, str] | str | None = None,
+        self, tasks: str | os.PathLike[str], sites: dict[str, str] | str | None = None,
         sessions_per_browser: PositiveInt = SESSIONS_PER_BROWSER, step_timeout_s: PositiveFloat = STEP_TIMEOUT_S,
         max_tabs: PositiveInt = MAX_TABS, max_observation_chars: PositiveInt = MAX_OBSERVATION_CHARS,
     ) -> None:

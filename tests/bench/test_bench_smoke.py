@@ -53,3 +53,26 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert all(isinstance(t["met"], bool) for t in results["targets"].values())
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert "targets" in run.stdout
+
+
+def test_quick_sessions_bench_prints_the_sessions_figures_and_the_round_trip_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "sessions.json"
+    plot = tmp_path / "sessions.png"
+    run = subprocess.run(
+        [sys.executable, "-m", "gymwire.sdk.cli", "bench", "--sessions", "--quick", "--json", str(out), "--plot", str(plot)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for shape in ("multiplexed", "per_connection"):
+        rows = results["sessions"][shape]["rows"]
+        assert rows and all("failure" not in row and row["errors"] == 0 for row in rows), rows
+        assert all(row["server_sessions"] == row["sessions"] and row["steps_judged"] > 0 for row in rows)
+        # A 1 s step is never answered sooner than 1 s: the environment really waited.
+        assert all(row["p50_s"] >= 1.0 for row in rows)
+    assert results["roundtrip"]["ratios_p50"]["gymwire_msgpack_vs_tcp_floor_asyncio"] > 0
+    assert "most sessions with >= 95% within 2 s" in run.stdout and "asyncio TCP floor" in run.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")

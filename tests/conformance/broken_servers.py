@@ -21,6 +21,7 @@ from gymwire.protocol import (
 )
 from gymwire.sdk import Environment, StepOutcome, Task
 from gymwire.sdk.server import GymServer
+from gymwire.sdk.serving.connections import Connection
 
 SLOW_ACTION = "sleep"
 SLOW_MS = 500
@@ -61,25 +62,33 @@ class SleepyEnv(Environment):
         return StepOutcome(f"you said {action[:40]!r}")
 
 
+class _LockstepConnection(Connection):
+    async def _on_frame(self, frame: bytes | str) -> None:
+        await super()._on_frame(frame)
+        running = [inflight.task for inflight in self.inflight.values()]
+        if running:
+            await asyncio.wait(running)
+
+
 class LockstepServer(GymServer):
     """Serves each connection's requests one at a time: reads no frame until the last is answered."""
 
-    async def _dispatch(self, conn: Any, message: Any) -> None:
-        await super()._dispatch(conn, message)
-        inflight = conn.inflight.get(getattr(message, "id", None))
-        if inflight is not None:
-            await asyncio.wait({inflight.task})
+    connection_class = _LockstepConnection
+
+
+class _CrashOnBadFrameConnection(Connection):
+    async def _on_frame(self, frame: bytes | str) -> None:
+        try:
+            self.codec.decode(frame)
+        except ProtocolError as exc:
+            raise RuntimeError(f"unhandled bad frame: {exc}") from exc
+        await super()._on_frame(frame)
 
 
 class CrashOnBadFrameServer(GymServer):
     """Lets a decoding error escape, which kills the connection instead of answering BAD_FRAME."""
 
-    async def _on_frame(self, conn: Any, frame: bytes | str) -> None:
-        try:
-            conn.codec.decode(frame)
-        except ProtocolError as exc:
-            raise RuntimeError(f"unhandled bad frame: {exc}") from exc
-        await super()._on_frame(conn, frame)
+    connection_class = _CrashOnBadFrameConnection
 
 
 class DoubleStepServer(GymServer):
@@ -101,13 +110,17 @@ class DeadlineIgnoringServer(GymServer):
         await super()._serve_request(conn, message)
 
 
+class _AnyTokenRules(ServerConnection):
+    def receive(self, message: Any) -> Any:
+        if isinstance(message, Hello) and self.token is not None:
+            message = message.model_copy(update={"token": self.token})
+        return super().receive(message)
+
+
 class AnyTokenServer(GymServer):
     """Requires a token, announces auth, and then welcomes any token at all."""
 
-    async def _dispatch(self, conn: Any, message: Any) -> None:
-        if isinstance(message, Hello) and self.token is not None:
-            message = message.model_copy(update={"token": self.token})
-        await super()._dispatch(conn, message)
+    connection_rules = _AnyTokenRules
 
 
 class NoDrainServer(GymServer):
@@ -137,10 +150,8 @@ class ControlIdReuseServer(GymServer):
     connection_rules = _SessionIdsOnlyRules
 
 
-class BytesKeyServer(GymServer):
-    """Takes msgpack maps with binary (bytes) keys as if the keys were strings."""
-
-    async def _on_frame(self, conn: Any, frame: bytes | str) -> None:
+class _BytesKeyConnection(Connection):
+    async def _on_frame(self, frame: bytes | str) -> None:
         if isinstance(frame, bytes):
             try:
                 obj = msgpack.unpackb(frame, raw=False)
@@ -149,7 +160,13 @@ class BytesKeyServer(GymServer):
             if isinstance(obj, dict):
                 keys = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
                 frame = msgpack.packb(keys, use_bin_type=True)
-        await super()._on_frame(conn, frame)
+        await super()._on_frame(frame)
+
+
+class BytesKeyServer(GymServer):
+    """Takes msgpack maps with binary (bytes) keys as if the keys were strings."""
+
+    connection_class = _BytesKeyConnection
 
 
 class SeqEchoServer(GymServer):

@@ -24,7 +24,8 @@ from gymwire.trainers.openrlhf.agent import (
     GymwireAgentExecutor,
     GymwireAgentInstance,
 )
-from gymwire.trainers.openrlhf.labels import LabelError, TaskLabel, first_message
+from gymwire.trainers.episode import EnvTask, EnvTaskError
+from gymwire.trainers.play import first_message
 from gymwire.trainers.openrlhf.pool import pool_for_running_loop
 from gymwire.trainers.openrlhf.steps import MemoryStepBoard, StepNotPublished
 
@@ -37,7 +38,7 @@ RESULT_KEYS = {
 
 
 def label(index: int, split: str = "test") -> str:
-    return TaskLabel("guess", split, index).to_json()
+    return EnvTask("guess", split, index).to_json()
 
 
 def executor_for(server: GymServer, horizon="fixed:7", step: int = 1, **settings) -> GymwireAgentExecutor:
@@ -91,7 +92,7 @@ async def test_trajectory_tokens_ranges_logprobs_and_reward(guess_server, tokeni
 
     chat = ChatFormat(tokenizer)
     info = GuessEnv.info()
-    first = first_message(info, GUESS_FIRST_OBSERVATION)
+    first = first_message(info.instructions, GUESS_FIRST_OBSERVATION)
     assert ranges[0][0] == len(chat.prompt(first))
     for call, (start, end) in zip(engine.calls, ranges):
         assert call.prompt_token_ids == tokens[:start]  # token-in: the engine saw the trajectory as kept
@@ -144,7 +145,7 @@ async def test_per_turn_cap_and_trajectory_budget(guess_server, tokenizer):
     engine = FakeEngine(tokenizer, preamble="Let me think step by step about the number")
     executor = executor_for(guess_server)
     chat = ChatFormat(tokenizer)
-    budget = len(chat.prompt(first_message(GuessEnv.info(), GUESS_FIRST_OBSERVATION))) + 50
+    budget = len(chat.prompt(first_message(GuessEnv.info().instructions, GUESS_FIRST_OBSERVATION))) + 50
     # --rollout.max_new_tokens is the per-turn cap: 6 tokens cut the preamble mid-way.
     result = await run(executor, engine, tokenizer, params=FakeSamplingParams(max_tokens=6), max_length=budget)
     tokens, ranges = result["observation_tokens"], result["action_ranges"]
@@ -168,19 +169,19 @@ async def test_hundreds_of_concurrent_samples(guess_server, tokenizer):
     # Same task, same trajectory: samples did not leak into each other's sessions.
     assert results[7]["observation_tokens"] == results[107]["observation_tokens"] == results[207]["observation_tokens"]
     assert not guess_server.sessions
-    assert len(pool_for_running_loop((guess_server.url,), None).clients) == 1  # one shared connection
+    assert len(pool_for_running_loop(AgentSettings(urls=(guess_server.url,))).clients) == 1  # one shared connection
 
 
 async def test_connection_dropped_mid_episode_completes_via_resume(guess_server, tokenizer):
     executor = executor_for(guess_server)
-    pool = pool_for_running_loop((guess_server.url,), None)
+    pool = pool_for_running_loop(AgentSettings(urls=(guess_server.url,)))
     dropped = []
 
     def drop_connections():
         client = pool.clients[guess_server.url]
         dropped.append(client.welcome)
         for conn in list(guess_server.connections):
-            conn.ws.transport.abort()
+            conn.transport.abort()
 
     engine = FakeEngine(tokenizer, before_call={2: drop_connections, 4: drop_connections})
     reference = await run(executor_for(guess_server), FakeEngine(tokenizer), tokenizer, index=11)
@@ -208,7 +209,7 @@ async def test_agents_play_on_the_replicas_left_when_one_is_down_full_or_drainin
         results = await asyncio.gather(*(run(executor, FakeEngine(tokenizer), tokenizer, index=i) for i in range(20)))
         assert all(r["reward"] == 1.0 for r in results)
         assert not draining.sessions
-        await pool_for_running_loop(urls, None).close()
+        await pool_for_running_loop(AgentSettings(urls=tuple(urls))).close()
 
 
 async def test_openrlhf_multiturn_loop_with_gymwire_instance(guess_server, tokenizer, tmp_path, monkeypatch):
@@ -221,7 +222,7 @@ async def test_openrlhf_multiturn_loop_with_gymwire_instance(guess_server, token
     info = GuessEnv.info()
     # As OpenRLHF's dataset renders a `prepare` row with --data.apply_chat_template.
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": first_message(info, GUESS_FIRST_OBSERVATION)}],
+        [{"role": "user", "content": first_message(info.instructions, GUESS_FIRST_OBSERVATION)}],
         tokenize=False, add_generation_prompt=True,
     )
     loop_result = await MultiTurnAgentExecutor(GymwireAgentInstance).execute(
@@ -260,13 +261,13 @@ async def test_multiturn_instance_closes_a_session_the_budget_cut(guess_server, 
 @pytest.mark.parametrize(
     "raw, expected",
     [
-        ('{"env":"guess","split":"test","index":3}', TaskLabel("guess", "test", 3)),
-        ({"env": "guess", "seed": 9}, TaskLabel("guess", seed=9)),
-        (TaskLabel("x", "train", 0).to_json(), TaskLabel("x", "train", 0)),
+        ('{"env":"guess","split":"test","index":3}', EnvTask("guess", "test", 3)),
+        ({"env": "guess", "seed": 9}, EnvTask("guess", seed=9)),
+        (EnvTask("x", "train", 0).to_json(), EnvTask("x", "train", 0)),
     ],
 )
 def test_labels_parse(raw, expected):
-    assert TaskLabel.parse(raw) == expected
+    assert EnvTask.parse(raw) == expected
 
 
 @pytest.mark.parametrize(
@@ -279,8 +280,8 @@ def test_labels_parse(raw, expected):
     ],
 )
 def test_bad_labels_say_what_a_label_is(raw, message):
-    with pytest.raises(LabelError, match=message):
-        TaskLabel.parse(raw)
+    with pytest.raises(EnvTaskError, match=message):
+        EnvTask.parse(raw)
 
 
 async def test_a_new_tokenizer_object_per_prompt_reuses_one_chat_format(guess_server, tokenizer):
@@ -296,7 +297,7 @@ async def test_a_new_tokenizer_object_per_prompt_reuses_one_chat_format(guess_se
 async def test_pool_asks_for_an_env_description_once_and_forgets_failures(guess_server):
     from gymwire.protocol import ProtocolError
 
-    pool = pool_for_running_loop((guess_server.url,), None)
+    pool = pool_for_running_loop(AgentSettings(urls=(guess_server.url,)))
     infos = await asyncio.gather(*(pool.describe("guess") for _ in range(50)))
     assert all(info is infos[0] for info in infos) and infos[0].name == "guess"  # one answer, shared
     for _ in range(2):
@@ -352,11 +353,11 @@ async def test_an_environment_crash_ends_only_its_own_episode(tokenizer):
     async with GymServer([CrashingGuess], port=0) as server:
         executor = executor_for(server)
         results = await asyncio.gather(*(
-            executor.execute("p", TaskLabel("crashing-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
+            executor.execute("p", EnvTask("crashing-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
                              tokenizer, FakeEngine(tokenizer))
             for i in range(3)
         ))
-        await pool_for_running_loop((server.url,), None).close()
+        await pool_for_running_loop(AgentSettings(urls=(server.url,))).close()
     crashed, *fine = results
     assert crashed["extra_logs"]["env_crashed"] == 1.0 and crashed["reward"] == 0.0 and len(crashed["action_ranges"]) == 1
     assert all(r["extra_logs"]["env_crashed"] == 0.0 and r["reward"] == 1.0 for r in fine)
@@ -389,12 +390,12 @@ async def test_a_hung_environment_step_ends_its_episode_at_the_step_timeout(toke
             monkeypatch.setenv("GYMWIRE_URLS", server.url)
             executor = load_agent_file("agent_func.py")()
             results = await asyncio.gather(*(
-                executor.execute("p", TaskLabel("hanging-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
+                executor.execute("p", EnvTask("hanging-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
                                  tokenizer, FakeEngine(tokenizer))
                 for i in range(3)
             ))
             HangingGuess.release.set()
-            await pool_for_running_loop((server.url,), None).close()
+            await pool_for_running_loop(AgentSettings(urls=(server.url,))).close()
     finally:
         HangingGuess.release.set()
     hung, *fine = results
@@ -411,3 +412,36 @@ def test_the_step_timeout_is_on_by_default(value, seconds, monkeypatch):
     monkeypatch.setenv("GYMWIRE_STEP_TIMEOUT", "0")
     with pytest.raises(AgentConfigError, match="GYMWIRE_STEP_TIMEOUT"):
         AgentSettings.from_env()
+
+
+async def test_a_replica_lost_mid_episode_ends_only_its_own_episodes(tokenizer):
+    from server_process import server_processes
+
+    with server_processes(2, ("guess",)) as (victim, survivor):
+        settings = AgentSettings(urls=(victim.url, survivor.url), horizon=horizon_from_config("fixed:7"), step_board=MemoryStepBoard(1))
+        executor = GymwireAgentExecutor(settings)
+
+        on_victim = []
+
+        async def kill_once_all_are_open():
+            # Every generation waits until all 8 sessions are open (no episode can end first).
+            pool = pool_for_running_loop(settings)
+            for _ in range(3000):
+                if sum(len(client.sessions) for client in pool.clients.values()) == 8:
+                    break
+                await asyncio.sleep(0.01)
+            if not on_victim:
+                on_victim.append(len(pool.clients[victim.url].sessions))
+                victim.kill()
+
+        # A policy that never wins: every episode runs to the turn limit unless its replica is lost.
+        engine = FakeEngine(tokenizer, before_call=dict.fromkeys(range(1, 9), kill_once_all_are_open), fixed_guess=0)
+        try:
+            results = await asyncio.gather(*(run(executor, engine, tokenizer, index=i) for i in range(8)))
+        finally:
+            await pool_for_running_loop(settings).close()
+    lost = [r for r in results if r["extra_logs"]["env_lost"] == 1.0]
+    played = [r for r in results if r["extra_logs"]["env_lost"] == 0.0]
+    assert 0 < on_victim[0] < 8  # spread over both replicas
+    assert len(lost) == on_victim[0] and all(r["extra_logs"]["turns"] < 7 for r in lost)
+    assert len(played) == 8 - on_victim[0] and all(r["extra_logs"]["turns"] == 7 for r in played)

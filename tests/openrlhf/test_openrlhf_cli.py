@@ -13,7 +13,8 @@ from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.openrlhf import train
 from gymwire.trainers.openrlhf.dataset import read_rows
-from gymwire.trainers.openrlhf.labels import TaskLabel, first_message
+from gymwire.trainers.episode import EnvTask
+from gymwire.trainers.play import first_message
 from gymwire.trainers.openrlhf import launch as launch_module
 from gymwire.trainers.openrlhf.launch import LaunchConfig, LaunchConfigError, build_command, check_command
 
@@ -22,8 +23,8 @@ def test_prepare_with_an_embedded_server(tmp_path, capsys):
     out = tmp_path / "data" / "tasks.jsonl"
     assert main(["openrlhf", "prepare", "guess", "--split", "test", "--start", "95", "--out", str(out)]) == 0
     rows = read_rows(out)
-    assert [TaskLabel.parse(r["label"]) for r in rows] == [TaskLabel("guess", "test", i) for i in range(95, 100)]
-    assert {r["prompt"] for r in rows} == {first_message(GuessEnv.info(), GUESS_FIRST_OBSERVATION)}
+    assert [EnvTask.parse(r["label"]) for r in rows] == [EnvTask("guess", "test", i) for i in range(95, 100)]
+    assert {r["prompt"] for r in rows} == {first_message(GuessEnv.info().instructions, GUESS_FIRST_OBSERVATION)}
     assert "wrote 5 tasks" in capsys.readouterr().err
 
 
@@ -33,7 +34,7 @@ def test_prepare_from_a_running_server(tmp_path):
         code = main(["openrlhf", "prepare", "guess", "--url", url, "--token", "s3cret", "--limit", "150", "--out", str(out)])
     assert code == 0
     rows = read_rows(out)
-    assert len(rows) == 150 and TaskLabel.parse(rows[-1]["label"]) == TaskLabel("guess", "train", 149)
+    assert len(rows) == 150 and EnvTask.parse(rows[-1]["label"]) == EnvTask("guess", "train", 149)
 
 
 @pytest.mark.parametrize(
@@ -219,8 +220,8 @@ def test_prepare_a_users_own_class_writes_labels_its_server_accepts(tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "tasks.jsonl"
     assert main(["openrlhf", "prepare", "mywordle:Wordle", "--split", "test", "--limit", "3", "--out", str(out)]) == 0
-    labels = [TaskLabel.parse(row["label"]) for row in read_rows(out)]
-    assert labels == [TaskLabel("wordle", "test", i) for i in range(3)]
+    labels = [EnvTask.parse(row["label"]) for row in read_rows(out)]
+    assert labels == [EnvTask("wordle", "test", i) for i in range(3)]
     from mywordle import Wordle
 
     from gymwire.sdk.sync import SyncGymClient
@@ -258,7 +259,7 @@ def test_the_shipped_and_documented_configs_pass_openrlhfs_parser():
     configs = [yaml.safe_load((REPO / "examples" / "openrlhf-textcraft.yaml").read_text())]
     configs += [yaml.safe_load(block) for block in yaml_blocks((REPO / "docs" / "openrlhf.md").read_text())]
     described = yaml.safe_load(launch_module.__doc__.split("A config (YAML or JSON):\n")[1].split("\n\n")[0])
-    del described["gym"]["embedded"]  # the module's description lists both alternatives
+    del described["gym"]["embedded"], described["gym"]["fleet"]  # the module's description lists every alternative
     configs.append(described)
     assert len(configs) == 3
     for raw in configs:
@@ -304,3 +305,19 @@ def test_the_agent_files_reach_ray_workers_as_the_jobs_working_directory():
     assert sorted(p.name for p in folder.iterdir()) == ["agent_func.py", "agent_func_multiturn.py"]
     assert env["env_vars"]["GYMWIRE_URLS"] == "ws://a:1"
     assert "working_dir" not in train.runtime_env(["--train.agent_func_path", "/opt/mine.py"], {})
+
+
+def test_a_fleet_file_is_checked_before_anything_starts_and_named_to_the_agents(tmp_path):
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text("name: gyms\ngroups:\n  - {name: web, envs: [guess], replicas: 2}\n")
+    config = LaunchConfig.from_mapping({"model": "/m", "dataset": "/d.jsonl", "gym": {"fleet": str(fleet_file)}})
+    token = launch_module.gym_token(config)
+    assert token and len(token) >= 24  # a fleet listens on addresses other machines reach: auth on
+    _, env = build_command(config, [], token)
+    assert env["GYMWIRE_FLEET"] == "gyms" and env["GYMWIRE_FLEET_FILE"] == str(fleet_file) and "GYMWIRE_URLS" not in env
+    assert train.worker_env({**env, "GYMWIRE_TOKEN": token})["GYMWIRE_FLEET"] == "gyms"
+    fleet_file.write_text("groups:\n  - {name: web, envs: [guess], replicas: -1}\n")
+    with pytest.raises(LaunchConfigError, match="gym.fleet: group 'web': replicas must be"):
+        LaunchConfig.from_mapping({"model": "/m", "dataset": "/d.jsonl", "gym": {"fleet": str(fleet_file)}})
+    with pytest.raises(LaunchConfigError, match="exactly one of `urls`"):
+        LaunchConfig.from_mapping({"model": "/m", "dataset": "/d.jsonl", "gym": {"fleet": str(fleet_file), "urls": ["ws://a:1"]}})

@@ -8,7 +8,7 @@ import time
 import pytest
 from sdk_fault_envs import CountingEnv, FaultyEnv
 
-from gymwire.protocol import Cancel, ErrorCode, Limits, ProtocolError
+from gymwire.protocol import Cancel, ErrorCode, Limits, ProtocolError, ServerConnection
 from gymwire.sdk.client import GymClient, MissingCapability
 from gymwire.sdk.server import GymServer
 
@@ -22,11 +22,15 @@ class ServerWithout(GymServer):
         super().__init__([CountingEnv, FaultyEnv], port=0, **kwargs)  # type: ignore[arg-type]
         self.lacking = set(lacking)
         self.capabilities = [c for c in self.capabilities if c not in self.lacking]
-        self.received: list[str] = []
+        received: list[str] = []
+        self.received = received
 
-    async def _dispatch(self, conn, message):  # type: ignore[no-untyped-def]
-        self.received.append(message.type)
-        await super()._dispatch(conn, message)
+        class RecordingRules(ServerConnection):  # every message the connection decodes reaches its rules
+            def receive(self, message):  # type: ignore[no-untyped-def]
+                received.append(message.type)
+                return super().receive(message)
+
+        self.connection_rules = RecordingRules
 
 
 @pytest.mark.parametrize("lacking", [(), ("batch",)], ids=["with-batch", "without-batch"])

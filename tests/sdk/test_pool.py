@@ -9,7 +9,8 @@ import socket
 import pytest
 
 from gymwire.protocol import ErrorCode, Limits, ProtocolError
-from gymwire.sdk.client import Disconnected, GymPool
+from gymwire.sdk.client import Disconnected
+from gymwire.sdk.pool import GymPool
 
 
 def unreachable_url() -> str:

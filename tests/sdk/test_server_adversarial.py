@@ -292,16 +292,16 @@ async def test_client_fails_a_request_whose_answer_it_cannot_decode(make_server)
     async with make_server() as server, GymClient(server.url, encoding="json") as client:
         server_conn = next(iter(server.connections))
         request = Step(id=client.next_id(), session="nope", seq=1, action="x")
-        original_send = server_conn.ws.send
+        original_send = server_conn.transport.ws.send
 
         async def corrupt(frame: Any) -> None:
             await original_send(frame.replace('"retryable":false', '"retryable":"no"'))
 
-        server_conn.ws.send = corrupt
+        server_conn.transport.ws.send = corrupt
         with pytest.raises(ProtocolError) as info:
             await asyncio.wait_for(client.request(request), 5)
         assert info.value.code is ErrorCode.BAD_FRAME and info.value.request_id == request.id
-        server_conn.ws.send = original_send
+        server_conn.transport.ws.send = original_send
         assert client.sessions == {} and (await client.list_envs())
 
 
@@ -667,7 +667,7 @@ async def _hostile_example(encoding: str, program: list[Any]) -> None:
         good = await good_client.open("counting", seed=10**6, max_turns=10**6)
         hostile = await RawPeer.connect(server.url, encoding)
         own = [await hostile.open("counting", seed=i) for i in range(2)]
-        hostile_conn = next(c for c in server.connections if c.ws.remote_address[1] == hostile.ws.local_address[1])
+        hostile_conn = next(c for c in server.connections if c.transport.ws.remote_address[1] == hostile.ws.local_address[1])
         refs = {"<own0>": own[0]["session"], "<own1>": own[1]["session"], "<good>": good.id,
                 "<token0>": own[0]["resume_token"], "<token1>": own[1]["resume_token"]}
         oracle = Codec(encoding, max_frame_bytes=HOSTILE_LIMITS.max_frame_bytes)

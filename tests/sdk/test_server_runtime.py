@@ -12,7 +12,8 @@ import websockets
 from sdk_fault_envs import CountingEnv
 
 from gymwire.protocol import ErrorCode, Limits, ProtocolError
-from gymwire.sdk.client import GymClient, GymPool
+from gymwire.sdk.client import GymClient
+from gymwire.sdk.pool import GymPool
 
 
 async def test_guess_episode_with_metrics(make_server):

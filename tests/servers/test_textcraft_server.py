@@ -64,4 +64,4 @@ async def test_a_client_cannot_choose_the_recipe_directory():
     async with GymServer([TextCraftEnv], port=0) as server, GymClient(server.url) as client:
         with pytest.raises(ProtocolError) as caught:
             await client.open("textcraft", split="test", index=0, options={"recipes_dir": "/etc"})
-        assert caught.value.code is ErrorCode.INVALID_TASK and "operator chooses" in str(caught.value)
+        assert caught.value.code is ErrorCode.INVALID_TASK and "operator's configuration" in str(caught.value)

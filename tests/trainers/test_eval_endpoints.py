@@ -15,11 +15,11 @@ import pytest
 
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
-from gymwire.trainers.episodes import PromptConfig
+from gymwire.trainers.play import PromptConfig
 from gymwire.trainers.eval import EnvTarget, EvalSettings, evaluate, load_results, mean_interval, results_table, wilson_interval
 from gymwire.trainers.openai_policy import OpenAIPolicy
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.rollout import read_jsonl
+from gymwire.trainers.episode import read_jsonl
 
 
 def completion(text: str) -> tuple[int, dict[str, str], bytes]:
@@ -196,13 +196,13 @@ async def test_finished_episodes_survive_failures_and_rerun_resumes(gym_url, tmp
         stats, episodes = await run_eval(gym_url, endpoint.url, tmp_path, tasks=4, concurrency=1)
     assert stats["episodes"] == 4 and stats["finish"].get("error") == 2
     assert stats["error_kinds"] == {"policy.http_400": 2}
-    finished = {e.spec.index for e in episodes if e.finish != "error"}
+    finished = {e.task.index for e in episodes if e.finish != "error"}
     # A re-run plays only the two failed tasks again.
     with Endpoint(lambda n: completion("Action: 50")) as endpoint:
         stats, episodes = await run_eval(gym_url, endpoint.url, tmp_path, tasks=4, concurrency=1)
     assert len(endpoint.requests) == 2
     assert stats["episodes"] == 4 and stats["errors"]["mean"] == 0
-    assert finished <= {e.spec.index for e in episodes}
+    assert finished <= {e.task.index for e in episodes}
     assert len(episodes) == 6  # appended, never rewritten: the last line per task counts
     table = results_table([load_results(tmp_path)], paper=True)
     assert table.splitlines()[0] == "| model | guess |" and table.splitlines()[2].startswith("| m | ")
@@ -248,3 +248,34 @@ def test_cli_errors_are_one_line(capsys):
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 4 and all(line.startswith("gymwire eval: ") for line in errors)
     assert "--base-url" in errors[0] and "--tasks" in errors[1] and "built-in ones" in errors[2] and "results.json" in errors[3]
+
+
+def test_a_run_whose_every_episode_failed_exits_non_zero(tmp_path, capsys):
+    """The endpoint lists its models (so the start-up check passes) but refuses every completion:
+    no result, so the exit status says so in one line, naming the first error."""
+    from gymwire.sdk.cli import main
+
+    class ListingEndpoint(Endpoint):
+        def __init__(self) -> None:
+            super().__init__(lambda n: error(401))
+            handler = self.server.RequestHandlerClass
+
+            def do_GET(request: BaseHTTPRequestHandler) -> None:
+                payload = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
+                request.send_response(200)
+                request.send_header("Content-Type", "application/json")
+                request.send_header("Content-Length", str(len(payload)))
+                request.end_headers()
+                request.wfile.write(payload)
+
+            handler.do_GET = do_GET
+
+    with ListingEndpoint() as endpoint:
+        code = main(["eval", "m", "guess", "--base-url", endpoint.url, "--tasks", "2", "--retries", "0",
+                     "--output", str(tmp_path / "run"), "--no-progress"])
+    assert code != 0
+    # stderr: the per-environment progress line (--no-progress), then the one error line.
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gymwire")]
+    assert len(errors) == 1 and "every episode of guess failed (2 of 2" in errors[0], errors
+    assert "HTTP 401" in errors[0] and "Traceback" not in errors[0]
+    assert endpoint.requests, "the endpoint was asked"

@@ -20,7 +20,8 @@ import pytest
 
 from gymwire.trainers.config import load_config
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.rollout import EpisodeSpec, write_jsonl
+from gymwire.trainers.episode import EnvTask, write_jsonl
+from gymwire.trainers.rollout import play_settings
 from gymwire.trainers.trainer import Trainer
 from viewer_browser import chromium, viewer
 
@@ -33,11 +34,13 @@ def write_eval(trainer: Trainer, folder: Path, label: str, *, finished: bool) ->
     """The trainer's current policy on the first test tasks, written as `gymwire eval` writes its
     output (format gymwire.eval/1); results.json only when `finished` (else: an eval still running)."""
     cfg = trainer.config
-    specs = [EpisodeSpec("test", index, group=index) for index in range(cfg.train.eval_tasks)]
-    episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, specs, trainer._settings(trainer.horizon.max_turns, Sampling(0.0)))
+    tasks = [EnvTask(trainer.env_name, "test", index) for index in range(cfg.train.eval_tasks)]
+    episodes = trainer.rollouts.collect(
+        trainer.policy, trainer.chat, tasks, play_settings(trainer.config, trainer.horizon.max_turns, Sampling(0.0)), groups=range(len(tasks))
+    )
     (folder / "episodes").mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({
-        "format": "gymwire.eval/1", "model": label, "backend": "transformers", "split": "test", "tasks": len(specs),
+        "format": "gymwire.eval/1", "model": label, "backend": "transformers", "split": "test", "tasks": len(tasks),
         "turn_tokens": cfg.rollout.turn_tokens, "episode_tokens": cfg.rollout.episode_tokens,
     }))
     write_jsonl(episodes, folder / "episodes" / "guess.jsonl")
@@ -169,14 +172,17 @@ def test_browse_a_training_run(page, runs):
     page.click(".compare-link >> nth=0")
     page.wait_for_selector("#compare-view .episode >> nth=1")
     tasks = page.eval_on_selector_all("#compare-view .episode-head .title", "ts => ts.map(t => t.textContent.split('·').pop())")
-    assert tasks[0].split("(")[0] == tasks[1].split("(")[0] and "train task " in tasks[0]
+    # The run's periodic evaluations are episodes too: the first success may be a train or a test task.
+    assert tasks[0].split("(")[0] == tasks[1].split("(")[0] and (" train task " in tasks[0] or " test task " in tasks[0])
 
     # Two models on the same test task: the evals before and after training.
     page.goto(page.base_url + "#episodes?run=2&task=2")  # runs: 0 training, 1 broken, 2 eval at step 0, 3 after
     page.click("#episode-list .erow >> nth=0 >> span:nth-child(4)")
     page.wait_for_selector(".compare-link")
-    assert page.locator(".compare-link").count() == 1
-    page.click(".compare-link")
+    # The same test task elsewhere: the eval after training, and the training run's periodic evaluations.
+    after = page.locator(".compare-link", has_text=f"guess-tiny step {STEPS or 4}")
+    assert after.count() == 1 and page.locator(".compare-link").count() > 1
+    after.click()
     page.wait_for_selector("#compare-view .episode >> nth=1")
     titles = page.eval_on_selector_all("#compare-view .episode-head .title", "ts => ts.map(t => t.textContent)")
     assert titles[0].startswith("guess-tiny step 0 ") and titles[1].startswith("guess-tiny step ") and titles[1] != titles[0]

@@ -10,11 +10,13 @@ A config (YAML or JSON):
     vllm_tensor_parallel: 1
     gym:
       urls: [ws://10.0.0.5:8765]             # servers already running, or:
-      embedded: [guess]                      # `gymwire serve` these on this node for the run
+      embedded: [guess]                      # `gymwire serve` these on this node for the run, or:
+      fleet: fleet.yaml                      # a gym fleet (gymwire.sdk.fleet) in the trainer's own Ray
+                                             #   cluster, up for the run; agents follow its replicas
       host: 10.0.0.4                         # address Ray workers reach this node at (embedded;
                                              #   default: this node's address on its default route)
       port: 8765
-      token: null                            # default: $GYMWIRE_TOKEN; embedded: a fresh one if unset
+      token: null                            # default: $GYMWIRE_TOKEN; embedded, fleet: a fresh one if unset
       step_timeout: 60                       # seconds a step may take before its episode ends ("none": no limit)
     estimator: group_norm                    # gae, reinforce, reinforce_baseline, rloo, group_norm, dr_grpo
     horizon: staged:6,13,20@100              # any form of trainers.horizon; unset: env defaults
@@ -50,12 +52,12 @@ from typing import Any, Mapping
 from gymwire.sdk.errors import UserError
 from gymwire.trainers.horizon import horizon_from_config
 
-__all__ = ["LaunchConfig", "LaunchConfigError", "load_config", "build_command", "check_command", "ESTIMATORS"]
+__all__ = ["LaunchConfig", "LaunchConfigError", "load_config", "build_command", "check_command", "OPENRLHF_ESTIMATORS"]
 
-ESTIMATORS = ("gae", "reinforce", "reinforce_baseline", "rloo", "group_norm", "dr_grpo")
-GROUP_ESTIMATORS = ("rloo", "reinforce_baseline", "group_norm", "dr_grpo")
+OPENRLHF_ESTIMATORS = ("gae", "reinforce", "reinforce_baseline", "rloo", "group_norm", "dr_grpo")
+OPENRLHF_GROUP_ESTIMATORS = ("rloo", "reinforce_baseline", "group_norm", "dr_grpo")
 AGENT_FILES = {"tokens": "agent_func.py", "multiturn": "agent_func_multiturn.py"}
-GYM_KEYS = {"urls", "embedded", "host", "port", "token", "step_timeout"}
+GYM_KEYS = {"urls", "embedded", "fleet", "host", "port", "token", "step_timeout"}
 # Dataset names with these endings are files; others may be Hugging Face Hub datasets.
 DATASET_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow")
 MISSING_RAY = (
@@ -100,16 +102,26 @@ class LaunchConfig:
         return config
 
     def validate(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise LaunchConfigError(f"estimator {self.estimator!r} is not one of {ESTIMATORS}")
+        if self.estimator not in OPENRLHF_ESTIMATORS:
+            raise LaunchConfigError(f"estimator {self.estimator!r} is not one of {OPENRLHF_ESTIMATORS}")
         n_samples = int(self.rollout.get("n_samples_per_prompt", 1))
-        if self.estimator in GROUP_ESTIMATORS and n_samples < 2:
+        if self.estimator in OPENRLHF_GROUP_ESTIMATORS and n_samples < 2:
             raise LaunchConfigError(f"estimator {self.estimator} compares samples of one prompt: set rollout.n_samples_per_prompt >= 2")
         if self.agent not in AGENT_FILES:
             raise LaunchConfigError(f"agent {self.agent!r} is not one of {sorted(AGENT_FILES)}")
-        urls, embedded = self.gym.get("urls") or [], self.gym.get("embedded") or []
-        if bool(urls) == bool(embedded):
-            raise LaunchConfigError("gym needs exactly one of `urls` (running servers) or `embedded` (env names to serve here)")
+        given = [key for key in ("urls", "embedded", "fleet") if self.gym.get(key)]
+        if len(given) != 1:
+            raise LaunchConfigError(
+                "gym needs exactly one of `urls` (running servers), `embedded` (env names to serve here) "
+                "or `fleet` (a fleet file, brought up in the trainer's Ray cluster)"
+            )
+        if self.gym.get("fleet"):
+            from gymwire.sdk.fleet import FleetSpecError, load_fleet_spec
+
+            try:
+                load_fleet_spec(self.gym["fleet"])
+            except FleetSpecError as exc:
+                raise LaunchConfigError(f"gym.fleet: {exc}") from None
         unknown = set(self.gym) - GYM_KEYS
         if unknown:
             raise LaunchConfigError(f"unknown gym key(s) {sorted(unknown)}; known: {sorted(GYM_KEYS)}")
@@ -192,7 +204,7 @@ def gym_token(config: LaunchConfig) -> str | None:
     """gym.token, else $GYMWIRE_TOKEN; an embedded server that would run without one gets a fresh
     one, since it listens on an address other machines reach."""
     token = config.gym.get("token") or os.environ.get("GYMWIRE_TOKEN") or None
-    if token is None and config.gym.get("embedded"):
+    if token is None and (config.gym.get("embedded") or config.gym.get("fleet")):
         token = secrets.token_urlsafe(24)
     return None if token is None else str(token)
 
@@ -213,7 +225,15 @@ def build_command(config: LaunchConfig, urls: list[str], token: str | None = Non
     step_source = config.step_source
     if step_source.startswith("file:"):
         step_source = "file:" + str(Path(step_source[len("file:"):]).expanduser().resolve())
-    env = {"GYMWIRE_URLS": ",".join(urls), "GYMWIRE_STEP_SOURCE": step_source}
+    env = {"GYMWIRE_STEP_SOURCE": step_source}
+    if urls:
+        env["GYMWIRE_URLS"] = ",".join(urls)
+    if config.gym.get("fleet"):
+        from gymwire.sdk.fleet import load_fleet_spec
+
+        fleet_file = Path(config.gym["fleet"]).expanduser().resolve()
+        env["GYMWIRE_FLEET_FILE"] = str(fleet_file)  # train.py brings it up once Ray is initialised
+        env["GYMWIRE_FLEET"] = load_fleet_spec(fleet_file).name
     if token:
         env["GYMWIRE_TOKEN"] = token
     if config.horizon is not None:
@@ -339,7 +359,7 @@ def launch(config: LaunchConfig, *, dry_run: bool = False) -> int:
     """Check everything (LaunchConfigError), print the command, then serve and run it."""
     embedded = config.gym.get("embedded") or []
     host = embedded_host(config) if embedded else None
-    urls = [f"ws://{host}:{int(config.gym.get('port', 8765))}"] if embedded else list(config.gym["urls"])
+    urls = [f"ws://{host}:{int(config.gym.get('port', 8765))}"] if embedded else list(config.gym.get("urls") or [])
     token = gym_token(config)
     argv, env = build_command(config, urls, token)
     check_dataset(config)

@@ -44,7 +44,7 @@ def _view(args: argparse.Namespace) -> int:
         print(f"gymwire view: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(make_app(catalog, tokenizer=args.tokenizer), [run.name for run in catalog.runs], args))
+        asyncio.run(_serve(make_app(catalog, tokenizer=args.tokenizer, host=args.host), [run.name for run in catalog.runs], args))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

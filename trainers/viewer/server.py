@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 from aiohttp import web
 
+from gymwire.protocol import rebinding_refusal
+
 from .episodes import episode_view, matches_text
 from .index import Catalog, EpisodeRow, Run
 
@@ -244,8 +246,22 @@ async def _errors_as_text(request: web.Request, handler: Callable[..., Any]) -> 
         return web.Response(status=500, text=f"viewer error: {type(exc).__name__}: {exc}")
 
 
-def make_app(catalog: Catalog, *, tokenizer: str | None = None, follow_s: float = 1.0) -> web.Application:
-    app = web.Application(middlewares=[_errors_as_text])
+def _refusing_rebinding(listening_on: str) -> Callable[..., Any]:
+    """A page whose DNS name is rebound to 127.0.0.1 would read every episode (its GETs are, to the
+    browser, same-origin); its requests name its own host in Host (gymwire.protocol.rebinding_refusal)."""
+
+    @web.middleware
+    async def refuse(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        refusal = rebinding_refusal(request.headers.get("Host"), listening_on)
+        if refusal is not None:
+            return web.Response(status=403, text=f"viewer: {refusal}")
+        return await handler(request)
+
+    return refuse
+
+
+def make_app(catalog: Catalog, *, tokenizer: str | None = None, follow_s: float = 1.0, host: str = "127.0.0.1") -> web.Application:
+    app = web.Application(middlewares=[_refusing_rebinding(host), _errors_as_text])
     tokenizers = Tokenizers(tokenizer)
     api = Api(catalog, tokenizers)
 
