@@ -1,6 +1,6 @@
 """gymwire collect against real servers: experts' trajectories, filters, resuming, DAgger labels
-from an expert following another policy's states, a model through eval's episode loop, and the
-command's one-line errors."""
+from an expert following another policy's states, a model, all through the one episode loop
+(trainers/play.py), and the command's one-line errors."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from gymwire.servers.guess.env import GuessEnv
 from gymwire.servers.textcraft import TextCraftEnv
 from gymwire.trainers.learn.collect import CollectSettings, ExpertPlayer, ModelPlayer, collect
 from gymwire.trainers.learn.trajectories import read_trajectories
+from gymwire.trainers.play import ScriptedActor
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +65,11 @@ class TurnLeftPlayer:
 
     name = "turn-left"
 
-    async def play(self, client, trajectory, settings, instructions, start):
-        session = await start(await client.open(settings.env, split=trajectory.split, index=trajectory.index,
-                                                max_turns=settings.max_turns))
-        result = None
-        while result is None or not (result.terminated or result.truncated):
-            result = await session.step("Action: turn left")
-        trajectory.finish = "truncated"
-        await session.close()
+    def play_settings(self, settings):
+        return settings
+
+    async def start(self, task, first, options):
+        return ScriptedActor(lambda recorder: "Action: turn left"), None
 
 
 def test_the_expert_labels_the_states_another_policy_reaches(url, tmp_path):
@@ -87,7 +85,7 @@ def test_the_expert_labels_the_states_another_policy_reaches(url, tmp_path):
             expert.observe(turn.info)
 
 
-def test_a_model_plays_through_evals_episode_loop_and_is_recorded(url, tmp_path):
+def test_a_model_plays_through_the_episode_loop_and_is_recorded(url, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

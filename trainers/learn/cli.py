@@ -50,24 +50,19 @@ def env_server(env: str, server: str | None) -> Iterator[tuple[str, str]]:
 
 def make_player(policy: str, base_url: str | None, temperature: float, top_p: float, turn_tokens: int,
                 episode_tokens: int, concurrency: int, device: str = "cpu", threads: int | None = None) -> Any:
-    """The expert, or a model through the project's model factory (trainers/models.py) and
-    policy backends (trainers/backends.py, openai_policy.py)."""
+    """The expert, or a model through the project's one model/policy factory (trainers/backends.py)."""
     from .collect import ExpertPlayer, ModelPlayer
 
     if policy == "expert":
         return ExpertPlayer()
+    from gymwire.trainers.backends import ModelError, load_model, make_policy
     from gymwire.trainers.policy import Sampling
 
     sampling = Sampling(temperature, top_p)
     if base_url:
-        from gymwire.trainers.openai_policy import OpenAIPolicy
-
-        backend = OpenAIPolicy(base_url, policy, "OPENAI_API_KEY", 120.0, 4, concurrency)
+        backend = make_policy("openai", policy, base_url=base_url, concurrency=concurrency)
         return ModelPlayer(policy, backend, None, sampling, turn_tokens, episode_tokens)
     import torch
-
-    from gymwire.trainers.backends import make_policy
-    from gymwire.trainers.models import ModelError, load_model
 
     if threads:
         torch.set_num_threads(threads)
@@ -298,15 +293,13 @@ def rows_for(trajectories: list[Any], tokenizer: Any, max_tokens: int, history: 
 
 
 def _sft(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
-    from gymwire.trainers.models import ModelError, checkpoint_folder
+    from gymwire.trainers.backends import ModelError, load_tokenizer
 
     from .sft import SFTSettings, train_sft
 
     trajectories = load_trajectories(args.data, args.episodes, args.max_episode_turns, args.seed, args.instructions or "")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint_folder(args.model))
+        tokenizer, _ = load_tokenizer(args.model)
     except (ModelError, OSError) as exc:
         raise UsageError(f"--model {args.model}: {exc}") from exc
     rows = rows_for(trajectories, tokenizer, args.max_tokens, args.history)
@@ -344,15 +337,14 @@ def _dpo(args: argparse.Namespace) -> int:
 
 def _evolve(args: argparse.Namespace) -> int:
     import yaml
-    from transformers import AutoTokenizer
 
-    from gymwire.trainers.models import checkpoint_folder
+    from gymwire.trainers.backends import load_tokenizer
 
     from .evolve import EvolveSettings, agent_evol, collect_explorer
     from .sft import SFTSettings, train_sft
 
     base = load_trajectories(args.data, args.episodes, args.max_episode_turns, args.seed, args.instructions or "")
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint_folder(args.model))
+    tokenizer, _ = load_tokenizer(args.model)
     settings = EvolveSettings(
         env=args.env, iterations=args.iterations, tasks_per_iteration=args.tasks_per_iteration,
         task_pool=parse_indices(args.tasks), samples=args.samples, temperature=args.temperature,

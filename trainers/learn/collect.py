@@ -2,10 +2,11 @@
 
 Policies: `expert` (the environment's scripted solver, trainers/learn/experts.py), a model (a
 known model's name, a GGUF file or a checkpoint folder, through the transformers backend), or a
-model behind an OpenAI-compatible endpoint (`--base-url`). Models play through the same episode
-loop as `gymwire eval` (trainers/episodes.play_episode): a recording session, handed to that loop
-in place of the client's, keeps every observation, reply, reward and step info, and lets a
-labelling expert (`--label expert`: DAgger) say what it would have done in each state first.
+model behind an OpenAI-compatible endpoint (`--base-url`). Every player plays through the one
+episode loop (trainers/play.play_episode) as an Actor: the expert as a ScriptedActor, a model as
+eval's TokenActor or ChatActor. collect gives that loop the step it sends actions with, which
+keeps each step's `info` and lets a labelling expert (`--label expert`: DAgger) say what it would
+have done in each state first; the episode the loop returns, with those, is the Trajectory.
 
 Output: JSON lines of trajectories (trajectories.py), written as each episode ends; `--success-only`
 and `--min-reward` keep only such episodes. A second run with the same output resumes: the tasks
@@ -15,15 +16,25 @@ already played (kept or not, listed in OUTPUT.done) are skipped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Protocol, Sequence
+
+from gymwire.protocol import ProtocolError, StepResult
+from gymwire.trainers.episode import ERROR, EnvTask
+from gymwire.trainers.play import Actor, ChatActor, GenerationBatcher, PlaySettings, PromptConfig, ScriptedActor, TokenActor, open_session, play_episode
+from gymwire.trainers.policy import PolicyError, Sampling
 
 from .experts import Expert, ExpertError, make_expert
-from .trajectories import Trajectory, TrajectoryTurn, append_trajectory
+from .trajectories import Trajectory, append_trajectory
 
-__all__ = ["CollectSettings", "collect", "ModelPlayer", "ExpertPlayer", "RecordingSession"]
+__all__ = ["CollectSettings", "collect", "Player", "ModelPlayer", "ExpertPlayer", "EXPERT_REPLY"]
+
+# How a scripted action is written as the agent's reply; the episode loop sends the action alone.
+EXPERT_REPLY = "Action: {action}"
+_EXPERT_ACTION = r"(?s)\AAction: (.*)\Z"
 
 
 @dataclass
@@ -35,7 +46,6 @@ class CollectSettings:
     options: dict[str, Any] = field(default_factory=dict)
     max_turns: int | None = None
     concurrency: int = 8
-    reply_format: str = "Action: {action}"  # how a scripted action is written as the agent's reply
     label: str | None = None  # "expert": the expert labels every state the policy reaches
     success_only: bool = False
     min_reward: float | None = None
@@ -43,7 +53,7 @@ class CollectSettings:
     progress: bool = True
 
     def keep(self, trajectory: Trajectory) -> bool:
-        if trajectory.finish == "error" and all(turn.label is None for turn in trajectory.turns):
+        if trajectory.finish == ERROR and all(turn.label is None for turn in trajectory.turns):
             return False  # nothing to learn from
         if self.success_only and not trajectory.success:
             return False
@@ -52,121 +62,129 @@ class CollectSettings:
         return True
 
 
-class RecordingSession:
-    """A client session that records each step, and asks `labeller` for its action in each state
-    before the step is sent. Everything else is the wrapped session's."""
+class Player(Protocol):
+    """Who plays an episode: `name` goes into the trajectory; `play_settings` adds the player's own
+    (prompt, token budgets, sampling) to collect's; `start` gives the episode's Actor, and the
+    expert that must be told every step's result (None: none)."""
 
-    def __init__(self, session: Any, trajectory: Trajectory, labeller: Expert | None, reply_format: str) -> None:
-        self._session = session
-        self.trajectory = trajectory
-        self.labeller = labeller
-        self.reply_format = reply_format
-        self.label_error: str | None = None
+    name: str
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
+    def play_settings(self, settings: PlaySettings) -> PlaySettings: ...
 
-    async def step(self, action: str, deadline_ms: int | None = None, reply: str | None = None) -> Any:
-        label = None
-        if self.labeller is not None and self.label_error is None:
-            try:
-                label = self.reply_format.format(action=await self.labeller.act(self.last_observation()))
-            except ExpertError as exc:
-                self.label_error = str(exc)  # no more labels in this episode; the policy plays on
-        result = await self._session.step(action, deadline_ms=deadline_ms)
-        self.trajectory.turns.append(
-            TrajectoryTurn(reply=reply if reply is not None else action, action=action, observation=result.observation.text,
-                           reward=result.reward, info=dict(result.info), label=label)
-        )
-        if self.labeller is not None and self.label_error is None:
-            self.labeller.observe(result)
-        return result
-
-    def last_observation(self) -> str:
-        turns = self.trajectory.turns
-        return turns[-1].observation if turns else self.trajectory.observation
+    async def start(self, task: EnvTask, first: Any, options: dict[str, Any]) -> tuple[Actor, Expert | None]: ...
 
 
-class _RecordingClient:
-    """The client as the episode loop sees it: sessions it opens are RecordingSessions."""
-
-    def __init__(self, client: Any, start: Callable[[Any], Awaitable[RecordingSession]]) -> None:
-        self._client = client
-        self._start = start
-        self.recording: RecordingSession | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    async def open(self, *args: Any, **kwargs: Any) -> RecordingSession:
-        self.recording = await self._start(await self._client.open(*args, **kwargs))
-        return self.recording
+async def _started_expert(task: EnvTask, first: Any, options: dict[str, Any]) -> Expert:
+    expert = make_expert(task.env, task.split, task.index, options)
+    try:
+        await expert.start(first)
+    except BaseException:
+        expert.close()
+        raise
+    return expert
 
 
 class ExpertPlayer:
-    """The environment's scripted solver plays."""
+    """The environment's scripted solver plays; its replies are EXPERT_REPLY."""
 
     name = "expert"
 
-    async def play(self, client: Any, trajectory: Trajectory, settings: CollectSettings, instructions: str,
-                   start: Callable[[Any], Awaitable[RecordingSession]]) -> None:
-        session = await start(await client.open(settings.env, split=trajectory.split, index=trajectory.index,
-                                                options=settings.options, max_turns=settings.max_turns))
-        expert = make_expert(settings.env, trajectory.split, trajectory.index, settings.options)
-        try:
-            await expert.start(session.observation)
-            result = None
-            while result is None or not (result.terminated or result.truncated):
-                action = await expert.act(session.last_observation())
-                result = await session.step(action, reply=settings.reply_format.format(action=action))
-                expert.observe(result)
-            _finish(trajectory, result)
-        except ExpertError as exc:
-            trajectory.finish, trajectory.error = "error", str(exc)
-        finally:
-            expert.close()
-            if session.id in client.sessions:
-                await session.close()
+    def play_settings(self, settings: PlaySettings) -> PlaySettings:
+        return dataclasses.replace(settings, prompt=PromptConfig(action_pattern=_EXPERT_ACTION))
+
+    async def start(self, task: EnvTask, first: Any, options: dict[str, Any]) -> tuple[Actor, Expert]:
+        expert = await _started_expert(task, first, options)
+
+        async def act(recorder: Any) -> str:
+            observation = recorder.last.observation.text if recorder.last is not None else first.text
+            try:
+                return EXPERT_REPLY.format(action=await expert.act(observation))
+            except ExpertError as exc:  # the loop ends the episode as an error, with this message
+                raise PolicyError("expert.stuck", str(exc)) from exc
+
+        return ScriptedActor(act), expert
 
 
 class ModelPlayer:
-    """A model plays, through eval's episode loop (token backends batch across episodes)."""
+    """A model plays, as in `gymwire eval`: a token backend through a GenerationBatcher (replies of
+    concurrent episodes generated in one batch), a chat endpoint through its messages."""
 
-    def __init__(self, name: str, policy: Any, tokenizer: Any, sampling: Any, turn_tokens: int = 64,
+    def __init__(self, name: str, policy: Any, tokenizer: Any, sampling: Sampling, turn_tokens: int = 64,
                  episode_tokens: int = 4096, system: str | None = None) -> None:
-        from gymwire.trainers.episodes import GenerationBatcher, PromptConfig
-
-        self.name, self.policy, self.sampling = name, policy, sampling
-        self.turn_tokens, self.episode_tokens = turn_tokens, episode_tokens
+        self.name = name
         self.prompt = PromptConfig(system=system)
-        self.chat = self.batcher = None
+        self.turn_tokens, self.episode_tokens, self.sampling = turn_tokens, episode_tokens, sampling
         if policy.prompts == "tokens":
             from gymwire.trainers.chat import ChatFormat
 
-            self.chat = ChatFormat(tokenizer, system=system)
-            self.batcher = GenerationBatcher(policy, self.chat.stop_ids, sampling)
+            chat = ChatFormat(tokenizer, system=system)
+            self.actor: Actor = TokenActor(GenerationBatcher(policy, chat.stop_ids, sampling).generate, chat, policy.forget)
+        else:
+            self.actor = ChatActor(policy)
 
-    async def play(self, client: Any, trajectory: Trajectory, settings: CollectSettings, instructions: str,
-                   start: Callable[[Any], Awaitable[RecordingSession]]) -> None:
-        from gymwire.trainers.episodes import play_episode
-        from gymwire.trainers.rollout import EpisodeSpec, RolloutSettings
+    def play_settings(self, settings: PlaySettings) -> PlaySettings:
+        return dataclasses.replace(settings, turn_tokens=self.turn_tokens, episode_tokens=self.episode_tokens,
+                                   sampling=self.sampling, prompt=self.prompt)
 
-        rollout = RolloutSettings(env=settings.env, options=dict(settings.options), max_turns=settings.max_turns,
-                                  turn_tokens=self.turn_tokens, episode_tokens=self.episode_tokens,
-                                  sampling=self.sampling, step_timeout=settings.step_timeout)
-        recorder = _RecordingClient(client, start)
-        spec = EpisodeSpec(trajectory.split, trajectory.index, group=trajectory.sample)
-        episode = await play_episode(recorder, self.policy, spec, rollout, self.prompt, instructions, self.chat, self.batcher)
-        trajectory.success, trajectory.score, trajectory.finish, trajectory.error = (
-            episode.success, episode.score, episode.finish, episode.error)
-        if recorder.recording is not None and recorder.recording.label_error:
-            trajectory.error = trajectory.error or f"labelling stopped: {recorder.recording.label_error}"
+    async def start(self, task: EnvTask, first: Any, options: dict[str, Any]) -> tuple[Actor, None]:
+        return self.actor, None
 
 
-def _finish(trajectory: Trajectory, result: Any) -> None:
-    if result.metrics is not None:
-        trajectory.success, trajectory.score = result.metrics.success, result.metrics.score
-    trajectory.finish = "terminated" if result.terminated else "truncated"
+async def play_trajectory(client: Any, player: Player, task: EnvTask, settings: CollectSettings, play: PlaySettings,
+                          instructions: str, sample: int = 0) -> Trajectory:
+    """Open `task`, play it through the episode loop with `player`, close it; the Trajectory."""
+    trajectory = Trajectory(env=task.env, split=task.split, index=task.index, instructions=instructions, observation="",
+                            options=dict(settings.options), policy=player.name, labeller=settings.label, sample=sample)
+    try:
+        session = await open_session(client, task, play)
+    except ProtocolError as exc:
+        trajectory.finish, trajectory.error = ERROR, str(exc)
+        return trajectory
+    trajectory.observation = session.observation.text if session.observation else ""
+    followers: list[Expert] = []  # experts told every step's result
+    infos: list[dict[str, Any]] = []
+    labels: list[str | None] = []
+    label_error: str | None = None
+    labeller: Expert | None = None
+    last = trajectory.observation
+    deadline = play.deadline_ms(client)
+
+    async def step(action: str) -> StepResult:
+        nonlocal label_error, last
+        label = None
+        if labeller is not None and label_error is None:
+            try:
+                label = EXPERT_REPLY.format(action=await labeller.act(last))
+            except ExpertError as exc:
+                label_error = str(exc)  # no more labels in this episode; the policy plays on
+        result = await session.step(action, deadline_ms=deadline)
+        infos.append(dict(result.info))
+        labels.append(label)
+        last = result.observation.text
+        for expert in followers:
+            if expert is not labeller or label_error is None:
+                expert.observe(result)
+        return result
+
+    try:
+        actor, played = await player.start(task, session.observation, settings.options)
+        followers += [played] if played is not None else []
+        if settings.label == "expert":
+            labeller = await _started_expert(task, session.observation, settings.options)
+            followers.append(labeller)
+        episode = await play_episode(session, task, actor, play, instructions=instructions, step=step)
+    except ExpertError as exc:  # an expert could not start on this task
+        trajectory.finish, trajectory.error = ERROR, str(exc)
+        return trajectory
+    finally:
+        for expert in followers:
+            expert.close()
+        if session.id in client.sessions:
+            await session.close()
+    trajectory.fill(episode, infos, labels)
+    if label_error:
+        trajectory.error = trajectory.error or f"labelling stopped: {label_error}"
+    return trajectory
 
 
 def _done_keys(path: Path) -> set[str]:
@@ -176,11 +194,11 @@ def _done_keys(path: Path) -> set[str]:
     return {line.strip() for line in marks.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
-def _key(trajectory: Trajectory) -> str:
-    return json.dumps([trajectory.split, trajectory.index, trajectory.sample])
+def _key(split: str, index: int, sample: int) -> str:
+    return json.dumps([split, index, sample])
 
 
-async def collect(url: str, player: Any, settings: CollectSettings, output: str | Path, token: str | None = None) -> dict[str, Any]:
+async def collect(url: str, player: Player, settings: CollectSettings, output: str | Path, token: str | None = None) -> dict[str, Any]:
     """Play every (task, sample) not yet recorded in `output`; append the kept trajectories.
     Returns counts: played, kept, successes, errors, skipped (already done)."""
     from gymwire.sdk.client import GymClient
@@ -192,41 +210,30 @@ async def collect(url: str, player: Any, settings: CollectSettings, output: str 
     counts = {"played": 0, "kept": 0, "successes": 0, "errors": 0, "skipped": 0}
     slots = asyncio.Semaphore(settings.concurrency)
     bar = _bar(settings, len(settings.indices) * settings.samples)
+    play = player.play_settings(PlaySettings(options=dict(settings.options), max_turns=settings.max_turns,
+                                             step_timeout=settings.step_timeout))
     async with GymClient(url, token=token) as client:
         info = await client.describe(settings.env)
         if settings.split not in info.splits:
             raise ValueError(f"{settings.env} has no split {settings.split!r}; it has {sorted(info.splits)}")
 
         async def one(index: int, sample: int) -> None:
-            trajectory = Trajectory(env=settings.env, split=settings.split, index=index, instructions=info.instructions or "",
-                                    observation="", options=dict(settings.options), policy=player.name,
-                                    labeller=settings.label, sample=sample)
-            if _key(trajectory) in done:
+            key = _key(settings.split, index, sample)
+            if key in done:
                 counts["skipped"] += 1
                 bar.update(1)
                 return
-
-            async def start(session: Any) -> RecordingSession:
-                trajectory.observation = session.observation.text if session.observation else ""
-                labeller = None
-                if settings.label == "expert":
-                    labeller = make_expert(settings.env, settings.split, index, settings.options)
-                    await labeller.start(session.observation)
-                return RecordingSession(session, trajectory, labeller, settings.reply_format)
-
             async with slots:
-                try:
-                    await player.play(client, trajectory, settings, info.instructions or "", start)
-                except ExpertError as exc:
-                    trajectory.finish, trajectory.error = "error", str(exc)
+                trajectory = await play_trajectory(client, player, EnvTask(settings.env, settings.split, index), settings,
+                                                   play, info.instructions or "", sample)
             counts["played"] += 1
             counts["successes"] += trajectory.success
-            counts["errors"] += trajectory.finish == "error"
+            counts["errors"] += trajectory.finish == ERROR
             if settings.keep(trajectory):
                 append_trajectory(output, trajectory)
                 counts["kept"] += 1
             with marks.open("a", encoding="utf-8") as out:
-                out.write(_key(trajectory) + "\n")
+                out.write(key + "\n")
             bar.update(1)
             bar.set_postfix(kept=counts["kept"], success=f"{counts['successes']}/{counts['played']}")
 

@@ -67,13 +67,13 @@ class TextCraftExpert(Expert):
     """Plans the whole recipe tree from the first observation's goal (servers/textcraft/solver.py)."""
 
     async def start(self, observation: Any) -> None:
-        from gymwire.servers.textcraft.env import TextCraftEnv
+        from gymwire.servers.textcraft.recipes import load_book
         from gymwire.servers.textcraft.solver import PlanError, plan
 
         if self.options.get("profile"):
             raise ExpertError("the TextCraft expert plays gymwire's own text, not profile " + repr(self.options["profile"]))
         try:
-            self.plan = plan(TextCraftEnv.book(), observation.data["goal"])
+            self.plan = plan(load_book(), observation.data["goal"])
         except (PlanError, KeyError) as exc:
             raise ExpertError(f"TextCraft expert: {exc}") from exc
 

@@ -45,9 +45,9 @@ class SFTSettings:
 
 def load_policy_model(spec: str, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer) by the project's factory; the tokenizer gets a pad token if it has none."""
-    from gymwire.trainers.models import checkpoint_folder, load_model
+    from gymwire.trainers.backends import load_model
 
-    model, tokenizer, _ = load_model(str(checkpoint_folder(spec)), device)
+    model, tokenizer, _ = load_model(spec, device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -23,7 +23,10 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from gymwire.trainers.episode import Episode
 
 __all__ = [
     "TrajectoryTurn",
@@ -92,8 +95,20 @@ class Trajectory:
         return (self.env, self.split, self.index, self.sample)
 
     def first_message(self) -> str:
-        """The first user message, as eval and the trainer build it: instructions, blank line, observation."""
-        return f"{self.instructions}\n\n{self.observation}" if self.instructions else self.observation
+        """The first user message, as the episode loop builds it (play.first_message)."""
+        from gymwire.trainers.play import first_message
+
+        return first_message(self.instructions, self.observation)
+
+    def fill(self, episode: "Episode", infos: Sequence[dict[str, Any]], labels: Sequence[str | None]) -> None:
+        """The turns and the end of an episode the episode loop played (trainers/play.py), with each
+        step's `info` and label: the agent's reply to each turn is its message in the conversation."""
+        replies = [m["content"] for m in episode.messages[episode.prompt_messages:] if m["role"] == "assistant"]
+        self.turns = [
+            TrajectoryTurn(reply=reply, action=turn.action, observation=turn.observation, reward=turn.reward, info=dict(info), label=label)
+            for reply, turn, info, label in zip(replies, episode.turns, infos, labels)
+        ]
+        self.success, self.score, self.finish, self.error = episode.success, episode.score, episode.finish, episode.error
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
