@@ -33,6 +33,19 @@ def raise_fd_limit(wanted: int = 65536) -> int:
     return soft
 
 
+def run_loop(transport: str, main: Any) -> Any:
+    """Run `main` as gymwire runs over `transport`: picows on uvloop (where installed), websockets on
+    asyncio's own loop."""
+    if transport == "picows":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def rss_kib() -> int:
     with open("/proc/self/status") as status:
         for line in status:

@@ -255,8 +255,7 @@ class Connection:
             self.closed = True
             heartbeat.cancel()
             for inflight in self.inflight.values():
-                if not inflight.env_started:
-                    inflight.task.cancel()
+                inflight.stop_unstarted()
 
     async def _heartbeat(self) -> None:
         protocol = self.protocol

@@ -189,9 +189,10 @@ class SessionRequests:
         self._spawn(conn, message, self._step)
         return None
 
-    async def _step(self: "GymServer", conn: Connection, message: Step, inflight: Inflight) -> StepResult:
+    def _step(self: "GymServer", conn: Connection, message: Step, inflight: Inflight) -> Coroutine[Any, Any, StepResult]:
+        """The step path's coroutine itself (one frame less a step): its task awaits it."""
         session = self.registry.owned(conn, message.session)
-        return await self._step_session(session, message.id, message.seq, message.action, inflight, inflight.places[0])
+        return self._step_session(session, message.id, message.seq, message.action, inflight, inflight.places[0])
 
     async def _step_session(
         self: "GymServer",
