@@ -118,6 +118,7 @@ class Environment:
     images: ClassVar[bool] = False
     # Sync environments run in a thread pool so they never block the server. One whose steps take
     # microseconds may set `inline = True` to run on the event loop: a thread hop would cost more.
+    # (Such an environment is also constructed on the loop, so its constructor must be quick too.)
     inline: ClassVar[bool] = False
     # Importable modules the environment needs beyond gymwire's own dependencies, and the gymwire
     # extra that installs them: a server refuses to start without them, naming the pip line.

@@ -55,6 +55,9 @@ CLOSE_TIMEOUT_S = 2.0  # how long a closing handshake may take before the connec
 CLIENT_MAX_FRAME = 2**31 - 1
 # picows starts each connection's read buffer at this size and doubles it as frames need.
 READ_BUFFER_BYTES = 4096
+# picows would use aiofastnet's connection setup when that is installed; the event loop's own is
+# faster here (a connect and upgrade 0.49 ms against 0.70 ms on uvloop) and round trips are the same.
+USE_AIOFASTNET = False
 
 
 class _PicowsEnd(WSListener):
@@ -270,6 +273,7 @@ async def listen(
         websocket_handshake_timeout=open_timeout,
         max_frame_size=max_frame_bytes,
         read_buffer_init_size=READ_BUFFER_BYTES,
+        use_aiofastnet=USE_AIOFASTNET,
         reuse_port=reuse_port or None,
         backlog=4096,
     )
@@ -320,6 +324,7 @@ async def connect(
                 websocket_handshake_timeout=open_timeout,
                 max_frame_size=CLIENT_MAX_FRAME,
                 read_buffer_init_size=READ_BUFFER_BYTES,
+                use_aiofastnet=USE_AIOFASTNET,
             ),
             open_timeout,
         )

@@ -50,7 +50,7 @@ from gymwire.protocol import (
 )
 
 from .env_spec import EnvSpec
-from .environment import Environment
+from .environment import Environment, require_modules
 from .metrics import ServerMetrics
 from .package_info import package_version
 from .serving.connections import (
@@ -117,6 +117,8 @@ class GymServer(Scheduling, SessionRequests):
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+        if transport == "picows":
+            require_modules(["picows"], "fast", "the picows transport")
         if isinstance(envs, Mapping):
             specs = [EnvSpec.coerce(env).renamed(env_name) for env_name, env in envs.items()]
         else:
@@ -342,6 +344,19 @@ class GymServer(Scheduling, SessionRequests):
             self._listener.close()
             for conn in list(self.connections):
                 conn.transport.abort()
+
+    def run(self, on_listening: Callable[["GymServer"], None] | None = None) -> None:
+        """`serve_forever` on an event loop of its own: uvloop's for the picows transport, where
+        installed (gymwire[fast] installs it), else asyncio's."""
+        if self.transport == "picows":
+            try:
+                import uvloop
+            except ImportError:
+                pass
+            else:
+                uvloop.run(self.serve_forever(on_listening))
+                return
+        asyncio.run(self.serve_forever(on_listening))
 
     async def serve_forever(self, on_listening: Callable[["GymServer"], None] | None = None) -> None:
         """Run until SIGTERM/SIGINT, then drain and stop. The process is the server's: its garbage

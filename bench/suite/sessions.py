@@ -124,21 +124,15 @@ class ServerWorkers:
 def _gc_timer() -> Any:
     """Start timing the garbage collector's passes; the returned function gives the seconds so far."""
     spent = [0.0, 0.0]
-    per_gen = [[0, 0.0], [0, 0.0], [0, 0.0]]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             spent[1] = time.perf_counter()
         else:
-            took = time.perf_counter() - spent[1]
-            spent[0] += took
-            per_gen[info["generation"]][0] += 1
-            per_gen[info["generation"]][1] += took
+            spent[0] += time.perf_counter() - spent[1]
 
     gc.callbacks.append(on_gc)
-    import sys
-    import atexit
-    return lambda: (print("GC", per_gen, file=sys.stderr, flush=True), round(spent[0], 3))[1]
+    return lambda: round(spent[0], 3)
 
 
 async def _load(conn: Any, port: int, sessions: int, per_connection: int, transport: str) -> dict[str, Any]:
