@@ -58,7 +58,9 @@ def _limit_args(parser: argparse.ArgumentParser) -> None:
 # built-in environments' constructor arguments (documented in docs/environments.md). An option
 # given on the command line or in a serve file wins; Python code and other commands never read them.
 ENV_VAR_DEFAULTS: dict[str, dict[str, str]] = {
-    "gymwire.servers.textcraft.env:TextCraftEnv": {"recipes_dir": "GYMWIRE_TEXTCRAFT_RECIPES"},
+    "gymwire.servers.textcraft.env:TextCraftEnv": {
+        "recipes_dir": "GYMWIRE_TEXTCRAFT_RECIPES", "agentgym_order": "GYMWIRE_AGENTGYM_TEXTCRAFT_ORDER",
+    },
     "gymwire.servers.deepsearch.env:DeepSearchEnv": {
         "corpus": "GYMWIRE_DEEPSEARCH_CORPUS", "questions": "GYMWIRE_DEEPSEARCH_QUESTIONS", "encoder": "GYMWIRE_DEEPSEARCH_ENCODER",
     },

@@ -1,7 +1,7 @@
 """Drive a running AgentGym environment server as a gymwire environment.
 
 `gymwire serve agentgym:webshop=http://127.0.0.1:36001` serves AgentGym's WebShop server over gymwire;
-every family of `gymwire.sdk.agentgym_api.DIALECTS` works the same way. Options follow the URL,
+every family of `api.DIALECTS` works the same way. Options follow the URL,
 comma-separated: `name=` (the served name, default the family), `tasks=` (number of task indices),
 `timeout=` (seconds to wait for one HTTP answer, default 60), `max_turns=`. That text becomes an
 `EnvSpec` of `AgentGymBridge` (`bridge_spec`), whose constructor takes the same configuration.
@@ -22,9 +22,10 @@ from typing import Any, ClassVar
 from pydantic import PositiveFloat, PositiveInt
 
 from gymwire.protocol import EnvInfo
-from gymwire.sdk.agentgym_api import AgentGymError, Dialect, dialect, extract_action
 from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
+
+from .api import ONE_ACTION_ONLY, AgentGymError, Dialect, dialect, extract_action
 
 try:
     import aiohttp
@@ -183,14 +184,17 @@ class AgentGymBridge(Environment):
 
     async def step(self, action: str) -> StepOutcome:
         d = self.dialect
-        answer = await self._call("POST", "step", {**self._session_fields(), "action": extract_action(action, d.action_format)})
+        sent = extract_action(action, d.action_format)
+        if sent is None:  # AgentGym's client answers this reply itself, without asking its server
+            return StepOutcome(ONE_ACTION_ONLY)
+        answer = await self._call("POST", "step", {**self._session_fields(), "action": sent})
         text = self._text(answer)
         if text is None or d.done_key not in answer:
             raise AgentGymUnavailable(f"/step answered {str(answer)[:200]}; expected {d.observation_key!r} and {d.done_key!r}")
         score = answer.get(d.score_key) if d.score_key else None
         return StepOutcome(
             text,
-            reward=float(answer.get("reward") or 0.0),
+            reward=float(answer.get("reward") or 0.0) / d.reward_scale,
             terminated=bool(answer[d.done_key]),
             truncated=bool(answer.get("truncated", False)),
             score=float(score) if score is not None else None,

@@ -8,7 +8,7 @@ valid, and changes nothing: it is part of learning, not a protocol error.
 
 Options: `images: true` adds a PNG of the whole grid (agent's view highlighted) to every
 observation; `image_tile_size` sets pixels per cell (default 16); `profile: "agentgym"` plays with
-AgentGym's text, action names and task indices (agentgym_profile.py, docs/agentgym.md).
+AgentGym's text, action names and task indices (gymwire.servers.agentgym.babyai_profile, docs/agentgym.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from gymwire.sdk.environment import Environment, Image, Observation, StepOutcome, Task, TaskError
 
-from .agentgym_profile import AgentGymBabyAI, agentgym_episode
+from gymwire.servers.agentgym.babyai_profile import AgentGymBabyAI, agentgym_episode, agentgym_level, agentgym_reset, profile_of
 from .levels import SPLITS, level_and_seed
 from .view import CHECK_ACTIONS, FORWARD, PICKUP, DROP, PRIMITIVE_NAMES, TOGGLE, Plan, View
 
@@ -124,7 +124,8 @@ class BabyAIEnv(Environment):
     observation_fields = ["text", "data", "images"]
     images = True
     known_options = {"images": "add an RGB image of the view, default false", "image_tile_size": "pixels per grid cell, default 16",
-                     "profile": "gymwire (default) or agentgym: AgentGym's text, grammar and task indices"}
+                     "profile": "gymwire (default) or agentgym: AgentGym's server's game, character for character",
+                     "input": "with profile agentgym: reply (default: a model's reply, read as AgentGym's client reads it) or action (what AgentGym's server receives)"}
     _agentgym: AgentGymBabyAI | None = None  # the episode, when played with `profile: agentgym`
 
     def __init__(self) -> None:
@@ -142,17 +143,20 @@ class BabyAIEnv(Environment):
         if not isinstance(self._tile_size, int) or not 4 <= self._tile_size <= 64:
             raise TaskError(f"option image_tile_size must be a whole number from 4 to 64, got {self._tile_size!r}")
         level, seed = level_and_seed(split, index)
+        if profile_of(task) == "agentgym":
+            level = agentgym_level(level)
         if level != self._level:
             self._env = make_level(level)
             self._level = level
-        self._obs_image = self._env.reset(seed=seed)[0]["image"]
+        first = agentgym_reset(self._env, seed) if profile_of(task) == "agentgym" else self._env.reset(seed=seed)[0]
+        self._obs_image = first["image"]
         self._data = {"level": level, "seed": seed, "mission": self._env.mission}
-        self._agentgym = agentgym_episode(self._env, task)  # None unless `profile: agentgym`
+        self._agentgym = agentgym_episode(self._env, task, first)  # None unless `profile: agentgym`
         if self._agentgym is not None:
             self._data["profile"] = "agentgym"
             return self._observation(self._agentgym.first_observation())
         self._look()
-        text = f"Your goal: {self._env.mission}\n{self._view.describe()}\n{self._available()}"
+        text = f"Your goal: {self._env.mission}\n{self._description}\n{self._available()}"
         return self._observation(text)
 
     def close(self) -> None:
@@ -171,10 +175,10 @@ class BabyAIEnv(Environment):
         if plan is None:
             reason = self._why_invalid(command)
             shown = (command or action.strip())[:80]  # echoing a huge action back helps no one
-            text = f"Invalid action \"{shown}\": {reason}. Nothing changed.\n{self._view.describe()}\n{self._available()}"
+            text = f"Invalid action \"{shown}\": {reason}. Nothing changed.\n{self._description}\n{self._available()}"
             return StepOutcome(self._observation(text), info={"valid": False, "primitives": []})
         if command == CHECK_ACTIONS:
-            text = f"{self._view.describe()}\n{self._available()}"
+            text = f"{self._description}\n{self._available()}"
             return StepOutcome(self._observation(text), info={"valid": True, "primitives": []})
 
         reward, terminated, truncated, done, events = self._run(plan)
@@ -190,7 +194,7 @@ class BabyAIEnv(Environment):
         if truncated:
             lines.append(f"Out of time: the level allows {self._env.max_steps} primitive steps. The task failed.")
             return StepOutcome(self._observation("\n".join(lines)), truncated=True, info=info, success=False, score=0.0)
-        lines += [self._view.describe(), self._available()]
+        lines += [self._description, self._available()]
         return StepOutcome(self._observation("\n".join(lines)), info=info)
 
     def _run(self, plan: Plan) -> tuple[float, bool, bool, list[int], list[str]]:
@@ -232,8 +236,12 @@ class BabyAIEnv(Environment):
     # -- what the agent is told -------------------------------------------------------------------
 
     def _look(self) -> None:
-        self._view = View.of(self._env, self._obs_image)
-        self._valid, self._why_not = self._view.actions()
+        # Keep what the session needs of the view (its text, objects and actions), not the view: its
+        # cell map would cost each open session more memory than AgentGym's.
+        view = View.of(self._env, self._obs_image)
+        self._valid, self._why_not = view.actions()
+        self._description = view.describe()
+        self._things = view.things
 
     def _available(self) -> str:
         return "Available actions: " + json.dumps(list(self._valid))
@@ -242,7 +250,7 @@ class BabyAIEnv(Environment):
         """Fill in a missing object number when only one such object is in view."""
         match = _OBJECT_REF.match(command)
         if match and match.group(3) is None:
-            same = [t for t in self._view.things if t.name == match.group(2)]
+            same = [t for t in self._things if t.name == match.group(2)]
             if len(same) == 1:
                 return f"{match.group(1)} {same[0].label}"
         return command
@@ -258,7 +266,7 @@ class BabyAIEnv(Environment):
         match = _OBJECT_REF.match(command)
         if match:
             verb, name, number = match.groups()
-            same = [t.label for t in self._view.things if t.name == name]
+            same = [t.label for t in self._things if t.name == name]
             if not same:
                 return f"you see no {name}"
             if number is None:

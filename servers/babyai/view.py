@@ -28,7 +28,7 @@ CHECK_ACTIONS = "check available actions"
 Pos = tuple[int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Thing:
     """One visible object, placed relative to the agent: `ahead` cells forward, `right` cells right."""
 
@@ -53,7 +53,7 @@ class Thing:
         return f"a {self.label}{state}, {_where(self.ahead, self.right)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     """A valid high-level action: the primitives it runs, in order."""
 
@@ -271,6 +271,7 @@ class View:
             why_not["toggle"] = toggle_reason
 
         valid[CHECK_ACTIONS] = Plan(())
+        self._reached = None  # the plans are made: a session keeps no search (it would double its memory)
         return valid, why_not
 
     def _toggle_blocker(self, front: Any) -> str | None:

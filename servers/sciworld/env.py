@@ -14,7 +14,8 @@ simulator's score goes negative, e.g. after focusing on the wrong object: score 
 success, score (0-100), turns.
 
 Tasks: see `tasks.py` (splits train, dev, test of 200, and `agentgym` indexed by AgentGym's
-data_idx). A seed picks a train task.
+data_idx). A seed picks a train task. The session option `profile: "agentgym"` plays as AgentGym's
+server does, on a simulator of the session's own (gymwire.servers.agentgym.sciworld_profile).
 
 Simulators run in a pool of Java processes, many per process (see `jvm.py`); the pool is sized by
 the constructor's arguments (`gymwire serve sciworld:jvms=4,sessions_per_jvm=32`), and sessions
@@ -33,6 +34,8 @@ from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepOutcome, Task
 
 from . import tasks
+from gymwire.servers.agentgym.sciworld_profile import AgentGymSciWorld, profile_of
+
 from .actions import AMBIGUOUS, NO_MATCH, USAGE, ActionParseError, ambiguity_options, parse_action, quote
 from .jvm import MISSING_EXTRA, JavaPool, Simulator
 
@@ -77,7 +80,10 @@ class SciWorldEnv(Environment):
     seedable = True
     requires: ClassVar[tuple[str, ...]] = ("scienceworld", "py4j")
     extra: ClassVar[str] = "sciworld"
-    known_options: ClassVar[dict[str, str]] = {}
+    known_options: ClassVar[dict[str, str]] = {
+        "profile": "gymwire (default) or agentgym: AgentGym's server's game, character for character, on a simulator of its own",
+        "input": "with profile agentgym: reply (default: a model's reply, read as AgentGym's client reads it) or action (what AgentGym's server receives)",
+    }
 
     @classmethod
     def info(cls) -> EnvInfo:
@@ -98,10 +104,22 @@ class SciWorldEnv(Environment):
         self._simulator: Simulator | None = None
         self._progress = 0.0
         self._choices: list[str] | None = None  # pending numbered choices of an ambiguous command
+        self._agentgym: AgentGymSciWorld | None = None  # with `profile: agentgym`: its own simulator
 
     async def reset(self, task: Task) -> Observation:
         split, index = self.task_index(task, default_split="train")
         sci_task = tasks.task_at(split, index)
+        data = {
+            "task_id": sci_task.task_id, "task": sci_task.name, "variation": sci_task.variation,
+            "split": split, "index": index, "agentgym_index": sci_task.agentgym_index,
+        }
+        profile, parse_replies = profile_of(task)
+        if profile == "agentgym":  # a simulator of its own, played as AgentGym's server plays it
+            self._release()
+            self._agentgym = self._agentgym or AgentGymSciWorld()
+            text, answer = await self._agentgym.reset(sci_task.name, sci_task.variation, parse_replies)
+            return Observation(text=text, data={**data, "task_description": answer["task_description"], "agentgym": answer})
+        await self._close_agentgym()
         if self._simulator is not None and not self._simulator.alive:
             self._release()  # its Java process died: play on in a fresh one
         if self._simulator is None:
@@ -109,15 +127,11 @@ class SciWorldEnv(Environment):
         description, look = await self._simulator.load(sci_task.name, sci_task.variation)
         self._progress = 0.0
         self._choices = None
-        return Observation(
-            text=f"{description}\n\n{look}",
-            data={
-                "task_id": sci_task.task_id, "task": sci_task.name, "variation": sci_task.variation,
-                "split": split, "index": index, "agentgym_index": sci_task.agentgym_index,
-            },
-        )
+        return Observation(text=f"{description}\n\n{look}", data={**data, "task_description": description})
 
     async def step(self, action: str) -> StepOutcome:
+        if self._agentgym is not None:
+            return await self._agentgym.step(action)
         if self._simulator is None:
             raise RuntimeError("step before reset")
         try:
@@ -142,6 +156,12 @@ class SciWorldEnv(Environment):
 
     async def close(self) -> None:
         self._release()
+        await self._close_agentgym()
+
+    async def _close_agentgym(self) -> None:
+        if self._agentgym is not None:
+            agentgym, self._agentgym = self._agentgym, None
+            await agentgym.close()
 
     def _release(self) -> None:
         if self._simulator is not None:

@@ -18,7 +18,7 @@ JSON files is the server operator's configuration: `TextCraftEnv(recipes_dir=...
 `gymwire serve textcraft:recipes_dir=PATH` (in code: `EnvSpec.of(TextCraftEnv, recipes_dir=PATH)`).
 It is not a session option: a remote client must not make the server read paths of its choosing.
 The session option `profile: "agentgym"` plays AgentGym's TextCraft instead: its 544 task indices,
-text, grammar and messages (agentgym_profile.py, docs/agentgym.md).
+text, grammar and messages (gymwire.servers.agentgym.textcraft_profile, docs/agentgym.md).
 Each directory's recipe book is built once per process and shared by all sessions.
 """
 
@@ -34,7 +34,7 @@ from typing import Any, Iterator
 from gymwire.protocol import EnvInfo, Observation
 from gymwire.sdk.environment import Environment, StepOutcome, Task, TaskError
 
-from .agentgym_profile import AgentGymTextCraft, agentgym_episode, shown
+from gymwire.servers.agentgym.textcraft_profile import AgentGymTextCraft, agentgym_episode, shown
 from .actions import USAGE, ActionParseError, Craft, Get, ShowInventory, parse_action, quote
 from .recipes import CraftingRecipe, Ingredient, RecipeBook, load_book
 
@@ -68,7 +68,9 @@ class TextCraftEnv(Environment):
     requires = ("textcraft",)  # its recipe data; not needed with a recipe directory of one's own
     extra = "textcraft"
     known_options = {"depth": "play a goal of this crafting depth (1-4)",
-                     "profile": "gymwire (default) or agentgym: AgentGym's text, grammar and task indices"}
+                     "profile": "gymwire (default) or agentgym: AgentGym's server's game, character for character",
+                     "hash_seed": "with profile agentgym: the PYTHONHASHSEED AgentGym's server ran with (default 0)",
+                     "input": "with profile agentgym: reply (default: a model's reply, read as AgentGym's client reads it) or action (what AgentGym's server receives)"}
 
     @classmethod
     def check_requirements(cls, recipes_dir: str | os.PathLike[str] | None = None) -> None:
@@ -89,16 +91,20 @@ class TextCraftEnv(Environment):
         metadata = {"depth_index_ranges": depth_ranges, "recipes": sum(map(len, book.recipes.values()))}
         return super().info().model_copy(update={"splits": _split_sizes(book), "metadata": metadata})
 
-    def __init__(self, recipes_dir: str | os.PathLike[str] | None = None) -> None:
-        """`recipes_dir`: a directory of Minecraft recipe JSON files (default: the ADaPT set)."""
+    def __init__(self, recipes_dir: str | os.PathLike[str] | None = None, agentgym_order: str | os.PathLike[str] | None = None) -> None:
+        """`recipes_dir`: a directory of Minecraft recipe JSON files (default: the ADaPT set).
+        `agentgym_order`: with profile agentgym, the order an AgentGym installation reads its recipe
+        files in (its recipe directory, or a file of file names; default: sorted), see
+        gymwire.servers.agentgym.textcraft_profile."""
         self._book = load_book(recipes_dir)
+        self._agentgym_order = None if agentgym_order is None else os.fspath(agentgym_order)
         self.splits = _split_sizes(self._book)
 
     # -- episode --------------------------------------------------------------------------------
 
     def reset(self, task: Task) -> Observation:
         self.check_options(task.options)
-        self._agentgym = agentgym_episode(self._book.source, task)  # None unless `profile: agentgym`
+        self._agentgym = agentgym_episode(self._book.source, task, self._agentgym_order)  # None unless `profile: agentgym`
         if self._agentgym is not None:
             return Observation(text=self._agentgym.observation, data={"goal": shown(self._agentgym.goal), "profile": "agentgym"})
         split, index = self._resolve(task)

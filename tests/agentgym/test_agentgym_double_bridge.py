@@ -14,11 +14,11 @@ from typing import Iterator
 import pytest
 from conformance_servers import serve
 
-from gymwire.sdk.agentgym_api import DIALECTS
-from gymwire.sdk.agentgym_http import AgentGymFacade
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.conformance import run_conformance
 from gymwire.servers.agentgym import bridge_spec
+from gymwire.servers.agentgym.api import DIALECTS
+from gymwire.servers.agentgym.serve import AgentGymFacade
 from gymwire.servers.guess import GuessEnv
 from gymwire.servers.textcraft import TextCraftEnv
 from gymwire.servers.textcraft.recipes import load_book
@@ -89,7 +89,9 @@ async def test_guess_episodes_through_the_double_bridge_equal_the_direct_ones(di
         bridged = [await play(bridged_url, "guess", "all", 3, Bisect()), await play(bridged_url, "guess", "all", 4, lambda _: "Action: 50")]
     assert direct[0][-1][:2] == ("metrics", True) and len(direct[0]) > 3
     assert direct[1][-2][3] is True  # truncated at the turn limit
-    assert bridged == direct
+    # Rewards come back in gymwire's unit; a score is AgentGym's (SciWorld: points, 100 per unit).
+    scale = DIALECTS[dialect].reward_scale
+    assert bridged == [[*episode[:-1], (*episode[-1][:2], episode[-1][2] * scale, episode[-1][3])] for episode in direct]
 
 
 async def test_solved_textcraft_episode_through_the_double_bridge_equals_the_direct_one():

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
-from gymwire.sdk.agentgym_api import DIALECTS
 from gymwire.sdk.environment import Task
 from gymwire.servers.agentgym import bridge_spec
+from gymwire.servers.agentgym.api import DIALECTS
 
 REPLY = "Thought: I should act.\n\nAction: {}"
 
@@ -34,11 +34,12 @@ CASES = {
         ("Got 2 oak planks", 0.0, False, None),
     ),
     "babyai": (
-        "agentenv/agentenv/envs/babyai.py, agentenv-babyai/agentenv_babyai/server.py + environment.py (no /close)",
+        "agentenv/agentenv/envs/babyai.py, agentenv-babyai/agentenv_babyai/server.py + environment.py (/close since Sept 2025)",
         [
             ("POST", "create", None, {"id": 0}),
             ("POST", "reset", {"id": 0, "data_idx": 3}, {"observation": "Your goal: go to the red ball\nYou see a red ball 1.", "reward": 0, "score": 0, "deleted": False, "done": False}),
             ("POST", "step", {"id": 0, "action": "go to red ball 1"}, {"observation": "You are at the red ball.\n The task is completed.", "reward": 0.9, "score": 0.9, "done": True}),
+            ("POST", "close", {"id": 0}, True),
         ],
         REPLY.format("go to red ball 1"),
         "Your goal: go to the red ball\nYou see a red ball 1.",

@@ -12,12 +12,12 @@ import pytest
 from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
 from gymwire.protocol import ErrorCode, Limits, ProtocolError
-from gymwire.sdk.agentgym_http import AgentGymFacade
 from gymwire.sdk.cli import main
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.registry import resolve_env
 from gymwire.sdk.server import GymServer
 from gymwire.servers.agentgym import bridge_spec
+from gymwire.servers.agentgym.serve import AFTER_END, AgentGymFacade
 from gymwire.servers.guess import GuessEnv
 
 MAZE_RESET = {"observation": "The goal is at position 8, 6.", "reward": 0, "done": False}
@@ -78,17 +78,18 @@ async def test_agentgym_error_answers_become_typed_errors():
         ("POST", "reset", {"id": 4, "data_idx": 1}, {"observation": "go", "reward": 0, "score": 0, "done": False}),
         ("POST", "step", {"id": 4, "action": "turn left"}, {"error": "The task with environment 4 has finished."}),
     ]
-    async with scripted_server(ScriptedAgentGymServer(script=script)) as agentgym:
+    async with scripted_server(ScriptedAgentGymServer(script=script, answer_any={"close": True})) as agentgym:
         env = bridge_spec(f"babyai={agentgym.url},tasks=3")
         async with GymServer([env], port=0) as server, GymClient(server.url) as client:
             with pytest.raises(ProtocolError) as invalid:
                 await client.open("babyai", split="all", index=2)
             assert invalid.value.code == ErrorCode.INVALID_TASK and "list index out of range" in invalid.value.message
-            # The failed open closed nothing remote (BabyAI has no /close); a new session creates again.
+            # The failed open closed its AgentGym session; a new session creates again.
+            assert ("POST", "close", {"id": 4}) in agentgym.received
             agentgym.script.insert(0, ("POST", "create", None, {"id": 4}))
             session = await client.open("babyai", split="all", index=1)
             with pytest.raises(ProtocolError) as crashed:
-                await session.step("turn left")
+                await session.step("Action: turn left")
             assert crashed.value.code == ErrorCode.ENV_CRASHED and "has finished" in crashed.value.message
 
 
@@ -108,6 +109,54 @@ async def test_sessions_of_vanished_clients_are_closed_on_the_agentgym_side():
             assert [body for _, path, body in agentgym.received if path == "close"] == [{"id": 0}, {"id": 0}]
             assert server.stats()["sessions"] == 0
 
+
+
+class CountingBabyAI(ScriptedAgentGymServer):
+    """BabyAI's API with real session ids (create counts up) and the set of sessions still open."""
+
+    def __init__(self) -> None:
+        super().__init__(answer_any={"reset": {"observation": "go", "reward": 0, "score": 0, "deleted": False, "done": False}})
+        self.next_id = 0
+        self.open: set[int] = set()
+
+    async def handle(self, request):  # noqa: ANN001 - aiohttp's
+        from aiohttp import web
+
+        path = request.path.lstrip("/")
+        if path == "create":
+            self.open.add(self.next_id)
+            self.next_id += 1
+            return web.json_response({"id": self.next_id - 1})
+        if path == "close":
+            session = (await request.json())["id"]
+            self.open.discard(session)
+            return web.json_response(True)
+        return await super().handle(request)
+
+
+async def test_a_bridge_closes_every_session_it_opens_on_every_path():
+    limits = Limits(heartbeat_interval_ms=200, idle_timeout_ms=60_000, resume_grace_ms=300)
+    async with scripted_server(CountingBabyAI()) as agentgym:
+        server = await GymServer([bridge_spec(f"babyai={agentgym.url}")], port=0, limits=limits).start()
+        async with GymClient(server.url) as client:  # open and close
+            for index in range(100):
+                session = await client.open("babyai", split="all", index=index)
+                await session.close()
+        assert agentgym.next_id == 100 and agentgym.open == set()
+        async with GymClient(server.url, reconnect_attempts=0) as client:  # a client that vanishes
+            await client.open("babyai", split="all", index=0)
+            client._ws.transport.abort()
+        for _ in range(100):
+            if not agentgym.open:
+                break
+            await asyncio.sleep(0.05)
+        assert agentgym.next_id == 101 and agentgym.open == set()
+        client = await GymClient(server.url, reconnect_attempts=0).connect()  # sessions open at the server's stop
+        for index in range(3):
+            await client.open("babyai", split="all", index=index)
+        await server.stop(drain_timeout=0.2)
+        await client.close()
+        assert agentgym.next_id == 104 and agentgym.open == set()
 
 def _post(url: str, body=None):
     data = None if body is None else json.dumps(body).encode()
@@ -145,7 +194,7 @@ def test_facade_answers_like_agentgym_and_refuses_bad_requests():
         request = urllib.request.Request(url + "/step", data=b"{not json", method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             assert "error" in json.loads(response.read())
-        # Play to the end: a further step is refused until a reset.
+        # Play to the end.
         low, high = 1, 100
         _post(url + "/reset", {"id": 0, "data_idx": 3})
         while True:
@@ -155,8 +204,10 @@ def test_facade_answers_like_agentgym_and_refuses_bad_requests():
                 break
             low, high = (guess + 1, high) if "higher" in step["observation"] else (low, guess - 1)
         assert step["reward"] == 1.0 and step["score"] == 1.0
-        assert "finished" in _post(url + "/step", {"id": 0, "action": "1"})["error"]
-        assert _post(url + "/close", {"id": 0}) == {"closed": True}
+        # A step after the end is answered (AgentGym's clients read `observation` from every answer).
+        after = _post(url + "/step", {"id": 0, "action": "1"})
+        assert after == {"observation": AFTER_END, "reward": 0, "done": True, "score": 1.0}
+        assert _post(url + "/close", {"id": 0}) is True
         assert "error" in _post(url + "/step", {"id": 0, "action": "1"})
 
 

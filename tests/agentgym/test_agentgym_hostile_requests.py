@@ -12,7 +12,7 @@ import json
 import pytest
 
 from gymwire.protocol import rebinding_refusal
-from gymwire.sdk.agentgym_http import AgentGymFacade
+from gymwire.servers.agentgym.serve import AgentGymFacade
 from gymwire.servers.guess import GuessEnv
 
 

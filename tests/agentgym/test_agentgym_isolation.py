@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from agentgym_fakes import ScriptedAgentGymServer, scripted_server
 
-from gymwire.sdk.agentgym_http import AgentGymFacade
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.server import GymServer
 from gymwire.servers.agentgym import bridge_spec
+from gymwire.servers.agentgym.serve import AgentGymFacade
 from gymwire.servers.textcraft import TextCraftEnv
 from gymwire.servers.textcraft.recipes import load_book
 from gymwire.servers.textcraft.solver import plan

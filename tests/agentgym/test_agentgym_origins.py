@@ -8,7 +8,7 @@ import json
 import urllib.error
 import urllib.request
 
-from gymwire.sdk.agentgym_http import AgentGymFacade
+from gymwire.servers.agentgym.serve import AgentGymFacade
 from gymwire.servers.guess import GuessEnv
 
 

@@ -107,6 +107,11 @@ CASES = {
     "guess": Case(_guess, ["guess", "Action:"], "Action: 50", 300),
     "babyai": Case(_babyai, ["go to", "pick up", "toggle", "turn left", "drop", "check available actions"], "turn left", 300),
     "textcraft": Case(_textcraft, ["get", "craft", "inventory"], "inventory", 300),
+    # AgentGym's rules (their own grammar and counts) face the same input.
+    "textcraft-agentgym": Case(_textcraft, ["get", "craft", "inventory"], "Action: inventory", 200,
+                               {"split": "train", "index": 0, "options": {"profile": "agentgym"}}),
+    "babyai-agentgym": Case(_babyai, ["go to", "pickup", "toggle", "turn left", "check available actions"], "Action: turn left", 200,
+                            {"split": "train", "index": 0, "options": {"profile": "agentgym"}}),
     "deepsearch": Case(_deepsearch, ["search", "answer", "python"], "<search>capital of France</search>", 200),
     # train 0: a hallway with several doors, so `open door` leaves ScienceWorld waiting for a number.
     "sciworld": Case(_sciworld, ["look at", "open", "go to", "pick up", "focus on", "connect", "wait", "reset task"],

@@ -89,15 +89,15 @@ def test_first_observation_describes_mission_objects_ahead_carrying_and_actions(
     assert lines[3] == "You are not carrying anything."
     actions = available(obs.text)
     assert actions[:2] == ["turn left", "turn right"] and actions[-1] == "check available actions"
-    for thing in env._view.things:
+    for thing in env._things:
         assert thing.label in obs.text
 
 
 def test_objects_are_numbered_per_name_from_near_to_far():
     for index in range(90):
-        view = fresh("test", index)._view
+        things = fresh("test", index)._things
         by_name: dict[str, list] = {}
-        for thing in view.things:
+        for thing in things:
             by_name.setdefault(thing.name, []).append(thing)
         for same in by_name.values():
             assert [t.number for t in same] == list(range(1, len(same) + 1))
@@ -109,7 +109,7 @@ def test_positions_are_relative_to_the_agent():
     env = fresh("test", 0)
     grid = env._env
     fx, fy = DIR_VECS[grid.agent_dir]
-    for thing in env._view.things:
+    for thing in env._things:
         expected = (grid.agent_pos[0] + fx * thing.ahead - fy * thing.right, grid.agent_pos[1] + fy * thing.ahead + fx * thing.right)
         assert thing.pos == expected
         assert grid.grid.get(*thing.pos).type == thing.kind
@@ -135,7 +135,7 @@ def test_go_to_ends_facing_the_object():
     for index in _tasks_offering("go to "):
         for action in [a for a in fresh("train", index)._valid if a.startswith("go to ")]:
             env = fresh("train", index)
-            target = next(t for t in env._view.things if f"go to {t.label}" == action)
+            target = next(t for t in env._things if f"go to {t.label}" == action)
             result = env.step(action)
             assert result.info["valid"]
             assert tuple(env._env.front_pos) == target.pos or result.terminated, action
@@ -148,7 +148,7 @@ def test_pick_up_carries_the_object():
     for index in _tasks_offering("pick up ", limit=12):
         env = fresh("train", index)
         action = next(a for a in env._valid if a.startswith("pick up "))
-        target = next(t for t in env._view.things if f"pick up {t.label}" == action)
+        target = next(t for t in env._things if f"pick up {t.label}" == action)
         result = env.step(action)
         if result.info["primitives"][-1] != "pickup":
             assert result.terminated  # a "go to" mission completed on the way
@@ -167,7 +167,7 @@ def test_toggle_and_go_through_crosses_the_door_and_go_through_comes_back():
     for index in _tasks_offering("toggle and go through "):
         env = fresh("train", index)
         action = next(a for a in env._valid if a.startswith("toggle and go through "))
-        door = next(t for t in env._view.things if action.endswith(t.label))
+        door = next(t for t in env._things if action.endswith(t.label))
         before = tuple(env._env.agent_pos)
         result = env.step(action)
         if result.terminated:
@@ -181,7 +181,7 @@ def test_toggle_and_go_through_crosses_the_door_and_go_through_comes_back():
             continue  # stopped in the doorway: the way beyond was blocked
         env.step("turn left")
         env.step("turn left")
-        behind = env._view.thing_at(door.pos)
+        behind = next(t for t in env._things if t.pos == door.pos)
         assert behind.state == "open" and f"go through {behind.label}" in env._valid
         env.step(f"Action: go through {behind.name} {behind.number}")
         back = tuple(env._env.agent_pos)
@@ -224,7 +224,7 @@ def test_extract_action_is_lenient(reply, action):
 
 def test_missing_object_number_is_filled_in_when_unambiguous():
     env = fresh("test", 0)
-    names = [t.name for t in env._view.things]
+    names = [t.name for t in env._things]
     unique = next(n for n in names if names.count(n) == 1) if any(names.count(n) == 1 for n in names) else None
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice:
@@ -260,10 +260,10 @@ def test_unparseable_text_never_changes_the_episode(reply):
     env = fresh("test", 3)
     if extract_action(reply) in env._valid:
         return  # a real action, however it was written
-    before, observation = snapshot(env), env._view.describe()
+    before, observation = snapshot(env), env._description
     result = env.step(reply)
     assert result.info["valid"] is False
-    assert snapshot(env) == before and env._view.describe() == observation
+    assert snapshot(env) == before and env._description == observation
 
 
 def test_a_bad_turn_does_not_change_what_follows():

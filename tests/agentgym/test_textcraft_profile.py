@@ -1,10 +1,12 @@
 """TextCraft's `profile: agentgym`: AgentGym's task list, observation text, grammar and messages
 (read from WooooDyy/AgentGym agentenv-textcraft/agentenv_textcraft/environment.py, crafting_tree.py,
-utils.py and the client agentenv/agentenv/envs/textcraft.py), made deterministic."""
+utils.py and the client agentenv/agentenv/envs/textcraft.py). Equality with AgentGym's own server,
+episode by episode, is tests/agentgym/test_agentgym_fidelity.py's."""
 
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -13,8 +15,8 @@ import pytest
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.environment import Task, TaskError
 from gymwire.sdk.server import GymServer
+from gymwire.servers.agentgym.textcraft_profile import CraftingTree, agentgym_tree, shown
 from gymwire.servers.textcraft import TextCraftEnv
-from gymwire.servers.textcraft.agentgym_profile import CraftingTree, agentgym_tree, shown
 from gymwire.servers.textcraft.recipes import load_book
 
 AGENTGYM = {"profile": "agentgym"}
@@ -31,8 +33,8 @@ def reset(index: int) -> TextCraftEnv:
     return env
 
 
-def test_data_idx_indexes_agentgyms_544_goals_by_depth(tree):
-    goals = tree.goals()
+def test_data_idx_indexes_agentgyms_544_goals_by_depth_and_wraps_as_agentgym(tree):
+    goals = tree.goals
     assert len(goals) == 544  # the count measured on AgentGym's own server (agentgym-facts.md)
     depths = [tree.depth(goal) for goal in goals]
     assert depths == sorted(depths) and depths[0] == 1 and depths[-1] == 4
@@ -40,19 +42,23 @@ def test_data_idx_indexes_agentgyms_544_goals_by_depth(tree):
     observation = env.reset(Task(split="test", index=543, options=AGENTGYM))
     assert observation.text.endswith(f"Goal: craft {shown(goals[543])}.")
     assert env.reset(Task(seed=544 + 7, options=AGENTGYM)).text == env.reset(Task(split="x", index=7, options=AGENTGYM)).text
-    with pytest.raises(TaskError, match="out of range 0..543"):
-        env.reset(Task(split="train", index=544, options=AGENTGYM))
+    assert env.reset(Task(split="train", index=544, options=AGENTGYM)).text == env.reset(Task(split="train", index=0, options=AGENTGYM)).text
     with pytest.raises(TaskError, match="unknown profile"):
         env.reset(Task(split="train", index=0, options={"profile": "adapt"}))
+    with pytest.raises(TaskError, match="hash_seed"):
+        env.reset(Task(split="train", index=0, options={**AGENTGYM, "hash_seed": -1}))
 
 
-def test_first_observation_lists_every_needed_recipe_and_does_not_depend_on_the_hash_seed(tree):
+def test_first_observation_follows_the_hash_seed_and_the_listing_order(tree, tmp_path):
     env = reset(300)
     text = env._agentgym.observation
     assert text.startswith("Crafting commands:\n") and "\n\nGoal: craft " in text
     shown_commands = text.split("\n\n")[0].splitlines()[1:]
-    needed = {recipe.command for recipe in tree.closure(env._agentgym.goal)}
+    needed = {recipe.command for recipe in tree.walk(env._agentgym.goal)}
     assert needed <= set(shown_commands) and len(shown_commands) <= len(needed) + 10
+    other_seed = TextCraftEnv().reset(Task(split="train", index=300, options={**AGENTGYM, "hash_seed": 7})).text
+    assert other_seed != text and sorted(other_seed.split("\n")[1:len(needed) + 1]) != sorted(shown_commands[: len(needed)])
+    # The same in another process (whatever its own hash seed): the order is computed, not taken from Python's sets.
     script = (
         "from gymwire.servers.textcraft import TextCraftEnv\n"
         "from gymwire.sdk.environment import Task\n"
@@ -63,6 +69,16 @@ def test_first_observation_lists_every_needed_recipe_and_does_not_depend_on_the_
         for seed in ("1", "2")
     }
     assert len(outputs) == 1
+    # Another listing order of the recipe files: other goals at the same index (and, where two recipes
+    # would close a cycle, the other one kept: gold ingot <-> gold nugget).
+    files = sorted(os.listdir(load_book().source))
+    order = tmp_path / "order.txt"
+    order.write_text("\n".join(reversed(files)))
+    reversed_tree = agentgym_tree(load_book().source, str(order))
+    assert reversed_tree.goals != tree.goals and len(set(reversed_tree.goals) & set(tree.goals)) > 500
+    order.write_text("\n".join(files[1:]))
+    with pytest.raises(Exception):
+        agentgym_tree(load_book().source, str(order) + "x")
 
 
 GET_LOGS = ["Action: get 2 oak logs"]
@@ -73,7 +89,10 @@ GET_LOGS = ["Action: get 2 oak logs"]
     [
         ([], "Thought: wood.\n\nAction: get 2 oak logs", "Got 2 oak logs"),
         (GET_LOGS, "Action:\ninventory", "Inventory: [oak logs] (2) "),
-        (GET_LOGS, "Action: look", "Inventory: [oak logs] (2) "),
+        (GET_LOGS, "Action: look", "Could not execute look"),  # `look` as inventory is an unmerged pull request
+        ([], "Thought: no action line", "Could not execute "),  # the client sends an empty action
+        (GET_LOGS, "Action: craft 1 stick using 0 sticks", "Could not find enough items to craft minecraft:stick"),
+        ([], "Action: get 0 oak logs", "Got 0 oak logs"),
         ([], "Action: inventory", "Inventory: You are not carrying anything."),
         (GET_LOGS, "Action: craft 4 oak planks using 1 oak logs", "Crafted 4 minecraft:oak_planks"),
         (GET_LOGS, "Action: craft 8 oak planks using 2 oak logs", "Could not find a valid recipe for "
@@ -141,7 +160,7 @@ def agentgym_plan(tree: CraftingTree, goal: str) -> list[str]:
 
 def test_every_agentgym_task_is_solvable_with_its_rules(tree):
     failures = []
-    for index, goal in enumerate(tree.goals()):
+    for index, goal in enumerate(tree.goals):
         env = reset(index)
         result = None
         for command in agentgym_plan(tree, goal):

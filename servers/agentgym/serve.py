@@ -1,15 +1,19 @@
 """Serve gymwire environments with AgentGym's HTTP API, so AgentGym's `agentenv` clients (and
 AgentGym-RL's trainer) use them unchanged: `gymwire agentgym-serve textcraft --port 36001`.
 
-Each environment speaks one dialect of `agentgym_api.DIALECTS` (by default the one of its own name,
+Each environment speaks one dialect of `api.DIALECTS` (by default the one of its own name,
 else TextCraft's) under `/<name>/` — and also at `/` when only one is served, which is where
 AgentGym's clients look (`env_server_base` + `/create`). What it adds to AgentGym's servers: sessions
 idle past `--idle-timeout` are closed, every error is an `{"error": ...}` answer (never a dropped
-connection), a step after the end of an episode is refused, and sync environments run in a thread
-pool so one slow step does not stall the others.
+connection), a step after the end of an episode is answered (with a note that it has ended, or, for
+TextCraft with AgentGym's rules, played as AgentGym's server plays it), and sync environments run
+in a thread pool so one slow step does not stall the others.
 
 A task index (`data_idx`, `session_id`, `item_id`, ... as the dialect names it) is the index into one
-split of the environment (`--split`, default its first); environments without splits take it as seed.
+split of the environment (`--split`, default the dialect's AgentGym split where the environment has
+one, e.g. SciWorld's `agentgym`, else its first); environments without splits take it as seed. An
+index past the data is read as AgentGym's server reads it (TextCraft wraps around, SciWorld counts
+a negative index from the end). Rewards are in AgentGym's units (SciWorld: score points).
 `--option KEY=VALUE` passes session options to every reset, e.g. `--option profile=agentgym` for
 TextCraft as AgentGym plays it.
 """
@@ -30,45 +34,62 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from gymwire.protocol import origin_refusal, rebinding_refusal
 
-from .agentgym_api import DIALECTS, Dialect
-from .environment import Environment, Task, TaskError, as_observation
-from .env_spec import EnvSpec
-from .errors import port_number
-from .runners import EnvCrashed, EnvRunner, runner_for
+from gymwire.sdk.env_spec import EnvSpec
+from gymwire.sdk.environment import Environment, Task, TaskError, as_observation
+from gymwire.sdk.errors import port_number
+from gymwire.sdk.runners import EnvCrashed, EnvRunner, runner_for
+
+from .api import DIALECTS, Dialect
 
 __all__ = ["AgentGymFacade", "register"]
 
-log = logging.getLogger("gymwire.agentgym_http")
+log = logging.getLogger("gymwire.agentgym.serve")
 
 DEFAULT_DIALECT = "textcraft"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Session:
     runner: EnvRunner
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     observation: str = ""
     done: bool = False
     score: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)  # the last reset's observation data
     last_active: float = field(default_factory=time.monotonic)
+
+
+AFTER_END = "The episode has ended. Reset the environment to play another task."
 
 
 class _Served:
     """One environment behind one dialect, with its sessions (ids count from 0, as AgentGym's)."""
 
     def __init__(self, spec: EnvSpec, dialect: Dialect, split: str | None, options: dict[str, Any]) -> None:
-        self.spec, self.dialect, self.options = spec, dialect, options
+        self.spec, self.dialect = spec, dialect
         splits = spec.info().splits
         if split is not None and split not in splits:
             raise ValueError(f"{spec.name} has no split {split!r}; it has {sorted(splits) or 'none (seeds only)'}")
+        if split is None and dialect.default_split in splits:
+            split = dialect.default_split
         self.split = split or next(iter(splits), None)
+        self.size = splits.get(self.split, 0) if self.split is not None else 0
+        # With AgentGym's rules the text a client sends is already its action (AgentGym's client read the reply).
+        self.agentgym_rules = options.get("profile") == "agentgym"
+        self.options = {"input": "action", **options} if self.agentgym_rules else dict(options)
         self.sessions: dict[int, _Session] = {}
         self.ids = itertools.count()
 
     def task(self, index: int) -> Task:
-        if self.split is not None:
-            return Task(split=self.split, index=index, options=dict(self.options))
-        return Task(seed=index, options=dict(self.options))
+        if self.split is None:
+            return Task(seed=index, options=dict(self.options))
+        size = self.size
+        rule = self.dialect.index_rule
+        if rule == "list" and -size <= index < 0:
+            index += size  # AgentGym indexes a Python list
+        elif rule == "wrap" and not self.agentgym_rules:
+            index %= size  # (with AgentGym's rules the profile wraps by AgentGym's own task count)
+        return Task(split=self.split, index=index, options=dict(self.options))
 
 
 class _BadRequest(Exception):
@@ -248,22 +269,26 @@ class AgentGymFacade:
         if d.create_answer == "int":
             return session_id
         answer: dict[str, Any] = {d.id_key: session_id}
-        if d.create_resets:  # this family's client reads a first observation from /create
-            failed = await self._reset_session(served, session, 0)
+        if d.create_resets:  # this family's client reads a first observation from /create: task `id`, as AgentGym's
+            failed = await self._reset_session(served, session, session_id)
             if failed is not None:
                 await self._drop(served, session_id)
                 return failed
             answer.update({d.observation_key: session.observation, "done": False, "reward": 0})
         return answer
 
-    async def _reset_session(self, served: _Served, session: _Session, index: int) -> dict[str, str] | None:
+    async def _reset_session(self, served: _Served, session: _Session, index: int) -> dict[str, Any] | None:
+        """Reset; None, or the error answer. Keeps the observation's data for the reset answer."""
         async with session.lock:
             try:
-                observation = await session.runner.reset(served.task(index))
+                observation = as_observation(await session.runner.reset(served.task(index)))
             except (TaskError, EnvCrashed) as exc:
                 return {"error": str(exc)}
-            session.observation = as_observation(observation).text or ""
-            session.done, session.score = False, 0.0
+            session.observation = observation.text or ""
+            session.data = dict(observation.data or {})
+            # A profile may give the fields AgentGym's reset answers (SciWorld: the score of its first move).
+            first_score = (session.data.get("agentgym") or {}).get("score", 0)
+            session.done, session.score = False, float(first_score) / served.dialect.reward_scale
         return None
 
     async def _reset(self, served: _Served, body: dict[str, Any]) -> Any:
@@ -277,13 +302,24 @@ class AgentGymFacade:
             return [session.observation, None]
         if d.reset_answer == "text":
             return session.observation
-        answer: dict[str, Any] = {d.id_key: session_id, d.observation_key: session.observation, "reward": 0, d.done_key: False}
+        answer: dict[str, Any] = {key: session.data.get(source) for key, source in d.reset_data.items()}
+        text = session.observation
+        if d.prefix_key:  # AgentGym sends the task apart; its client shows it, a newline, then the observation
+            prefix = str(session.data.get(d.prefix_key, ""))
+            answer[d.prefix_key] = prefix
+            if prefix and text.startswith(prefix):
+                text = text[len(prefix):].lstrip("\n")
+        if not d.reset_data and not d.reset_deleted:
+            answer[d.id_key] = session_id
+        answer.update({d.observation_key: text, "reward": 0})
         if d.score_key:
             answer[d.score_key] = 0
-        if d.prefix_key:  # gymwire has no separate task description: it is part of the observation
-            answer[d.prefix_key] = ""
+        if d.reset_deleted:
+            answer["deleted"] = False
+        answer[d.done_key] = False
         if d.actions_key:
             answer[d.actions_key] = []
+        answer.update({key: value for key, value in (session.data.get("agentgym") or {}).items() if key in answer})
         return answer
 
     async def _step(self, served: _Served, body: dict[str, Any]) -> Any:
@@ -298,8 +334,12 @@ class AgentGymFacade:
             except UnicodeEncodeError:
                 raise _BadRequest("the action is not valid Unicode text (it holds a lone surrogate)") from None
         async with session.lock:
-            if session.done:
-                return {"error": "the episode has finished; reset the session to play another"}
+            if session.done and not (d.plays_after_end and served.agentgym_rules):
+                # AgentGym's clients read `observation` from every answer: an error here would crash them.
+                answer = {d.observation_key: AFTER_END, "reward": 0, d.done_key: True}
+                if d.score_key:
+                    answer[d.score_key] = self._units(d, session.score)
+                return answer
             try:
                 result = await session.runner.step(action)
             except EnvCrashed as exc:
@@ -307,14 +347,19 @@ class AgentGymFacade:
             session.observation = as_observation(result.observation).text or ""
             session.done = bool(result.terminated or result.truncated)
             session.score += float(result.reward)
-        answer: dict[str, Any] = {d.observation_key: session.observation, "reward": result.reward, d.done_key: session.done}
+        answer = {d.observation_key: session.observation, "reward": self._units(d, float(result.reward)), d.done_key: session.done}
         if d.score_key:
-            answer[d.score_key] = session.score
+            answer[d.score_key] = self._units(d, session.score)
         if d.done_key == "terminated":
             answer["truncated"] = bool(result.truncated)
         if d.actions_key:
             answer[d.actions_key] = []
         return answer
+
+    @staticmethod
+    def _units(d: Dialect, value: float) -> float:
+        """A gymwire reward in the unit AgentGym's server uses (SciWorld: whole score points)."""
+        return value if d.reward_scale == 1 else round(value * d.reward_scale)
 
     async def _observation(self, served: _Served, body: dict[str, Any]) -> Any:
         return self._session(served, body)[1].observation
@@ -322,7 +367,7 @@ class AgentGymFacade:
     async def _close(self, served: _Served, body: dict[str, Any]) -> Any:
         session_id, _ = self._session(served, body)
         await self._drop(served, session_id)
-        return {"closed": True}
+        return True  # as AgentGym's servers answer
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -346,7 +391,8 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .registry import resolve_env
+    from gymwire.sdk.commands import env_var_defaults
+    from gymwire.sdk.registry import resolve_env
 
     try:
         import aiohttp  # noqa: F401 - fail here with the install line, not inside the event loop
@@ -355,7 +401,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        envs = [(resolve_env(env), dialect) for env, dialect in map(_parse_env, args.envs)]
+        envs = [(resolve_env(env, defaults=env_var_defaults), dialect) for env, dialect in map(_parse_env, args.envs)]
         options = dict(_parse_option(option) for option in args.option)
         facade = AgentGymFacade(
             envs, split=args.split, options=options, idle_timeout_s=args.idle_timeout, host=args.host, port=args.port,

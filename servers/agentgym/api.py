@@ -9,8 +9,8 @@ whether the episode end is `done` or `terminated`. Errors come back as HTTP 200 
 `{"error": "..."}`.
 
 Both directions use this one table: the bridge that drives an AgentGym server as a gymwire
-environment (`gymwire.servers.agentgym`) and the facade that serves gymwire environments to
-AgentGym's clients (`gymwire.sdk.agentgym_http`). Each dialect names the AgentGym client file it was
+environment (`bridge.py`) and the facade that serves gymwire environments to AgentGym's clients
+(`serve.py`, `gymwire agentgym-serve`); the readers of model replies are also the profiles'. Each dialect names the AgentGym client file it was
 read from (`agentenv/agentenv/envs/<file>.py`); the server files read are cited in
 docs/agentgym.md.
 """
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Dialect", "DIALECTS", "dialect", "extract_action", "AgentGymError"]
+__all__ = ["Dialect", "DIALECTS", "dialect", "extract_action", "line_action", "react_action", "AgentGymError", "ONE_ACTION_ONLY"]
 
 
 class AgentGymError(Exception):
@@ -47,8 +47,16 @@ class Dialect:
     score_key: str | None = None  # a running score some families also send ("score")
     prefix_key: str | None = None  # reset field shown before the observation (SciWorld's task_description)
     actions_key: str | None = None  # field listing the valid actions, shown after the observation (ALFWorld)
-    action_format: str = "label"  # what the client sends: "label" (text after `Action:`), "sql" (the ```sql block), "raw"
+    action_format: str = "label"  # how the client reads a reply: "line", "react", "label", "sql", "raw" (extract_action)
     has_close: bool = True  # the server has POST /close
+    # How AgentGym's server reads an index past its data: "wrap" (modulo the number of tasks),
+    # "list" (Python list indexing: negative counts from the end, past the end is an error), "plain".
+    index_rule: str = "plain"
+    reset_data: dict[str, str] = field(default_factory=dict)  # reset answer field -> observation data key
+    reset_deleted: bool = False  # the reset answer carries `"deleted": false`
+    reward_scale: int = 1  # AgentGym's reward unit per gymwire reward unit (SciWorld: score points)
+    plays_after_end: bool = False  # AgentGym's server goes on playing steps after the episode's end
+    default_split: str | None = None  # the split whose indices are AgentGym's (agentgym-serve's default)
     # Default number of task indices: the data size where known (TextCraft 544 goals, WebShop 12,087
     # instructions, WebArena 812 tasks, SearchQA 51,713 test items), else a round bound; `tasks=N` overrides.
     tasks: int = 10_000
@@ -69,16 +77,19 @@ DIALECTS: dict[str, Dialect] = {
         Dialect(
             "textcraft", "TextCraft", "agentenv/agentenv/envs/textcraft.py",
             create_body={"commands": None, "goal": None}, create_resets=True, tasks=544, max_turns=20,
+            index_rule="wrap", plays_after_end=True, action_format="line",
             instructions="`get N item`, `craft N item using N a, N b`, or `inventory`, after `Action:`.",
         ),
         Dialect(
             "babyai", "BabyAI", "agentenv/agentenv/envs/babyai.py",
-            score_key="score", has_close=False, tasks=400, max_turns=20,
+            score_key="score", reset_deleted=True, tasks=400, max_turns=20, action_format="line",
             instructions="One of the available actions listed in the observation, after `Action:`.",
         ),
         Dialect(
             "sciworld", "SciWorld", "agentenv/agentenv/envs/sciworld.py",
-            score_key="score", prefix_key="task_description", tasks=5000, max_turns=30,
+            score_key="score", prefix_key="task_description", tasks=4639, max_turns=30, index_rule="list",
+            reset_data={"task_name": "task", "var_num": "variation"}, reset_deleted=True, reward_scale=100,
+            default_split="agentgym", action_format="react",
             instructions="A ScienceWorld action (`look around`, `open OBJ`, `focus on OBJ`, ...), after `Action:`.",
         ),
         Dialect(
@@ -134,15 +145,47 @@ def dialect(name: str) -> Dialect:
 
 
 _SQL_BLOCK = re.compile(r"```sql\s*(.*?)(?:```|$)", re.DOTALL)
+_ACTION_LINE = re.compile(r"Action:\s*(.*?)(?=\n|$)", re.DOTALL)
+_NOT_KEPT = re.compile(r"[^A-Za-z0-9, ]+")
+ONE_ACTION_ONLY = "Error: Only one 'Action' is allowed per response. Please adjust your response."
 
 
-def extract_action(text: str, action_format: str) -> str:
-    """The action an AgentGym client would send for an agent's raw reply.
+def line_action(reply: str) -> str | None:
+    """What AgentGym's TextCraft and BabyAI clients send for a model's reply: the text after `Action:`
+    up to the end of its line, characters other than letters, digits, commas and spaces dropped,
+    spaces collapsed ("" without `Action:`); None when they refuse the reply (two `Action:` lines:
+    the client answers ONE_ACTION_ONLY itself)."""
+    found = _ACTION_LINE.findall(reply)
+    if len(found) > 1:
+        return None
+    return " ".join(_NOT_KEPT.sub("", found[-1] if found else "").split())
 
+
+def react_action(reply: str) -> str:
+    """What AgentGym's ReAct reading (`BaseAdapter.parse_react`, after SciWorld's client cuts a
+    trailing `</s>`) sends: the text after the last `Action:`, stripped; without one, "" (or all of
+    it when it contains `search[` or `click[`)."""
+    if reply.endswith("</s>"):
+        reply = reply[:-5]  # AgentGym's client cuts five characters for a four-character marker
+    _, sep, tail = reply.rpartition("Action:")
+    if not sep:
+        return reply.strip() if "search[" in reply or "click[" in reply else ""
+    return tail.strip()
+
+
+def extract_action(text: str, action_format: str) -> str | None:
+    """The action an AgentGym client would send for an agent's raw reply; None when the client
+    refuses the reply without asking the server (it then answers ONE_ACTION_ONLY).
+
+    "line": TextCraft's and BabyAI's clients (`line_action`); "react": SciWorld's (`react_action`);
     "label": the text after the last `Action:` (all of it when there is none), stripped;
     "sql": the contents of the last ```sql block; "raw": unchanged."""
     if action_format == "raw":
         return text
+    if action_format == "line":
+        return line_action(text)
+    if action_format == "react":
+        return react_action(text)
     if action_format == "sql":
         blocks = _SQL_BLOCK.findall(text)
         return blocks[-1].strip() if blocks else text.strip()

@@ -1,30 +1,41 @@
-"""BabyAI as AgentGym serves it: the `profile: agentgym` session option of BabyAIEnv.
+"""BabyAI as AgentGym's server plays it: the `profile: agentgym` session option of BabyAIEnv.
 
 Written from a reading of AgentGym's `agentenv-babyai` (environment.py, server.py) and its client
-(`agentenv/agentenv/envs/babyai.py`); no code of theirs is used. Kept word for word: the
-observation text (objects in view numbered per name near to far, "N steps in front of you and M
-steps to your left", the wall ahead, what is carried), the action names and the path planner
-behind them (`go to red ball 1`, `pickup red ball 1`, `go through grey open door 1`, `toggle and go
-through ...`, `toggle`, `drop`, `check available actions`), the error messages, the
-`Available actions: [...]` list, "Your goal: ..." and " The task is completed.".
+(`agentenv/agentenv/envs/babyai.py`) at AgentGym's main (3ef9235, the client as changed in September
+2025); no code of theirs is used. Everything an agent sees, and every reward and end, is AgentGym's:
 
-Corrected where AgentGym's behaviour is a defect (docs/agentgym.md lists every difference):
-the mission is shown as the level states it (AgentGym rewrites "then" and "after you" as "and",
-which loses the order); the episode ends when MiniGrid ends it, whatever the reward (AgentGym keeps
-`done` false after a success worth <= 0.5 and after a failure); a multi-move action stops at the
-move that ends the episode; the level's step limit ends the episode as truncated (AgentGym never
-ends there); the "no path" message of a door names its number (AgentGym prints its counter table).
+- tasks: `data_idx` i plays level i mod 40 of AgentGym's list with seed i div 40 (any i >= 0).
+  AgentGym pins minigrid 2.3.1, whose `BabyAI-GoToObjS6-v0` is registered with a room of size 4 (the
+  registry bug minigrid 3 fixed as `-v1`, size 6): level 4 here is that level, minigrid 3's
+  `BabyAI-GoToObjS4-v0`, the same class with the same arguments;
+- the text: "Your goal: <mission>" with "then" and "after you" rewritten as "and", as AgentGym does;
+  objects in view numbered per name from near to far, the wall ahead, what is carried, and
+  `Available actions: [...]`; the messages, including the "no path" message of a door that prints
+  AgentGym's door counter table;
+- the actions and the planner behind them, an action's moves played until one changes nothing
+  (also past the episode's end, as AgentGym plays them);
+- reward and end: the reward is AgentGym's `reward` field, MiniGrid's reward of the last move, kept
+  by invalid actions; done when MiniGrid ends the episode with a reward above 0.5 (a later success,
+  and a failure, say "The task is completed." and play on); the level's step limit ends nothing;
+- the client's reading of a model's reply (option `input: "reply"`, the default): the text after
+  `Action:` up to the end of its line, characters other than letters, digits, commas and spaces
+  dropped, spaces collapsed; no `Action:` sends an empty action; two `Action:` lines are answered by
+  the client's error. With `input: "action"` the text is what AgentGym's server receives.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from types import MethodType
 from typing import Any
 
 import numpy as np
 
 from gymwire.sdk.environment import StepOutcome, Task, TaskError
 
-__all__ = ["AgentGymBabyAI", "agentgym_episode", "PROFILES"]
+from .api import ONE_ACTION_ONLY, line_action
+
+__all__ = ["AgentGymBabyAI", "agentgym_episode", "agentgym_level", "agentgym_reset", "profile_of", "PROFILES"]
 
 PROFILES = ("gymwire", "agentgym")
 
@@ -33,6 +44,7 @@ OBJECTS = {0: "unseen", 1: "empty", 2: "wall", 3: "floor", 4: "door", 5: "key", 
 COLORS = {0: "red", 1: "green", 2: "blue", 3: "purple", 4: "yellow", 5: "grey"}
 STATES = {0: "open", 1: "closed", 2: "locked"}
 DIRECTIONS = [np.array((1, 0)), np.array((0, 1)), np.array((-1, 0)), np.array((0, -1))]
+STEPS = [(1, 0), (0, 1), (-1, 0), (0, -1)]  # DIRECTIONS as plain ints, for the path search
 LEFT, RIGHT, FORWARD, PICKUP, DROP, TOGGLE = 0, 1, 2, 3, 4, 5
 SEEN = ("door", "key", "ball", "box", "goal", "lava", "wall")
 BLOCKING = ("wall", "box", "lava", "ball", "key")  # what a planned path may not cross
@@ -40,13 +52,69 @@ CHECK = "check available actions"
 DONE_SUFFIX = "\n The task is completed."
 
 
-def agentgym_episode(env: Any, task: Task) -> "AgentGymBabyAI | None":
-    """AgentGym's rules for the level `env` was just reset to, when the task's option `profile` is
-    "agentgym"; None for gymwire's own rules (the default)."""
+INPUTS = ("reply", "action")
+# AgentGym's level 4, minigrid 2.3.1's `BabyAI-GoToObjS6-v0`, is GoToObj with room_size 4: minigrid 3's GoToObjS4-v0.
+LEVEL_OVERRIDES = {"BabyAI-GoToObjS6-v1": "BabyAI-GoToObjS4-v0"}
+
+
+def profile_of(task: Task) -> str:
     profile = task.options.get("profile", "gymwire")
     if profile not in PROFILES:
         raise TaskError(f"unknown profile {profile!r}; babyai has profiles {', '.join(PROFILES)}")
-    return AgentGymBabyAI(env) if profile == "agentgym" else None
+    return profile
+
+
+def agentgym_level(level_id: str) -> str:
+    """The MiniGrid level AgentGym's server plays for one of gymwire's level ids."""
+    return LEVEL_OVERRIDES.get(level_id, level_id)
+
+
+def agentgym_reset(env: Any, seed: int) -> dict[str, Any]:
+    """Reset a level as AgentGym's server does, returning what the reset returned.
+
+    AgentGym makes the level and resets it twice with the same seed, on minigrid 2.3.1. There a level
+    made by BabyAI's level generator (GoToSeq, PickupLoc, Synth*, *BossLevel*) kept its locked room
+    from one generation to the next (minigrid 3 clears it first): from a rejected draw into the
+    retry, and from the first reset into the second. That stale room steers where objects and the
+    agent go and which mission is drawn, so here those levels generate as minigrid 2.3.1 did."""
+    from minigrid.envs.babyai.core.levelgen import LevelGen
+
+    if not isinstance(env, LevelGen):
+        return env.reset(seed=seed)[0]  # other levels keep nothing between resets: once is the same
+    env.locked_room = None  # a freshly made level
+    env.gen_mission = MethodType(_mission_keeping_room, env)
+    try:
+        env.reset(seed=seed)
+        return env.reset(seed=seed)[0]
+    finally:
+        del env.gen_mission
+
+
+def _mission_keeping_room(level: Any) -> None:
+    """LevelGen's mission generation as minigrid 2.3.1 ran it: the last locked room is not cleared."""
+    if level._rand_float(0, 1) < level.locked_room_prob:
+        level.add_locked_room()
+    level.connect_all()
+    level.add_distractors(num_distractors=level.num_dists, all_unique=False)
+    while True:  # the agent is placed last, never in the locked room
+        level.place_agent()
+        if level.room_from_pos(*level.agent_pos) is not level.locked_room:
+            break
+    if not level.unblocking:
+        level.check_objs_reachable()
+    level.instrs = level.rand_instr(action_kinds=level.action_kinds, instr_kinds=level.instr_kinds)
+
+
+def agentgym_episode(env: Any, task: Task, first: dict[str, Any]) -> "AgentGymBabyAI | None":
+    """AgentGym's rules for the level `env` was just reset to (with `agentgym_level`'s level; `first`
+    is what its reset returned), when the task's option `profile` is "agentgym"; None for gymwire's
+    own rules (the default)."""
+    if profile_of(task) != "agentgym":
+        return None
+    source = task.options.get("input", "reply")
+    if source not in INPUTS:
+        raise TaskError(f"option input must be one of {', '.join(INPUTS)}; got {source!r}")
+    return AgentGymBabyAI(env, first, parse_replies=source == "reply")
 
 
 def _cross(a: Any, b: Any) -> int:
@@ -54,22 +122,34 @@ def _cross(a: Any, b: Any) -> int:
 
 
 class AgentGymBabyAI:
-    """One episode of a reset MiniGrid BabyAI level, told and played as AgentGym does."""
+    """One episode of a reset MiniGrid BabyAI level, told and played as AgentGym's server does."""
 
-    def __init__(self, env: Any) -> None:
+    __slots__ = ("env", "image", "goal", "text", "actions", "errors", "reward", "done", "parse_replies")
+
+    def __init__(self, env: Any, obs: dict[str, Any], parse_replies: bool = True) -> None:
         self.env = env
-        obs = env.gen_obs()
+        # What the level's reset returned, as AgentGym reads it: for the levels that start with an
+        # object carried, it still shows that object on the floor (MiniGrid takes it up after).
         self.image = obs["image"]
-        self.mission = env.mission
+        goal = env.mission
+        if "then" in goal:
+            goal = goal.replace("then", "and")
+        if "after you" in goal:
+            goal = goal.replace("after you", "and")
+        self.goal = goal
         self.text, self.actions, self.errors = self._look(obs)
+        self.reward: float = 0
+        self.done = False
+        self.parse_replies = parse_replies
 
     # -- what the agent is told -------------------------------------------------------------------
 
     def available(self) -> str:
-        return "\nAvailable actions: [" + ", ".join(f'"{action}"' for action in self.actions) + "]"
+        listed = ", ".join(f'"{action}"' for action in self.actions)
+        return "\nAvailable actions: [" + (listed + "]" if listed else "")
 
     def first_observation(self) -> str:
-        return f"Your goal: {self.mission}\n{self.text}{self.available()}"
+        return f"Your goal: {self.goal}\n{self.text}{self.available()}"
 
     def _look(self, obs: dict[str, Any]) -> tuple[str, dict[str, list[int]], dict[str, str]]:
         env = self.env
@@ -186,8 +266,8 @@ class AgentGymBabyAI:
             route = path(thing["pos"], arrive=False)
             if route is not None:
                 actions[f"toggle and go through {label}"] = route + [TOGGLE, FORWARD]
-            else:
-                errors[f"toggle and go through {label}"] = f"You cannot toggle and go through {label}, as there is no path leading to it."
+            else:  # AgentGym prints its door counter table here, not the door's number
+                errors[f"toggle and go through {label}"] = f"You cannot toggle and go through {name} {doors}, as there is no path leading to it."
             if route == []:
                 actions["toggle"] = [TOGGLE]
             if "closed door" in name:
@@ -216,80 +296,77 @@ class AgentGymBabyAI:
 
     # -- acting -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def clean(reply: str) -> str:
-        """What AgentGym's client sends for a reply (the text after the first `Action:`), as its
-        server reads it (lower case, stripped)."""
-        parts = reply.split("Action:")
-        return (parts[1] if len(parts) > 1 else parts[0]).strip().lower()
-
-    def step(self, reply: str) -> StepOutcome:
-        action = self.clean(reply)
+    def step(self, text: str) -> StepOutcome:
+        action = line_action(text) if self.parse_replies else text
+        if action is None:
+            return StepOutcome(ONE_ACTION_ONLY)
+        action = action.lower().strip()
         if "check" in action:
             message = "You can take the following actions: " + ", ".join(self.actions)
-            return StepOutcome(message + self.available())
-        if action not in self.actions:
-            if action == "":
-                message = "No change in state."
-            else:
-                message = self.errors.get(action, "The action is not recognized. Please check valid actions.")
-            return StepOutcome(message + self.available())
-        if not self.actions[action]:  # already there: e.g. `go to` the object just ahead
-            return StepOutcome("No change in state." + self.available())
-        reward, terminated, truncated, obs = 0.0, False, False, None
-        for primitive in self.actions[action]:
-            obs, reward, terminated, truncated, _ = self.env.step(primitive)
-            if terminated or truncated:
-                break
-            if not (obs["image"] != self.image).any():
-                break  # the move changed nothing: the way is blocked, stop here as AgentGym does
-            self.image = obs["image"]
-        assert obs is not None
-        self.image = obs["image"]
-        self.text, self.actions, self.errors = self._look(obs)
-        success = bool(terminated and reward > 0)
-        text = self.text + (DONE_SUFFIX if success else "")
+        elif action == "":
+            message = "No change in state."
+        elif action not in self.actions:
+            message = self.errors.get(action, "The action is not recognized. Please check valid actions.")
+        elif not self.actions[action]:  # already there: e.g. `go to` the object just ahead
+            message = "No change in state."
+        else:
+            message = self._act(self.actions[action])
         return StepOutcome(
-            text + self.available(),
-            reward=float(reward),
-            terminated=bool(terminated),
-            truncated=bool(truncated and not terminated),
-            success=success,
-            score=float(reward),
+            message + self.available(), reward=float(self.reward), terminated=self.done,
+            success=self.done, score=float(self.reward),
         )
+
+    def _act(self, moves: list[int]) -> str:
+        obs: Any = None
+        reward: float = 0
+        terminated = False
+        for move in moves:
+            obs, reward, terminated, _, _ = self.env.step(move)
+            if not (obs["image"] != self.image).any():
+                break  # the move changed nothing: the way is blocked; AgentGym stops here (and only here)
+            self.image = obs["image"]
+        self.done = bool(terminated)
+        text, self.actions, self.errors = self._look(obs)
+        if self.done:
+            text += DONE_SUFFIX
+        self.reward = reward
+        if self.done and reward <= 0.5:
+            self.done = False  # AgentGym's rule: a late success, or a failure, plays on
+        if reward == 1 and not self.done:
+            self.done = True
+            text += DONE_SUFFIX
+        self.image = obs["image"]
+        self.text = text
+        return text
 
 
 def _find_path(start: tuple[int, int], goal: tuple[int, int], things: list, facing: int, xs: range, ys: range, arrive: bool) -> list[int] | None:
     """AgentGym's breadth-first search over (cell, direction) with forward/left/right moves inside
     the view; `arrive`: end on the goal cell, else end facing it. Other objects block the way,
-    except doors and goals."""
+    except doors and goals. The same search as AgentGym's (same order, and a state reached twice
+    before it is expanded keeps its last parent, as there), with the blocking cells looked up in a
+    set rather than by a scan of every object per move."""
+    blocking = {thing["pos"] for thing in things if any(kind in thing["name"] for kind in BLOCKING)}
+    checked = bool(things)  # as in AgentGym: with nothing in view, nothing is checked
+    gx, gy = goal
     graph: dict[tuple, tuple] = {}
-    queue = [(start, facing)]
+    queue = deque([(start, facing)])
     visited: set[tuple] = set()
     while queue:
-        pos, heading = queue.pop(0)
-        visited.add((pos, heading))
-        step = DIRECTIONS[heading]
-        if (pos == goal) if arrive else (goal[0] - pos[0] == step[0] and goal[1] - pos[1] == step[1]):
+        state = queue.popleft()
+        pos, heading = state
+        visited.add(state)
+        dx, dy = STEPS[heading]
+        if (pos[0] == gx and pos[1] == gy) if arrive else (gx - pos[0] == dx and gy - pos[1] == dy):
             moves = []
-            while (pos, heading) != (start, facing):
-                (pos, heading), move = graph[(pos, heading)]
+            while state != (start, facing):
+                state, move = graph[state]
                 moves.append(move)
             return moves[::-1]
-        for move in (FORWARD, LEFT, RIGHT):
-            if move == FORWARD:
-                nxt = ((pos[0] + int(step[0]), pos[1] + int(step[1])), heading)
-            else:
-                nxt = (pos, (heading - 1) % 4 if move == LEFT else (heading + 1) % 4)
-            blocked = False
-            for thing in things:  # as in AgentGym: with nothing in view, nothing is checked
-                if nxt[0][0] not in xs or nxt[0][1] not in ys or nxt in visited:
-                    blocked = True
-                    break
-                if thing["pos"] == nxt[0] and any(kind in thing["name"] for kind in BLOCKING):
-                    blocked = True
-                    break
-            if not blocked:
-                queue.append(nxt)
-                graph[nxt] = ((pos, heading), move)
+        for move, nxt in ((FORWARD, ((pos[0] + dx, pos[1] + dy), heading)), (LEFT, (pos, (heading - 1) % 4)), (RIGHT, (pos, (heading + 1) % 4))):
+            cell = nxt[0]
+            if checked and (cell[0] not in xs or cell[1] not in ys or nxt in visited or cell in blocking):
+                continue
+            queue.append(nxt)
+            graph[nxt] = (state, move)
     return None
