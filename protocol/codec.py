@@ -7,7 +7,6 @@ FRAME_TOO_LARGE. The request id is attached to the error whenever it can be read
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgpack
@@ -29,8 +28,9 @@ def _reject_ext(code: int, data: bytes) -> Any:
 # Two things msgpack lets through that the spec forbids (GW-FRAME-7): extension type -1 (timestamp),
 # which it decodes itself without calling ext_hook, and binary (bytes) map keys, which
 # strict_map_key allows. A timestamp's type byte is 0xff and a binary value starts with 0xc4-0xc6,
-# so only frames holding one of those bytes (one regex scan) pay for a walk of the decoded object.
-_SUSPECT_BYTE = re.compile(b"[\xc4-\xc6\xff]")
+# so only frames holding one of those bytes pay for a walk of the decoded object. (Deleting them and
+# comparing lengths takes a third of the time of a regex search on a step's frame.)
+_SUSPECT_BYTES = b"\xc4\xc5\xc6\xff"
 
 
 def _forbidden_content(obj: Any) -> str | None:
@@ -66,6 +66,10 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_DETAIL else text[:_MAX_ERROR_DETAIL] + "..."
 
 
+# Each message type's validator, called as is: `model_validate` only wraps it (a Python call a frame).
+_VALIDATORS = {kind: model.__pydantic_validator__.validate_python for kind, model in MESSAGE_TYPES.items()}
+
+
 def message_from_object(obj: Any) -> Message:
     """Validate a decoded map into its message model (shared by both codecs)."""
     if not isinstance(obj, dict):
@@ -73,8 +77,8 @@ def message_from_object(obj: Any) -> Message:
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.BAD_FRAME, "the frame has no string 'type' field", request_id=_request_id(obj))
-    model = MESSAGE_TYPES.get(kind)
-    if model is None:
+    validate = _VALIDATORS.get(kind)
+    if validate is None:
         known = ", ".join(sorted(MESSAGE_TYPES))
         raise ProtocolError(
             ErrorCode.UNKNOWN_MESSAGE,
@@ -82,7 +86,7 @@ def message_from_object(obj: Any) -> Message:
             request_id=_request_id(obj),
         )
     try:
-        return model.model_validate(obj)
+        return validate(obj)  # type: ignore[no-any-return]
     except (pydantic.ValidationError, ValueError, TypeError, RecursionError) as exc:
         raise ProtocolError(
             ErrorCode.BAD_FRAME, f"invalid {kind!r} message: {_short(exc)}", request_id=_request_id(obj)
@@ -101,9 +105,10 @@ class Codec:
 
     def encode(self, message: Message) -> bytes | str:
         """bytes for msgpack (a binary frame), str for JSON (a text frame)."""
+        # The model's serializer, called as is (model_dump and model_dump_json only wrap it).
         if self.binary:
-            return self._pack(message.model_dump(exclude_none=True))
-        return message.model_dump_json(exclude_none=True)
+            return self._pack(message.__pydantic_serializer__.to_python(message, exclude_none=True))
+        return message.__pydantic_serializer__.to_json(message, exclude_none=True).decode()
 
     def encode_object(self, obj: dict[str, Any]) -> bytes | str:
         """Encode a raw map (used by tests and the conformance suite to send what models forbid)."""
@@ -144,9 +149,10 @@ class Codec:
             if self.binary:
                 if not isinstance(frame, (bytes, bytearray, memoryview)):
                     raise ProtocolError(ErrorCode.BAD_FRAME, "text frame on a msgpack connection; send binary frames")
-                frame = bytes(frame)  # no-op for bytes; a memoryview cannot be searched with `in`
+                if type(frame) is not bytes:
+                    frame = bytes(frame)  # a memoryview cannot be searched
                 obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_reject_ext)
-                if _SUSPECT_BYTE.search(frame):
+                if len(frame.translate(None, _SUSPECT_BYTES)) != len(frame):
                     forbidden = _forbidden_content(obj)
                     if forbidden is not None:
                         raise ValueError(forbidden)

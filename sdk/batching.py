@@ -72,7 +72,7 @@ async def _results_after_timeout(
     async def ask(session: ClientSession, its_positions: list[int]) -> None:
         for position in its_positions:
             item = items[position]
-            step = Step.model_construct(
+            step = Step(
                 id=client.next_id(), session=session.id, seq=item.seq, action=item.action, deadline_ms=deadline_ms
             )
             try:

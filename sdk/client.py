@@ -24,9 +24,6 @@ import time
 from typing import Any, Sequence
 
 import websockets
-# Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
-from websockets.exceptions import ConnectionClosed
-from websockets.asyncio.client import ClientConnection as WebSocket
 
 from gymwire.protocol import (
     MIN_FRAME_BYTES,
@@ -54,6 +51,7 @@ from gymwire.protocol import (
 from gymwire.protocol.codec import DEFAULT_MAX_FRAME_BYTES
 
 from .batching import step_batch
+from .client_transport import CLIENT_TRANSPORTS, ClientTransport, connect_transport
 from .session import ClientSession, closing_session
 
 __all__ = ["ClientSession", "Disconnected", "GymClient", "MissingCapability", "ServerLost"]
@@ -83,6 +81,8 @@ class GymClient:
     `reconnect_attempts`: how many times to reconnect (exponential backoff with jitter) before
     pending requests fail with Disconnected. `request_timeout`: a local cap in seconds on every
     request (None: rely on server deadlines). `max_frame_bytes`: the largest answer it takes.
+    `transport`: "websockets" (the default) or "picows" (gymwire[fast]: the same frames, less CPU a
+    frame, best on uvloop); either talks to a server of either transport.
     """
 
     def __init__(
@@ -97,10 +97,18 @@ class GymClient:
         open_timeout: float = 10.0,
         capabilities: Sequence[str] = (),
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        transport: str = "websockets",
     ) -> None:
+        if transport not in CLIENT_TRANSPORTS:
+            raise ValueError(f"transport must be one of {CLIENT_TRANSPORTS}, got {transport!r}")
+        if transport == "picows":
+            from .environment import require_modules
+
+            require_modules(["picows"], "fast", "GymClient(transport='picows')")
         if max_frame_bytes < MIN_FRAME_BYTES:
             raise ValueError(f"max_frame_bytes must be at least {MIN_FRAME_BYTES}, got {max_frame_bytes}")
         self.url = url
+        self.transport = transport
         self.encoding = Encoding(encoding)
         # The largest answer this client takes, told to the server in hello: a larger one fails its
         # call with ANSWER_TOO_LARGE instead of arriving (GW-LIMIT-7, GW-LIMIT-8).
@@ -117,8 +125,8 @@ class GymClient:
         self.request_timeout = request_timeout
         self.open_timeout = open_timeout
         self.sessions: dict[str, ClientSession] = {}
-        self._ws: WebSocket | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._ws: ClientTransport | None = None  # the connection requests go out on
+        self._awaiting_welcome: asyncio.Future[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
@@ -175,36 +183,30 @@ class GymClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    async def _connect_once(self) -> WebSocket:
-        try:
-            ws = await websockets.connect(
-                self.url,
-                subprotocols=[subprotocol_for(self.encoding)],  # type: ignore[list-item]
-                max_size=None,
-                ping_interval=None,
-                compression=None,
-                open_timeout=self.open_timeout,
-                close_timeout=2,
-            )
-        except websockets.InvalidStatus as exc:
-            body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
-            if "gymwire" not in body.lower():  # a gymwire server's refusal names what it speaks
-                raise ProtocolError(
-                    ErrorCode.UNSUPPORTED_VERSION,
-                    f"{self.url} is not a gymwire server: it answered the WebSocket upgrade with HTTP "
-                    f"{exc.response.status_code} {body[:80]!r}",
-                ) from None
-            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"server refused the upgrade: {body}") from None
-        except websockets.InvalidHandshake as exc:
-            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"{self.url} is not a gymwire server ({exc})") from None
+    async def _connect_once(self) -> ClientTransport:
+        ws = await connect_transport(
+            self.transport,
+            self.url,
+            subprotocol_for(self.encoding),
+            open_timeout=self.open_timeout,
+            on_frame=self._on_frame,
+            on_closed=self._on_closed,
+        )
+        self._awaiting_welcome = welcomed = asyncio.get_running_loop().create_future()
         await ws.send(self.protocol.hello())
         try:
-            self.protocol.welcomed(await asyncio.wait_for(ws.recv(), self.open_timeout), time.monotonic())
-        except ProtocolError:
-            await ws.close()
+            await asyncio.wait_for(asyncio.wait({welcomed, ws.lost}, return_when=asyncio.FIRST_COMPLETED), self.open_timeout)
+            if not welcomed.done():
+                raise ConnectionError(f"{self.url} closed the connection before its welcome")
+            welcomed.result()  # the server's refusal raises its ProtocolError
+        except BaseException:
+            self._awaiting_welcome = None
+            if ws.lost.done():
+                ws.abort()
+            else:
+                await ws.close()
             raise
         self._ws = ws
-        self._reader = asyncio.get_running_loop().create_task(self._read_forever(ws))
         heartbeat = self.protocol.heartbeat
         self._heartbeat = (
             asyncio.get_running_loop().create_task(self._heartbeat_forever(ws, heartbeat.check_every)) if heartbeat else None
@@ -220,7 +222,7 @@ class GymClient:
                 with contextlib.suppress(ProtocolError, ConnectionError, asyncio.TimeoutError):
                     await asyncio.wait_for(session.close(), 5)
         self._closed = True
-        for task in (self._reader, self._heartbeat, self._reconnecting):
+        for task in (self._heartbeat, self._reconnecting):
             if task is not None:
                 task.cancel()
         if self._ws is not None:
@@ -233,32 +235,45 @@ class GymClient:
                 future.set_exception(exc)
         self._pending.clear()
 
-    async def _read_forever(self, ws: WebSocket) -> None:
+    def _on_frame(self, ws: ClientTransport, frame: bytes | str) -> None:
+        """Every frame the server sends, as it arrives (the transport calls this)."""
         protocol = self.protocol
-        try:
-            async for frame in ws:
-                answered = protocol.receive_frame(frame, time.monotonic())
-                if answered is not None:
-                    (_, future), answer = answered
-                    if not future.done():
-                        if isinstance(answer, ProtocolError):
-                            future.set_exception(answer)
-                        else:
-                            future.set_result(answer)
-                    continue
-                for reply in protocol.frames_to_send():  # pongs, at once (GW-HEARTBEAT-4)
-                    with contextlib.suppress(ConnectionClosed):
-                        await ws.send(reply)
-                if protocol.said_goodbye:
-                    for (_, future), error in protocol.unanswered_at_goodbye():
-                        if not future.done():
-                            future.set_exception(error)
-                self._log_unmatched()
-        except ConnectionClosed:
-            pass
-        finally:
-            if ws is self._ws:
-                self._on_disconnect()
+        waiter = self._awaiting_welcome
+        if waiter is not None:  # the answer to hello
+            self._awaiting_welcome = None
+            try:
+                protocol.welcomed(frame, time.monotonic())
+            except ProtocolError as exc:
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(None)
+            return
+        answered = protocol.receive_frame(frame, time.monotonic())
+        if answered is not None:
+            (_, future), answer = answered
+            if not future.done():
+                if isinstance(answer, ProtocolError):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+            return
+        replies = protocol.frames_to_send()  # pongs, at once (GW-HEARTBEAT-4)
+        if replies:
+            asyncio.get_running_loop().create_task(self._send_all(ws, replies))
+        if protocol.said_goodbye:
+            for (_, future), error in protocol.unanswered_at_goodbye():
+                if not future.done():
+                    future.set_exception(error)
+        self._log_unmatched()
+
+    @staticmethod
+    async def _send_all(ws: ClientTransport, frames: list[bytes | str]) -> None:
+        for frame in frames:
+            await ws.send(frame)
+
+    def _on_closed(self, ws: ClientTransport) -> None:
+        if ws is self._ws:
+            self._on_disconnect()
 
     def _log_unmatched(self) -> None:
         for message in self.protocol.unmatched:
@@ -268,17 +283,16 @@ class GymClient:
                 log.warning("server error: %s %s", message.name, message.message)
         self.protocol.unmatched.clear()
 
-    async def _heartbeat_forever(self, ws: WebSocket, check_every: float) -> None:
+    async def _heartbeat_forever(self, ws: ClientTransport, check_every: float) -> None:
         while True:
             await asyncio.sleep(check_every)
             liveness = self.protocol.check_timers(time.monotonic())
             if liveness is Liveness.HALF_OPEN:
                 log.warning("server silent for %.1fs: treating the connection as dead", 6 * check_every)
-                ws.transport.abort()
+                ws.abort()
                 return
             if liveness is Liveness.PING:
-                with contextlib.suppress(ConnectionClosed):
-                    await ws.send(self.protocol.ping())
+                await ws.send(self.protocol.ping())
 
     def _on_disconnect(self) -> None:
         self._connected.clear()
@@ -318,9 +332,9 @@ class GymClient:
             self._reconnecting.cancel()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        ws, self._ws = self._ws, None  # its reader then ends without reconnecting
+        ws, self._ws = self._ws, None  # its end then starts no reconnect
         if ws is not None:
-            ws.transport.abort()
+            ws.abort()
         self._give_up(why)
 
     def _give_up(self, why: str) -> None:
@@ -328,7 +342,7 @@ class GymClient:
         self._connected.clear()
         self._fail_pending(self.lost)
 
-    async def _resume_all(self, ws: WebSocket) -> None:
+    async def _resume_all(self, ws: ClientTransport) -> None:
         """Resume every session on the new connection, re-send what is unanswered, and only then
         let new requests through: sent earlier, they would reach sessions not resumed yet."""
         lost: set[str] = set()
@@ -363,16 +377,14 @@ class GymClient:
             raise ConnectionError("the connection closed while its sessions were being resumed")
         self._connected.set()
 
-    async def _roundtrip(self, ws: WebSocket, message: Message) -> Message:
+    async def _roundtrip(self, ws: ClientTransport, message: Message) -> Message:
         """Send on `ws` and wait for the answer; no re-send on reconnect, ConnectionError on a drop."""
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         request_id = message.id  # type: ignore[attr-defined]
         self._pending[request_id] = (message, future)
-        reader = self._reader
-        assert reader is not None
         try:
             await ws.send(self.codec.encode(message))
-            await asyncio.wait({future, reader}, timeout=self.open_timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({future, ws.lost}, timeout=self.open_timeout, return_when=asyncio.FIRST_COMPLETED)
             if not future.done():
                 raise ConnectionError(f"no answer to {message.type} before the connection closed or open_timeout passed")
             return future.result()  # an error answer raises its ProtocolError
@@ -389,10 +401,14 @@ class GymClient:
 
         While disconnected the request waits for the reconnect and is then sent. Beyond the
         server's max_inflight, requests wait here for one in flight to be answered."""
-        if self._slots is None:
+        slots = self._slots
+        if slots is None:
             return await self._request(message, timeout)
-        async with self._slots:
+        await slots.acquire()  # (cheaper than `async with`: this is every request's path)
+        try:
             return await self._request(message, timeout)
+        finally:
+            slots.release()
 
     async def _request(self, message: Message, timeout: float | None) -> Message:
         if self.lost is not None:
@@ -407,10 +423,7 @@ class GymClient:
         pending = self.protocol.pending
         pending[request_id] = (message, future)
         if self._connected.is_set() and self._ws is not None:
-            try:
-                await self._ws.send(frame)
-            except ConnectionClosed:
-                pass  # the reconnect re-sends it
+            await self._ws.send(frame)  # on a closed connection, nothing: the reconnect re-sends it
         timeout = timeout if timeout is not None else self.request_timeout
         try:
             return await (asyncio.wait_for(future, timeout) if timeout else future)  # an error answer raises

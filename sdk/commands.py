@@ -102,6 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
             isolation=args.isolation,
             metrics_port=args.metrics_port,
             allowed_origins=args.allow_origin,
+            transport=args.transport,
         )
     # ValueError also covers an environment whose data (a corpus, a recipe directory) cannot load.
     except (ValueError, ImportError) as exc:  # an unknown or unusable class, a missing extra, a bad limit
@@ -116,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gymwire: serving {names} on {server.url}{metrics} (Ctrl-C or SIGTERM drains and stops)", file=sys.stderr)
 
     try:
-        asyncio.run(server.serve_forever(on_listening=banner))
+        server.run(on_listening=banner)
     except OSError as exc:  # ListenError: says which option to change
         print(f"gymwire serve: {exc}", file=sys.stderr)
         return 1
@@ -244,6 +245,9 @@ def register(sub: Any) -> None:
     serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                        help="let web pages of this origin (e.g. https://lab.example:8443, or '*' for any) open "
                             "sessions; handshakes from browsers are refused otherwise (repeatable)")
+    serve.add_argument("--transport", choices=["websockets", "picows"], default="websockets",
+                       help="the WebSocket implementation: websockets (default) or picows on uvloop, the same frames "
+                            "with less CPU each (pip install 'gymwire[fast]'); clients of either talk to either")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", default="text", choices=["text", "json"])
     _limit_args(serve)

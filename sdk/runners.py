@@ -90,14 +90,17 @@ class InlineRunner(EnvRunner):
         return await self._call(self.env.reset, task)
 
     async def step(self, action: str) -> StepOutcome:
-        if self.steps_at_once:  # the hot path of inline environments: no second coroutine
-            try:
-                return self.env.step(action)
-            except TaskError:
-                raise
-            except Exception as exc:
-                raise env_crashed(exc) from exc
-        return await self._call(self.env.step, action)
+        # The hot path of inline and async environments: the environment's own call (and its
+        # coroutine) in this frame, no second coroutine per step.
+        try:
+            result = self.env.step(action)
+            if not self.steps_at_once:
+                result = await result
+            return result  # type: ignore[no-any-return]
+        except TaskError:
+            raise
+        except Exception as exc:
+            raise env_crashed(exc) from exc
 
     async def close(self) -> None:
         await self._call(self.env.close)
@@ -108,6 +111,9 @@ class ThreadRunner(InlineRunner):
         super().__init__(env)
         self.executor = executor
         self.steps_at_once = False
+
+    async def step(self, action: str) -> StepOutcome:
+        return await self._call(self.env.step, action)  # type: ignore[no-any-return]
 
     async def _call(self, method: Any, *args: Any) -> Any:
         if inspect.iscoroutinefunction(method):  # an `async def` among `def` methods: on the loop

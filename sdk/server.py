@@ -50,7 +50,7 @@ from gymwire.protocol import (
 )
 
 from .env_spec import EnvSpec
-from .environment import Environment
+from .environment import Environment, require_modules
 from .metrics import ServerMetrics
 from .package_info import package_version
 from .serving.connections import (
@@ -69,11 +69,13 @@ from .serving.session_requests import SessionRequests
 from .serving.sessions import ServerSession, SessionRegistry, now
 from .serving.startup import ListenError, check_limits, listen_error, raise_open_file_limit, unwelcomed_cap
 
-__all__ = ["GymServer", "ListenError", "ISOLATIONS", "SERVING_GC_THRESHOLDS", "tune_gc_for_serving"]
+__all__ = ["GymServer", "ListenError", "ISOLATIONS", "TRANSPORTS", "SERVING_GC_THRESHOLDS", "tune_gc_for_serving"]
 
 log = logging.getLogger("gymwire.server")
 
 ISOLATIONS = ("thread", "process")
+# The WebSocket implementations a server listens with: the default, and the fast one (gymwire[fast]).
+TRANSPORTS = ("websockets", "picows")
 _SERVER_NAME = "gymwire"
 
 
@@ -87,7 +89,8 @@ class GymServer(Scheduling, SessionRequests):
     or "*" for any) whose pages may open sessions; handshakes from any other origin are refused.
     `max_awaiting_welcome`: connections that may wait for their welcome at once, from their TCP
     accept (they have shown no token yet); a new connection past it is closed at once.
-    Use `async with GymServer(...)`, `serve_forever()` or `run_in_thread()`.
+    `transport`: "websockets" (the default) or "picows" (gymwire[fast]: the same frames, less CPU a
+    frame; clients of either transport connect to either). Use `async with GymServer(...)`, `serve_forever()` or `run_in_thread()`.
     """
 
     # The rules each connection follows, and the connection that runs them over its transport (a
@@ -110,7 +113,12 @@ class GymServer(Scheduling, SessionRequests):
         allowed_origins: Iterable[str] = (),
         max_awaiting_welcome: int = DEFAULT_MAX_AWAITING_WELCOME,
         reuse_port: bool = False,
+        transport: str = "websockets",
     ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+        if transport == "picows":
+            require_modules(["picows"], "fast", "the picows transport")
         if isinstance(envs, Mapping):
             specs = [EnvSpec.coerce(env).renamed(env_name) for env_name, env in envs.items()]
         else:
@@ -140,12 +148,14 @@ class GymServer(Scheduling, SessionRequests):
         # SO_REUSEPORT: several server processes listen on one port and the kernel spreads the
         # connections over them (a server that uses every core).
         self.reuse_port = reuse_port
+        self.transport = transport
         self.connections: set[Connection] = set()
         self.max_awaiting_welcome = max_awaiting_welcome
         self.unwelcomed = Unwelcomed(max_awaiting_welcome)
         self.draining = False
         self.stopping = False  # the goodbye is decided: every request is answered DRAINING at once
-        self._ws_server: Any = None
+        self._ws_server: Any = None  # websockets' server
+        self._listener: asyncio.Server | None = None  # what accepts connections (either transport's)
         self._metrics_http: Any = None
         self._reaper: asyncio.Task[None] | None = None
         # Steps whose client was answered TIMEOUT/CANCELLED but which run on in the environment;
@@ -229,34 +239,48 @@ class GymServer(Scheduling, SessionRequests):
         """Listen; raises ListenError (an OSError) naming --port, --metrics-port or --host."""
         self.unwelcomed.limit = unwelcomed_cap(self.max_awaiting_welcome)
         try:
-            self._ws_server = await websockets.serve(
-                self._handle_connection,
-                self.host,
-                self.port,
-                subprotocols=list(SUBPROTOCOLS),
-                select_subprotocol=self._select_subprotocol,
-                process_request=self._process_request,
-                # Frames up to twice the limit still get a typed FRAME_TOO_LARGE; larger ones close (1009).
-                # (Before the welcome, far less: see GymWebSocket.)
-                max_size=2 * self.limits.max_frame_bytes,
-                max_queue=QUEUED_FRAMES,
-                create_connection=functools.partial(GymWebSocket, unwelcomed=self.unwelcomed),  # type: ignore[arg-type]
-                ping_interval=None,  # the protocol's own heartbeat works where proxies eat WebSocket pings
-                compression=None,
-                close_timeout=2,
-                reuse_port=self.reuse_port or None,
-                backlog=4096,  # a trainer opens thousands of connections at once
-            )
+            if self.transport == "picows":
+                from .picows_transport import listen
+
+                self._listener = await listen(
+                    self.host,
+                    self.port,
+                    upgrade=self._upgrade,
+                    serve=self.serve_connection,
+                    unwelcomed=self.unwelcomed,
+                    max_frame_bytes=2 * self.limits.max_frame_bytes,
+                    reuse_port=self.reuse_port,
+                )
+            else:
+                self._ws_server = await websockets.serve(
+                    self._handle_connection,
+                    self.host,
+                    self.port,
+                    subprotocols=list(SUBPROTOCOLS),
+                    select_subprotocol=self._select_subprotocol,
+                    process_request=self._process_request,
+                    # Frames up to twice the limit still get a typed FRAME_TOO_LARGE; larger ones close (1009).
+                    # (Before the welcome, far less: see GymWebSocket.)
+                    max_size=2 * self.limits.max_frame_bytes,
+                    max_queue=QUEUED_FRAMES,
+                    create_connection=functools.partial(GymWebSocket, unwelcomed=self.unwelcomed),  # type: ignore[arg-type]
+                    ping_interval=None,  # the protocol's own heartbeat works where proxies eat WebSocket pings
+                    compression=None,
+                    close_timeout=2,
+                    reuse_port=self.reuse_port or None,
+                    backlog=4096,  # a trainer opens thousands of connections at once
+                )
+                self._listener = self._ws_server.server
         except OSError as exc:
             raise listen_error("--port", self.host, self.port, exc) from exc
-        sock = next(iter(self._ws_server.sockets))
+        assert self._listener is not None
+        sock = next(iter(self._listener.sockets))
         self.port = sock.getsockname()[1]
         if self.metrics_port is not None:
             try:
                 self._metrics_http = self.metrics.serve(self.metrics_port, self.host)
             except OSError as exc:
-                self._ws_server.close()
-                await self._ws_server.wait_closed()
+                await self._close_listener()
                 raise listen_error("--metrics-port", self.host, self.metrics_port, exc) from exc
         self._reaper = asyncio.get_running_loop().create_task(self.registry.reap_forever())
         log.info("serving %s on %s (isolation=%s)", sorted(self.envs), self.url, self.isolation)
@@ -283,10 +307,10 @@ class GymServer(Scheduling, SessionRequests):
         self.draining = self.stopping = True
         if self._reaper:
             self._reaper.cancel()
-        if self._ws_server is not None:
+        if self._listener is not None:
             # Stop listening first: a client reconnecting meanwhile is refused at once, not accepted
             # by a server that closes before answering its handshake (it would wait open_timeout).
-            self._ws_server.server.close()
+            self._listener.close()
 
         async def goodbye(conn: Connection) -> None:
             # Requests still running past the drain are answered now: nothing comes after goodbye.
@@ -301,9 +325,7 @@ class GymServer(Scheduling, SessionRequests):
             await conn.transport.close(1001, "server shutting down")
 
         await asyncio.gather(*(goodbye(conn) for conn in list(self.connections)))
-        if self._ws_server is not None:
-            self._ws_server.close()
-            await self._ws_server.wait_closed()
+        await self._close_listener()
         for work in self._abandoned:
             work.cancel()
         await asyncio.gather(*self._abandoned, return_exceptions=True)
@@ -313,6 +335,28 @@ class GymServer(Scheduling, SessionRequests):
             self._metrics_http.shutdown()
         self.executor.shutdown(wait=False, cancel_futures=True)
         log.info("server stopped")
+
+    async def _close_listener(self) -> None:
+        if self._ws_server is not None:
+            self._ws_server.close()  # also closes connections still open
+            await self._ws_server.wait_closed()
+        elif self._listener is not None:
+            self._listener.close()
+            for conn in list(self.connections):
+                conn.transport.abort()
+
+    def run(self, on_listening: Callable[["GymServer"], None] | None = None) -> None:
+        """`serve_forever` on an event loop of its own: uvloop's for the picows transport, where
+        installed (gymwire[fast] installs it), else asyncio's."""
+        if self.transport == "picows":
+            try:
+                import uvloop
+            except ImportError:
+                pass
+            else:
+                uvloop.run(self.serve_forever(on_listening))
+                return
+        asyncio.run(self.serve_forever(on_listening))
 
     async def serve_forever(self, on_listening: Callable[["GymServer"], None] | None = None) -> None:
         """Run until SIGTERM/SIGINT, then drain and stop. The process is the server's: its garbage
@@ -372,20 +416,28 @@ class GymServer(Scheduling, SessionRequests):
         except ProtocolError:
             return None
 
+    def _upgrade(self, origins: list[str], offered: list[str]) -> tuple[str, None] | tuple[None, tuple[int, str]]:
+        """The one decision on an opening handshake, for either transport: the subprotocol to speak,
+        or the HTTP refusal (status, body) of a browser origin not allowed or no gymwire subprotocol."""
+        refusal = origin_refusal(origins, self.allowed_origins)
+        if refusal is not None:
+            log.warning("refused a WebSocket handshake: %s", refusal)
+            return None, (403, f"{refusal}\n")
+        try:
+            return select_subprotocol(offered), None
+        except ProtocolError as exc:
+            return None, (400, f"{exc.code.name}: {exc.message}\n")
+
     def _process_request(self, ws: WebSocket, request: Request) -> Response | None:
         offered = [
             p.strip() for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")
         ]
-        refusal = origin_refusal(request.headers.get_all("Origin"), self.allowed_origins)
-        if refusal is not None:
-            log.warning("refused a WebSocket handshake from %s: %s", ws.remote_address, refusal)
-            return Response(403, "Forbidden", Headers([("Content-Type", "text/plain")]), f"{refusal}\n".encode())
-        try:
-            select_subprotocol(offered)
-        except ProtocolError as exc:
-            body = f"{exc.code.name}: {exc.message}\n".encode()
-            return Response(400, "Bad Request", Headers([("Content-Type", "text/plain")]), body)
-        return None
+        _, refusal = self._upgrade(request.headers.get_all("Origin"), offered)
+        if refusal is None:
+            return None
+        status, body = refusal
+        reason = "Forbidden" if status == 403 else "Bad Request"
+        return Response(status, reason, Headers([("Content-Type", "text/plain")]), body.encode())
 
     # ------------------------------------------------------------------ introspection (tests, metrics)
 

@@ -24,6 +24,9 @@ def register(sub: Any) -> None:
                        "the asyncio TCP floor, side by side in one run")
     bench.add_argument("--server-workers", type=int, default=2, metavar="N",
                        help="--sessions: server processes sharing the port with SO_REUSEPORT (default 2)")
+    bench.add_argument("--transport", choices=["picows", "websockets"],
+                       help="--sessions: the server's and the load's transport (default picows on uvloop when "
+                       "gymwire[fast] is installed, else websockets)")
     bench.add_argument("--json", type=Path, default=Path("runs", "bench", "gymwire-bench.json"), metavar="PATH",
                        help="where to write the figures (default runs/bench/gymwire-bench.json)")
     bench.add_argument("--plot", type=Path, metavar="PATH", help="also draw latency vs concurrent sessions to this PNG")
@@ -55,11 +58,14 @@ def _bench(args: argparse.Namespace) -> int:
         if args.sessions:
             from dataclasses import replace
 
-            from .run import run_sessions_bench
+            from .run import fast_transport_installed, run_sessions_bench
             from .sessions import SessionsPlan
 
+            transport = args.transport or ("picows" if fast_transport_installed() else "websockets")
+            if transport == "picows":
+                require_modules(["picows", "uvloop"], "fast", "gymwire bench --transport picows")
             sessions_plan = SessionsPlan.quick() if args.quick else SessionsPlan.full()
-            results = run_sessions_bench(plan, replace(sessions_plan, server_workers=args.server_workers))
+            results = run_sessions_bench(plan, replace(sessions_plan, server_workers=args.server_workers, transport=transport))
         else:
             results = run(plan)
     finally:
@@ -104,6 +110,7 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"   {label:36} {row['p50_us']:>8} {row['mean_us']:>9} {row['p99_us']:>9}")
     for label, ratio in results["roundtrip"]["ratios_p50"].items():
         lines.append(f"   {label:48} {ratio}x")
+    lines.append(roundtrip_ratio_line(results))
     lines.append("\n2a. pipelined over one connection")
     for row in results["pipelined"]:
         lines.append(f"   {row['in_flight']:>6} in flight: {row['steps_per_s']:>8} steps/s")
@@ -139,7 +146,8 @@ def sessions_report(results: dict[str, Any]) -> str:
         f"{m['loadavg_start'][0]} at start, {m['loadavg_end'][0]} at end (other work shares the cores); "
         f"gymwire {m['gymwire_commit']}",
         "",
-        f"sessions at 1 s steps ({s['server_workers']} server processes on one port, {s['load_workers']} load processes)",
+        f"sessions at 1 s steps ({s['server_workers']} server processes on one port, {s['load_workers']} load processes, "
+        f"transport {s.get('transport', 'websockets')})",
         "   shape            sessions connections  within 2 s   p50 s   p99 s  server KiB/session",
     ]
     for shape in ("multiplexed", "per_connection"):
@@ -157,9 +165,24 @@ def sessions_report(results: dict[str, Any]) -> str:
     )
     r = results["roundtrip"]
     lines.append("\nsequential step round trip, side by side (us)    p50      p99")
-    for label in ("tcp_floor_asyncio", "websockets_echo", "gymwire_msgpack", "gymwire_json", "http_fastapi"):
-        lines.append(f"   {label:40} {r[label]['p50_us']:>8} {r[label]['p99_us']:>8}")
-    ratios = r["ratios_p50"]
-    lines.append(f"   gymwire msgpack / asyncio TCP floor: {ratios['gymwire_msgpack_vs_tcp_floor_asyncio']}x; "
-                 f"json / floor: {ratios['gymwire_json_vs_tcp_floor_asyncio']}x")
+    for label in ("tcp_floor_asyncio", "websockets_echo", "picows_echo", "gymwire_msgpack", "gymwire_json",
+                  "gymwire_picows_msgpack", "gymwire_picows_json", "http_fastapi"):
+        if label in r:
+            lines.append(f"   {label:40} {r[label]['p50_us']:>8} {r[label]['p99_us']:>8}")
+    lines.append(roundtrip_ratio_line(results))
+    first = results.get("first_observation")
+    if first:
+        lines.append("\nconnect to first observation (us)              p50      p99")
+        for label, row in first.items():
+            lines.append(f"   {label:40} {row['p50_us']:>8} {row['p99_us']:>8}")
     return "\n".join(lines)
+
+
+def roundtrip_ratio_line(results: dict[str, Any]) -> str:
+    """The issue's figure: the step round trip over the asyncio TCP floor, and msgpack against JSON."""
+    ratios = results["roundtrip"]["ratios_p50"]
+    parts = [f"websockets {ratios['gymwire_msgpack_vs_tcp_floor_asyncio']}x (msgpack/json {ratios['gymwire_msgpack_vs_json']})"]
+    if "gymwire_picows_msgpack_vs_tcp_floor_asyncio" in ratios:
+        parts.insert(0, f"picows {ratios['gymwire_picows_msgpack_vs_tcp_floor_asyncio']}x "
+                        f"(msgpack/json {ratios['gymwire_picows_msgpack_vs_json']})")
+    return "   round-trip ratio, gymwire msgpack / asyncio TCP floor (p50): " + "; ".join(parts)

@@ -4,7 +4,7 @@ Three floors are measured. `blocking`: plain blocking sockets on both sides, wha
 loopback costs. `asyncio`: an asyncio echo server and client, the event loop machinery gymwire runs
 on. `websockets`: a WebSocket echo server and client from the `websockets` library gymwire uses,
 with the same settings, no protocol on top: what is left above it is gymwire's own (validation,
-codec, dispatch, session bookkeeping).
+codec, dispatch, session bookkeeping). `picows`: the same over picows on uvloop, the fast transport.
 """
 
 from __future__ import annotations
@@ -50,6 +50,50 @@ async def serve_ws_echo(sock: socket.socket, stop: asyncio.Event) -> None:
 
     async with websockets.serve(echo, sock=sock, compression=None, ping_interval=None):
         await stop.wait()
+
+
+async def serve_picows_echo(sock: socket.socket, stop: asyncio.Event) -> None:
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    class Echo(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type is WSMsgType.BINARY:
+                transport.send(WSMsgType.BINARY, frame.get_payload_as_bytes())
+            elif frame.msg_type is WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+    server = await ws_create_server(lambda request: Echo(), sock=sock)
+    async with server:
+        await stop.wait()
+
+
+async def picows_pingpong(port: int, count: int) -> list[float]:
+    """Round trip times (seconds) of `count` sequential binary-frame echoes over picows."""
+    from picows import WSListener, WSMsgType, ws_connect
+
+    loop = asyncio.get_running_loop()
+
+    class Client(WSListener):  # type: ignore[misc]
+        waiter: asyncio.Future[None]
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type is WSMsgType.BINARY:
+                frame.get_payload_as_bytes()  # what a client does with it: take it off the buffer
+                self.waiter.set_result(None)
+
+    transport, client = await ws_connect(Client, f"ws://127.0.0.1:{port}")
+    latencies = []
+    try:
+        for _ in range(count):
+            client.waiter = loop.create_future()
+            started = time.perf_counter()
+            transport.send(WSMsgType.BINARY, PAYLOAD)
+            await client.waiter
+            latencies.append(time.perf_counter() - started)
+    finally:
+        transport.disconnect()
+    return latencies
 
 
 class _PingPong(asyncio.Protocol):

@@ -72,7 +72,8 @@ def plot_sessions(results: dict[str, Any], path: Path) -> None:
     memory_ax.set(xlabel="concurrent sessions", ylabel="server RSS added per session (KiB)", title="Memory per session")
     m = results["machine"]
     fig.suptitle(f"{m['nproc']} cores, load average {m['loadavg_start'][0]} (shared machine); "
-                 f"{results['sessions']['server_workers']} server processes on one port", fontsize=9)
+                 f"{results['sessions']['server_workers']} server processes on one port, "
+                 f"transport {results['sessions'].get('transport', 'websockets')}", fontsize=9)
     share_ax.legend(fontsize=8)
     memory_ax.legend(fontsize=8)
     fig.tight_layout()

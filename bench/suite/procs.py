@@ -33,6 +33,19 @@ def raise_fd_limit(wanted: int = 65536) -> int:
     return soft
 
 
+def run_loop(transport: str, main: Any) -> Any:
+    """Run `main` as gymwire runs over `transport`: picows on uvloop (where installed), websockets on
+    asyncio's own loop."""
+    if transport == "picows":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def rss_kib() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -71,7 +84,7 @@ async def _control(conn: Any, probe: Callable[[], dict[str, Any]]) -> None:
         conn.send(probe())
 
 
-def _gymwire_main(conn: Any, trace_memory: bool, gc_tuned: bool, limits: dict[str, int]) -> None:
+def _gymwire_main(conn: Any, trace_memory: bool, gc_tuned: bool, limits: dict[str, int], transport: str) -> None:
     from gymwire.protocol import Limits
     from gymwire.sdk.server import GymServer, tune_gc_for_serving
 
@@ -82,7 +95,7 @@ def _gymwire_main(conn: Any, trace_memory: bool, gc_tuned: bool, limits: dict[st
         tracemalloc.start()
 
     async def main() -> None:
-        server = GymServer([NoopEnv, AsyncNoopEnv], port=0, limits=Limits(**limits))
+        server = GymServer([NoopEnv, AsyncNoopEnv], port=0, limits=Limits(**limits), transport=transport)
         await server.start()
         if gc_tuned:
             tune_gc_for_serving()  # what `serve_forever` (so `gymwire serve`) does after starting
@@ -90,7 +103,7 @@ def _gymwire_main(conn: Any, trace_memory: bool, gc_tuned: bool, limits: dict[st
         await _control(conn, lambda: _probe(server.stats()))
         await server.stop(drain_timeout=0)
 
-    asyncio.run(main())
+    run_loop(transport, main())
 
 
 def _http_main(conn: Any) -> None:
@@ -117,7 +130,7 @@ def _http_main(conn: Any) -> None:
 
 
 def _floor_main(conn: Any, kind: str) -> None:
-    from .floor import blocking_echo, serve_echo, serve_ws_echo
+    from .floor import blocking_echo, serve_echo, serve_picows_echo, serve_ws_echo
 
     sock = _listen()
     conn.send(sock.getsockname()[1])
@@ -125,7 +138,7 @@ def _floor_main(conn: Any, kind: str) -> None:
         blocking_echo(sock)  # returns when the client closes its connection
         conn.recv()
         return
-    serve = serve_ws_echo if kind == "websockets" else serve_echo
+    serve = {"websockets": serve_ws_echo, "picows": serve_picows_echo}.get(kind, serve_echo)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -134,7 +147,7 @@ def _floor_main(conn: Any, kind: str) -> None:
         stop.set()
         await serving
 
-    asyncio.run(main())
+    run_loop(kind, main())
 
 
 class ServerProcess:
@@ -151,8 +164,8 @@ class ServerProcess:
         self.port: int = self.conn.recv()
 
     @classmethod
-    def gymwire(cls, trace_memory: bool = False, gc_tuned: bool = False, **limits: int) -> ServerProcess:
-        return cls(_gymwire_main, trace_memory, gc_tuned, limits)
+    def gymwire(cls, trace_memory: bool = False, gc_tuned: bool = False, transport: str = "websockets", **limits: int) -> ServerProcess:
+        return cls(_gymwire_main, trace_memory, gc_tuned, limits, transport)
 
     @classmethod
     def http(cls) -> ServerProcess:
@@ -160,7 +173,7 @@ class ServerProcess:
 
     @classmethod
     def floor(cls, kind: str = "asyncio") -> ServerProcess:
-        """An echo server: `asyncio`, `blocking` or `websockets` (see floor.py)."""
+        """An echo server: `asyncio`, `blocking`, `websockets` or `picows` (see floor.py)."""
         return cls(_floor_main, kind)
 
     @property

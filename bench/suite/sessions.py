@@ -9,17 +9,22 @@ on the same machine, so the figures are for server and load together on its core
 Each level starts a fresh server, opens every session, lets every session step in a closed loop
 (the next step as soon as the last is answered), and counts, over a window after a warm-up, the
 steps answered within 2 s among all steps that started early enough to be judged.
+
+`transport` is the server's and the load's: "websockets" on asyncio's own loop, or "picows" on
+uvloop (gymwire[fast]). The load is gymwire's own GymClient over that transport, one step in flight
+per session and no timer per step (a step that is never answered is counted late at the end).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from .procs import CTX, raise_fd_limit, rss_kib
+from .procs import CTX, raise_fd_limit, rss_kib, run_loop
 
 STEP_S = 1.0
 ANSWERED_WITHIN_S = 2.0
@@ -36,6 +41,7 @@ class SessionsPlan:
     load_workers: int = 2
     warmup_s: float = 3.0
     window_s: float = 8.0
+    transport: str = "websockets"
 
     @classmethod
     def full(cls) -> "SessionsPlan":
@@ -53,7 +59,7 @@ class SessionsPlan:
 # ---------------------------------------------------------------------------- server workers
 
 
-def _server_main(conn: Any, port: int) -> None:
+def _server_main(conn: Any, port: int, transport: str) -> None:
     from gymwire.protocol import Limits
     from gymwire.sdk.server import GymServer, tune_gc_for_serving
 
@@ -63,27 +69,28 @@ def _server_main(conn: Any, port: int) -> None:
     limits = Limits(max_sessions=200_000, max_sessions_per_connection=200_000, max_inflight=100_000)
 
     async def main() -> None:
-        server = GymServer([SleepEnv], port=port, limits=limits, reuse_port=True)
+        server = GymServer([SleepEnv], port=port, limits=limits, reuse_port=True, transport=transport)
         await server.start()
         tune_gc_for_serving()
+        gc_time = _gc_timer()
         conn.send(server.port)
         loop = asyncio.get_running_loop()
         while (command := await loop.run_in_executor(None, conn.recv)) != "stop":
-            conn.send({"rss_kib": rss_kib(), "sessions": len(server.sessions), "cpu_s": time.process_time(), **command})
+            conn.send({"rss_kib": rss_kib(), "sessions": len(server.sessions), "cpu_s": time.process_time(), "gc_s": gc_time(), **command})
         await server.stop(drain_timeout=0)
 
-    asyncio.run(main())
+    run_loop(transport, main())
 
 
 class ServerWorkers:
     """`count` server processes sharing one port (the first picks it, the others join it)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, transport: str) -> None:
         self.workers: list[tuple[Any, Any]] = []
         port = 0
         for _ in range(count):
             parent, child = CTX.Pipe()
-            process = CTX.Process(target=_server_main, args=(child, port), daemon=True)
+            process = CTX.Process(target=_server_main, args=(child, port, transport), daemon=True)
             process.start()
             child.close()  # a worker that dies then ends the wait below at once
             if not parent.poll(60):
@@ -114,8 +121,23 @@ class ServerWorkers:
 # ---------------------------------------------------------------------------- load workers
 
 
-async def _load(conn: Any, port: int, sessions: int, per_connection: int) -> dict[str, Any]:
+def _gc_timer() -> Any:
+    """Start timing the garbage collector's passes; the returned function gives the seconds so far."""
+    spent = [0.0, 0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            spent[1] = time.perf_counter()
+        else:
+            spent[0] += time.perf_counter() - spent[1]
+
+    gc.callbacks.append(on_gc)
+    return lambda: round(spent[0], 3)
+
+
+async def _load(conn: Any, port: int, sessions: int, per_connection: int, transport: str) -> dict[str, Any]:
     from gymwire.sdk.client import GymClient
+    from gymwire.sdk.serving.gc_tuning import tune_gc_for_serving
 
     url = f"ws://127.0.0.1:{port}"
     connections = max(1, -(-sessions // per_connection))
@@ -123,7 +145,7 @@ async def _load(conn: Any, port: int, sessions: int, per_connection: int) -> dic
 
     async def connect() -> Any:
         async with gate:
-            return await GymClient(url, reconnect_attempts=0, open_timeout=60).connect()
+            return await GymClient(url, reconnect_attempts=0, open_timeout=60, transport=transport).connect()
 
     clients = await asyncio.gather(*(connect() for _ in range(connections)))
     opening = asyncio.Semaphore(400)
@@ -133,6 +155,10 @@ async def _load(conn: Any, port: int, sessions: int, per_connection: int) -> dic
             return await clients[index % connections].open("sleep1")
 
     opened = await asyncio.gather(*(open_one(i) for i in range(sessions)))
+    # The load holds every session's objects for the whole run: keep the collector off them, as a
+    # server does (gymwire.sdk.serving.gc_tuning).
+    tune_gc_for_serving()
+    gc_time = _gc_timer()
     conn.send({"ready": len(opened)})
     window_start, window_end = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
     judged_until = window_end - ANSWERED_WITHIN_S  # a step started later cannot be judged in time
@@ -145,7 +171,7 @@ async def _load(conn: Any, port: int, sessions: int, per_connection: int) -> dic
         await asyncio.sleep(offset)  # spread the sessions' phases over one step
         while (began := time.monotonic()) < judged_until:
             try:
-                await asyncio.wait_for(session.step("wait"), window_end - began + 5)
+                await session.step("wait")
             except Exception as exc:
                 errors += 1
                 first_error = first_error or f"{type(exc).__name__}: {exc}"
@@ -160,17 +186,23 @@ async def _load(conn: Any, port: int, sessions: int, per_connection: int) -> dic
                 else:
                     late += 1
 
-    await asyncio.gather(*(run(s, (i % 1000) / 1000 * STEP_S) for i, s in enumerate(opened)))
+    # No timer per step (wait_for costs a task each): steps still unanswered well after the window
+    # are counted late once, here.
+    runners = [asyncio.ensure_future(run(s, (i % 1000) / 1000 * STEP_S)) for i, s in enumerate(opened)]
+    _, stuck = await asyncio.wait(runners, timeout=max(0.0, window_end - time.monotonic()) + 5)
+    for runner in stuck:
+        runner.cancel()
+    late += len(stuck)
     for client in clients:
         client.sessions.clear()  # the server is discarded after this level
     await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
-    return {"on_time": on_time, "late": late, "errors": errors, "latencies": latencies, "first_error": first_error}
+    return {"on_time": on_time, "late": late, "errors": errors, "latencies": latencies, "first_error": first_error, "gc_s": gc_time()}
 
 
-def _load_main(conn: Any, port: int, sessions: int, per_connection: int) -> None:
+def _load_main(conn: Any, port: int, sessions: int, per_connection: int, transport: str) -> None:
     raise_fd_limit()
     try:
-        result = asyncio.run(_load(conn, port, sessions, per_connection))
+        result = run_loop(transport, _load(conn, port, sessions, per_connection, transport))
     except Exception as exc:
         result = {"failure": f"{type(exc).__name__}: {exc}"}
     conn.send(result)
@@ -179,13 +211,13 @@ def _load_main(conn: Any, port: int, sessions: int, per_connection: int) -> None
 def _level(plan: SessionsPlan, sessions: int, per_connection: int, log: Any) -> dict[str, Any]:
     from .run import percentile
 
-    with ServerWorkers(plan.server_workers) as server:
+    with ServerWorkers(plan.server_workers, plan.transport) as server:
         idle = server.probe()
         loads = []
         share = [sessions // plan.load_workers + (i < sessions % plan.load_workers) for i in range(plan.load_workers)]
         for count in share:
             parent, child = CTX.Pipe()
-            process = CTX.Process(target=_load_main, args=(child, server.port, count, per_connection), daemon=True)
+            process = CTX.Process(target=_load_main, args=(child, server.port, count, per_connection, plan.transport), daemon=True)
             process.start()
             child.close()
             loads.append((process, parent))
@@ -226,6 +258,9 @@ def _level(plan: SessionsPlan, sessions: int, per_connection: int, log: Any) -> 
         "server_rss_mib": round(sum(b["rss_kib"] for b in busy) / 1024, 1),
         "server_kib_per_session": round(rss_added_kib / sessions, 1),
         "open_s": round(open_s, 1),
+        # Seconds the garbage collector took in the server processes (from their start to mid-window)
+        # and in the load (from its sessions' open to its end).
+        "gc_s": {"server": round(sum(b["gc_s"] for b in busy), 3), "load": round(sum(r.get("gc_s", 0) for r in results), 3)},
     }
     log(
         f"  {sessions:>6} sessions on {row['connections']:>5} connections: {row['answered_within_2s']:.1%} within 2 s "
@@ -238,7 +273,7 @@ def sweep(plan: SessionsPlan, shape: str, log: Any) -> dict[str, Any]:
     """Levels in order until one falls below 95% (and one more, to show the fall)."""
     levels = plan.multiplexed_levels if shape == "multiplexed" else plan.per_connection_levels
     per_connection = plan.sessions_per_connection if shape == "multiplexed" else 1
-    log(f"sessions at 1 s steps, {shape} ({plan.server_workers} server workers, {plan.load_workers} load workers)")
+    log(f"sessions at 1 s steps, {shape} ({plan.server_workers} server workers, {plan.load_workers} load workers, {plan.transport})")
     rows: list[dict[str, Any]] = []
     for sessions in levels:
         try:
@@ -254,6 +289,7 @@ def sweep(plan: SessionsPlan, shape: str, log: Any) -> dict[str, Any]:
 
 def run_sessions(plan: SessionsPlan, log: Any) -> dict[str, Any]:
     return {
+        "transport": plan.transport,
         "server_workers": plan.server_workers,
         "load_workers": plan.load_workers,
         "load_average_before": os.getloadavg(),

@@ -49,13 +49,13 @@ class Unwelcomed:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.members: set[WebSocket] = set()
+        self.members: set[Any] = set()  # a connection of either transport
         self.refused = 0
 
-    def admit(self, ws: WebSocket) -> bool:
+    def admit(self, member: Any) -> bool:
         if len(self.members) >= self.limit:
             return False
-        self.members.add(ws)
+        self.members.add(member)
         return True
 
 
@@ -255,8 +255,7 @@ class Connection:
             self.closed = True
             heartbeat.cancel()
             for inflight in self.inflight.values():
-                if not inflight.env_started:
-                    inflight.task.cancel()
+                inflight.stop_unstarted()
 
     async def _heartbeat(self) -> None:
         protocol = self.protocol

@@ -24,7 +24,7 @@ class RequestLine:
         return place
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LinePlace:
     """One request's place in a RequestLine: `async with place:` waits for the requests ahead."""
 
@@ -32,7 +32,7 @@ class LinePlace:
     finished: asyncio.Future[None]
 
     async def __aenter__(self) -> None:
-        if self.ahead is not None:
+        if self.ahead is not None and not self.ahead.done():
             await asyncio.shield(self.ahead)  # a cancelled waiter must not cancel the place ahead of it
 
     async def __aexit__(self, *exc: Any) -> None:

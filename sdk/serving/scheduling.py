@@ -1,14 +1,16 @@
-"""Requests in flight: each runs as its own task, within its deadline, until answered or cancelled.
+"""Requests in flight: each runs as one task, within its deadline, until answered or cancelled.
 
-Once a request's environment call has started it is no longer cancelled: it runs to the end and
-its answer is recorded, so a re-sent seq is answered from record (GW-DEADLINE-4, GW-RESUME-4).
+A request is answered exactly once: by its task when it finishes, or earlier by whoever stops
+waiting for it (a deadline: TIMEOUT; a cancel: CANCELLED; a stopping server: DRAINING), whichever
+untracks it first. Work that has not reached its environment is then cancelled. Work that has runs
+on in its task and records its answer, so a re-sent seq is answered from record (GW-DEADLINE-3/4,
+GW-CANCEL-3, GW-RESUME-4); only its late answer is dropped (GW-DEADLINE-2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gymwire.protocol import (
@@ -34,102 +36,113 @@ if TYPE_CHECKING:
 log = logging.getLogger("gymwire.server")
 
 
-@dataclass(eq=False)
 class Inflight:
-    """A request being served."""
+    """A request being served by its task."""
 
-    execute: Callable[[Connection, Any, "Inflight"], Awaitable[Message]]  # what serves the request
-    task: asyncio.Task[Any] = field(init=False)
-    env_started: bool = False
-    # Places in line taken on arrival: one for a reset or step, one per entry of a batch (None
-    # where the session was not this connection's then).
-    places: list[LinePlace | None] = field(default_factory=list)
+    __slots__ = ("message", "execute", "task", "env_started", "places", "deadline")
+
+    def __init__(self, message: Any, execute: Callable[[Connection, Any, "Inflight"], Awaitable[Message]]) -> None:
+        self.message = message
+        self.execute = execute  # what serves the request
+        self.task: asyncio.Task[Any] | None = None
+        self.env_started = False
+        # Places in line taken on arrival: one for a reset or step, one per entry of a batch (None
+        # where the session was not this connection's then).
+        self.places: list[LinePlace | None] = []
+        self.deadline: asyncio.TimerHandle | None = None
 
     def release_places(self) -> None:
         for place in self.places:
             if place is not None:
                 place.release()
 
+    def stop_unstarted(self) -> bool:
+        """Cancel the work if it has not reached its environment (its places go to the next in
+        line); False when it has, and runs on to record its answer."""
+        if self.env_started:
+            return False
+        self.release_places()
+        if self.task is not None:
+            self.task.cancel()
+        return True
+
 
 class Scheduling:
-    """GymServer's part that runs requests as tasks: `_spawn` starts one, `_serve_request` answers it
-    within its deadline, `_cancel` stops one that has not reached its environment."""
+    """GymServer's part that runs requests as tasks: `_spawn` starts one, `_serve_request` answers it,
+    `_answer_early` answers one before it is done (deadline, cancel)."""
 
     def _spawn(
         self: "GymServer", conn: Connection, message: Any, execute: Callable[[Connection, Any, Inflight], Awaitable[Message]]
     ) -> None:
         """Serve a request as a task that runs `execute` and sends its answer."""
-        inflight = Inflight(execute)
+        inflight = Inflight(message, execute)
         conn.protocol.track(message.id, inflight)  # CAPACITY beyond max_inflight, before anything starts
-        inflight.task = asyncio.get_running_loop().create_task(self._serve_request(conn, message))
-        inflight.task.add_done_callback(lambda _: self._answer_if_cancelled_unstarted(conn, message, inflight))
         if isinstance(message, (Step, Reset)):
             inflight.places = [self._join_line(conn, message.session)]
         elif isinstance(message, StepBatch):
             inflight.places = [self._join_line(conn, item.session) for item in message.steps]
+        inflight.task = asyncio.get_running_loop().create_task(self._serve_request(conn, message))
 
     def _join_line(self: "GymServer", conn: Connection, session_id: str) -> LinePlace | None:
         session = self.registry.sessions.get(session_id)
         return session.line.join() if session is not None and session.owner is conn else None
 
-    def _answer_if_cancelled_unstarted(self: "GymServer", conn: Connection, message: Any, inflight: Inflight) -> None:
-        # A task cancelled before its first step (a cancel in the same read as its request, or the
-        # connection closing) never enters _serve_request, whose handlers answer and unregister.
-        if not inflight.task.cancelled() or not conn.protocol.untrack(message.id, inflight):
-            return
-        inflight.release_places()
-        cancelled = ProtocolError(
-            ErrorCode.CANCELLED, "cancelled by the client", request_id=message.id, session=getattr(message, "session", None)
-        )
-        asyncio.get_running_loop().create_task(conn.send_error(cancelled))
-
     async def _serve_request(self: "GymServer", conn: Connection, message: Any) -> None:
         inflight = conn.inflight[message.id]
         deadline = getattr(message, "deadline_ms", None)
-        work = asyncio.ensure_future(inflight.execute(conn, message, inflight))
-        work.add_done_callback(lambda _: inflight.release_places())  # places it never reached
-        try:
-            if deadline is None:
-                reply = await asyncio.shield(work)
-            else:
-                try:
-                    reply = await asyncio.wait_for(asyncio.shield(work), deadline / 1000)
-                except asyncio.TimeoutError:
-                    self._abandon(work, inflight)
-                    reply = error_message(
-                        ProtocolError(
-                            ErrorCode.TIMEOUT,
-                            f"no answer within deadline_ms={deadline}; re-send the same seq to get its result",
-                            request_id=message.id,
-                            session=getattr(message, "session", None),
-                        )
-                    )
-        except asyncio.CancelledError:
-            self._abandon(work, inflight)
-            reply = error_message(
-                ProtocolError(
-                    ErrorCode.CANCELLED,
-                    "cancelled by the client",
-                    request_id=message.id,
-                    session=getattr(message, "session", None),
-                )
+        if deadline is not None:
+            inflight.deadline = asyncio.get_running_loop().call_later(
+                deadline / 1000, self._deadline_passed, conn, message, inflight
             )
+        try:
+            reply: Message = await inflight.execute(conn, message, inflight)
+        except asyncio.CancelledError:
+            # Stopped before its environment (a cancel, a deadline, its connection or the server
+            # gone): whoever stopped it answered it, if anyone can be.
+            inflight.release_places()
+            if inflight.deadline is not None:
+                inflight.deadline.cancel()
+            conn.protocol.untrack(message.id, inflight)
+            return
         except ProtocolError as exc:
             exc.request_id = message.id
             reply = error_message(exc)
         except Exception as exc:
             log.exception("internal error serving %s", message.type)
             reply = error_message(ProtocolError(ErrorCode.INTERNAL, f"internal server error: {brief(exc)}", request_id=message.id))
-        finally:
-            # False when the server already answered it (DRAINING at a stop): one answer per request.
-            still_ours = conn.protocol.untrack(message.id, inflight)
-        if not still_ours:
+        inflight.release_places()  # places it never reached (a batch entry refused early)
+        if inflight.deadline is not None:
+            inflight.deadline.cancel()
+        # False when it was answered already (TIMEOUT, CANCELLED, DRAINING): one answer per request.
+        if not conn.protocol.untrack(message.id, inflight):
+            if isinstance(reply, Opened) and reply.session in self.registry.sessions:
+                # Nobody will learn this session's id: close it now that it exists.
+                await self.registry.destroy(self.registry.sessions[reply.session], "its open was answered TIMEOUT/CANCELLED")
             return
         if isinstance(reply, Opened):
             reply = await self._opened_or_too_large(conn, reply)
         if isinstance(reply, Error):
             self.metrics.error(reply.name)
         await conn.send(reply)
+
+    def _deadline_passed(self: "GymServer", conn: Connection, message: Any, inflight: Inflight) -> None:
+        timeout = ProtocolError(
+            ErrorCode.TIMEOUT,
+            f"no answer within deadline_ms={message.deadline_ms}; re-send the same seq to get its result",
+            request_id=message.id,
+            session=getattr(message, "session", None),
+        )
+        self._answer_early(conn, message.id, inflight, timeout)
+
+    def _answer_early(self: "GymServer", conn: Connection, request_id: int, inflight: Inflight, error: ProtocolError) -> None:
+        """Answer a request before its work is done: the work stops if it has not reached its
+        environment, else runs on (the server's stop ends it) and its late answer is dropped."""
+        if not conn.protocol.untrack(request_id, inflight):
+            return
+        if not inflight.stop_unstarted() and inflight.task is not None:
+            self._abandoned.add(inflight.task)
+            inflight.task.add_done_callback(self._abandoned.discard)
+        asyncio.get_running_loop().create_task(conn.send_error(error))  # (send_error counts it in the metrics)
 
     async def _opened_or_too_large(self: "GymServer", conn: Connection, opened: Opened) -> Message:
         """An `opened` the client cannot take (a huge first observation) would leave a session
@@ -142,30 +155,15 @@ class Scheduling:
             await self.registry.destroy(session, "its opened answer was larger than the client takes")
         return error_message(conn.protocol.answer_too_large(opened, size))
 
-    def _abandon(self: "GymServer", work: asyncio.Future[Any], inflight: Inflight) -> None:
-        """The client gets TIMEOUT or CANCELLED now. Work that has not touched the environment is
-        cancelled; work that has runs on and records its result (a re-sent seq gets it), except an
-        open: nobody will learn that session's id, so it is closed as soon as it exists."""
-        if not inflight.env_started:
-            work.cancel()
-            return
-
-        def close_orphan(done: asyncio.Future[Any]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            reply = done.result()
-            sessions = self.registry.sessions
-            if isinstance(reply, Opened) and reply.session in sessions:
-                asyncio.get_running_loop().create_task(
-                    self.registry.destroy(sessions[reply.session], "its open was answered TIMEOUT/CANCELLED")
-                )
-
-        self._abandoned.add(work)
-        work.add_done_callback(self._abandoned.discard)
-        work.add_done_callback(close_orphan)
-
     def _cancel(self: "GymServer", conn: Connection, message: Cancel) -> CancelAck:
         inflight = conn.inflight.get(message.target)
         if inflight is not None:
-            inflight.task.cancel()
+            # Sent after the cancel_ack, which the connection sends as soon as this returns.
+            cancelled = ProtocolError(
+                ErrorCode.CANCELLED,
+                "cancelled by the client",
+                request_id=message.target,
+                session=getattr(inflight.message, "session", None),
+            )
+            self._answer_early(conn, message.target, inflight, cancelled)
         return CancelAck(id=message.id, target=message.target, found=inflight is not None)
