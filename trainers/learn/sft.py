@@ -43,6 +43,20 @@ class SFTSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def trainer_arguments(output: Path, epochs: float, lr: float, batch_rows: int, max_steps: int, logging_steps: int,
+                      seed: int) -> dict[str, Any]:
+    """The transformers TrainingArguments gymwire's SFT and DPO share: single rows accumulated to
+    `batch_rows` (no padding on CPU), no checkpoints or reporters, bf16 on a GPU."""
+    import torch
+
+    return dict(
+        output_dir=str(output / "trainer"), num_train_epochs=epochs, max_steps=max_steps, learning_rate=lr,
+        per_device_train_batch_size=1, gradient_accumulation_steps=batch_rows, logging_steps=logging_steps,
+        save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
+        seed=seed, max_length=None, dataloader_num_workers=0, disable_tqdm=True,
+    )
+
+
 def load_policy_model(spec: str, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer) by the project's factory; the tokenizer gets a pad token if it has none."""
     from gymwire.trainers.backends import load_model
@@ -154,25 +168,12 @@ def train_sft(model_spec: str, rows: Sequence[TokenRow], output: str | Path, set
     dataset = Dataset.from_list([{"input_ids": r.input_ids, "completion_mask": r.completion_mask} for r in rows])
     AgentTokenSFT = _agent_token_trainer(SFTTrainer)
     config = SFTConfig(
-        output_dir=str(output / "trainer"),
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        learning_rate=settings.lr,
+        **trainer_arguments(output, settings.epochs, settings.lr, settings.batch_rows, settings.max_steps,
+                            settings.logging_steps, settings.seed),
         lr_scheduler_type="cosine",
         warmup_steps=settings.warmup_ratio,
         weight_decay=settings.weight_decay,
-        per_device_train_batch_size=1,
-        gradient_accumulation_steps=settings.batch_rows,
-        logging_steps=settings.logging_steps,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(),
-        seed=settings.seed,
-        max_length=None,
         completion_only_loss=True,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
         **settings.extra,
     )
     if settings.train_layers is not None:
