@@ -65,12 +65,11 @@ def test_react_replies_as_instructed_are_read(env, parse, action, expected):
 
 
 def test_deep_search_replies_as_instructed_are_read():
-    from gymwire.servers.deepsearch.env import _ACTION
+    from gymwire.servers.deepsearch.env import first_action
 
     assert "<think>" in DeepSearchEnv.instructions and "<search>query</search>" in DeepSearchEnv.instructions
     for reply in ("<think>I need the capital.</think>\n<search>capital of France</search>", "<search>capital of France</search>"):
-        match = _ACTION.search(reply)
-        assert match is not None and match.groups() == ("search", "capital of France")
+        assert first_action(reply) == ("search", "capital of France")
 
 
 def test_a_babyai_session_accepts_the_instructions_example():
