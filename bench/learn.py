@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="only check the config and its overrides, and print the run's settings")
     args = parser.parse_args(argv)
 
-    from gymwire.trainers.config import ConfigError, load_config, parse_assignments
+    from gymwire.trainers.config import TrainConfigError, load_config, parse_assignments
 
     started = time.perf_counter()
     overrides: dict[str, Any] = {"train.overwrite": True, "train.progress": False}
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = value
     try:
         config = load_config(args.config, {**overrides, **parse_assignments(args.set)})
-    except ConfigError as exc:
+    except TrainConfigError as exc:
         print(f"learn: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             f"horizon {config.horizon}, <= {rollout.turn_tokens} tokens a turn, evaluation on {config.train.eval_tasks} tasks"
         )
         return 0
-    from gymwire.trainers.trainer import Trainer, TrainingStopped
+    from gymwire.trainers.bookkeeping import TrainingStopped
+    from gymwire.trainers.trainer import Trainer
 
     metrics = Path(config.output_dir) / "metrics.jsonl"
     with Trainer(config) as trainer:

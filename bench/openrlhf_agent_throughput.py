@@ -24,7 +24,7 @@ from openrlhf_fakes import GUESS_CORPUS, FakeEngine, FakeSamplingParams  # noqa:
 
 from gymwire.trainers.horizon import FixedHorizon  # noqa: E402
 from gymwire.trainers.openrlhf.agent import AgentSettings, GymwireAgentExecutor  # noqa: E402
-from gymwire.trainers.openrlhf.labels import TaskLabel  # noqa: E402
+from gymwire.trainers.episode import EnvTask  # noqa: E402
 from gymwire.trainers.openrlhf.pool import close_pools  # noqa: E402
 from gymwire.trainers.openrlhf.steps import MemoryStepBoard  # noqa: E402
 from gymwire.trainers.tiny import build_tokenizer  # noqa: E402
@@ -41,7 +41,7 @@ async def one_round(url: str, tokenizer, samples: int) -> tuple[float, int, int]
     engine = FakeEngine(tokenizer)
     started = time.perf_counter()
     results = await asyncio.gather(*(
-        executor.execute("p", TaskLabel("guess", "train", i).to_json(), FakeSamplingParams(), 4096, tokenizer, engine)
+        executor.execute("p", EnvTask("guess", "train", i).to_json(), FakeSamplingParams(), 4096, tokenizer, engine)
         for i in range(samples)
     ))
     wall = time.perf_counter() - started

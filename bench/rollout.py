@@ -250,9 +250,9 @@ def trainer_section(path: Path | None, device: torch.device, args: argparse.Name
 
 
 def _time_scoring(trainer: Any) -> list[float]:
-    """Seconds spent in the trainer's scoring pass (`_score`), appended per call."""
+    """Seconds spent in the trainer's scoring pass (`Scorer.score`), appended per call."""
     spent: list[float] = []
-    score = trainer._score
+    score = trainer.scorer.score
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         _sync()
@@ -263,7 +263,7 @@ def _time_scoring(trainer: Any) -> list[float]:
             _sync()
             spent.append(time.perf_counter() - started)
 
-    trainer._score = timed
+    trainer.scorer.score = timed
     return spent
 
 

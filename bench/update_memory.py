@@ -38,7 +38,8 @@ from gymwire.trainers.config import TrainConfig  # noqa: E402
 from gymwire.trainers.hf_policy import autocast_for  # noqa: E402
 from gymwire.trainers.losses import masked_mean, policy_loss  # noqa: E402
 from gymwire.trainers.tiny import build_tokenizer  # noqa: E402
-from gymwire.trainers.trainer import Trainer, _Batch  # noqa: E402
+from gymwire.trainers.scoring import TrainBatch  # noqa: E402
+from gymwire.trainers.trainer import Trainer  # noqa: E402
 
 SHAPES = {
     "small": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -86,7 +87,7 @@ def _old_entropy(logits: torch.Tensor) -> torch.Tensor:
 def before_update(trainer: Trainer, episodes: list) -> None:
     """The old update of one minibatch (GRPO, no KL): score in chunks of 64 rows, then one forward
     and backward of the whole minibatch with full logits, then the optimizer step."""
-    batch = _Batch(episodes, trainer.tokenizer.pad_token_id or 0, trainer.device)
+    batch = TrainBatch.from_episodes(episodes, trainer.tokenizer.pad_token_id or 0, trainer.device)
     temperature = trainer.config.rollout.temperature
 
     def logits_of(rows: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gymwire.trainers.rollout import Episode, EpisodeSpec, Turn
+from gymwire.trainers.episode import EnvTask, Episode, Turn
 from gymwire.trainers.viewer.index import Catalog, find_runs
 from gymwire.trainers.viewer.server import make_app
 
@@ -61,7 +61,7 @@ def write_run(folder: Path, episodes: int, seed: int = 0) -> None:
                     break
             success = turns[-1].reward > 0
             episode = Episode(
-                env="guess", spec=EpisodeSpec("train", rng.randrange(10_000), group=i // 8), options={"low": 1, "high": 7},
+                task=EnvTask("guess", "train", rng.randrange(10_000)), group=i // 8, options={"low": 1, "high": 7},
                 max_turns=3, prompt_length=20, tokens=tokens, loss_mask=[int(30 <= t < 40) for t in tokens],
                 logprobs=[-rng.random() if 30 <= t < 40 else 0.0 for t in tokens], turns=turns,
                 finish="terminated" if success else "truncated", success=success, score=float(success),

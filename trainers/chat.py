@@ -10,7 +10,7 @@ of it when it stopped, the rest is appended before the next user turn.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 __all__ = ["ChatFormat", "ChatTemplateError"]
 
@@ -81,6 +81,30 @@ class ChatFormat:
             # The model wrote the close up to its stop token; append only what the template adds after it.
             close = close[close.index(generated[-1]) + 1:]
         return close + self.encode(full[len(self._probe):])
+
+    def render(self, conversation: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[int]]:
+        """(token ids, loss mask) of a recorded conversation (Episode.conversation(): messages with
+        "loss"), laid out as a rollout lays it out: the messages before the first trained reply
+        rendered by the template as the prompt (its own system message, if any, included), then
+        per trained reply its tokens and the stop token (mask 1), and the environment's next turn as
+        the template's delta (mask 0). What behaviour cloning trains on is then what the policy
+        generates when it plays."""
+        first = next((at for at, m in enumerate(conversation) if m.get("loss")), len(conversation))
+        head = [{"role": m["role"], "content": m["content"]} for m in conversation[:first]]
+        ids = self.encode(self.tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)) if head else []
+        mask = [0] * len(ids)
+        stop = self.turn_close_ids[0] if self.turn_close_ids and self.turn_close_ids[0] in self.stop_ids else self.stop_ids[0]
+        reply: list[int] = []
+        for message in conversation[first:]:
+            if message["role"] == "assistant":
+                reply = self.encode(message["content"]) + [stop]
+                ids += reply
+                mask += [1 if message.get("loss") else 0] * len(reply)
+            else:
+                turn = self.user_turn(message["content"], reply, stopped=True)
+                ids += turn
+                mask += [0] * len(turn)
+        return ids, mask
 
 
 def _stop_ids(tokenizer: Any, turn_close_ids: list[int]) -> list[int]:

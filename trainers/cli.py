@@ -64,7 +64,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides["train.progress"] = False
     config = load_config(args.config, overrides)  # the whole config, checked before anything loads
 
-    from .trainer import Trainer, TrainingStopped
+    from .bookkeeping import TrainingStopped
+    from .trainer import Trainer
 
     try:
         with Trainer(config) as trainer:

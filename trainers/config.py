@@ -28,10 +28,10 @@ from .horizon import Horizon, HorizonConfigError, horizon_from_config
 from .policy import POLICY_BACKENDS
 from .validation import Strict, validated, yaml_problem
 
-__all__ = ["ConfigError", "TrainConfig", "load_config", "parse_assignments"]
+__all__ = ["TrainConfigError", "TrainConfig", "load_config", "parse_assignments"]
 
 
-class ConfigError(UserError, ValueError):
+class TrainConfigError(UserError, ValueError):
     """The training configuration cannot be used; the message names the key and what is valid."""
 
 
@@ -144,13 +144,13 @@ class TrainConfig(Strict):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
         if not isinstance(data, Mapping):
-            raise ConfigError(f"the config must be a mapping of sections (env, model, ...), got {data!r}")
+            raise TrainConfigError(f"the config must be a mapping of sections (env, model, ...), got {data!r}")
         if "env" not in data:
-            raise ConfigError("the config needs an env section with at least `name`, e.g. env: {name: guess}")
-        config = validated(cls, dict(data), "config", ConfigError)
+            raise TrainConfigError("the config needs an env section with at least `name`, e.g. env: {name: guess}")
+        config = validated(cls, dict(data), "config", TrainConfigError)
         problems = _problems(config)
         if problems:
-            raise ConfigError("config: " + "; ".join(problems))
+            raise TrainConfigError("config: " + "; ".join(problems))
         return config
 
 
@@ -162,11 +162,11 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     for assignment in assignments:
         key, equals, value = assignment.partition("=")
         if not equals or not key.strip():
-            raise ConfigError(f"--set needs KEY=VALUE (e.g. --set algorithm.lr=1e-4), got {assignment!r}")
+            raise TrainConfigError(f"--set needs KEY=VALUE (e.g. --set algorithm.lr=1e-4), got {assignment!r}")
         try:
             overrides[key.strip()] = _joined_pairs(yaml.safe_load(value))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: the value is not valid YAML: {exc}") from None
+            raise TrainConfigError(f"--set {key}: the value is not valid YAML: {exc}") from None
     return overrides
 
 
@@ -197,11 +197,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; check the path (e.g. examples/guess-tiny.yaml)") from None
+        raise TrainConfigError(f"config file {path} does not exist; check the path (e.g. examples/guess-tiny.yaml)") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML ({yaml_problem(exc)}); fix the file") from None
+        raise TrainConfigError(f"{path} is not valid YAML ({yaml_problem(exc)}); fix the file") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (env, model, ...), got {type(data).__name__}")
+        raise TrainConfigError(f"{path} must hold a mapping of sections (env, model, ...), got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
         *parents, leaf = dotted.split(".")
         node = data
@@ -211,7 +211,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
             node = node[key]
             if not isinstance(node, dict):
                 where = ".".join(parents[: depth + 1])
-                raise ConfigError(f"cannot set {dotted}: {where} is {node!r} in the config, not a section; set {where} itself")
+                raise TrainConfigError(f"cannot set {dotted}: {where} is {node!r} in the config, not a section; set {where} itself")
         node[leaf] = value
     return TrainConfig.from_dict(data)
 

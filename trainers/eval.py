@@ -3,7 +3,7 @@ environment, one row per model), with 95% intervals, every episode as JSONL, res
 
 Output folder (docs/eval.md has the schemas):
     run.json               the run's settings
-    episodes/<env>.jsonl   one finished episode per line (rollout.Episode schema), appended as it ends
+    episodes/<env>.jsonl   one finished episode per line (episode.Episode schema), appended as it ends
     results.json           per environment: success, score, turns, generated tokens, errors, with intervals
     results.md             the same as Markdown tables
 Re-running the same command skips episodes already recorded (errors are played again).
@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .episodes import GenerationBatcher, PromptConfig, play_episode
+from .episode import ERROR, EnvTask, Episode, append_jsonl
 from .eval_run import FORMAT, run_record
+from .play import ChatActor, GenerationBatcher, PlaySettings, PromptConfig, TokenActor, play_task
 from .policy import PolicyBackend, Sampling
-from .rollout import ERROR, Episode, EpisodeSpec, RolloutSettings
 
 __all__ = [
     "EnvTarget",
@@ -161,10 +161,10 @@ def _episodes_path(output: Path, env: str) -> Path:
     return output / "episodes" / f"{env}.jsonl"
 
 
-def _recorded(path: Path) -> dict[tuple[str | None, int | None, int | None], Episode]:
+def _recorded(path: Path) -> dict[EnvTask, Episode]:
     """Episodes in a JSONL file by task; a later line for the same task wins (a replayed error).
     A last line cut short by an interruption is ignored."""
-    found: dict[tuple[str | None, int | None, int | None], Episode] = {}
+    found: dict[EnvTask, Episode] = {}
     if not path.exists():
         return found
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -172,7 +172,7 @@ def _recorded(path: Path) -> dict[tuple[str | None, int | None, int | None], Epi
             episode = Episode.from_json(json.loads(line))
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
-        found[(episode.spec.split, episode.spec.index, episode.spec.seed)] = episode
+        found[episode.task] = episode
     return found
 
 
@@ -224,8 +224,8 @@ async def _evaluate_env(
     info = await client.describe(target.name)
     if settings.split not in info.splits:
         raise ValueError(f"{target.name} has no split {settings.split!r}; it has {sorted(info.splits)}")
-    tasks = target.tasks if target.tasks is not None else settings.tasks
-    indices = _task_indices(info.splits[settings.split], tasks, settings.seed)
+    count = target.tasks if target.tasks is not None else settings.tasks
+    indices = _task_indices(info.splits[settings.split], count, settings.seed)
     max_turns = target.max_turns or info.default_max_turns
     episode_tokens = settings.episode_tokens or default_episode_tokens(target.name, max_turns)
     run["envs"][target.name] = {
@@ -241,48 +241,45 @@ async def _evaluate_env(
     path = _episodes_path(settings.output, target.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     recorded = _recorded(path)
-    finished = {key for key, e in recorded.items() if e.finish != ERROR}
-    todo = [i for i in indices if (settings.split, i, None) not in finished]
-    done_before = [recorded[(settings.split, i, None)] for i in indices if (settings.split, i, None) in finished]
+    finished = {task for task, e in recorded.items() if e.finish != ERROR}
+    tasks = [EnvTask(target.name, settings.split, i) for i in indices]
+    todo = [task for task in tasks if task not in finished]
+    done_before = [recorded[task] for task in tasks if task in finished]
 
-    rollout = RolloutSettings(
-        env=target.name,
+    play_settings = PlaySettings(
         options=dict(target.options),
         max_turns=max_turns,
         turn_tokens=settings.turn_tokens,
         episode_tokens=episode_tokens,
         sampling=settings.sampling,
         step_timeout=settings.step_timeout,
+        prompt=target.prompt,
     )
-    chat = batcher = None
     if policy.prompts == "tokens":
         from .chat import ChatFormat
 
         chat = ChatFormat(tokenizer, system=target.prompt.system)
-        batcher = GenerationBatcher(policy, chat.stop_ids, settings.sampling)
+        actor: Any = TokenActor(GenerationBatcher(policy, chat.stop_ids, settings.sampling).generate, chat, policy.forget)
+    else:
+        actor = ChatActor(policy)
     progress = _Progress(target.name, len(indices), done_before, settings.progress)
     slots = asyncio.Semaphore(settings.concurrency)
     started = time.perf_counter()
 
-    async def play(index: int) -> None:
+    async def play(task: EnvTask) -> None:
         async with slots:
-            episode = await play_episode(
-                client, policy, EpisodeSpec(settings.split, index, group=index), rollout, target.prompt,
-                info.instructions, chat, batcher,
-            )
-        # Written the moment it ends: an interruption loses only episodes still being played.
-        with path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(episode.to_json(), ensure_ascii=False) + "\n")
+            episode = await play_task(client, task, actor, play_settings, info.instructions)
+        append_jsonl(episode, path)  # the moment it ends: an interruption loses only episodes still being played
         progress.add(episode)
 
     try:
-        tasks = [asyncio.create_task(play(i)) for i in todo]
+        running = [asyncio.create_task(play(task)) for task in todo]
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*running)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for job in running:
+                job.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
     finally:
         progress.close()
     seconds = time.perf_counter() - started
@@ -339,7 +336,8 @@ def _write_results(
         if indices is None:
             continue  # never started
         recorded = _recorded(_episodes_path(settings.output, target.name))
-        episodes = [recorded[(settings.split, i, None)] for i in indices if (settings.split, i, None) in recorded]
+        tasks = [EnvTask(target.name, settings.split, i) for i in indices]
+        episodes = [recorded[task] for task in tasks if task in recorded]
         envs[target.name] = {**summarize(episodes, len(indices)), **timings.get(target.name, {})}
     results = {"format": FORMAT, "model": settings.model, "backend": run.get("backend"), "split": settings.split, "envs": envs}
     (settings.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -14,9 +14,9 @@ from typing import Any
 
 from gymwire.sdk.errors import SetupError, UsageError
 
-__all__ = ["register"]
+from .backends import BACKENDS
 
-BACKENDS = ("transformers", "vllm", "openai")
+__all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
     the gym servers, each environment's options (one session opened with them) and the endpoint."""
     from gymwire.sdk.registry import resolve_env
 
-    from .episodes import PromptConfig
+    from .play import PromptConfig
     from .eval import PAPER_TURNS, EnvTarget, EvalSettings, detail_table, failure_summary, results_table
     from .eval_run import check_output, run_record
     from .policy import Sampling
@@ -304,33 +304,22 @@ def _device(name: str) -> str:
 
 
 def _policy(args: argparse.Namespace, backend: str) -> tuple[Any, Any]:
+    from .backends import load_model, load_tokenizer, make_policy
+
     if backend == "openai":
-        from .openai_policy import OpenAIPolicy
-
-        policy = OpenAIPolicy(args.base_url, args.model, args.api_key_env, args.request_timeout, args.retries,
-                              args.concurrency, standard_only=args.standard_params_only)
+        policy = make_policy(
+            "openai", args.model, base_url=args.base_url, api_key_env=args.api_key_env, timeout=args.request_timeout,
+            max_retries=args.retries, concurrency=args.concurrency, standard_only=args.standard_params_only,
+        )
         return policy, None
-    from .models import load_model, resolve_model
-
     if backend == "vllm":
-        from types import SimpleNamespace
-
-        from transformers import AutoTokenizer
-
-        from .vllm_policy import VLLMPolicy
-
-        path = resolve_model(args.model)
-        if path.suffix == ".gguf":
-            raise UsageError(f"vLLM needs a checkpoint folder: gymwire model prepare {args.model} DIR, then evaluate DIR")
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return VLLMPolicy(SimpleNamespace(name_or_path=str(path)), tokenizer), tokenizer
+        tokenizer, folder = load_tokenizer(args.model)
+        return make_policy("vllm", folder, tokenizer), tokenizer
     import torch
-
-    from .hf_policy import TransformersPolicy
 
     torch.manual_seed(args.seed)
     model, tokenizer, _ = load_model(args.model, _device(args.device))
-    return TransformersPolicy(model, pad_id=tokenizer.pad_token_id, max_batch=args.concurrency), tokenizer
+    return make_policy("transformers", model, tokenizer, max_batch=args.concurrency), tokenizer
 
 
 def _server_envs(url: str, token: str | None) -> list[str]:

@@ -13,9 +13,10 @@ with `model.generate`, for two reasons:
 from __future__ import annotations
 
 import inspect
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -27,12 +28,13 @@ __all__ = ["TransformersPolicy", "sample_next"]
 
 @dataclass
 class _KeptRow:
-    """The keys and values of one row's tokens, all layers in one tensor each:
-    (layers, heads, length, head_dim). One tensor, not one per layer: a row costs two copies
-    whatever the depth (on a GPU, thousands of kernel launches fewer per turn)."""
+    """The keys and values of one row's tokens, per layer: (heads, length, head_dim) tensors. Per
+    layer so that memory follows the live tokens: a turn moves the rows into the batch's cache and
+    back out of it a layer at a time, each layer's old copy freed as its new one is made, so that
+    at no point are all of them held twice."""
 
-    keys: torch.Tensor
-    values: torch.Tensor
+    keys: list[torch.Tensor | None]
+    values: list[torch.Tensor | None]
 
 
 class TransformersPolicy(PolicyBackend):
@@ -50,6 +52,7 @@ class TransformersPolicy(PolicyBackend):
         self.max_batch = max_batch
         self.reuse_cache = reuse_cache
         self._kept: OrderedDict[tuple[int, ...], _KeptRow] = OrderedDict()
+        self._kept_lock = threading.Lock()  # `generate` runs off the event loop; `forget` on it
         self.encoded_tokens = 0  # prompt tokens run through the model (not read from a kept cache), for benchmarks
         # transformers 5.24 renamed forward's `past_key_values` to `cache`; 4.57 knows only the old name.
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -78,38 +81,48 @@ class TransformersPolicy(PolicyBackend):
                     results += self._generate(prompts[chunk], max_new_tokens[chunk], list(stop_ids), sampling)
         finally:
             self.model.train(was_training)
-        while len(self._kept) > max(self.max_batch, len(prompts)):
-            self._kept.popitem(last=False)
+        with self._kept_lock:
+            while len(self._kept) > max(self.max_batch, len(prompts)):
+                self._kept.popitem(last=False)
         return results
 
     def release(self) -> None:
-        self._kept.clear()
+        with self._kept_lock:
+            self._kept.clear()
+
+    def forget(self, tokens: Sequence[int]) -> None:
+        # The kept rows that begin `tokens` (an episode's last prompt and reply) serve nothing now.
+        with self._kept_lock:
+            for length in {len(key) for key in self._kept}:
+                if length <= len(tokens):
+                    self._kept.pop(tuple(tokens[:length]), None)
 
     def load_weights(self, model: Any) -> None:
         # Kept keys and values were computed with the old weights.
-        self._kept.clear()
+        self.release()
 
     def _take_kept(self, prompts: Sequence[Sequence[int]]) -> list[tuple[int, _KeptRow | None]]:
         """Per prompt, the longest kept row whose tokens begin it and leave at least one token to
         encode, and that row's length; (0, None) if none. Several prompts may start from one row
         (episodes of a group share their first prompt, and with one-token turns their history
         too). Rows taken are removed: their extensions are kept in their place."""
-        if not self.reuse_cache or not self._kept:
-            return [(0, None)] * len(prompts)
-        lengths = sorted({len(key) for key in self._kept}, reverse=True)
-        taken: dict[tuple[int, ...], _KeptRow] = {}
-        found = []
-        for prompt in prompts:
-            match: tuple[int, _KeptRow | None] = (0, None)
-            for length in lengths:
-                key = tuple(prompt[:length])
-                if length < len(prompt) and key in self._kept:
-                    match = (length, taken.setdefault(key, self._kept[key]))
-                    break
-            found.append(match)
-        for key in taken:
-            del self._kept[key]
-        return found
+        with self._kept_lock:
+            if not self.reuse_cache or not self._kept:
+                return [(0, None)] * len(prompts)
+            lengths = sorted({len(key) for key in self._kept}, reverse=True)
+            taken: dict[tuple[int, ...], _KeptRow] = {}
+            found = []
+            for prompt in prompts:
+                match: tuple[int, _KeptRow | None] = (0, None)
+                for length in lengths:
+                    key = tuple(prompt[:length])
+                    if length < len(prompt) and key in self._kept:
+                        match = (length, taken.setdefault(key, self._kept[key]))
+                        break
+                found.append(match)
+            for key in taken:
+                del self._kept[key]
+            return found
 
     def _generate(
         self, prompts: Sequence[Sequence[int]], budgets: Sequence[int], stop_ids: list[int], sampling: Sampling
@@ -135,6 +148,7 @@ class TransformersPolicy(PolicyBackend):
             attention[r, cached + width - len(tokens):] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, cached:]
         cache = DynamicCache(ddp_cache_data=_batched(kept, cached) if cached else None, config=model.config)
+        del kept
         input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
 
         budget = torch.tensor(budgets, device=device)
@@ -173,32 +187,51 @@ class TransformersPolicy(PolicyBackend):
         # or recurrent layers keep something else).
         layers = cache.layers
         if self.reuse_cache and all(type(layer) is DynamicLayer for layer in layers) and len({layer.keys.shape for layer in layers}) == 1:
-            keys = torch.stack([layer.keys for layer in layers])  # (layers, rows, heads, positions, head_dim)
-            values = torch.stack([layer.values for layer in layers])
-            del cache, layers  # free the per-layer tensors before the rows are cut out
-            for r, (prompt, generation) in enumerate(zip(prompts, generations)):
+            spans = []
+            for r, generation in enumerate(generations):
                 # Encoded: the prompt and every generated token but the last (never fed back).
                 end = cached + width + len(generation.token_ids) - 1
-                spans = (slice(cached - past[r], cached), slice(cached + width - len(fresh[r]), end))
-                self._kept[tuple(prompt) + tuple(generation.token_ids[:-1])] = _KeptRow(
-                    torch.cat([keys[:, r, :, span] for span in spans], dim=2),
-                    torch.cat([values[:, r, :, span] for span in spans], dim=2),
-                )
+                spans.append((slice(cached - past[r], cached), slice(cached + width - len(fresh[r]), end)))
+            kept_rows = _cut_rows(layers, spans)
+            del cache, layers
+            with self._kept_lock:
+                for prompt, generation, row in zip(prompts, generations, kept_rows):
+                    self._kept[tuple(prompt) + tuple(generation.token_ids[:-1])] = row
         return generations
 
 
-def _batched(kept: list[tuple[int, _KeptRow | None]], width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _cut_rows(layers: Sequence[Any], spans: list[tuple[slice, slice]]) -> list[_KeptRow]:
+    """Each row's keys and values out of the batch's cache, without its padding; each layer's
+    batch tensors freed once its rows are cut out."""
+    rows = [_KeptRow([], []) for _ in spans]
+    for layer in layers:
+        for r, (row, (first, second)) in enumerate(zip(rows, spans)):
+            row.keys.append(torch.cat([layer.keys[r, :, first], layer.keys[r, :, second]], dim=1))
+            row.values.append(torch.cat([layer.values[r, :, first], layer.values[r, :, second]], dim=1))
+        layer.keys = layer.values = None
+    return rows
+
+
+def _batched(kept: list[tuple[int, _KeptRow | None]], width: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, the kept keys and values of every row, right-aligned in `width` positions (rows
-    without a kept cache are zeros, masked out like any padding)."""
+    without a kept cache are zeros, masked out like any padding). A generator: the cache copies a
+    layer in before the next is made, and the rows' own tensors of a layer are freed once it is
+    (a row several prompts start from is copied into each of them first)."""
     template = next(row for _, row in kept if row is not None)
-    layers, heads, _, dim = template.keys.shape
-    keys = template.keys.new_zeros((layers, len(kept), heads, width, dim))
-    values = template.values.new_zeros((layers, len(kept), heads, width, dim))
-    for r, (length, row) in enumerate(kept):
-        if row is not None:
-            keys[:, r, :, width - length:] = row.keys
-            values[:, r, :, width - length:] = row.values
-    return [(keys[layer], values[layer]) for layer in range(layers)]
+    depth = len(template.keys)
+    heads, _, dim = template.keys[0].shape
+    rows = {id(row): row for _, row in kept if row is not None}.values()
+    for layer in range(depth):
+        keys = template.keys[layer].new_zeros((len(kept), heads, width, dim))
+        values = template.values[layer].new_zeros((len(kept), heads, width, dim))
+        for r, (length, row) in enumerate(kept):
+            if row is not None:
+                keys[r, :, width - length:] = row.keys[layer]
+                values[r, :, width - length:] = row.values[layer]
+        for row in rows:
+            row.keys[layer] = row.values[layer] = None
+        yield keys, values
+        del keys, values
 
 
 def sample_next(logits: torch.Tensor, sampling: Sampling) -> tuple[torch.Tensor, torch.Tensor]:

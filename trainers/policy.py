@@ -55,11 +55,13 @@ class Sampling:
 class Generation:
     """One continuation, exactly as sampled. `logprobs[i]` is the log-probability of `token_ids[i]`
     under the distribution it was sampled from. `stopped`: it ended on a stop token (which is the
-    last of `token_ids`); otherwise the token budget cut it."""
+    last of `token_ids`); otherwise the token budget cut it. `text`: the reply as the backend
+    detokenized it (None: the episode decodes `token_ids` without special tokens)."""
 
     token_ids: list[int]
     logprobs: list[float]
     stopped: bool
+    text: str | None = None
 
 
 @dataclass
@@ -113,6 +115,9 @@ class PolicyBackend(ABC):
 
     def release(self) -> None:
         """Free what the backend kept between `generate` calls for reuse (a rollout ended)."""
+
+    def forget(self, tokens: Sequence[int]) -> None:
+        """The episode whose tokens these are ended: free what was kept for continuing it."""
 
     def load_weights(self, model: Any) -> None:
         """Bring the backend up to date with the trainer's `model` after an update (also: drop

@@ -9,6 +9,7 @@ and ordinary; the trainer treats it like any other model's template.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Iterable
 
 from gymwire.sdk.errors import UserError
 
-__all__ = ["TinyModelSpec", "build_tiny_model", "tiny_model_ready", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "RECIPE_FILE"]
+__all__ = ["TinyModelSpec", "build_tiny_model", "tiny_model_ready", "env_corpus", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "RECIPE_FILE"]
 
 # What a tiny model was built from (its spec, seed and the environment its vocabulary came from),
 # written beside it: a run never silently trains another run's initial weights.
@@ -145,3 +146,21 @@ def build_tiny_model(
     if recipe is not None:
         (path / RECIPE_FILE).write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
     return path
+
+
+async def env_corpus(
+    client: Any, env: str, info: Any, split: str, options: dict[str, Any], seed: int, numbers: int, episodes: int
+) -> list[str]:
+    """Texts of an environment for a tiny model's vocabulary: its instructions and what it says
+    over `episodes` episodes of `split` played with random whole numbers (and one non-number)."""
+    rng = random.Random(seed)
+    texts = [info.instructions, info.description]
+    for index in range(episodes):
+        async with client.session(env, split=split, index=index, options=options, max_turns=8) as session:
+            texts.append(session.observation.text if session.observation else "")
+            actions = ["hello"] + [str(rng.randrange(numbers)) for _ in range(7)]
+            for action in actions:
+                if session.done:
+                    break
+                texts.append((await session.step(action)).observation.text)
+    return texts

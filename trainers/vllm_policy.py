@@ -24,14 +24,14 @@ __all__ = ["VLLMPolicy", "TrainerWeights"]
 class VLLMPolicy(PolicyBackend):
     """Generates with a vLLM engine holding a copy of the trainer's model.
 
-    The engine loads the checkpoint at `model.name_or_path`; `load_weights(model)` copies the
+    The engine loads the checkpoint folder `checkpoint`; `load_weights(model)` copies the
     trainer's current weights into it after each update, and empties its prefix cache (blocks
     computed with the old weights). Log-probs are the processed ones (after temperature and
     top-p), i.e. of the distribution sampled from, as TransformersPolicy reports them.
     `engine_options` go to `vllm.LLM` (e.g. gpu_memory_utilization, dtype, max_model_len).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, **engine_options: Any):
+    def __init__(self, checkpoint: str, tokenizer: Any, **engine_options: Any):
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -47,7 +47,7 @@ class VLLMPolicy(PolicyBackend):
             "worker_extension_cls": f"{__name__}.TrainerWeights",
             **engine_options,
         }
-        self.llm = LLM(model=model.name_or_path, tokenizer=tokenizer.name_or_path, **options)
+        self.llm = LLM(model=checkpoint, tokenizer=tokenizer.name_or_path, **options)
 
     def generate(
         self,

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gymwire.servers.guess import GuessEnv
-from gymwire.trainers.openrlhf.labels import first_message
+from gymwire.trainers.play import first_message
+from gymwire.trainers.policy import Generation, PolicyBackend, Sampling
 
 LOGPROB = -0.25
 
@@ -100,7 +101,7 @@ class FakeEngine:
 
 GUESS_FIRST_OBSERVATION = "I am thinking of a whole number from 1 to 100. Guess it."
 GUESS_CORPUS = [
-    first_message(GuessEnv.info(), GUESS_FIRST_OBSERVATION),
+    first_message(GuessEnv.info().instructions, GUESS_FIRST_OBSERVATION),
     GUESS_FIRST_OBSERVATION,
     "I did not see a number. Answer with one whole number from 1 to 100.",
     "Correct! The number was 7.",
@@ -108,3 +109,39 @@ GUESS_CORPUS = [
     "gymwire probe question gymwire probe answer",
     "Let me think step by step about the number",
 ]
+
+
+class BisectionPolicy(PolicyBackend):
+    """A token policy that plays guess by bisection, reading the conversation it is given: the
+    number, then the stop token, each with log-prob LOGPROB (cut at the budget)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def generate(self, prompts, max_new_tokens, stop_ids, sampling):
+        out = []
+        for prompt, budget in zip(prompts, max_new_tokens):
+            guess = bisection_guess(self.tokenizer.decode(list(prompt), skip_special_tokens=False))
+            ids = (self.tokenizer.encode(f" {guess}", add_special_tokens=False) + [stop_ids[0]])[:budget]
+            out.append(Generation(ids, [LOGPROB] * len(ids), stopped=ids[-1] in stop_ids))
+        return out
+
+
+@dataclass
+class PolicyEngine:
+    """vLLM's engine interface (as FakeEngine) over a gymwire policy backend, so that the OpenRLHF
+    agent can play the same policy as training and eval."""
+
+    policy: PolicyBackend
+    tokenizer: Any
+    stop_ids: list[int]
+
+    async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
+        sampling = Sampling(sampling_params.temperature)
+        [generation] = await asyncio.to_thread(
+            self.policy.generate, [list(prompt_token_ids)], [sampling_params.max_tokens], self.stop_ids, sampling
+        )
+        ids = generation.token_ids
+        logprobs = [{token: Logprob(lp)} for token, lp in zip(ids, generation.logprobs)] if sampling_params.logprobs is not None else None
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return RequestOutput([CompletionOutput(ids, text, "stop" if generation.stopped else "length", logprobs)])

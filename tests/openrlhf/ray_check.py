@@ -234,13 +234,13 @@ def check_agent_in_a_ray_actor(board, board_name: str, horizon) -> None:
             from openrlhf.trainer.ray.vllm_engine import _load_agent_executor
             from openrlhf_fakes import GUESS_CORPUS, FakeEngine, FakeSamplingParams
 
-            from gymwire.trainers.openrlhf.labels import TaskLabel
+            from gymwire.trainers.episode import EnvTask
             from gymwire.trainers.tiny import build_tokenizer
 
             executor = _load_agent_executor(agent_path)
             tokenizer = build_tokenizer(GUESS_CORPUS, numbers=101)
             results = await asyncio.gather(*(
-                executor.execute("p", TaskLabel("guess", "test", i).to_json(), FakeSamplingParams(), 4096,
+                executor.execute("p", EnvTask("guess", "test", i).to_json(), FakeSamplingParams(), 4096,
                                  tokenizer, FakeEngine(tokenizer, fixed_guess=0))
                 for i in range(step_limit_pairs)
             ))

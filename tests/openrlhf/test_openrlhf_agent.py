@@ -24,7 +24,8 @@ from gymwire.trainers.openrlhf.agent import (
     GymwireAgentExecutor,
     GymwireAgentInstance,
 )
-from gymwire.trainers.openrlhf.labels import LabelError, TaskLabel, first_message
+from gymwire.trainers.episode import EnvTask, EnvTaskError
+from gymwire.trainers.play import first_message
 from gymwire.trainers.openrlhf.pool import pool_for_running_loop
 from gymwire.trainers.openrlhf.steps import MemoryStepBoard, StepNotPublished
 
@@ -37,7 +38,7 @@ RESULT_KEYS = {
 
 
 def label(index: int, split: str = "test") -> str:
-    return TaskLabel("guess", split, index).to_json()
+    return EnvTask("guess", split, index).to_json()
 
 
 def executor_for(server: GymServer, horizon="fixed:7", step: int = 1, **settings) -> GymwireAgentExecutor:
@@ -91,7 +92,7 @@ async def test_trajectory_tokens_ranges_logprobs_and_reward(guess_server, tokeni
 
     chat = ChatFormat(tokenizer)
     info = GuessEnv.info()
-    first = first_message(info, GUESS_FIRST_OBSERVATION)
+    first = first_message(info.instructions, GUESS_FIRST_OBSERVATION)
     assert ranges[0][0] == len(chat.prompt(first))
     for call, (start, end) in zip(engine.calls, ranges):
         assert call.prompt_token_ids == tokens[:start]  # token-in: the engine saw the trajectory as kept
@@ -144,7 +145,7 @@ async def test_per_turn_cap_and_trajectory_budget(guess_server, tokenizer):
     engine = FakeEngine(tokenizer, preamble="Let me think step by step about the number")
     executor = executor_for(guess_server)
     chat = ChatFormat(tokenizer)
-    budget = len(chat.prompt(first_message(GuessEnv.info(), GUESS_FIRST_OBSERVATION))) + 50
+    budget = len(chat.prompt(first_message(GuessEnv.info().instructions, GUESS_FIRST_OBSERVATION))) + 50
     # --rollout.max_new_tokens is the per-turn cap: 6 tokens cut the preamble mid-way.
     result = await run(executor, engine, tokenizer, params=FakeSamplingParams(max_tokens=6), max_length=budget)
     tokens, ranges = result["observation_tokens"], result["action_ranges"]
@@ -221,7 +222,7 @@ async def test_openrlhf_multiturn_loop_with_gymwire_instance(guess_server, token
     info = GuessEnv.info()
     # As OpenRLHF's dataset renders a `prepare` row with --data.apply_chat_template.
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": first_message(info, GUESS_FIRST_OBSERVATION)}],
+        [{"role": "user", "content": first_message(info.instructions, GUESS_FIRST_OBSERVATION)}],
         tokenize=False, add_generation_prompt=True,
     )
     loop_result = await MultiTurnAgentExecutor(GymwireAgentInstance).execute(
@@ -260,13 +261,13 @@ async def test_multiturn_instance_closes_a_session_the_budget_cut(guess_server, 
 @pytest.mark.parametrize(
     "raw, expected",
     [
-        ('{"env":"guess","split":"test","index":3}', TaskLabel("guess", "test", 3)),
-        ({"env": "guess", "seed": 9}, TaskLabel("guess", seed=9)),
-        (TaskLabel("x", "train", 0).to_json(), TaskLabel("x", "train", 0)),
+        ('{"env":"guess","split":"test","index":3}', EnvTask("guess", "test", 3)),
+        ({"env": "guess", "seed": 9}, EnvTask("guess", seed=9)),
+        (EnvTask("x", "train", 0).to_json(), EnvTask("x", "train", 0)),
     ],
 )
 def test_labels_parse(raw, expected):
-    assert TaskLabel.parse(raw) == expected
+    assert EnvTask.parse(raw) == expected
 
 
 @pytest.mark.parametrize(
@@ -279,8 +280,8 @@ def test_labels_parse(raw, expected):
     ],
 )
 def test_bad_labels_say_what_a_label_is(raw, message):
-    with pytest.raises(LabelError, match=message):
-        TaskLabel.parse(raw)
+    with pytest.raises(EnvTaskError, match=message):
+        EnvTask.parse(raw)
 
 
 async def test_a_new_tokenizer_object_per_prompt_reuses_one_chat_format(guess_server, tokenizer):
@@ -352,7 +353,7 @@ async def test_an_environment_crash_ends_only_its_own_episode(tokenizer):
     async with GymServer([CrashingGuess], port=0) as server:
         executor = executor_for(server)
         results = await asyncio.gather(*(
-            executor.execute("p", TaskLabel("crashing-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
+            executor.execute("p", EnvTask("crashing-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
                              tokenizer, FakeEngine(tokenizer))
             for i in range(3)
         ))
@@ -389,7 +390,7 @@ async def test_a_hung_environment_step_ends_its_episode_at_the_step_timeout(toke
             monkeypatch.setenv("GYMWIRE_URLS", server.url)
             executor = load_agent_file("agent_func.py")()
             results = await asyncio.gather(*(
-                executor.execute("p", TaskLabel("hanging-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
+                executor.execute("p", EnvTask("hanging-guess", "test", i).to_json(), FakeSamplingParams(), 2048,
                                  tokenizer, FakeEngine(tokenizer))
                 for i in range(3)
             ))

@@ -13,7 +13,8 @@ from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.openrlhf import train
 from gymwire.trainers.openrlhf.dataset import read_rows
-from gymwire.trainers.openrlhf.labels import TaskLabel, first_message
+from gymwire.trainers.episode import EnvTask
+from gymwire.trainers.play import first_message
 from gymwire.trainers.openrlhf import launch as launch_module
 from gymwire.trainers.openrlhf.launch import LaunchConfig, LaunchConfigError, build_command, check_command
 
@@ -22,8 +23,8 @@ def test_prepare_with_an_embedded_server(tmp_path, capsys):
     out = tmp_path / "data" / "tasks.jsonl"
     assert main(["openrlhf", "prepare", "guess", "--split", "test", "--start", "95", "--out", str(out)]) == 0
     rows = read_rows(out)
-    assert [TaskLabel.parse(r["label"]) for r in rows] == [TaskLabel("guess", "test", i) for i in range(95, 100)]
-    assert {r["prompt"] for r in rows} == {first_message(GuessEnv.info(), GUESS_FIRST_OBSERVATION)}
+    assert [EnvTask.parse(r["label"]) for r in rows] == [EnvTask("guess", "test", i) for i in range(95, 100)]
+    assert {r["prompt"] for r in rows} == {first_message(GuessEnv.info().instructions, GUESS_FIRST_OBSERVATION)}
     assert "wrote 5 tasks" in capsys.readouterr().err
 
 
@@ -33,7 +34,7 @@ def test_prepare_from_a_running_server(tmp_path):
         code = main(["openrlhf", "prepare", "guess", "--url", url, "--token", "s3cret", "--limit", "150", "--out", str(out)])
     assert code == 0
     rows = read_rows(out)
-    assert len(rows) == 150 and TaskLabel.parse(rows[-1]["label"]) == TaskLabel("guess", "train", 149)
+    assert len(rows) == 150 and EnvTask.parse(rows[-1]["label"]) == EnvTask("guess", "train", 149)
 
 
 @pytest.mark.parametrize(
@@ -219,8 +220,8 @@ def test_prepare_a_users_own_class_writes_labels_its_server_accepts(tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "tasks.jsonl"
     assert main(["openrlhf", "prepare", "mywordle:Wordle", "--split", "test", "--limit", "3", "--out", str(out)]) == 0
-    labels = [TaskLabel.parse(row["label"]) for row in read_rows(out)]
-    assert labels == [TaskLabel("wordle", "test", i) for i in range(3)]
+    labels = [EnvTask.parse(row["label"]) for row in read_rows(out)]
+    assert labels == [EnvTask("wordle", "test", i) for i in range(3)]
     from mywordle import Wordle
 
     from gymwire.sdk.sync import SyncGymClient

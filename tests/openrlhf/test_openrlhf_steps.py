@@ -14,7 +14,7 @@ from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.horizon import horizon_from_config
 from gymwire.trainers.openrlhf.agent import AgentSettings, GymwireAgentExecutor
-from gymwire.trainers.openrlhf.labels import TaskLabel
+from gymwire.trainers.episode import EnvTask
 from gymwire.trainers.openrlhf.pool import close_pools
 from gymwire.trainers.openrlhf.publishing import StepPublishingMixin, unwrap_actor_class
 from gymwire.trainers.openrlhf.steps import (
@@ -173,7 +173,7 @@ def collector(url, board, tokenizer, log):
     async def batch():
         engine = FakeEngine(tokenizer, fixed_guess=0)
         results = await asyncio.gather(*(
-            executor.execute("p", TaskLabel("guess", "train", i).to_json(), FakeSamplingParams(), 4096, tokenizer, engine)
+            executor.execute("p", EnvTask("guess", "train", i).to_json(), FakeSamplingParams(), 4096, tokenizer, engine)
             for i in range(3)
         ))
         await close_pools()

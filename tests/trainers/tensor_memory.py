@@ -17,7 +17,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from gymwire.trainers.rollout import Episode, EpisodeSpec, Turn
+from gymwire.trainers.episode import EnvTask, Episode, Turn
 
 
 class TensorMemory(TorchDispatchMode):
@@ -72,8 +72,8 @@ def synthetic_episodes(count: int, length: int, vocabulary: int, turns: int = 4,
             episode_turns.append(Turn(action="", observation="", reward=reward, start=start, end=start + action - 1))
         episodes.append(
             Episode(
-                env="synthetic",
-                spec=EpisodeSpec("train", index // 4, group=index // 4),
+                task=EnvTask("synthetic", "train", index // 4),
+                group=index // 4,
                 options={},
                 max_turns=turns,
                 prompt_length=prompt,

@@ -15,11 +15,11 @@ import pytest
 
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
-from gymwire.trainers.episodes import PromptConfig
+from gymwire.trainers.play import PromptConfig
 from gymwire.trainers.eval import EnvTarget, EvalSettings, evaluate, load_results, mean_interval, results_table, wilson_interval
 from gymwire.trainers.openai_policy import OpenAIPolicy
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.rollout import read_jsonl
+from gymwire.trainers.episode import read_jsonl
 
 
 def completion(text: str) -> tuple[int, dict[str, str], bytes]:
@@ -196,13 +196,13 @@ async def test_finished_episodes_survive_failures_and_rerun_resumes(gym_url, tmp
         stats, episodes = await run_eval(gym_url, endpoint.url, tmp_path, tasks=4, concurrency=1)
     assert stats["episodes"] == 4 and stats["finish"].get("error") == 2
     assert stats["error_kinds"] == {"policy.http_400": 2}
-    finished = {e.spec.index for e in episodes if e.finish != "error"}
+    finished = {e.task.index for e in episodes if e.finish != "error"}
     # A re-run plays only the two failed tasks again.
     with Endpoint(lambda n: completion("Action: 50")) as endpoint:
         stats, episodes = await run_eval(gym_url, endpoint.url, tmp_path, tasks=4, concurrency=1)
     assert len(endpoint.requests) == 2
     assert stats["episodes"] == 4 and stats["errors"]["mean"] == 0
-    assert finished <= {e.spec.index for e in episodes}
+    assert finished <= {e.task.index for e in episodes}
     assert len(episodes) == 6  # appended, never rewritten: the last line per task counts
     table = results_table([load_results(tmp_path)], paper=True)
     assert table.splitlines()[0] == "| model | guess |" and table.splitlines()[2].startswith("| m | ")

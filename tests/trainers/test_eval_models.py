@@ -11,7 +11,7 @@ import pytest
 
 from gymwire.sdk.cli import main
 from gymwire.trainers.models import llama_server, model_file, prepare
-from gymwire.trainers.rollout import read_jsonl
+from gymwire.trainers.episode import read_jsonl
 
 
 @pytest.fixture(scope="module")

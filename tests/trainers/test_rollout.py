@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -14,17 +13,8 @@ from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.chat import ChatFormat, ChatTemplateError
 from gymwire.trainers.hf_policy import TransformersPolicy
 from gymwire.trainers.policy import Generation, PolicyBackend, Sampling
-from gymwire.trainers.rollout import (
-    ERROR,
-    TERMINATED,
-    TOKEN_BUDGET,
-    TRUNCATED,
-    EpisodeSpec,
-    RolloutClient,
-    RolloutSettings,
-    read_jsonl,
-    write_jsonl,
-)
+from gymwire.trainers.episode import ERROR, TERMINATED, TOKEN_BUDGET, TRUNCATED, EnvTask, read_jsonl, write_jsonl
+from gymwire.trainers.play import PlaySettings, PromptConfig, RolloutClient
 from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
 
 OPTIONS = {"low": 1, "high": 7}
@@ -77,10 +67,14 @@ class RecordingPolicy(PolicyBackend):
         return generations
 
 
-def settings(**overrides) -> RolloutSettings:
-    values = dict(env="guess", options=OPTIONS, max_turns=3, turn_tokens=4, episode_tokens=256, instructions=False)
+def settings(**overrides) -> PlaySettings:
+    values = dict(options=OPTIONS, max_turns=3, turn_tokens=4, episode_tokens=256, prompt=PromptConfig(instructions=False))
     values.update(overrides)
-    return RolloutSettings(**values)
+    return PlaySettings(**values)
+
+
+def guess(split: str, index: int, env: str = "guess") -> EnvTask:
+    return EnvTask(env, split, index)
 
 
 def test_generated_tokens_are_kept_exactly_and_only_they_carry_loss(tiny, client):
@@ -88,15 +82,15 @@ def test_generated_tokens_are_kept_exactly_and_only_they_carry_loss(tiny, client
     torch.manual_seed(0)
     policy = RecordingPolicy(TransformersPolicy(model, tokenizer.pad_token_id))
     chat = ChatFormat(tokenizer)
-    specs = [EpisodeSpec("train", i % 3, group=i % 3) for i in range(12)]
-    episodes = client.collect(policy, chat, specs, settings())
+    tasks = [guess("train", i % 3) for i in range(12)]
+    episodes = client.collect(policy, chat, tasks, settings(), groups=[i % 3 for i in range(12)])
 
     # prompt -> what the policy returned for it (episodes of one task share prompts)
     generated: dict[tuple[int, ...], list[Generation]] = {}
     for prompts, generations in policy.calls:
         for prompt, generation in zip(prompts, generations):
             generated.setdefault(tuple(prompt), []).append(generation)
-    assert [e.spec for e in episodes] == specs
+    assert [e.task for e in episodes] == tasks and [e.group for e in episodes] == [i % 3 for i in range(12)]
     assert sum(len(g) for g in generated.values()) == sum(len(e.turns) for e in episodes)
     for episode in episodes:
         trained = [0] * len(episode.tokens)
@@ -116,7 +110,7 @@ def test_environment_turns_are_rendered_by_the_chat_template(tiny, client):
     chat = ChatFormat(tokenizer)
     # Turn 1 stops on its own; the 2-token budget cuts turn 2 before its stop token. 9 is never right.
     policy = ScriptedPolicy(tokenizer, [" 9", " 8 9 9", " 9"])
-    [episode] = client.collect(policy, chat, [EpisodeSpec("test", 0)], settings(turn_tokens=2))
+    [episode] = client.collect(policy, chat, [guess("test", 0)], settings(turn_tokens=2))
     assert [turn.action for turn in episode.turns] == [" 9", " 8 9", " 9"]
     messages = [{"role": "user", "content": "I am thinking of a whole number from 1 to 7. Guess it."}]
     for turn in episode.turns[:-1]:
@@ -131,7 +125,7 @@ def test_environment_turns_are_rendered_by_the_chat_template(tiny, client):
 def test_turn_limit_goes_to_the_server(tiny, client):
     _, tokenizer = tiny
     policy = ScriptedPolicy(tokenizer, [" 9"] * 5)  # never right in 1..7
-    episodes = client.collect(policy, ChatFormat(tokenizer), [EpisodeSpec("test", i) for i in range(4)], settings(max_turns=2))
+    episodes = client.collect(policy, ChatFormat(tokenizer), [guess("test", i) for i in range(4)], settings(max_turns=2))
     for episode in episodes:
         assert (len(episode.turns), episode.finish, episode.max_turns, episode.success) == (2, TRUNCATED, 2, False)
 
@@ -140,7 +134,7 @@ def test_a_correct_guess_ends_the_episode_with_success(tiny, client):
     _, tokenizer = tiny
     policy = ScriptedPolicy(tokenizer, [f" {n}" for n in range(1, 8)])
     # With 7 turns, guessing 1, 2, ... 7 finds every number.
-    episodes = client.collect(policy, ChatFormat(tokenizer), [EpisodeSpec("test", i) for i in range(5)], settings(max_turns=7))
+    episodes = client.collect(policy, ChatFormat(tokenizer), [guess("test", i) for i in range(5)], settings(max_turns=7))
     for episode in episodes:
         assert episode.finish == TERMINATED and episode.success and episode.reward == 1.0
         assert episode.turns[-1].reward == 1.0 and episode.turns[-1].observation.startswith("Correct!")
@@ -150,7 +144,7 @@ def test_turn_token_budget(tiny, client):
     model, tokenizer = tiny
     torch.manual_seed(1)
     policy = TransformersPolicy(model, tokenizer.pad_token_id)
-    episodes = client.collect(policy, ChatFormat(tokenizer), [EpisodeSpec("train", i) for i in range(16)], settings(turn_tokens=2))
+    episodes = client.collect(policy, ChatFormat(tokenizer), [guess("train", i) for i in range(16)], settings(turn_tokens=2))
     lengths = [turn.end - turn.start + 1 for e in episodes for turn in e.turns]
     assert max(lengths) == 2 and min(lengths) >= 1
 
@@ -161,7 +155,7 @@ def test_episode_token_budget_stops_an_episode_before_it_overflows(tiny, client)
     prompt_length = len(chat.prompt("I am thinking of a whole number from 1 to 7. Guess it."))
     budget = prompt_length + 12  # room for the first turn, not for the second one's feedback and answer
     policy = ScriptedPolicy(tokenizer, [" 9"] * 5)
-    episodes = client.collect(policy, chat, [EpisodeSpec("test", i) for i in range(3)], settings(episode_tokens=budget))
+    episodes = client.collect(policy, chat, [guess("test", i) for i in range(3)], settings(episode_tokens=budget))
     for episode in episodes:
         assert episode.finish == TOKEN_BUDGET
         assert len(episode.tokens) <= budget and len(episode.turns) == 1
@@ -182,8 +176,8 @@ def test_a_step_error_ends_only_its_episode(tiny, client):
     _, tokenizer = tiny
     policy = ScriptedPolicy(tokenizer, [" 9"] * 3)
     with GymServer([CrashingGuess], port=0).run_in_thread() as url, RolloutClient(url) as crashing:
-        specs = [EpisodeSpec("test", i) for i in range(12)]
-        episodes = crashing.collect(policy, ChatFormat(tokenizer), specs, settings(env="crashing-guess"))
+        tasks = [guess("test", i, env="crashing-guess") for i in range(12)]
+        episodes = crashing.collect(policy, ChatFormat(tokenizer), tasks, settings())
     failed = [e for e in episodes if e.finish == ERROR]
     played = [e for e in episodes if e.finish == TRUNCATED]
     assert failed and played and len(failed) + len(played) == len(episodes)
@@ -197,7 +191,7 @@ def test_jsonl_is_readable_and_round_trips(tiny, client, tmp_path):
     model, tokenizer = tiny
     torch.manual_seed(2)
     episodes = client.collect(
-        TransformersPolicy(model, tokenizer.pad_token_id), ChatFormat(tokenizer), [EpisodeSpec("train", i) for i in range(4)], settings()
+        TransformersPolicy(model, tokenizer.pad_token_id), ChatFormat(tokenizer), [guess("train", i) for i in range(4)], settings()
     )
     path = write_jsonl(episodes, tmp_path / "rollouts.jsonl")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -254,7 +248,7 @@ def test_templates_that_rewrite_history_are_refused(tiny):
 
 def test_settings_refuse_budgets_that_allow_no_generation():
     with pytest.raises(ValueError, match="token budgets"):
-        RolloutSettings(env="guess", turn_tokens=0)
+        PlaySettings(turn_tokens=0)
 
 
 class KillingPolicy(ScriptedPolicy):
@@ -271,22 +265,25 @@ class KillingPolicy(ScriptedPolicy):
 
 @pytest.mark.parametrize("on_server_lost", ["reopen", "drop"])
 def test_a_replica_lost_mid_batch_costs_only_its_episodes(tiny, on_server_lost):
+    import asyncio
+
     from server_process import server_processes
 
     from gymwire.sdk.pool import GymPool
-    from gymwire.trainers.rollout import SERVER_LOST, collect_episodes
+    from gymwire.trainers.episode import SERVER_LOST
+    from gymwire.trainers.play import collect_episodes
 
     _, tokenizer = tiny
-    specs = [EpisodeSpec("test", i) for i in range(8)]
+    tasks = [guess("test", i) for i in range(8)]
     with server_processes(2, ("guess",)) as (victim, survivor):
         policy = KillingPolicy(tokenizer, [" 9"] * 3, victim)
 
         async def collect():
             async with GymPool([victim.url, survivor.url]) as pool:
-                return await collect_episodes(pool, policy, ChatFormat(tokenizer), specs, settings(on_server_lost=on_server_lost))
+                return await collect_episodes(pool, policy, ChatFormat(tokenizer), tasks, settings(on_server_lost=on_server_lost))
 
         episodes = asyncio.run(collect())
-    assert [e.spec for e in episodes] == specs  # the whole batch, in order
+    assert [e.task for e in episodes] == tasks  # the whole batch, in order
     lost = [e for e in episodes if e.error_kind == SERVER_LOST]
     played = [e for e in episodes if e.finish == TRUNCATED and len(e.turns) == 3]
     if on_server_lost == "reopen":  # played again from the start on the survivor

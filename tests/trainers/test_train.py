@@ -11,12 +11,15 @@ import torch
 from gymwire.sdk.cli import main
 from gymwire.sdk.errors import UserError
 from gymwire.sdk.server import GymServer
-from gymwire.trainers.config import ConfigError, TrainConfig, load_config
-from gymwire.trainers.rollout import read_jsonl
+from gymwire.trainers.config import TrainConfigError, TrainConfig, load_config
+from gymwire.trainers.episode import read_jsonl
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.rollout import EpisodeSpec
-from gymwire.trainers import trainer as trainer_module
-from gymwire.trainers.trainer import ResumeError, Trainer, _Batch, latest_checkpoint
+from gymwire.trainers.episode import EnvTask
+from gymwire.trainers import scoring as scoring_module
+from gymwire.trainers.bookkeeping import ResumeError, latest_checkpoint
+from gymwire.trainers.rollout import play_settings
+from gymwire.trainers.scoring import TrainBatch
+from gymwire.trainers.trainer import Trainer
 from trainer_envs import CoinEnv
 
 
@@ -41,8 +44,8 @@ def tiny_config(tmp_path, **sections) -> TrainConfig:
 
 def play(trainer: Trainer, count: int, turns: int, temperature: float = 1.0) -> list:
     """Episodes of train tasks 0..count-1 with the trainer's current policy."""
-    settings = trainer._settings(turns, Sampling(temperature))
-    return trainer.rollouts.collect(trainer.policy, trainer.chat, [EpisodeSpec("train", i) for i in range(count)], settings)
+    settings = play_settings(trainer.config, turns, Sampling(temperature))
+    return trainer.rollouts.collect(trainer.policy, trainer.chat, [EnvTask(trainer.env_name, "train", i) for i in range(count)], settings)
 
 
 def run(config: TrainConfig) -> list[dict]:
@@ -85,8 +88,8 @@ def test_the_update_scores_exactly_the_tokens_the_rollout_sampled(tmp_path):
     config = tiny_config(tmp_path, rollout={"temperature": 0.7, "turn_tokens": 3})
     with Trainer(config) as trainer:
         episodes = play(trainer, 6, turns=3, temperature=0.7)
-        batch = _Batch(episodes, trainer.tokenizer.pad_token_id, trainer.device)
-        logprobs, _ = trainer._score(trainer.model, batch)
+        batch = TrainBatch.from_episodes(episodes, trainer.tokenizer.pad_token_id, trainer.device)
+        logprobs, _ = trainer.scorer.score(trainer.model, batch)
     for row, episode in enumerate(episodes):
         # Position t of the batch scores token t + 1 of the episode.
         positions = [t for t, trained in enumerate(episode.loss_mask) if trained]
@@ -125,8 +128,8 @@ def test_ppo_value_head_learns_the_expected_return_of_a_state(tmp_path):
 @pytest.mark.parametrize("kl_in", ["loss", "reward"])
 def test_kl_to_the_reference_is_a_loss_term_or_a_reward_penalty(tmp_path, monkeypatch, kl_in):
     seen = []
-    real = trainer_module.compute_advantages
-    monkeypatch.setattr(trainer_module, "compute_advantages", lambda name, rewards, *a, **k: seen.append(rewards) or real(name, rewards, *a, **k))
+    real = scoring_module.compute_advantages
+    monkeypatch.setattr(scoring_module, "compute_advantages", lambda name, rewards, *a, **k: seen.append(rewards) or real(name, rewards, *a, **k))
     config = tiny_config(tmp_path, algorithm={"estimator": "reinforce_pp", "kl_coef": 0.5, "kl_in": kl_in, "kl_kind": "k3"})
     with Trainer(config) as trainer:
         episodes = play(trainer, 8, turns=3)
@@ -152,12 +155,12 @@ def test_values_at_a_position_see_only_the_tokens_up_to_it(tmp_path):
     with Trainer(tiny_config(tmp_path, algorithm={"estimator": "gae"})) as trainer:
         torch.nn.init.normal_(trainer.value_head.linear.weight)
         episodes = play(trainer, 1, turns=3)
-        batch = _Batch(episodes, trainer.tokenizer.pad_token_id, trainer.device)
+        batch = TrainBatch.from_episodes(episodes, trainer.tokenizer.pad_token_id, trainer.device)
         rows = torch.tensor([0])
-        _, values = trainer._forward(trainer.model, batch, rows, values=True)
+        _, values = trainer.scorer.forward(trainer.model, batch, rows, values=True)
         t = int(batch.action_mask[0].nonzero()[0])  # token t+1 is the first generated one
         batch.input_ids[0, t + 1] = (batch.input_ids[0, t + 1] + 1) % len(trainer.tokenizer)
-        _, changed = trainer._forward(trainer.model, batch, rows, values=True)
+        _, changed = trainer.scorer.forward(trainer.model, batch, rows, values=True)
     assert torch.equal(changed[0, : t + 1], values[0, : t + 1])
     assert changed[0, t + 1] != values[0, t + 1]
 
@@ -185,7 +188,7 @@ def test_set_overrides_reach_into_empty_sections_and_refuse_scalars(tmp_path):
     path.write_text("env: {name: guess}\nmodel: {path: m, tiny: null}\nalgorithm:\nhorizon: 'staged:2,4@50'\n")
     config = load_config(path, {"algorithm.estimator": "gae", "model.tiny.n_layer": 1})
     assert config.algorithm.estimator == "gae" and config.model.tiny.n_layer == 1
-    with pytest.raises(ConfigError, match="horizon is 'staged:2,4@50' in the config, not a section"):
+    with pytest.raises(TrainConfigError, match="horizon is 'staged:2,4@50' in the config, not a section"):
         load_config(path, {"horizon.stage_steps": 1})
 
 
@@ -212,22 +215,22 @@ def test_train_command_runs_from_a_yaml_config(tmp_path, capsys):
 def test_bad_configs_are_refused_with_the_key_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("env: {name: guess}\nmodel: {path: m}\nalgorithm: {estimator: ppo}\n")
-    with pytest.raises(ConfigError, match="algorithm.estimator must be one of grpo, .*gae"):
+    with pytest.raises(TrainConfigError, match="algorithm.estimator must be one of grpo, .*gae"):
         load_config(path)
     assert main(["train", str(path)]) == 2
-    with pytest.raises(ConfigError, match="train.stepz: unknown key"):
+    with pytest.raises(TrainConfigError, match="train.stepz: unknown key"):
         tiny_config(tmp_path, train={"stepz": 3})
-    with pytest.raises(ConfigError, match="algorithm.gamma"):
+    with pytest.raises(TrainConfigError, match="algorithm.gamma"):
         tiny_config(tmp_path, algorithm={"estimator": "gae", "gamma": 0})
-    with pytest.raises(ConfigError, match="algorithm.kl_in must be 'loss'"):
+    with pytest.raises(TrainConfigError, match="algorithm.kl_in must be 'loss'"):
         tiny_config(tmp_path, algorithm={"kl_in": "advantage"})
-    with pytest.raises(ConfigError, match="algorithm.value_clip must be > 0"):
+    with pytest.raises(TrainConfigError, match="algorithm.value_clip must be > 0"):
         tiny_config(tmp_path, algorithm={"estimator": "gae", "value_clip": -1})
-    with pytest.raises(ConfigError, match="algorithm.lr: Input should be a valid number"):
+    with pytest.raises(TrainConfigError, match="algorithm.lr: Input should be a valid number"):
         tiny_config(tmp_path, algorithm={"lr": "fast"})
     assert tiny_config(tmp_path, algorithm={"lr": "1e-3"}).algorithm.lr == 1e-3  # YAML 1.1 reads 1e-3 as text
     # Every problem at once, each with its key, before anything loads.
-    with pytest.raises(ConfigError) as every:
+    with pytest.raises(TrainConfigError) as every:
         tiny_config(tmp_path, train={"stepz": 3, "steps": 0}, algorithm={"lr": "fast"}, rollout={"turn_tokens": "x"})
     assert all(key in str(every.value) for key in ("train.stepz", "algorithm.lr", "rollout.turn_tokens")), every.value
 

@@ -15,8 +15,9 @@ import yaml
 
 from gymwire.sdk.cli import main
 from gymwire.sdk.server import GymServer
-from gymwire.trainers.config import ConfigError
-from gymwire.trainers.trainer import ResumeError, Trainer, TrainingStopped, checkpoints, latest_checkpoint
+from gymwire.trainers.config import TrainConfigError
+from gymwire.trainers.bookkeeping import ResumeError, TrainingStopped, checkpoints, latest_checkpoint
+from gymwire.trainers.trainer import Trainer
 from test_train import play, run, tiny_config
 from trainer_envs import CoinEnv, HangingCoinEnv
 
@@ -196,11 +197,11 @@ def test_a_hung_environment_step_ends_its_episode_with_a_timeout(tmp_path):
                 release.set()  # before the server stops: its thread finishes the step
     finally:
         release.set()
-    hung, *fine = sorted(episodes, key=lambda e: e.spec.index != HangingCoinEnv.hangs_on)
+    hung, *fine = sorted(episodes, key=lambda e: e.task.index != HangingCoinEnv.hangs_on)
     assert hung.finish == "error" and "TIMEOUT" in hung.error and waited < 30
     assert all(e.finish == "terminated" and e.error is None for e in fine)
 
 
 def test_step_timeout_must_be_positive(tmp_path):
-    with pytest.raises(ConfigError, match="env.step_timeout must be > 0"):
+    with pytest.raises(TrainConfigError, match="env.step_timeout must be > 0"):
         tiny_config(tmp_path, env={"step_timeout": 0})

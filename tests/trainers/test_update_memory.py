@@ -9,11 +9,13 @@ import copy
 import pytest
 import torch
 
-from gymwire.trainers.config import ConfigError, TrainConfig
+from gymwire.trainers.config import TrainConfigError, TrainConfig
 from gymwire.trainers.losses import entropy_from_logits, lm_head_logprobs, token_logprobs
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.rollout import EpisodeSpec
-from gymwire.trainers.trainer import Trainer, _Batch, _pack_micro_batches
+from gymwire.trainers.episode import EnvTask
+from gymwire.trainers.rollout import play_settings
+from gymwire.trainers.scoring import TrainBatch, pack_micro_batches
+from gymwire.trainers.trainer import Trainer
 from tensor_memory import TensorMemory, synthetic_episodes
 
 
@@ -33,18 +35,18 @@ def config(tmp_path, model: dict | None = None, **algorithm) -> TrainConfig:
 
 
 def play(trainer: Trainer, count: int) -> list:
-    settings = trainer._settings(3, Sampling(trainer.config.rollout.temperature))
-    specs = [EpisodeSpec("train", i % 3, group=i % 3) for i in range(count)]
-    return trainer.rollouts.collect(trainer.policy, trainer.chat, specs, settings)
+    settings = play_settings(trainer.config, 3, Sampling(trainer.config.rollout.temperature))
+    tasks = [EnvTask(trainer.env_name, "train", i % 3) for i in range(count)]
+    return trainer.rollouts.collect(trainer.policy, trainer.chat, tasks, settings, groups=[i % 3 for i in range(count)])
 
 
 def test_rows_are_packed_by_padded_tokens_longest_first():
     lengths = [5, 9, 3, 9, 4, 8]
-    assert _pack_micro_batches([0, 1, 2, 3, 4, 5], lengths, None, None) == [[0, 1, 2, 3, 4, 5]]
+    assert pack_micro_batches([0, 1, 2, 3, 4, 5], lengths, None, None) == [[0, 1, 2, 3, 4, 5]]
     # 2 x 9 = 18 <= 20; then 8 + 5 + 4 (2 x 8 = 16, 3 x 8 = 24 > 20 ends it), then 4 and 3
-    assert _pack_micro_batches([0, 1, 2, 3, 4, 5], lengths, 20, None) == [[1, 3], [5, 0], [4, 2]]
-    assert _pack_micro_batches([0, 1, 2, 3, 4, 5], lengths, None, 4) == [[1, 3, 5, 0], [4, 2]]
-    assert _pack_micro_batches([2, 1], lengths, 5, None) == [[1], [2]]  # a row over the budget goes alone
+    assert pack_micro_batches([0, 1, 2, 3, 4, 5], lengths, 20, None) == [[1, 3], [5, 0], [4, 2]]
+    assert pack_micro_batches([0, 1, 2, 3, 4, 5], lengths, None, 4) == [[1, 3, 5, 0], [4, 2]]
+    assert pack_micro_batches([2, 1], lengths, 5, None) == [[1], [2]]  # a row over the budget goes alone
 
 
 @pytest.mark.parametrize(
@@ -67,7 +69,7 @@ def test_micro_batched_update_equals_the_whole_minibatch_update(tmp_path, algori
             if module is not None:
                 module.double()
         episodes = play(trainer, 12)
-        batch = _Batch(episodes, trainer.tokenizer.pad_token_id, trainer.device)
+        batch = TrainBatch.from_episodes(episodes, trainer.tokenizer.pad_token_id, trainer.device)
         start = copy.deepcopy((trainer.model.state_dict(), trainer.optimizer.state_dict()))
         start_head = copy.deepcopy(trainer.value_head.state_dict()) if trainer.value_head is not None else None
         budget = 3 * sorted(batch.lengths)[6]  # 3 rows of the shorter half, fewer of the longer
@@ -86,9 +88,9 @@ def test_micro_batched_update_equals_the_whole_minibatch_update(tmp_path, algori
 
         whole = update(micro_batch_tokens=None, micro_batch_rows=None)
         by_rows = update(micro_batch_rows=4)
-        row_sizes = [len(m) for m in trainer._micro_batches(torch.arange(6), batch)]
+        row_sizes = [len(m) for m in trainer.scorer.micro_batches(torch.arange(6), batch)]
         by_tokens = update(micro_batch_tokens=budget, micro_batch_rows=None)
-        token_sizes = [len(m) for m in trainer._micro_batches(torch.arange(12), batch)]
+        token_sizes = [len(m) for m in trainer.scorer.micro_batches(torch.arange(12), batch)]
     assert row_sizes == [4, 2] and len(token_sizes) >= 4 and len(set(token_sizes)) > 1, (row_sizes, token_sizes)
     for split in (by_rows, by_tokens):
         assert split[0].keys() == whole[0].keys()
@@ -128,10 +130,10 @@ def test_log_probs_from_action_hidden_states_equal_the_full_logits(tmp_path):
     for name, path in (("gpt2", str(tmp_path / "model")), ("llama", llama)):
         with Trainer(config(tmp_path / name, model={"path": path, "threads": 1})) as trainer:
             episodes = play(trainer, 6)
-            batch = _Batch(episodes, trainer.tokenizer.pad_token_id, trainer.device)
+            batch = TrainBatch.from_episodes(episodes, trainer.tokenizer.pad_token_id, trainer.device)
             rows = torch.arange(6)
-            (logprobs, entropies), _ = trainer._forward(trainer.model, batch, rows)
-            scored, _ = trainer._score(trainer.model, batch)
+            (logprobs, entropies), _ = trainer.scorer.forward(trainer.model, batch, rows)
+            scored, _ = trainer.scorer.score(trainer.model, batch)
             with torch.no_grad():
                 logits = trainer.model(input_ids=batch.input_ids, attention_mask=batch.attention).logits[:, :-1] / 0.8
         mask = batch.action_mask != 0
@@ -197,7 +199,7 @@ def test_gradient_checkpointing_trains_the_same_and_micro_batch_knobs_are_checke
     for key, value in results[0].items():
         assert results[1][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
     for knob in ("micro_batch_tokens", "micro_batch_rows"):
-        with pytest.raises(ConfigError, match=f"algorithm.{knob} must be a whole number >= 1, or null"):
+        with pytest.raises(TrainConfigError, match=f"algorithm.{knob} must be a whole number >= 1, or null"):
             config(tmp_path, **{knob: 0})
 
 

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gymwire.sdk.cli import main
-from gymwire.trainers.rollout import Episode, EpisodeSpec, Turn
+from gymwire.trainers.episode import EnvTask, Episode, Turn
 from gymwire.trainers.viewer.episodes import TEXT_LIMIT, episode_view
 from gymwire.trainers.viewer.index import Catalog, find_runs
 from gymwire.trainers.viewer.server import make_app
@@ -20,7 +20,7 @@ from gymwire.trainers.viewer.server import make_app
 def episode(index: int, *, success: bool, observation: str = "3 is wrong. Go higher.", split: str = "train") -> dict:
     tokens = [1, 2, 3, 10, 4, 5, 11]
     return Episode(
-        env="guess", spec=EpisodeSpec(split, index, group=index // 2), options={"low": 1, "high": 7}, max_turns=3,
+        task=EnvTask("guess", split, index), group=index // 2, options={"low": 1, "high": 7}, max_turns=3,
         prompt_length=3, tokens=tokens, loss_mask=[0, 0, 0, 1, 0, 0, 1], logprobs=[0, 0, 0, -0.1, 0, 0, -2.5],
         turns=[Turn(" 3", observation, 0.0, 3, 3), Turn(" 5", "Right!" if success else "5 is wrong.", float(success), 6, 6)],
         finish="terminated" if success else "truncated", success=success, score=float(success), text="...",

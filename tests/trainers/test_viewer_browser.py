@@ -20,7 +20,8 @@ import pytest
 
 from gymwire.trainers.config import load_config
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.rollout import EpisodeSpec, write_jsonl
+from gymwire.trainers.episode import EnvTask, write_jsonl
+from gymwire.trainers.rollout import play_settings
 from gymwire.trainers.trainer import Trainer
 from viewer_browser import chromium, viewer
 
@@ -33,11 +34,13 @@ def write_eval(trainer: Trainer, folder: Path, label: str, *, finished: bool) ->
     """The trainer's current policy on the first test tasks, written as `gymwire eval` writes its
     output (format gymwire.eval/1); results.json only when `finished` (else: an eval still running)."""
     cfg = trainer.config
-    specs = [EpisodeSpec("test", index, group=index) for index in range(cfg.train.eval_tasks)]
-    episodes = trainer.rollouts.collect(trainer.policy, trainer.chat, specs, trainer._settings(trainer.horizon.max_turns, Sampling(0.0)))
+    tasks = [EnvTask(trainer.env_name, "test", index) for index in range(cfg.train.eval_tasks)]
+    episodes = trainer.rollouts.collect(
+        trainer.policy, trainer.chat, tasks, play_settings(trainer.config, trainer.horizon.max_turns, Sampling(0.0)), groups=range(len(tasks))
+    )
     (folder / "episodes").mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({
-        "format": "gymwire.eval/1", "model": label, "backend": "transformers", "split": "test", "tasks": len(specs),
+        "format": "gymwire.eval/1", "model": label, "backend": "transformers", "split": "test", "tasks": len(tasks),
         "turn_tokens": cfg.rollout.turn_tokens, "episode_tokens": cfg.rollout.episode_tokens,
     }))
     write_jsonl(episodes, folder / "episodes" / "guess.jsonl")

@@ -8,7 +8,7 @@ import json
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from gymwire.trainers.rollout import Episode, EpisodeSpec, Turn
+from gymwire.trainers.episode import EnvTask, Episode, Turn
 from gymwire.trainers.viewer.index import Catalog, find_runs
 from gymwire.trainers.viewer.server import make_app
 
@@ -19,7 +19,7 @@ async def test_a_rebinding_page_reads_no_episode(tmp_path):
     run = tmp_path / "run"
     (run / "rollouts").mkdir(parents=True)
     line = Episode(
-        env="guess", spec=EpisodeSpec("train", 0, group=0), options={}, max_turns=1, prompt_length=1, tokens=[1, 2],
+        task=EnvTask("guess", "train", 0), group=0, options={}, max_turns=1, prompt_length=1, tokens=[1, 2],
         loss_mask=[0, 1], logprobs=[0, -0.1], turns=[Turn(" 3", SECRET, 1.0, 1, 1)], finish="terminated",
         success=True, score=1.0, text="...",
     ).to_json()

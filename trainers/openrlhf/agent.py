@@ -2,14 +2,15 @@
 
 OpenRLHF (0.11.2) execs the file given to `--train.agent_func_path` in every vLLM Ray actor and
 calls `AgentExecutor().execute(prompt, label, ...)` once per sample, on vLLM's event loop. Here
-each sample is one gymwire session, opened from the sample's label (see `TaskLabel`), with the
-turn limit the horizon schedule gives for the training step the trainer published (steps.py).
+each sample is one gymwire session, opened from the sample's label (an `EnvTask` as JSON), with
+the turn limit the horizon schedule gives for the training step the trainer published (steps.py).
 
 Two executors:
-- `GymwireAgentExecutor` (agent_func.py): its own loop over `AgentExecutorBase`. Token-in/token-out:
-  the model's tokens are kept as generated and only the environment's text is rendered, as the
-  chat template's delta for a new user turn. `--rollout.max_new_tokens` caps each turn;
-  `--data.max_len` caps the whole trajectory.
+- `GymwireAgentExecutor` (agent_func.py): gymwire's own episode loop (trainers/play.py, the one
+  training and eval use) with vLLM's engine as the policy. Token-in/token-out: the model's tokens
+  are kept as generated and only the environment's text is rendered, as the chat template's delta
+  for a new user turn. `--rollout.max_new_tokens` caps each turn; `--data.max_len` caps the whole
+  trajectory (a first prompt over it keeps its end, as OpenRLHF's own loop does).
 - `GymwireAgentInstance` for OpenRLHF's own `MultiTurnAgentExecutor` (agent_func_multiturn.py):
   the built-in loop tokenizes text, gives every turn the whole remaining budget and appends the
   last feedback too; use it to compare with OpenRLHF's stock behaviour.
@@ -29,33 +30,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import weakref
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from openrlhf.utils.agent import AgentExecutorBase, AgentInstanceBase
 
-from gymwire.protocol import ErrorCode, ProtocolError
+from gymwire.protocol import ErrorCode, ProtocolError, StepResult
 from gymwire.sdk.client import ClientSession, Disconnected
 from gymwire.trainers.chat import ChatFormat
+from gymwire.trainers.episode import SERVER_LOST, TOKEN_BUDGET, EnvTask, Episode
 from gymwire.trainers.horizon import Horizon, horizon_from_config
+from gymwire.trainers.play import (
+    KEEP_TAIL,
+    EpisodeRecorder,
+    PlaySettings,
+    TokenActor,
+    first_message,
+    open_session,
+    play_episode,
+)
+from gymwire.trainers.policy import Generation, Sampling
 
-from .labels import LabelError, TaskLabel, first_message
 from .pool import pool_for_running_loop
 from .steps import StepBoard, step_board_from_spec
 
 __all__ = [
-    "TaskLabel",
-    "LabelError",
     "AgentSettings",
     "AgentConfigError",
-    "GymEpisode",
     "GymwireAgentExecutor",
     "GymwireAgentInstance",
     "EXTRA_LOG_KEYS",
+    "extra_logs",
 ]
 
 log = logging.getLogger("gymwire.openrlhf")
@@ -82,10 +92,6 @@ class AgentSettings:
     turn_tokens: int | None = None
     tokenizer_path: str | None = None
     step_timeout: float | None = DEFAULT_STEP_TIMEOUT  # seconds; None: no deadline
-
-    @property
-    def deadline_ms(self) -> int | None:
-        return None if self.step_timeout is None else max(1, round(self.step_timeout * 1000))
 
     def __post_init__(self) -> None:
         if self.horizon is not None and self.step_board is None:
@@ -136,92 +142,96 @@ def _step_timeout(value: str | None) -> float | None:
     return seconds
 
 
-class GymEpisode:
-    """One sample's environment session: open, step, metrics, close."""
+# Environment errors that end only their own episode (as does a lost server: the batch goes on);
+# any other error reaches OpenRLHF.
+_EPISODE_ERRORS = (ErrorCode.ENV_CRASHED, ErrorCode.TIMEOUT)
 
-    def __init__(self, settings: AgentSettings, label: TaskLabel) -> None:
+
+def _fatal(exc: Exception) -> bool:
+    return isinstance(exc, ProtocolError) and exc.code not in _EPISODE_ERRORS
+
+
+class _Sample:
+    """What one sample's episode needs before its first turn: the session, opened at the turn
+    limit of the published step, and how it is played."""
+
+    def __init__(self, settings: AgentSettings, task: EnvTask, play: PlaySettings) -> None:
         self.settings = settings
-        self.label = label
+        self.task = task
+        self.play = play
+        self.step = 0  # the training step the episode belongs to (0: no schedule)
         self.session: ClientSession | None = None
-        self.step: int = 0  # the training step the episode belongs to (0: no schedule)
-        self.turn_limit: int = 0
-        self.total_reward = 0.0
-        self.success = False
-        self.score: float | None = None
-        self.budget_cut = False
-        self.env_crashed = False
-        self.env_timeout = False
-        self.env_lost = False  # its server (a pool's replica) was lost mid-episode
+        self.instructions = ""
 
-    async def start(self) -> str:
-        """Open the session; returns the first user message (instructions and first observation)."""
+    async def open(self) -> ClientSession:
         max_turns = None
         if self.settings.horizon is not None and self.settings.step_board is not None:
             self.step = await self.settings.step_board.current_step()
             max_turns = self.settings.horizon.turns_at(self.step)
+        self.play = dataclasses.replace(self.play, max_turns=max_turns)
         pool = pool_for_running_loop(self.settings)
-        info = await pool.describe(self.label.env)
-        self.session = await pool.open(
-            self.label.env,
-            split=self.label.split,
-            index=self.label.index,
-            seed=self.label.seed,
-            max_turns=max_turns,
-            deadline_ms=self.settings.deadline_ms,
-        )
-        self.turn_limit = self.session.max_turns
-        return first_message(info, self.session.observation.text if self.session.observation else "")
-
-    @property
-    def turns(self) -> int:
-        return self.session.turns if self.session else 0
-
-    async def act(self, action_text: str) -> tuple[str, float, bool]:
-        """Send the model's action; returns (environment's reply, reward, episode over)."""
-        assert self.session is not None, "start() first"
-        try:
-            result = await self.session.step(action_text, deadline_ms=self.settings.deadline_ms)
-        except ProtocolError as exc:
-            # One broken or hung environment ends its own episode, not the training run.
-            if exc.code is ErrorCode.ENV_CRASHED:
-                log.warning("environment crashed in %s: %s", self.label.to_json(), exc.message)
-                self.env_crashed = True
-            elif exc.code is ErrorCode.TIMEOUT:
-                log.warning("environment step over GYMWIRE_STEP_TIMEOUT in %s: %s", self.label.to_json(), exc.message)
-                self.env_timeout = True
-            else:
-                raise
-            return "", 0.0, True
-        except Disconnected as exc:  # its replica was lost: this episode ends, the batch goes on
-            log.warning("environment server lost in %s: %s", self.label.to_json(), exc)
-            self.env_lost = True
-            return "", 0.0, True
-        self.total_reward += result.reward
-        if result.metrics is not None:
-            self.success, self.score = result.metrics.success, result.metrics.score
-        done = result.terminated or result.truncated or self.turns >= self.turn_limit
-        return result.observation.text, result.reward, done
-
-    def extra_logs(self) -> dict[str, float]:
-        return {
-            "success": float(self.success),
-            "score": float(self.total_reward if self.score is None else self.score),
-            "turns": float(self.turns),
-            "turn_limit": float(self.turn_limit),
-            "step": float(self.step),
-            "budget_cut": float(self.budget_cut),
-            "env_crashed": float(self.env_crashed),
-            "env_timeout": float(self.env_timeout),
-            "env_lost": float(self.env_lost),
-        }
+        self.instructions = (await pool.describe(self.task.env)).instructions
+        self.session = await open_session(pool, self.task, self.play)
+        return self.session
 
     async def close(self) -> None:
-        if self.session is None or self.session.id not in self.session.client.sessions:
+        session = self.session
+        if session is None or session.id not in session.client.sessions:
             return
         try:
-            await self.session.close()
+            await session.close()
         except (ProtocolError, ConnectionError) as exc:  # the server reaps it anyway
-            log.info("closing session %s: %s", self.session.id, exc)
+            log.info("closing session %s: %s", session.id, exc)
+
+
+def extra_logs(episode: Episode, step: int) -> dict[str, float]:
+    """The sample's figures OpenRLHF logs (the keys of EXTRA_LOG_KEYS)."""
+    if episode.error_kind in ("env.env_crashed", "env.timeout", SERVER_LOST):
+        log.warning("%s ended the episode of %s: %s", episode.error_kind, episode.task.to_json(), episode.error)
+    return {
+        "success": float(episode.success),
+        "score": float(episode.score),
+        "turns": float(len(episode.turns)),
+        "turn_limit": float(episode.max_turns),
+        "step": float(step),
+        "budget_cut": float(episode.finish == TOKEN_BUDGET),
+        "env_crashed": float(episode.error_kind == "env.env_crashed"),
+        "env_timeout": float(episode.error_kind == "env.timeout"),
+        "env_lost": float(episode.error_kind == SERVER_LOST),
+    }
+
+
+def _sampling(params: Any) -> Sampling:
+    return Sampling(getattr(params, "temperature", 1.0), getattr(params, "top_p", 1.0))
+
+
+class _EngineGenerator:
+    """vLLM's engine as the episode's `generate(prompt, budget)`; remembers how the last reply ended."""
+
+    def __init__(self, engine: Any, sampling_params: Any) -> None:
+        self.engine = engine
+        self.params = deepcopy(sampling_params)  # shared by the prompt's samples: never mutate it
+        self.logprobs = getattr(sampling_params, "logprobs", None) is not None
+        self.finish_reason: str | None = None
+
+    async def __call__(self, prompt: Sequence[int], budget: int) -> Generation:
+        self.params.max_tokens = budget
+        output = (await self.engine.generate(list(prompt), deepcopy(self.params), multi_modal_data=None)).outputs[0]
+        ids = list(output.token_ids)
+        self.finish_reason = output.finish_reason
+        logprobs = [step[token].logprob for step, token in zip(output.logprobs, ids)] if self.logprobs else [0.0] * len(ids)
+        return Generation(ids, logprobs, stopped=output.finish_reason == "stop", text=output.text)
+
+
+def _action_ranges(loss_mask: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) of each run of generated tokens."""
+    ranges: list[tuple[int, int]] = []
+    for position, flag in enumerate(loss_mask):
+        if flag and (not ranges or ranges[-1][1] != position):
+            ranges.append((position, position + 1))
+        elif flag:
+            ranges[-1] = (ranges[-1][0], position + 1)
+    return ranges
 
 
 class GymwireAgentExecutor(AgentExecutorBase):
@@ -240,59 +250,44 @@ class GymwireAgentExecutor(AgentExecutorBase):
             self._formats[key] = ChatFormat(tokenizer)
         return self._formats[key]
 
-    async def execute(self, prompt, label, sampling_params, max_length: int, hf_tokenizer, llm_engine, images=None):
-        chat = self.chat_format(hf_tokenizer)
-        episode = GymEpisode(self.settings, TaskLabel.parse(label))
-        params = deepcopy(sampling_params)  # shared by the prompt's samples: never mutate it
-        turn_cap = self.settings.turn_tokens or getattr(sampling_params, "max_tokens", None)
-        want_logprobs = getattr(sampling_params, "logprobs", None) is not None
-        tokens: list[int] = []
-        ranges: list[tuple[int, int]] = []
-        logprobs: list[float] | None = [] if want_logprobs else None
-        truncated = False
+    async def play(self, label: Any, sampling_params: Any, max_length: int, hf_tokenizer: Any, llm_engine: Any
+                   ) -> tuple[Episode, int, _EngineGenerator]:
+        """One sample's episode record, the training step it belongs to, and the engine's adapter."""
+        settings = PlaySettings(
+            turn_tokens=self.settings.turn_tokens or getattr(sampling_params, "max_tokens", None),
+            episode_tokens=max_length,
+            sampling=_sampling(sampling_params),
+            step_timeout=self.settings.step_timeout,
+            long_first_prompt=KEEP_TAIL,
+        )
+        sample = _Sample(self.settings, EnvTask.parse(label), settings)
+        generate = _EngineGenerator(llm_engine, sampling_params)
         try:
-            tokens = chat.prompt(await episode.start())
-            if len(tokens) >= max_length:
-                log.warning("first observation of %s takes %d tokens, over --data.max_len %d: keeping its end",
-                            label, len(tokens), max_length)
-                tokens = tokens[-(max_length - 1):]
-            if logprobs is not None:
-                logprobs.extend([0.0] * len(tokens))
-            while True:
-                budget = max_length - len(tokens)
-                params.max_tokens = min(turn_cap, budget) if turn_cap else budget
-                output = (await llm_engine.generate(tokens, deepcopy(params), multi_modal_data=None)).outputs[0]
-                generated = list(output.token_ids)
-                ranges.append((len(tokens), len(tokens) + len(generated)))
-                tokens.extend(generated)
-                if logprobs is not None:
-                    logprobs.extend(step[token].logprob for step, token in zip(output.logprobs, generated))
-                truncated = output.finish_reason == "length"
-                feedback, _, done = await episode.act(output.text)
-                if done:
-                    break
-                reply = chat.user_turn(feedback, generated, stopped=output.finish_reason == "stop")
-                if len(tokens) + len(reply) >= max_length:  # no room left for another action
-                    episode.budget_cut = True
-                    break
-                tokens.extend(reply)
-                if logprobs is not None:
-                    logprobs.extend([0.0] * len(reply))
+            session = await sample.open()
+            episode = await play_episode(
+                session, sample.task, TokenActor(generate, self.chat_format(hf_tokenizer)), sample.play,
+                instructions=sample.instructions, fatal=_fatal,
+            )
         finally:
-            await episode.close()
-        logs = episode.extra_logs()
+            await sample.close()
+        return episode, sample.step, generate
+
+    async def execute(self, prompt, label, sampling_params, max_length: int, hf_tokenizer, llm_engine, images=None):
+        episode, step, generate = await self.play(label, sampling_params, max_length, hf_tokenizer, llm_engine)
+        if episode.prompt_length == max_length - 1 and episode.finish != TOKEN_BUDGET:
+            log.warning("the first prompt of %s reached --data.max_len %d: its end was kept", label, max_length)
         return {
             "prompt": prompt,
             "label": label,
             "images": images,
             "mm_train_inputs": None,
-            "reward": episode.total_reward,
-            "scores": episode.total_reward,
-            "observation_tokens": tokens,
-            "action_ranges": ranges,
-            "rollout_log_probs": logprobs,
-            "truncated": truncated,
-            "extra_logs": logs,
+            "reward": episode.reward,
+            "scores": episode.reward,
+            "observation_tokens": episode.tokens,
+            "action_ranges": _action_ranges(episode.loss_mask),
+            "rollout_log_probs": episode.logprobs if generate.logprobs else None,
+            "truncated": generate.finish_reason == "length",
+            "extra_logs": extra_logs(episode, step),
         }
 
 
@@ -315,51 +310,69 @@ def _chat_for_path(path: str | None) -> ChatFormat:
 class GymwireAgentInstance(AgentInstanceBase):
     """One episode under OpenRLHF's `MultiTurnAgentExecutor`. The dataset prompt is used as is
     (write it with `gymwire openrlhf prepare` and pass `--data.apply_chat_template`); each reply
-    is the chat template's text for the next user turn, which the built-in loop tokenizes."""
+    is the chat template's text for the next user turn, which the built-in loop tokenizes. The
+    loop is OpenRLHF's; the record and its decisions are gymwire's (an EpisodeRecorder's)."""
 
     settings: AgentSettings | None = None  # set by the agent file; None: from the environment
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._settings = type(self).settings or AgentSettings.from_env()
-        self.episode: GymEpisode | None = None
+        self.sample: _Sample | None = None
+        self.recorder: EpisodeRecorder | None = None
         self._chat: ChatFormat | None = None
 
     async def reset(self, states: dict, **kwargs: Any) -> dict:
         # Loading a tokenizer reads files: once per process, off the event loop.
         self._chat = await asyncio.to_thread(_chat_for_path, self._settings.tokenizer_path)
-        self.episode = GymEpisode(self._settings, TaskLabel.parse(states["label"]))
-        await self.episode.start()
+        play = PlaySettings(turn_tokens=None, sampling=_sampling(kwargs.get("sampling_params")),
+                            step_timeout=self._settings.step_timeout)
+        self.sample = _Sample(self._settings, EnvTask.parse(states["label"]), play)
+        session = await self.sample.open()
+        # The loop's own budget applies: this record keeps no tokens.
+        self.recorder = EpisodeRecorder(self.sample.task, self.sample.play, None, session.max_turns)
+        observation = session.observation.text if session.observation else ""
+        self.recorder.begin(first_message(self.sample.instructions, observation))
         # The built-in loop has no end hook: when it stops on the token budget, this instance is
         # dropped mid-episode, and the finalizer closes the session instead of leaving it to the reaper.
-        weakref.finalize(self, _close_soon, asyncio.get_running_loop(), self.episode)
+        weakref.finalize(self, _close_soon, asyncio.get_running_loop(), self.sample)
         return {"observation": states["observation"]}
 
     async def step(self, state_dict: dict, **kwargs: Any) -> dict:
         import torch
 
-        assert self.episode is not None and self._chat is not None, "reset() first"
-        feedback, reward, done = await self.episode.act(state_dict["action_text"])
-        if done:
-            await self.episode.close()
+        sample, recorder = self.sample, self.recorder
+        assert sample is not None and sample.session is not None and recorder is not None and self._chat is not None, "reset() first"
+        action = recorder.add_reply(state_dict["action_text"])
+        try:
+            result: Any = await sample.session.step(action, deadline_ms=sample.play.deadline_ms(sample.session.client))
+        except (ProtocolError, Disconnected) as exc:
+            if _fatal(exc):
+                raise
+            result = exc
+        recorder.add_result(action, result)
+        reward = result.reward if isinstance(result, StepResult) else 0.0
+        if recorder.finished:
+            await sample.close()
             feedback_text = ""
         else:
             # vLLM keeps the stop token in the token ids but not in the text, and a turn the budget
             # cut ends the loop anyway: so the model stopped on the template's turn close, and the
             # reply is the rest of that close plus the next user turn.
             stop = self._chat.turn_close_ids[:1]
-            reply = self._chat.user_turn(feedback, stop, stopped=True)
+            reply = self._chat.user_turn(result.observation.text, stop, stopped=True)
             feedback_text = self._chat.tokenizer.decode(reply, skip_special_tokens=False)
+        episode = recorder.episode
         return {
             "rewards": torch.tensor(reward, dtype=torch.float32),
-            "scores": self.episode.total_reward,
+            "scores": episode.reward,
             "environment_feedback": feedback_text,
-            "done": done,
-            "extra_logs": self.episode.extra_logs(),
+            "done": recorder.finished,
+            "extra_logs": extra_logs(episode, sample.step),
         }
 
 
-def _close_soon(loop: asyncio.AbstractEventLoop, episode: GymEpisode) -> None:
-    if episode.session is None or episode.session.id not in episode.session.client.sessions:
+def _close_soon(loop: asyncio.AbstractEventLoop, sample: _Sample) -> None:
+    if sample.session is None or sample.session.id not in sample.session.client.sessions:
         return
     with contextlib.suppress(RuntimeError):  # the loop is closed: the server reaps the session
-        loop.call_soon_threadsafe(lambda: loop.create_task(episode.close()))
+        loop.call_soon_threadsafe(lambda: loop.create_task(sample.close()))

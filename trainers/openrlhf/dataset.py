@@ -1,7 +1,7 @@
 """`gymwire openrlhf prepare`: an environment's task split as OpenRLHF's prompt dataset.
 
 One JSON line per task: `prompt` (the episode's first user message, the same text the agents show
-the model) and `label` (a TaskLabel as a JSON string). Train with `--data.input_key prompt
+the model) and `label` (the task: an EnvTask as a JSON string). Train with `--data.input_key prompt
 --data.label_key label`.
 """
 
@@ -16,7 +16,8 @@ from typing import Any, AsyncIterator
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.errors import UserError
 
-from .labels import TaskLabel, first_message
+from ..episode import EnvTask
+from ..play import first_message
 
 __all__ = ["prepare_dataset", "collect_rows", "task_rows", "read_rows", "PrepareError"]
 
@@ -41,7 +42,7 @@ async def task_rows(
     async def row(index: int) -> dict[str, str]:
         async with gate, client.session(env, split=split, index=index) as session:
             observation = session.observation.text if session.observation else ""
-        return {"prompt": first_message(info, observation), "label": TaskLabel(env, split, index).to_json()}
+        return {"prompt": first_message(info.instructions, observation), "label": EnvTask(env, split, index).to_json()}
 
     return list(await asyncio.gather(*(row(i) for i in range(start, stop))))
 

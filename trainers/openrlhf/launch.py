@@ -52,10 +52,10 @@ from typing import Any, Mapping
 from gymwire.sdk.errors import UserError
 from gymwire.trainers.horizon import horizon_from_config
 
-__all__ = ["LaunchConfig", "LaunchConfigError", "load_config", "build_command", "check_command", "ESTIMATORS"]
+__all__ = ["LaunchConfig", "LaunchConfigError", "load_config", "build_command", "check_command", "OPENRLHF_ESTIMATORS"]
 
-ESTIMATORS = ("gae", "reinforce", "reinforce_baseline", "rloo", "group_norm", "dr_grpo")
-GROUP_ESTIMATORS = ("rloo", "reinforce_baseline", "group_norm", "dr_grpo")
+OPENRLHF_ESTIMATORS = ("gae", "reinforce", "reinforce_baseline", "rloo", "group_norm", "dr_grpo")
+OPENRLHF_GROUP_ESTIMATORS = ("rloo", "reinforce_baseline", "group_norm", "dr_grpo")
 AGENT_FILES = {"tokens": "agent_func.py", "multiturn": "agent_func_multiturn.py"}
 GYM_KEYS = {"urls", "embedded", "fleet", "host", "port", "token", "step_timeout"}
 # Dataset names with these endings are files; others may be Hugging Face Hub datasets.
@@ -102,10 +102,10 @@ class LaunchConfig:
         return config
 
     def validate(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise LaunchConfigError(f"estimator {self.estimator!r} is not one of {ESTIMATORS}")
+        if self.estimator not in OPENRLHF_ESTIMATORS:
+            raise LaunchConfigError(f"estimator {self.estimator!r} is not one of {OPENRLHF_ESTIMATORS}")
         n_samples = int(self.rollout.get("n_samples_per_prompt", 1))
-        if self.estimator in GROUP_ESTIMATORS and n_samples < 2:
+        if self.estimator in OPENRLHF_GROUP_ESTIMATORS and n_samples < 2:
             raise LaunchConfigError(f"estimator {self.estimator} compares samples of one prompt: set rollout.n_samples_per_prompt >= 2")
         if self.agent not in AGENT_FILES:
             raise LaunchConfigError(f"agent {self.agent!r} is not one of {sorted(AGENT_FILES)}")

@@ -15,8 +15,12 @@ KNOWN_FIELDS = {
     "env", "task", "options", "success", "score", "reward", "finish", "error", "max_turns", "turns", "text",
     "prompt_length", "tokens", "loss_mask", "logprobs", "step", "observation", "model", "turn_tokens",
     "messages", "usage", "error_kind",  # gymwire eval's fields (chat backends keep messages, not tokens)
+    "prompt_messages", "episode_tokens", "sampling", "seconds",  # every player's record (trainers/episode.py)
 }
-KNOWN_TURN_FIELDS = {"action", "observation", "reward", "start", "end", "metrics", "images", "terminated", "truncated"}
+KNOWN_TURN_FIELDS = {
+    "action", "observation", "reward", "start", "end", "metrics", "images", "terminated", "truncated",
+    "stopped", "policy_s", "env_s",
+}
 
 
 def _clip(text: Any, full: bool, where: str, notes: list[str]) -> Any:
@@ -149,6 +153,8 @@ def episode_view(
         "max_turns": record.get("max_turns"),
         "usage": record.get("usage"),
         "error_kind": record.get("error_kind"),
+        "sampling": record.get("sampling"),
+        "seconds": record.get("seconds"),
         "messages": _clip_json(messages, full, "messages", notes) if messages else None,
         "prompt": _clip(prompt, full, "first observation", notes),
         "text": _clip(record.get("text"), full, "text", notes),

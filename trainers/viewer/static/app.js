@@ -372,7 +372,8 @@ function episodePanel(e, opts) {
       ["success", yesNo(e.success ?? s.success)], ["score", cell(e.score)], ["reward", cell(e.reward)], ["finish", e.finish || "–"],
       ["turns", e.turns ? `${e.turns.length} of ${e.max_turns ?? "?"}` : "–"], e.model ? ["model", cell(e.model)] : null,
       e.error ? ["error", e.error] : null, e.error_kind ? ["error kind", e.error_kind] : null,
-      e.usage ? ["usage", cell(e.usage)] : null,
+      e.usage ? ["usage", cell(e.usage)] : null, e.sampling ? ["sampling", cell(e.sampling)] : null,
+      typeof e.seconds === "number" ? ["seconds", cell(e.seconds)] : null,
     ].filter(Boolean).map(([k, v]) => [h("dt", null, k), h("dd", { class: k === "success" ? (e.success ? "ok" : "fail") : null }, v)])));
   if (e.unreadable) {
     return h("div", { class: "episode" }, head,
@@ -394,7 +395,7 @@ function episodePanel(e, opts) {
     opts && opts.compare ? null : tokenView(e.tokens),
     Object.keys(e.unknown).length ? h("section", { class: "unknown" }, h("h3", null, "Fields this viewer does not know"),
       Object.entries(e.unknown).map(([k, v]) => [h("div", { class: "label" }, k), h("pre", null, v)])) : null,
-    e.messages ? h("details", null, h("summary", null, "messages (chat backend: the conversation as sent)"), h("pre", null, e.messages)) : null,
+    e.messages ? h("details", null, h("summary", null, "messages (the conversation as chat messages)"), h("pre", null, e.messages)) : null,
     e.text ? h("details", null, h("summary", null, "rendered text (the model's view)"), h("pre", null, e.text)) : null);
 }
 
