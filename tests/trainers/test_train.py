@@ -15,7 +15,7 @@ from gymwire.trainers.config import TrainConfigError, TrainConfig, load_config
 from gymwire.trainers.episode import read_jsonl
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.episode import EnvTask
-from gymwire.trainers import trainer as trainer_module
+from gymwire.trainers import scoring as scoring_module
 from gymwire.trainers.bookkeeping import ResumeError, latest_checkpoint
 from gymwire.trainers.rollout import play_settings
 from gymwire.trainers.scoring import TrainBatch
@@ -128,8 +128,8 @@ def test_ppo_value_head_learns_the_expected_return_of_a_state(tmp_path):
 @pytest.mark.parametrize("kl_in", ["loss", "reward"])
 def test_kl_to_the_reference_is_a_loss_term_or_a_reward_penalty(tmp_path, monkeypatch, kl_in):
     seen = []
-    real = trainer_module.compute_advantages
-    monkeypatch.setattr(trainer_module, "compute_advantages", lambda name, rewards, *a, **k: seen.append(rewards) or real(name, rewards, *a, **k))
+    real = scoring_module.compute_advantages
+    monkeypatch.setattr(scoring_module, "compute_advantages", lambda name, rewards, *a, **k: seen.append(rewards) or real(name, rewards, *a, **k))
     config = tiny_config(tmp_path, algorithm={"estimator": "reinforce_pp", "kl_coef": 0.5, "kl_in": kl_in, "kl_kind": "k3"})
     with Trainer(config) as trainer:
         episodes = play(trainer, 8, turns=3)
