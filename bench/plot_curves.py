@@ -6,7 +6,8 @@
 Left: success per step: train episodes (sampled, moving mean over --smooth steps) and the greedy
 test evaluations (points; a record with step 0, as bench/learn.py writes, is the model before
 training). Right: seconds per step, the rollout part and the whole step. Each run is labelled with
-its folder's name unless --label is given once per file.
+its folder's name unless --label is given once per file. Runs of `gymwire learn` (records with a
+"stage"): the training loss on the agent's tokens and the trained tokens/s instead.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def plot(runs: dict[str, list[dict[str, Any]]], png: Path, title: str = "", smoo
 
     figure, (success_axis, time_axis) = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if all(any(r.get("stage") in ("sft", "dpo") for r in records) for records in runs.values()):
+        return _plot_supervised(plt, figure, (success_axis, time_axis), colors, runs, png, title)
     for index, (label, records) in enumerate(runs.items()):
         color = colors[index % len(colors)]
         steps, train = series(records, "train/success")
@@ -78,7 +81,24 @@ def plot(runs: dict[str, list[dict[str, Any]]], png: Path, title: str = "", smoo
         success_axis.axhline(chance, color="gray", linestyle=":", label="chance")
     success_axis.set(xlabel="step", ylabel="success rate", ylim=(0, 1), title="success")
     time_axis.set(xlabel="step", ylabel="seconds", title="time per step")
-    for axis in (success_axis, time_axis):
+    return _save(plt, figure, (success_axis, time_axis), png, title)
+
+
+def _plot_supervised(plt: Any, figure: Any, axes: Any, colors: list[str], runs: dict[str, list[dict[str, Any]]],
+                     png: Path, title: str) -> Path:
+    """gymwire learn runs (records with a "stage"): the training loss and trained tokens/s per optimizer step."""
+    loss_axis, speed_axis = axes
+    for index, (label, records) in enumerate(runs.items()):
+        color = colors[index % len(colors)]
+        loss_axis.plot(*series(records, "loss"), color=color, marker=".", linewidth=1.5, label=f"{label}: loss (agent tokens)")
+        speed_axis.plot(*series(records, "tokens_per_s"), color=color, marker=".", linewidth=1.5, label=f"{label}: trained tokens/s")
+    loss_axis.set(xlabel="optimizer step", ylabel="cross-entropy per agent token", title="training loss")
+    speed_axis.set(xlabel="optimizer step", ylabel="tokens/s (all tokens of the rows)", title="throughput since the start")
+    return _save(plt, figure, axes, png, title)
+
+
+def _save(plt: Any, figure: Any, axes: Any, png: Path, title: str) -> Path:
+    for axis in axes:
         axis.grid(alpha=0.3)
         if axis.has_data():
             axis.legend(fontsize=8)

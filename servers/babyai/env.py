@@ -55,7 +55,8 @@ def make_level(level_id: str) -> Any:
 
 # -- parsing the agent's text ---------------------------------------------------------------------
 
-_ACTION_LABEL = re.compile(r"^\s*(?:\*\*)?action(?:\*\*)?\s*:\s*(.*)$", re.IGNORECASE)
+# The last `Action:` label of a line, at its start or after other text ("Thought: ... Action: x" on one line).
+_ACTION_LABEL = re.compile(r"^(?:.*\W)?(?:\*\*)?action(?:\*\*)?\s*:\s*(.*)$", re.IGNORECASE)
 _SYNONYMS = {
     "left": "turn left",
     "right": "turn right",

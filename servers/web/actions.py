@@ -45,7 +45,7 @@ class Action:
     tab: int | None = None
 
 
-_LABEL = re.compile(r"^\s*(?:\*\*)?action(?:\*\*)?\s*:\s*(.*)$", re.IGNORECASE)
+_LABEL = re.compile(r"^(?:.*\W)?(?:\*\*)?action(?:\*\*)?\s*:\s*(.*)$", re.IGNORECASE)  # also "Thought: ... Action: x" on one line
 _FENCE = re.compile(r"```(?:[a-z]*\n)?(.*?)```", re.DOTALL)
 _VERB = re.compile(r"^\s*(go[ _]back|go[ _]forward|new[ _]tab|tab[ _]focus|close[ _]tab|[a-z]+)\b(.*)$", re.IGNORECASE | re.DOTALL)
 

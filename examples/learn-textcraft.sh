@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Behaviour cloning of SmolLM2-135M-Instruct on TextCraft, the recipe of docs/learning.md, on a CPU.
+#   bash examples/learn-textcraft.sh        # collect, clone, evaluate (figures in docs/learning.md)
+# Every step resumes or skips what is done: rerun it after an interruption.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+RUN=${RUN:-runs/textcraft-bc}
+
+# 1. The expert on every depth-1 train goal and on train goals 114-299 (depth 2); seconds.
+gymwire collect textcraft --tasks 0-113 --options '{depth: 1}' --output runs/data/textcraft-d1-expert.jsonl --no-progress
+gymwire collect textcraft --tasks 114-299 --output runs/data/textcraft-d2-expert.jsonl --no-progress
+
+# 2. Clone: all 114 depth-1 episodes and 40 depth-2 ones, one epoch, the top 8 of 30 layers.
+[ -f "$RUN/model/config.json" ] || gymwire learn sft runs/data/textcraft-d1-expert.jsonl runs/data/textcraft-d2-expert.jsonl \
+    --output "$RUN" --episodes 114,40 --train-layers 8 --epochs 1 --lr 2e-4 --batch-rows 8 --threads 1
+
+# 3. Greedy, a seeded 40 of the 100 test goals (all depths), the environment's 30 turns; --tasks all
+#    in the same --output plays the other 60 (eval resumes).
+gymwire eval "$RUN/model" textcraft --turn-tokens 48 --concurrency 40 --tasks "${TASKS:-40}" --name smollm2-textcraft-bc \
+    --output runs/eval/textcraft-bc --no-progress
