@@ -81,6 +81,16 @@ class WebSocketsClientTransport:
         return self.ws.transport  # type: ignore[no-any-return]
 
 
+def upgrade_refused(url: str, status: int, body: str) -> ProtocolError:
+    """The error for an HTTP answer to the WebSocket upgrade, on either transport."""
+    if "gymwire" not in body.lower():  # a gymwire server's refusal names what it speaks
+        return ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"{url} is not a gymwire server: it answered the WebSocket upgrade with HTTP {status} {body[:80]!r}",
+        )
+    return ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"server refused the upgrade: {body}")
+
+
 async def _connect_websockets(url: str, subprotocol: str, open_timeout: float, on_frame: OnFrame, on_closed: OnClosed) -> WebSocketsClientTransport:
     try:
         ws = await websockets.connect(
@@ -94,13 +104,7 @@ async def _connect_websockets(url: str, subprotocol: str, open_timeout: float, o
         )
     except websockets.InvalidStatus as exc:
         body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
-        if "gymwire" not in body.lower():  # a gymwire server's refusal names what it speaks
-            raise ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"{url} is not a gymwire server: it answered the WebSocket upgrade with HTTP "
-                f"{exc.response.status_code} {body[:80]!r}",
-            ) from None
-        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"server refused the upgrade: {body}") from None
+        raise upgrade_refused(url, exc.response.status_code, body) from None
     except websockets.InvalidHandshake as exc:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"{url} is not a gymwire server ({exc})") from None
     return WebSocketsClientTransport(ws, on_frame, on_closed)

@@ -36,6 +36,7 @@ from picows import (  # noqa: E402  (after the check: a missing extra is reporte
 
 from gymwire.protocol import ErrorCode, ProtocolError  # noqa: E402
 
+from .client_transport import upgrade_refused  # noqa: E402
 from .serving.connections import (  # noqa: E402
     PRE_WELCOME_MAX_FRAME_BYTES,
     PRE_WELCOME_QUEUED_FRAMES,
@@ -333,13 +334,7 @@ async def connect(
         if response is None:
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"{url} is not a gymwire server ({exc})") from None
         body = (exc.raw_body or b"").decode(errors="replace").strip()
-        if "gymwire" not in body.lower():  # a gymwire server's refusal names what it speaks
-            raise ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"{url} is not a gymwire server: it answered the WebSocket upgrade with HTTP "
-                f"{int(response.status)} {body[:80]!r}",
-            ) from None
-        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"server refused the upgrade: {body}") from None
+        raise upgrade_refused(url, int(response.status), body) from None
     except WSError as exc:
         raise ConnectionError(f"WebSocket to {url} failed: {exc}") from None
     chosen = end.ws.response.headers.get("Sec-WebSocket-Protocol")

@@ -13,7 +13,6 @@ import json
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +22,7 @@ import pytest
 from gymwire.sdk.cli import main
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
+from hiding_cli import HIDING_CLI
 
 # Words by which a line says what to do.
 ADVICE = ("give", "choose", "use ", "pass", "set ", "check", "is the", "is `", "fix", "pip install", "see gymwire", "start",
@@ -242,21 +242,6 @@ def test_a_careless_invocation_is_one_line(text, needles, ports, http_port, gym,
 
 # ------------------------------------------------------------------------------------ missing extras
 
-HIDING_CLI = textwrap.dedent(
-    """
-    import sys
-    hidden = set(sys.argv[1].split(","))
-
-    class Hide:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in hidden:
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-    sys.meta_path.insert(0, Hide())
-    from gymwire.sdk.cli import main
-    sys.exit(main(sys.argv[2:]))
-    """
-)
 
 EXTRA_CASES = [
     ("minigrid", "serve babyai --port 0", "gymwire[babyai]"),

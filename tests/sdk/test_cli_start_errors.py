@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Iterator
 
@@ -22,23 +21,8 @@ from gymwire.sdk.server import GymServer
 from gymwire.servers.babyai import BabyAIEnv
 from gymwire.servers.guess import GuessEnv
 from gymwire.servers.textcraft import TextCraftEnv
+from hiding_cli import HIDING_CLI
 
-# Runs the CLI with some modules made unimportable, as on a machine without their extra.
-HIDING_CLI = textwrap.dedent(
-    """
-    import sys
-    hidden = set(sys.argv[1].split(","))
-
-    class Hide:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in hidden:
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-    sys.meta_path.insert(0, Hide())
-    from gymwire.sdk.cli import main
-    sys.exit(main(sys.argv[2:]))
-    """
-)
 
 ECHO_MODULE = (
     "from gymwire.sdk import Environment, StepOutcome\n"
