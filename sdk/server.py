@@ -77,6 +77,7 @@ ISOLATIONS = ("thread", "process")
 # The WebSocket implementations a server listens with: the default, and the fast one (gymwire[fast]).
 TRANSPORTS = ("websockets", "picows")
 _SERVER_NAME = "gymwire"
+PRIVATE_IDLE_TIMEOUT_MS = 7 * 24 * 3600 * 1000
 
 
 class GymServer(Scheduling, SessionRequests):
@@ -376,6 +377,13 @@ class GymServer(Scheduling, SessionRequests):
         await stop.wait()
         log.info("signal received: draining")
         await self.stop()
+
+    @classmethod
+    def private(cls, envs: Iterable[EnvSpec | type[Environment]]) -> "GymServer":
+        """A server on a free loopback port for this process's own client (eval, collect, training).
+        Its sessions are never reaped for idleness: they wait as long as the model takes to answer
+        (a batch's turn on a loaded CPU took over the default 10 minutes, and its sessions were lost)."""
+        return cls(envs, port=0, limits=Limits(idle_timeout_ms=PRIVATE_IDLE_TIMEOUT_MS))
 
     @contextlib.contextmanager
     def run_in_thread(self) -> Iterator[str]:

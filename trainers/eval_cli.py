@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
         if local:
             from gymwire.sdk.server import GymServer
 
-            url = stack.enter_context(GymServer(list(local.values()), port=0).run_in_thread())
+            url = stack.enter_context(GymServer.private(list(local.values())).run_in_thread())
             names += [(name, url) for name in local]
         token = args.token or os.environ.get("GYMWIRE_TOKEN") or None
         for url, name in remote:

@@ -158,7 +158,7 @@ class Trainer:
             except ValueError as exc:
                 raise TrainConfigError(f"env.name: {exc}") from None
             self.env_name = env_class.info().name
-            url = self._stack.enter_context(GymServer([env_class], port=0).run_in_thread())
+            url = self._stack.enter_context(GymServer.private([env_class]).run_in_thread())
         try:
             self.rollouts = self._stack.enter_context(RolloutClient(url, token=cfg.env.token))
         except OSError as exc:

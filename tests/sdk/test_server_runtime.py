@@ -14,6 +14,7 @@ from sdk_fault_envs import CountingEnv
 from gymwire.protocol import ErrorCode, Limits, ProtocolError
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.pool import GymPool
+from gymwire.sdk.server import GymServer
 
 
 async def test_guess_episode_with_metrics(make_server):
@@ -375,6 +376,16 @@ async def test_idle_sessions_are_reaped_and_closed(make_server):
         await asyncio.sleep(0.6)
         assert server.stats()["sessions"] == 0
         assert CountingEnv.closed == 1
+
+
+async def test_a_private_server_waits_for_its_client_however_slow(make_server):
+    # eval, collect and training serve their own sessions: a model slower than the default idle
+    # timeout (10 minutes for a batch's turn on a loaded CPU) must not lose them.
+    with GymServer.private([CountingEnv]).run_in_thread() as url:
+        async with GymClient(url) as client:
+            assert client.limits.idle_timeout_ms >= 24 * 3600 * 1000 > Limits().idle_timeout_ms
+            session = await client.open("counting")
+            assert (await session.step("a")).observation.text
 
 
 async def test_half_open_connection_is_closed_and_its_sessions_reaped(make_server):

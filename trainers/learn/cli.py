@@ -44,7 +44,7 @@ def env_server(env: str, server: str | None) -> Iterator[tuple[str, str]]:
         cls = resolve_env(env)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    with GymServer([cls], port=0).run_in_thread() as url:
+    with GymServer.private([cls]).run_in_thread() as url:
         yield url, cls.name
 
 
