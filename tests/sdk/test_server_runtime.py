@@ -378,7 +378,7 @@ async def test_idle_sessions_are_reaped_and_closed(make_server):
         assert CountingEnv.closed == 1
 
 
-async def test_a_private_server_waits_for_its_client_however_slow(make_server):
+async def test_a_private_server_waits_for_its_client_however_slow():
     # eval, collect and training serve their own sessions: a model slower than the default idle
     # timeout (10 minutes for a batch's turn on a loaded CPU) must not lose them.
     with GymServer.private([CountingEnv]).run_in_thread() as url:
