@@ -37,9 +37,32 @@ class ServerMetrics:
         self.errors = prom.Counter("gymwire_errors", "Errors answered, by code name", ["code"], registry=self.registry)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> Any:
-        import prometheus_client as prom
+        """Serve /metrics from a daemon thread; the server (for `shutdown()`) comes back. On loopback,
+        a request whose Host names another machine is refused: a web page reached through DNS
+        rebinding would otherwise read the counters."""
+        import threading
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-        server, _thread = prom.start_http_server(port, addr=host, registry=self.registry)
+        import prometheus_client as prom
+        from prometheus_client.exposition import ThreadingWSGIServer
+
+        from gymwire.protocol import rebinding_refusal
+
+        metrics = prom.make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            refusal = rebinding_refusal(environ.get("HTTP_HOST"), host)
+            if refusal:
+                start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8")])
+                return [refusal.encode()]
+            return metrics(environ, start_response)
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+                pass
+
+        server = make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=Quiet)
+        threading.Thread(target=server.serve_forever, name="gymwire-metrics", daemon=True).start()
         return server
 
     def session_opened(self, env: str) -> None:

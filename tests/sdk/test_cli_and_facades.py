@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -96,6 +97,11 @@ def test_metrics_endpoint(served_guess):
     assert 'gymwire_steps_total{env="guess"} 2.0' in text
     assert 'gymwire_sessions_opened_total{env="guess"} 1.0' in text
     assert "gymwire_step_seconds_bucket" in text
+    # A page reached through DNS rebinding names its own host: refused, and no counter leaves.
+    rebound = urllib.request.Request(f"http://127.0.0.1:{metrics_port}/metrics", headers={"Host": f"evil.example:{metrics_port}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(rebound, timeout=5)
+    assert refused.value.code == 403 and b"gymwire_steps" not in refused.value.read()
 
 
 def test_sync_facade_and_gymnasium_adapter():
