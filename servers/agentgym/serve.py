@@ -115,8 +115,13 @@ class AgentGymFacade:
         host: str = "127.0.0.1",
         port: int = 0,
         allowed_origins: Iterable[str] = (),
+        max_sessions: int = 1000,
     ) -> None:
         self.served: dict[str, _Served] = {}
+        # AgentGym's API has no token: the cap keeps one client from holding every thread and all memory.
+        if max_sessions < 1:
+            raise ValueError(f"--max-sessions must be at least 1, got {max_sessions}")
+        self.max_sessions = max_sessions
         # Browsers send Origin with every POST, even one a page may not read the answer of: a page
         # must not create sessions or step them (docs/security.md). AgentGym's clients send none.
         self.allowed_origins = frozenset(allowed_origins)
@@ -263,6 +268,10 @@ class AgentGymFacade:
 
     async def _create(self, served: _Served, body: dict[str, Any]) -> Any:
         d = served.dialect
+        if sum(len(other.sessions) for other in self.served.values()) >= self.max_sessions:
+            raise _BadRequest(
+                f"this server holds its most sessions ({self.max_sessions}); close some (/close) or start it with a larger --max-sessions"
+            )
         runner = runner_for(served.spec, "thread", self.executor)
         session_id = next(served.ids)
         session = served.sessions[session_id] = _Session(runner)
@@ -405,7 +414,7 @@ def _serve(args: argparse.Namespace) -> int:
         options = dict(_parse_option(option) for option in args.option)
         facade = AgentGymFacade(
             envs, split=args.split, options=options, idle_timeout_s=args.idle_timeout, host=args.host, port=args.port,
-            allowed_origins=args.allow_origin,
+            allowed_origins=args.allow_origin, max_sessions=args.max_sessions,
         )
     except ValueError as exc:
         print(f"gymwire agentgym-serve: {exc}", file=sys.stderr)
@@ -446,5 +455,7 @@ def register(sub: Any) -> None:
                         help="close sessions idle this many seconds (default 3600)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="let web pages of this origin (or '*') call the API; browsers are refused otherwise")
+    parser.add_argument("--max-sessions", type=int, default=1000, metavar="N",
+                        help="open sessions at most, all environments together (default 1000); /create answers an error beyond")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(handler=_serve)

@@ -71,3 +71,18 @@ def test_a_lone_surrogate_in_an_action_is_an_error_answer_and_the_session_plays_
         assert status == 200 and "lone surrogate" in answer["error"], answer
         status, answer = call(url, "POST", "/step", '{"id": 0, "action": "<search>Bucaramanga</search>"}')
         assert status == 200 and "<information>" in answer["observation"], answer
+
+
+def test_sessions_are_capped_and_a_closed_one_frees_its_place():
+    # AgentGym's API has no token: without a cap one client could hold every thread and all memory.
+    with AgentGymFacade([(GuessEnv, "babyai")], split="test", max_sessions=2).run_in_thread() as url:
+        assert call(url, "POST", "/create", "{}") == (200, {"id": 0})
+        assert call(url, "POST", "/create", "{}") == (200, {"id": 1})
+        status, refused = call(url, "POST", "/create", "{}")
+        assert status == 200 and "most sessions (2)" in refused["error"]
+        status, first = call(url, "POST", "/reset", '{"id": 1, "data_idx": 1}')  # the others go on
+        assert status == 200 and "number" in first["observation"]
+        assert call(url, "POST", "/close", '{"id": 0}')[0] == 200
+        assert call(url, "POST", "/create", "{}") == (200, {"id": 2})  # a refused create took no id
+    with pytest.raises(ValueError, match="at least 1"):
+        AgentGymFacade([(GuessEnv, "babyai")], max_sessions=0)
