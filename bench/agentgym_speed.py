@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        command = [args.gymwire, "agentgym-serve", env, "--port", str(port), "--log-level", "warning"]
+        # The memory figure opens more sessions than the facade's default cap.
+        command = [args.gymwire, "agentgym-serve", env, "--port", str(port), "--log-level", "warning", "--max-sessions", "100000"]
         for option in args.option:
             command += ["--option", option]
         server = subprocess.Popen(command)
