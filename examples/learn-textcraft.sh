@@ -15,7 +15,8 @@ gymwire collect textcraft --tasks 114-299 --output runs/data/textcraft-d2-expert
 [ -f "$RUN/model/config.json" ] || gymwire learn sft runs/data/textcraft-d1-expert.jsonl runs/data/textcraft-d2-expert.jsonl \
     --output "$RUN" --episodes 114,40 --train-layers 8 --epochs 1 --lr 2e-4 --batch-rows 8 --threads 1
 
-# 3. Greedy, a seeded 40 of the 100 test goals (all depths), the environment's 30 turns; --tasks all
+# 3. Greedy, a seeded 40 of the 100 test goals (all depths), 10 turns (the environment's 30 take over an
+#    hour on this CPU); --tasks all
 #    in the same --output plays the other 60 (eval resumes).
-gymwire eval "$RUN/model" textcraft --turn-tokens 48 --concurrency 40 --tasks "${TASKS:-40}" --name smollm2-textcraft-bc \
+gymwire eval "$RUN/model" textcraft --turn-tokens 48 --max-turns 10 --concurrency 40 --tasks "${TASKS:-40}" --name smollm2-textcraft-bc \
     --output runs/eval/textcraft-bc --no-progress
