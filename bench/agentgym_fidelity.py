@@ -164,19 +164,9 @@ def sciworld_gold(index: int) -> list[str]:
     """ScienceWorld's gold actions for AgentGym's task `index`, from gymwire's own simulator."""
     from gymwire.servers.sciworld import tasks
     from gymwire.servers.sciworld.env import java_pool
+    from gymwire.servers.sciworld.solver import gold_actions
 
-    task = tasks.task_at("agentgym", index)
-    pool = java_pool(1, 4, 1024, 120.0)
-
-    async def read() -> list[str]:
-        simulator = await pool.acquire()
-        try:
-            await simulator.load(task.name, task.variation, gold_path=True)
-            return await simulator.gold_actions()
-        finally:
-            pool.release(simulator)
-
-    return asyncio.run(read())
+    return asyncio.run(gold_actions(java_pool(1, 4, 1024, 120.0), tasks.task_at("agentgym", index)))
 
 
 # -- playing both sides ----------------------------------------------------------------------------
