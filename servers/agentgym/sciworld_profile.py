@@ -60,6 +60,7 @@ class AgentGymSciWorld:
     def __init__(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sciworld-agentgym")
         self._world: Any = None
+        self._score = 0
         self.parse_replies = True
 
     async def _run(self, work: Any, *args: Any) -> Any:
@@ -76,18 +77,36 @@ class AgentGymSciWorld:
 
             self._world = ScienceWorldEnv()
         self._world.load(task_name, variation)
+        self._score = 0  # the score the next move's points are counted from
         description = self._world.get_task_description()
-        look, points, done, info = self._world.step("look around")  # a move: a task may score at once
-        answer = {"task_description": description, "observation": look, "reward": points, "score": info["score"], "done": done}
+        look, points, done, score, _ = self._move("look around")  # a move: a task may score at once
+        answer = {"task_description": description, "observation": look, "reward": points, "score": score, "done": done}
         return f"{description}\n{look}", answer
+
+    def _move(self, action: str) -> tuple[str, int, bool, int, int]:
+        """ScienceWorldEnv.step (scienceworld 1.2.3) call for call into the simulator: (observation,
+        points gained, done, score, moves). Its info dict's calls are made too, in its order, since
+        every call into the JVM can shape the order objects are listed in; only the valid-action
+        list is not copied into Python (one py4j round trip per action: a third of a reset)."""
+        server = self._world.server
+        observation = server.step(action)
+        score = int(round(100 * server.getScore()))
+        done = bool(server.getCompleted())
+        moves = int(server.getNumMoves())
+        points, self._score = score - self._score, score
+        done = done or moves > STEP_LIMIT or score < 0
+        server.freeActionLook()
+        server.freeActionInventory()
+        server.freeActionTaskDesc()
+        server.getValidActionObjectCombinations()
+        return observation, points, done, score, moves
 
     async def step(self, text: str) -> StepOutcome:
         """One move, as AgentGym's server makes it."""
         action = react_action(text) if self.parse_replies else text
-        observation, points, done, info = await self._run(self._world.step, action)
-        score = int(info["score"])
+        observation, points, done, score, moves = await self._run(self._move, action)
         failed = score < 0
-        out_of_moves = done and info["moves"] > STEP_LIMIT and 0 <= score < 100
+        out_of_moves = done and moves > STEP_LIMIT and 0 <= score < 100
         completed = done and not out_of_moves
         return StepOutcome(
             observation, reward=points / 100, terminated=completed, truncated=out_of_moves,
