@@ -13,7 +13,7 @@ no code of theirs is used. With it:
   process was started (its garbage collector's threads, hence the number of CPUs) and on every
   call made into it before; gymwire's shared simulators (servers/sciworld/jvm.py) list them in
   other orders. It also costs what AgentGym's sessions cost: a Java process each (about 170 MB),
-  and ScienceWorld's Python `step` lists the valid actions after every move;
+  and the simulator lists the valid actions after every move (not copied into Python here);
 - the first observation is the task description, a newline and what `look around` shows: what
   AgentGym's client shows;
 - reward: the change of the simulator's score (0-100) over 100 (AgentGym says the change in points;
