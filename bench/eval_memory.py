@@ -3,7 +3,7 @@
 A randomly initialised Llama with SmolLM2-135M's layer shape (hidden 576, 9 heads, 3 key-value
 heads; `--layers` of them, 30 in SmolLM2) that never writes its stop token, so every reply uses
 all of `--turn-tokens` and every history grows to `--episode-tokens`, plays `guess` (1..1000, a
-turn limit no reply finds the number within) through `gymwire.trainers.eval.evaluate` with the
+turn limit no reply finds the number within) through `gymwire.trainers.eval.evaluate.evaluate` with the
 transformers backend, greedy, `--concurrency` episodes at once. Prints one JSON object: the peak
 resident memory of the process (ru_maxrss), the model's own size, the live key-value cache the
 episodes need at their longest, and what the episodes reached.
@@ -29,10 +29,10 @@ import torch
 
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
-from gymwire.trainers.eval import EnvTarget, EvalSettings, evaluate
-from gymwire.trainers.hf_policy import TransformersPolicy
+from gymwire.trainers.eval.evaluate import EnvTarget, EvalSettings, evaluate
+from gymwire.trainers.models.hf_policy import TransformersPolicy
+from gymwire.trainers.models.tiny import build_tokenizer
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.tiny import build_tokenizer
 
 HEADS, KV_HEADS, HIDDEN, INTERMEDIATE = 9, 3, 576, 1536  # SmolLM2-135M's layers
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
-from gymwire.trainers.eval import EnvTarget, EvalSettings, evaluate
-from gymwire.trainers.models import llama_server, model_file
-from gymwire.trainers.openai_policy import OpenAIPolicy
+from gymwire.trainers.eval.evaluate import EnvTarget, EvalSettings, evaluate
+from gymwire.trainers.models.local import llama_server, model_file
+from gymwire.trainers.models.openai_policy import OpenAIPolicy
 from gymwire.trainers.policy import Sampling
 
 REPLY = json.dumps({

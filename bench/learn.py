@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="only check the config and its overrides, and print the run's settings")
     args = parser.parse_args(argv)
 
-    from gymwire.trainers.config import TrainConfigError, load_config, parse_assignments
+    from gymwire.trainers.train.config import TrainConfigError, load_config, parse_assignments
 
     started = time.perf_counter()
     overrides: dict[str, Any] = {"train.overwrite": True, "train.progress": False}
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             f"horizon {config.horizon}, <= {rollout.turn_tokens} tokens a turn, evaluation on {config.train.eval_tasks} tasks"
         )
         return 0
-    from gymwire.trainers.bookkeeping import TrainingStopped
-    from gymwire.trainers.trainer import Trainer
+    from gymwire.trainers.train.bookkeeping import TrainingStopped
+    from gymwire.trainers.train.trainer import Trainer
 
     metrics = Path(config.output_dir) / "metrics.jsonl"
     with Trainer(config) as trainer:

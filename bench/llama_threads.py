@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.request
 
-from gymwire.trainers.models import _free_port, model_file
+from gymwire.trainers.models.local import _free_port, model_file
 
 PROMPT = (
     "I am thinking of a whole number from 1 to 100. Guess it. Answer with one whole number, e.g. `Action: 42`. "

@@ -22,12 +22,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from openrlhf_fakes import GUESS_CORPUS, FakeEngine, FakeSamplingParams  # noqa: E402
 
-from gymwire.trainers.horizon import FixedHorizon  # noqa: E402
-from gymwire.trainers.openrlhf.agent import AgentSettings, GymwireAgentExecutor  # noqa: E402
 from gymwire.trainers.episode import EnvTask  # noqa: E402
+from gymwire.trainers.models.tiny import build_tokenizer  # noqa: E402
+from gymwire.trainers.openrlhf.agent import AgentSettings, GymwireAgentExecutor  # noqa: E402
 from gymwire.trainers.openrlhf.pool import close_pools  # noqa: E402
 from gymwire.trainers.openrlhf.steps import MemoryStepBoard  # noqa: E402
-from gymwire.trainers.tiny import build_tokenizer  # noqa: E402
+from gymwire.trainers.train.horizon import FixedHorizon  # noqa: E402
 
 
 def free_port() -> int:

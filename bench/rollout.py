@@ -40,10 +40,10 @@ import torch
 
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.chat import ChatFormat
-from gymwire.trainers.hf_policy import TransformersPolicy
+from gymwire.trainers.models.hf_policy import TransformersPolicy
+from gymwire.trainers.models.precision import autocast_for
+from gymwire.trainers.models.tiny import TinyModelSpec, build_tiny_model
 from gymwire.trainers.policy import Generation, PolicyBackend, Sampling
-from gymwire.trainers.precision import autocast_for
-from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST = "I am thinking of a whole number from 1 to 7. Guess it. It is between 1 and 7."
@@ -207,8 +207,8 @@ def generation_section(path: Path, device: torch.device, args: argparse.Namespac
 
 
 def trainer_section(path: Path | None, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
-    from gymwire.trainers.config import load_config, parse_assignments
-    from gymwire.trainers.trainer import Trainer
+    from gymwire.trainers.train.config import load_config, parse_assignments
+    from gymwire.trainers.train.trainer import Trainer
 
     results: dict[str, Any] = {}
     for name in ("kept caches", "before"):

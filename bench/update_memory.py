@@ -34,12 +34,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "trainers"))
 from tensor_memory import TensorMemory, synthetic_episodes  # noqa: E402
 
-from gymwire.trainers.config import TrainConfig  # noqa: E402
-from gymwire.trainers.hf_policy import autocast_for  # noqa: E402
-from gymwire.trainers.losses import masked_mean, policy_loss  # noqa: E402
-from gymwire.trainers.tiny import build_tokenizer  # noqa: E402
-from gymwire.trainers.scoring import TrainBatch  # noqa: E402
-from gymwire.trainers.trainer import Trainer  # noqa: E402
+from gymwire.trainers.models.hf_policy import autocast_for  # noqa: E402
+from gymwire.trainers.models.tiny import build_tokenizer  # noqa: E402
+from gymwire.trainers.train.config import TrainConfig  # noqa: E402
+from gymwire.trainers.train.losses import masked_mean, policy_loss  # noqa: E402
+from gymwire.trainers.train.scoring import TrainBatch  # noqa: E402
+from gymwire.trainers.train.trainer import Trainer  # noqa: E402
 
 SHAPES = {
     "small": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -66,7 +66,7 @@ def build_model(folder: Path, shape: dict[str, int], length: int) -> None:
 
 
 def _old_token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    # As trainers/losses.py had it: one sequence at a time over the full logits.
+    # As trainers/train/losses.py had it: one sequence at a time over the full logits.
     valid = labels >= 0
     rows = []
     for row, row_labels in zip(logits, torch.where(valid, labels, 0)):

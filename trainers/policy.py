@@ -1,9 +1,9 @@
 """What a rollout asks of a policy: token ids in, sampled token ids and their log-probs out; or,
 for backends that only speak chat messages, messages in and reply text out.
 
-Backends: `TransformersPolicy` (trainers/hf_policy.py; CPU or one CUDA GPU) and `VLLMPolicy`
-(trainers/vllm_policy.py; needs the `vllm` package) work on token ids and can train;
-`OpenAIPolicy` (trainers/openai_policy.py) calls any OpenAI-compatible chat-completions endpoint
+Backends: `TransformersPolicy` (trainers/models/hf_policy.py; CPU or one CUDA GPU) and `VLLMPolicy`
+(trainers/models/vllm_policy.py; needs the `vllm` package) work on token ids and can train;
+`OpenAIPolicy` (trainers/models/openai_policy.py) calls any OpenAI-compatible chat-completions endpoint
 and can only evaluate. `backends.make_policy` picks a token backend by name for the trainer (this
 module imports no backend: they import it).
 """

@@ -4,7 +4,7 @@ from openrlhf_fakes import GUESS_CORPUS
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.openrlhf.pool import close_pools
-from gymwire.trainers.tiny import build_tokenizer
+from gymwire.trainers.models.tiny import build_tokenizer
 
 
 @pytest.fixture(scope="session")

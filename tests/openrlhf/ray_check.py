@@ -70,7 +70,7 @@ def main() -> int:
     sys.meta_path.insert(0, _StubMissing())
     import ray
 
-    from gymwire.trainers.horizon import horizon_from_config
+    from gymwire.trainers.train.horizon import horizon_from_config
     from gymwire.trainers.openrlhf.publishing import StepPublishingMixin, unwrap_actor_class
     from gymwire.trainers.openrlhf.steps import RayStepBoard, StepNotPublished
     from gymwire.trainers.openrlhf.train import runtime_env
@@ -235,7 +235,7 @@ def check_agent_in_a_ray_actor(board, board_name: str, horizon) -> None:
             from openrlhf_fakes import GUESS_CORPUS, FakeEngine, FakeSamplingParams
 
             from gymwire.trainers.episode import EnvTask
-            from gymwire.trainers.tiny import build_tokenizer
+            from gymwire.trainers.models.tiny import build_tokenizer
 
             executor = _load_agent_executor(agent_path)
             tokenizer = build_tokenizer(GUESS_CORPUS, numbers=101)

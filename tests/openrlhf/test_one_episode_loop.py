@@ -13,15 +13,15 @@ from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.chat import ChatFormat
 from gymwire.trainers.episode import TERMINATED, TOKEN_BUDGET, TRUNCATED, EnvTask, Episode, read_jsonl
-from gymwire.trainers.eval import EnvTarget, EvalSettings, evaluate
-from gymwire.trainers.hf_policy import TransformersPolicy
-from gymwire.trainers.horizon import horizon_from_config
+from gymwire.trainers.eval.evaluate import EnvTarget, EvalSettings, evaluate
+from gymwire.trainers.models.hf_policy import TransformersPolicy
+from gymwire.trainers.train.horizon import horizon_from_config
 from gymwire.trainers.openrlhf.agent import AgentSettings, GymwireAgentExecutor
 from gymwire.trainers.openrlhf.pool import close_pools
 from gymwire.trainers.openrlhf.steps import MemoryStepBoard
 from gymwire.trainers.play import PlaySettings, RolloutClient
 from gymwire.trainers.policy import Sampling
-from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
+from gymwire.trainers.models.tiny import TinyModelSpec, build_tiny_model
 
 MAX_TURNS, TURN_TOKENS, STEP_TIMEOUT = 5, 6, 60.0
 

@@ -16,7 +16,7 @@ from gymwire.protocol import Limits
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.chat import ChatFormat
-from gymwire.trainers.horizon import horizon_from_config
+from gymwire.trainers.train.horizon import horizon_from_config
 from gymwire.trainers.openrlhf.agent import (
     EXTRA_LOG_KEYS,
     AgentConfigError,

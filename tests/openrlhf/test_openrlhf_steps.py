@@ -12,7 +12,7 @@ from openrlhf_fakes import FakeEngine, FakeSamplingParams
 
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
-from gymwire.trainers.horizon import horizon_from_config
+from gymwire.trainers.train.horizon import horizon_from_config
 from gymwire.trainers.openrlhf.agent import AgentSettings, GymwireAgentExecutor
 from gymwire.trainers.episode import EnvTask
 from gymwire.trainers.openrlhf.pool import close_pools

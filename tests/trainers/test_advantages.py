@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gymwire.trainers.advantages import (
+from gymwire.trainers.train.advantages import (
     ESTIMATORS,
     GROUP_ESTIMATORS,
     AdvantageInputError,

@@ -89,9 +89,9 @@ def test_a_model_plays_through_the_episode_loop_and_is_recorded(url, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gymwire.trainers.backends import make_policy
+    from gymwire.trainers.models.backends import make_policy
     from gymwire.trainers.policy import Sampling
-    from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
+    from gymwire.trainers.models.tiny import TinyModelSpec, build_tiny_model
 
     path = build_tiny_model(tmp_path / "tiny", ["I am thinking of a whole number from 1 to 7. Guess it.", "is wrong. Go higher lower."],
                             TinyModelSpec(numbers=10, n_positions=2048))  # BabyAI's first prompt is long
@@ -146,7 +146,7 @@ def test_convert_writes_agenttraj_and_openrlhf_rows(url, tmp_path, capsys):
 
 def test_learn_evolve_runs_end_to_end_on_a_tiny_model(tmp_path, capsys):
     """gymwire learn evolve's wiring: explore with the model (collect), keep the rewarded, learn (sft), twice."""
-    from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
+    from gymwire.trainers.models.tiny import TinyModelSpec, build_tiny_model
 
     path = build_tiny_model(tmp_path / "tiny", ["I am thinking of a whole number from 1 to 7. Guess it.", "is wrong. Go higher lower."],
                             TinyModelSpec(numbers=10))

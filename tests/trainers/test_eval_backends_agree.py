@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from gymwire.sdk.cli import main
-from gymwire.trainers.models import llama_server, model_file
+from gymwire.trainers.models.local import llama_server, model_file
 
 # Small and bounded: 3 tasks, 2 turns, 24 tokens a reply.
 ARGS = ["--tasks", "3", "--max-turns", "2", "--turn-tokens", "24", "--concurrency", "1", "--no-progress"]

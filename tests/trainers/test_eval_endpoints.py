@@ -16,8 +16,8 @@ import pytest
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.play import PromptConfig
-from gymwire.trainers.eval import EnvTarget, EvalSettings, evaluate, load_results, mean_interval, results_table, wilson_interval
-from gymwire.trainers.openai_policy import OpenAIPolicy
+from gymwire.trainers.eval.evaluate import EnvTarget, EvalSettings, evaluate, load_results, mean_interval, results_table, wilson_interval
+from gymwire.trainers.models.openai_policy import OpenAIPolicy
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.episode import read_jsonl
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from gymwire.sdk.cli import main
-from gymwire.trainers.models import llama_server, model_file, prepare
+from gymwire.trainers.models.local import llama_server, model_file, prepare
 from gymwire.trainers.episode import read_jsonl
 
 

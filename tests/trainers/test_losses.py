@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gymwire.trainers.losses import (
+from gymwire.trainers.train.losses import (
     AGGREGATIONS,
     KL_KINDS,
     LossConfigError,

@@ -16,7 +16,7 @@ from gymwire.trainers.chat import ChatFormat
 from gymwire.trainers.episode import TERMINATED, TOKEN_BUDGET, EnvTask, Episode
 from gymwire.trainers.play import KEEP_TAIL, EpisodeRecorder, PlaySettings, ScriptedActor, play_task
 from gymwire.trainers.policy import Reply
-from gymwire.trainers.tiny import build_tokenizer
+from gymwire.trainers.models.tiny import build_tokenizer
 
 
 def bisect(recorder: EpisodeRecorder) -> str:

@@ -11,11 +11,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.chat import ChatFormat, ChatTemplateError
-from gymwire.trainers.hf_policy import TransformersPolicy
+from gymwire.trainers.models.hf_policy import TransformersPolicy
 from gymwire.trainers.policy import Generation, PolicyBackend, Sampling
 from gymwire.trainers.episode import ERROR, TERMINATED, TOKEN_BUDGET, TRUNCATED, EnvTask, read_jsonl, write_jsonl
 from gymwire.trainers.play import PlaySettings, PromptConfig, RolloutClient
-from gymwire.trainers.tiny import TinyModelSpec, build_tiny_model
+from gymwire.trainers.models.tiny import TinyModelSpec, build_tiny_model
 
 OPTIONS = {"low": 1, "high": 7}
 CORPUS = [

@@ -15,8 +15,8 @@ from transformers import AutoConfig
 
 from gymwire.sdk.cli import main
 from gymwire.servers.textcraft import TextCraftEnv
-from gymwire.trainers.config import load_config
-from gymwire.trainers.models import CACHE_ENV_VAR, ModelError, checkpoint_folder, model_file
+from gymwire.trainers.train.config import load_config
+from gymwire.trainers.models.local import CACHE_ENV_VAR, ModelError, checkpoint_folder, model_file
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from gymwire.trainers.bookkeeping import (
+from gymwire.trainers.train.bookkeeping import (
     STATE_FILE,
     MetricsLog,
     checkpoints,
@@ -18,12 +18,12 @@ from gymwire.trainers.bookkeeping import (
     save_checkpoint,
     summary_line,
 )
-from gymwire.trainers.config import AlgorithmSection
+from gymwire.trainers.train.config import AlgorithmSection
 from gymwire.trainers.episode import EnvTask, Episode, Turn
-from gymwire.trainers.losses import kl_loss, value_loss
-from gymwire.trainers.rollout import draw_tasks, episode_stats
-from gymwire.trainers.scoring import TrainBatch
-from gymwire.trainers.update import explained_variance, update_loss
+from gymwire.trainers.train.losses import kl_loss, value_loss
+from gymwire.trainers.train.rollout import draw_tasks, episode_stats
+from gymwire.trainers.train.scoring import TrainBatch
+from gymwire.trainers.train.update import explained_variance, update_loss
 
 
 def test_draw_tasks_gives_each_task_a_group_of_episodes_and_repeats_with_the_seed():

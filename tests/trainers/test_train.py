@@ -11,15 +11,15 @@ import torch
 from gymwire.sdk.cli import main
 from gymwire.sdk.errors import UserError
 from gymwire.sdk.server import GymServer
-from gymwire.trainers.config import TrainConfigError, TrainConfig, load_config
+from gymwire.trainers.train.config import TrainConfigError, TrainConfig, load_config
 from gymwire.trainers.episode import read_jsonl
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.episode import EnvTask
-from gymwire.trainers import scoring as scoring_module
-from gymwire.trainers.bookkeeping import ResumeError, latest_checkpoint
-from gymwire.trainers.rollout import play_settings
-from gymwire.trainers.scoring import TrainBatch
-from gymwire.trainers.trainer import Trainer
+from gymwire.trainers.train import scoring as scoring_module
+from gymwire.trainers.train.bookkeeping import ResumeError, latest_checkpoint
+from gymwire.trainers.train.rollout import play_settings
+from gymwire.trainers.train.scoring import TrainBatch
+from gymwire.trainers.train.trainer import Trainer
 from trainer_envs import CoinEnv
 
 
@@ -263,7 +263,7 @@ def test_tiny_model_learns_guess_from_the_reward(tmp_path, estimator):
 
 
 def test_set_reads_flow_mappings_written_without_spaces():
-    from gymwire.trainers.config import parse_assignments
+    from gymwire.trainers.train.config import parse_assignments
 
     assert parse_assignments(["env.options={low:9,high:2}", "env.server=ws://127.0.0.1:8765", "env.options.x={a: [1,2]}"]) == {
         "env.options": {"low": 9, "high": 2}, "env.server": "ws://127.0.0.1:8765", "env.options.x": {"a": [1, 2]},
@@ -271,7 +271,7 @@ def test_set_reads_flow_mappings_written_without_spaces():
 
 
 def test_a_run_never_starts_from_another_runs_tiny_model(tmp_path):
-    from gymwire.trainers.tiny import RECIPE_FILE
+    from gymwire.trainers.models.tiny import RECIPE_FILE
 
     run(tiny_config(tmp_path, train={"steps": 1}))
     assert (tmp_path / "model" / RECIPE_FILE).exists()

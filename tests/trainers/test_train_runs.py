@@ -15,9 +15,9 @@ import yaml
 
 from gymwire.sdk.cli import main
 from gymwire.sdk.server import GymServer
-from gymwire.trainers.config import TrainConfigError
-from gymwire.trainers.bookkeeping import ResumeError, TrainingStopped, checkpoints, latest_checkpoint
-from gymwire.trainers.trainer import Trainer
+from gymwire.trainers.train.config import TrainConfigError
+from gymwire.trainers.train.bookkeeping import ResumeError, TrainingStopped, checkpoints, latest_checkpoint
+from gymwire.trainers.train.trainer import Trainer
 from test_train import play, run, tiny_config
 from trainer_envs import CoinEnv, HangingCoinEnv
 

@@ -9,13 +9,13 @@ import copy
 import pytest
 import torch
 
-from gymwire.trainers.config import TrainConfigError, TrainConfig
-from gymwire.trainers.losses import entropy_from_logits, lm_head_logprobs, token_logprobs
+from gymwire.trainers.train.config import TrainConfigError, TrainConfig
+from gymwire.trainers.train.losses import entropy_from_logits, lm_head_logprobs, token_logprobs
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.episode import EnvTask
-from gymwire.trainers.rollout import play_settings
-from gymwire.trainers.scoring import TrainBatch, pack_micro_batches
-from gymwire.trainers.trainer import Trainer
+from gymwire.trainers.train.rollout import play_settings
+from gymwire.trainers.train.scoring import TrainBatch, pack_micro_batches
+from gymwire.trainers.train.trainer import Trainer
 from tensor_memory import TensorMemory, synthetic_episodes
 
 

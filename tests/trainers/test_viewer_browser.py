@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from gymwire.trainers.config import load_config
+from gymwire.trainers.train.config import load_config
 from gymwire.trainers.policy import Sampling
 from gymwire.trainers.episode import EnvTask, write_jsonl
-from gymwire.trainers.rollout import play_settings
-from gymwire.trainers.trainer import Trainer
+from gymwire.trainers.train.rollout import play_settings
+from gymwire.trainers.train.trainer import Trainer
 from viewer_browser import chromium, viewer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""`gymwire eval MODEL ENV...`: the command line of trainers/eval.py (a `gymwire.commands` plugin)."""
+"""`gymwire eval MODEL ENV...`: the command line of trainers/eval/evaluate.py (a `gymwire.commands` plugin)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from gymwire.sdk.errors import SetupError, UsageError
 
-from .backends import BACKENDS
+from ..models.backends import BACKENDS
 
 __all__ = ["register"]
 
@@ -71,8 +71,8 @@ _PARSER: argparse.ArgumentParser | None = None
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .eval import load_results, results_table
-    from .eval_run import command_line, recorded_command
+    from .evaluate import load_results, results_table
+    from .run import command_line, recorded_command
 
     if args.rerun:
         output = args.output or f"{args.rerun.rstrip('/')}-rerun"
@@ -101,10 +101,10 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
     the gym servers, each environment's options (one session opened with them) and the endpoint."""
     from gymwire.sdk.registry import resolve_env
 
-    from .play import PromptConfig
-    from .eval import PAPER_TURNS, EnvTarget, EvalSettings, detail_table, failure_summary, results_table
-    from .eval_run import check_output, run_record
-    from .policy import Sampling
+    from ..play import PromptConfig
+    from ..policy import Sampling
+    from .evaluate import PAPER_TURNS, EnvTarget, EvalSettings, detail_table, failure_summary, results_table
+    from .run import check_output, run_record
 
     backend = args.backend or ("openai" if args.base_url else "transformers")
     if backend == "openai" and not args.base_url:
@@ -208,7 +208,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
 
 def _check_all_failed(results: dict[str, Any], output: Path) -> None:
     """An environment whose every episode failed is no result: exit non-zero, saying why."""
-    from .eval import _episodes_path, _recorded
+    from .evaluate import _episodes_path, _recorded
 
     for env, figures in results["envs"].items():
         played = figures["episodes"]
@@ -244,7 +244,7 @@ async def _check_targets(targets: list[Any], split: str, token: str | None) -> N
 
 
 async def _evaluate_and_close(policy: Any, targets: Any, settings: Any, tokenizer: Any) -> dict[str, Any]:
-    from .eval import evaluate
+    from .evaluate import evaluate
 
     try:
         return await evaluate(policy, targets, settings, tokenizer)
@@ -254,19 +254,19 @@ async def _evaluate_and_close(policy: Any, targets: Any, settings: Any, tokenize
 
 def _backend_info(args: argparse.Namespace, backend: str, sampling: Any) -> dict[str, Any]:
     """What run.json says about the backend: enough to reproduce the row (see eval_run)."""
-    from .eval_run import describe_versions, file_digest
+    from .run import describe_versions, file_digest
 
     info: dict[str, Any] = {"backend": backend, "versions": describe_versions()}
     if backend == "openai":
         from gymwire.sdk.environment import require_modules
 
         require_modules(["openai"], "eval", "the openai backend")
-        from .openai_policy import request_parameters
+        from ..models.openai_policy import request_parameters
 
         info.update(endpoint=args.base_url, model_name=args.model, served_models=_served_models(args.base_url, args.api_key_env))
         info["request"] = request_parameters(sampling, args.turn_tokens, args.standard_params_only)
         return info
-    from .models import resolve_model
+    from ..models.local import resolve_model
 
     path = resolve_model(args.model)
     info.update(path=str(path.resolve()), sha256=file_digest(path))
@@ -298,13 +298,13 @@ def _served_models(base_url: str, api_key_env: str) -> list[str]:
 
 
 def _device(name: str) -> str:
-    from .devices import torch_device
+    from ..models.devices import torch_device
 
     return str(torch_device(name, "--device"))
 
 
 def _policy(args: argparse.Namespace, backend: str) -> tuple[Any, Any]:
-    from .backends import load_model, load_tokenizer, make_policy
+    from ..models.backends import load_model, load_tokenizer, make_policy
 
     if backend == "openai":
         policy = make_policy(
@@ -336,7 +336,7 @@ def _server_envs(url: str, token: str | None) -> list[str]:
 
 
 def _label(model: str) -> str:
-    from .models import KNOWN_MODELS
+    from ..models.local import KNOWN_MODELS
 
     if model in KNOWN_MODELS:
         return KNOWN_MODELS[model].name
@@ -376,7 +376,7 @@ def _env_config(path: str | None) -> dict[str, Any]:
         return {}
     import yaml
 
-    from .validation import env_configs, yaml_problem
+    from ..train.validation import env_configs, yaml_problem
 
     try:
         data = yaml.safe_load(Path(path).read_text())

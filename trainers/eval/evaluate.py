@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .episode import ERROR, EnvTask, Episode, append_jsonl
-from .eval_run import FORMAT, run_record
-from .play import ChatActor, GenerationBatcher, PlaySettings, PromptConfig, TokenActor, play_task
-from .policy import PolicyBackend, Sampling
+from ..episode import ERROR, EnvTask, Episode, append_jsonl
+from ..play import ChatActor, GenerationBatcher, PlaySettings, PromptConfig, TokenActor, play_task
+from ..policy import PolicyBackend, Sampling
+from .run import FORMAT, run_record
 
 __all__ = [
     "EnvTarget",
@@ -256,7 +256,7 @@ async def _evaluate_env(
         prompt=target.prompt,
     )
     if policy.prompts == "tokens":
-        from .chat import ChatFormat
+        from ..chat import ChatFormat
 
         chat = ChatFormat(tokenizer, system=target.prompt.system)
         actor: Any = TokenActor(GenerationBatcher(policy, chat.stop_ids, settings.sampling).generate, chat, policy.forget)

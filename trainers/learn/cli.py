@@ -50,12 +50,12 @@ def env_server(env: str, server: str | None) -> Iterator[tuple[str, str]]:
 
 def make_player(policy: str, base_url: str | None, temperature: float, top_p: float, turn_tokens: int,
                 episode_tokens: int, concurrency: int, device: str = "cpu", threads: int | None = None) -> Any:
-    """The expert, or a model through the project's one model/policy factory (trainers/backends.py)."""
+    """The expert, or a model through the project's one model/policy factory (trainers/models/backends.py)."""
     from .collect import ExpertPlayer, ModelPlayer
 
     if policy == "expert":
         return ExpertPlayer()
-    from gymwire.trainers.backends import ModelError, load_model, make_policy
+    from gymwire.trainers.models.backends import ModelError, load_model, make_policy
     from gymwire.trainers.policy import Sampling
 
     sampling = Sampling(temperature, top_p)
@@ -293,7 +293,7 @@ def rows_for(trajectories: list[Any], tokenizer: Any, max_tokens: int, history: 
 
 
 def _sft(args: argparse.Namespace) -> int:
-    from gymwire.trainers.backends import ModelError, load_tokenizer
+    from gymwire.trainers.models.backends import ModelError, load_tokenizer
 
     from .sft import SFTSettings, train_sft
 
@@ -338,7 +338,7 @@ def _dpo(args: argparse.Namespace) -> int:
 def _evolve(args: argparse.Namespace) -> int:
     import yaml
 
-    from gymwire.trainers.backends import load_tokenizer
+    from gymwire.trainers.models.backends import load_tokenizer
 
     from .evolve import EvolveSettings, agent_evol, collect_explorer
     from .sft import SFTSettings, train_sft

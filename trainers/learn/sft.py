@@ -2,7 +2,7 @@
 
 gymwire lays the tokens out (tokens.py: the rows a model meets in eval, `completion_mask` on the
 agent's tokens only); TRL runs the training loop on those pre-tokenized rows (it turns the mask
-into labels, -100 elsewhere). The model comes from the project's factory (trainers/models.py), so
+into labels, -100 elsewhere). The model comes from the project's factory (trainers/models/local.py), so
 a known name (`smollm2`), a GGUF file or a checkpoint folder all work, and the result is an
 ordinary checkpoint folder that `gymwire eval`, `gymwire train` and this module load the same way.
 Optional LoRA (PEFT) adapters are merged into the saved checkpoint.
@@ -59,7 +59,7 @@ def trainer_arguments(output: Path, epochs: float, lr: float, batch_rows: int, m
 
 def load_policy_model(spec: str, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer) by the project's factory; the tokenizer gets a pad token if it has none."""
-    from gymwire.trainers.backends import load_model
+    from gymwire.trainers.models.backends import load_model
 
     model, tokenizer, _ = load_model(spec, device)
     if tokenizer.pad_token_id is None:

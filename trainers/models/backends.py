@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .models import ModelError, checkpoint_folder
-from .policy import POLICY_BACKENDS, PolicyBackend
+from ..policy import POLICY_BACKENDS, PolicyBackend
+from .local import ModelError, checkpoint_folder
 
 __all__ = ["load_model", "load_tokenizer", "make_policy", "BACKENDS", "ModelError"]
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .policy import Generation, PolicyBackend, Sampling
+from ..policy import Generation, PolicyBackend, Sampling
 from .precision import autocast_for
 
 __all__ = ["TransformersPolicy", "sample_next"]

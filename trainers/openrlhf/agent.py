@@ -44,7 +44,6 @@ from gymwire.protocol import ErrorCode, ProtocolError, StepResult
 from gymwire.sdk.client import ClientSession, Disconnected
 from gymwire.trainers.chat import ChatFormat
 from gymwire.trainers.episode import SERVER_LOST, TOKEN_BUDGET, EnvTask, Episode
-from gymwire.trainers.horizon import Horizon, horizon_from_config
 from gymwire.trainers.play import (
     KEEP_TAIL,
     EpisodeRecorder,
@@ -55,6 +54,7 @@ from gymwire.trainers.play import (
     play_episode,
 )
 from gymwire.trainers.policy import Generation, Sampling
+from gymwire.trainers.train.horizon import Horizon, horizon_from_config
 
 from .pool import pool_for_running_loop
 from .steps import StepBoard, step_board_from_spec

@@ -26,7 +26,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from gymwire.trainers.horizon import HorizonConfigError
+    from gymwire.trainers.train.horizon import HorizonConfigError
 
     from .launch import LaunchConfigError, launch, load_config
 

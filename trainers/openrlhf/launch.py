@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gymwire.sdk.errors import UserError
-from gymwire.trainers.horizon import horizon_from_config
+from gymwire.trainers.train.horizon import horizon_from_config
 
 __all__ = ["LaunchConfig", "LaunchConfigError", "load_config", "build_command", "check_command", "OPENRLHF_ESTIMATORS"]
 

@@ -10,7 +10,7 @@
     train:     {steps, eval_every, eval_tasks, checkpoint_every, resume, ...}
 
 Relative paths are relative to the current directory. The sections are pydantic models
-(trainers/validation.py): the whole config is checked before anything loads, unknown keys are
+(trainers/train/validation.py): the whole config is checked before anything loads, unknown keys are
 errors (a typo must not silently fall back to a default), and every problem is reported at once,
 each with its key.
 """
@@ -24,8 +24,8 @@ from pydantic import Field
 
 from gymwire.sdk.errors import UserError
 
+from ..policy import POLICY_BACKENDS
 from .horizon import Horizon, HorizonConfigError, horizon_from_config
-from .policy import POLICY_BACKENDS
 from .validation import Strict, validated, yaml_problem
 
 __all__ = ["TrainConfigError", "TrainConfig", "load_config", "parse_assignments"]

@@ -13,10 +13,10 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
+from ..episode import EnvTask, Episode
+from ..play import PlaySettings, PromptConfig
+from ..policy import Sampling
 from .config import TrainConfig
-from .episode import EnvTask, Episode
-from .play import PlaySettings, PromptConfig
-from .policy import Sampling
 
 __all__ = ["draw_tasks", "play_settings", "episode_stats"]
 

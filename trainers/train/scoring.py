@@ -20,11 +20,11 @@ from typing import Any, Sequence
 
 import torch
 
+from ..episode import Episode
+from ..models.precision import autocast_for
 from .advantages import compute_advantages, masked_whiten, place_rewards
 from .config import AlgorithmSection
-from .episode import Episode
 from .losses import apply_kl_to_rewards, kl_penalty, lm_head_logprobs
-from .precision import autocast_for
 
 __all__ = ["TrainBatch", "Scorer", "ValueHead", "score_episodes", "pack_micro_batches", "check_lm_head"]
 

@@ -3,12 +3,12 @@ and transformers, on CPU or one CUDA GPU. Critic-free (GRPO, RLOO, REINFORCE++) 
 whose critic is a value head on the policy's own trunk.
 
 One training step is four stages, each a module of its own:
-    rollout      trainers/rollout.py     draw `tasks_per_step` tasks of the train split and play
+    rollout      trainers/train/rollout.py     draw `tasks_per_step` tasks of the train split and play
                                          `group_size` episodes of each at the horizon's turn limit
-    scoring      trainers/scoring.py     the episodes as a TrainBatch: the policy's, the critic's and
+    scoring      trainers/train/scoring.py     the episodes as a TrainBatch: the policy's, the critic's and
                                          the reference's scores, advantages and returns
-    update       trainers/update.py      `epochs` x `minibatches` clipped policy-gradient steps
-    bookkeeping  trainers/bookkeeping.py evaluation and checkpoint cadence, metrics, resume, signals
+    update       trainers/train/update.py      `epochs` x `minibatches` clipped policy-gradient steps
+    bookkeeping  trainers/train/bookkeeping.py evaluation and checkpoint cadence, metrics, resume, signals
 This class sets the run up and passes each stage's result to the next. Everything random draws
 from RNGs whose states are checkpointed, so a resumed run repeats an uninterrupted one exactly.
 """
@@ -28,7 +28,12 @@ import torch
 
 from gymwire.protocol import ErrorCode, ProtocolError
 
-from .backends import ModelError, load_model, make_policy
+from ..chat import ChatFormat
+from ..episode import EnvTask, Episode, write_jsonl
+from ..models.backends import ModelError, load_model, make_policy
+from ..models.devices import torch_device
+from ..play import RolloutClient
+from ..policy import Sampling
 from .bookkeeping import (
     MetricsLog,
     ResumeError,
@@ -43,12 +48,7 @@ from .bookkeeping import (
     save_checkpoint,
     summary_line,
 )
-from .chat import ChatFormat
 from .config import TrainConfig, TrainConfigError
-from .devices import torch_device
-from .episode import EnvTask, Episode, write_jsonl
-from .play import RolloutClient
-from .policy import Sampling
 from .rollout import draw_tasks, episode_stats, play_settings
 from .scoring import LMHeadError, Scorer, ValueHead, check_lm_head, score_episodes
 from .update import update_policy
@@ -201,7 +201,7 @@ class Trainer:
 
     def _ensure_tiny_model(self, path: Path) -> None:
         """Build the tiny model at `path` unless this run's recipe is already there."""
-        from .tiny import TinyModelSpec, build_tiny_model, env_corpus, tiny_model_ready
+        from ..models.tiny import TinyModelSpec, build_tiny_model, env_corpus, tiny_model_ready
 
         tiny, cfg = self.config.model.tiny, self.config
         spec = TinyModelSpec(

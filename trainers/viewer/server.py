@@ -291,7 +291,7 @@ def _gguf_file(spec: Any) -> Path | None:
     """The GGUF file a run's model setting names (a known model such as smollm2, or a .gguf path)."""
     if not isinstance(spec, str):
         return None
-    from ..models import KNOWN_MODELS, ModelError, model_file
+    from ..models.local import KNOWN_MODELS, ModelError, model_file
 
     if spec in KNOWN_MODELS:
         try:
