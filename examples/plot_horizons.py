@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from gymwire.trainers.config import TrainConfig, load_config, parse_assignments
-from gymwire.trainers.trainer import Trainer
+from gymwire.trainers.train.config import TrainConfig, load_config, parse_assignments
+from gymwire.trainers.train.trainer import Trainer
 
 
 def run_config(base: Path, args: argparse.Namespace, name: str, horizon: str) -> TrainConfig:
