@@ -180,3 +180,15 @@ async def _tiny_base(path):
                                                  success=True, score=1.0, finish="terminated")])
             return
     raise AssertionError("no guess from 1 to 7 won task 0")
+
+
+def test_the_deep_search_expert_answers_the_built_in_questions(tmp_path):
+    from gymwire.servers.deepsearch import DeepSearchEnv
+
+    output = tmp_path / "deepsearch.jsonl"
+    with GymServer([DeepSearchEnv], port=0).run_in_thread() as address:
+        counts = run(address, ExpertPlayer(), CollectSettings(env="deepsearch", indices=range(3), progress=False), output)
+    assert counts == {"played": 3, "kept": 3, "successes": 3, "errors": 0, "skipped": 0}
+    for t in read_trajectories(output):
+        assert t.turns[0].action.startswith("<search>") and t.turns[-1].action.startswith("<answer>")
+        assert "correct" in t.turns[-1].observation

@@ -112,12 +112,17 @@ class SciWorldExpert(Expert):
 
 class DeepSearchExpert(Expert):
     """Searches for each gold evidence passage by its title (then title and question), then
-    answers with the first gold answer: servers/deepsearch/solver.py's strategy, turn by turn."""
+    answers with the first gold answer: servers/deepsearch/solver.py's strategy, turn by turn.
+    It knows the built-in questions (their evidence is what it searches for)."""
+
+    _questions: dict[str, list[Any]] | None = None
 
     async def start(self, observation: Any) -> None:
-        from gymwire.servers.deepsearch.env import DeepSearchEnv
+        from gymwire.servers.deepsearch.corpus import builtin_questions_dir, load_questions
 
-        question = DeepSearchEnv.data().splits[self.split or "train"][self.index or 0]
+        if DeepSearchExpert._questions is None:
+            DeepSearchExpert._questions = load_questions(builtin_questions_dir())
+        question = DeepSearchExpert._questions[self.split or "train"][self.index or 0]
         self.titles = [passage["title"] for passage in question.metadata.get("evidence") or []]
         if not self.titles:
             raise ExpertError(f"DeepSearch expert: question {question.id} has no evidence to search for")
