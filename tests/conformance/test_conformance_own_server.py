@@ -5,7 +5,8 @@ import pytest
 from broken_servers import CRASH_ACTION, FINISH_ACTION, SLOW_ACTION, SLOW_MS, JsonOnlyServer, SleepyEnv
 from conformance_servers import serve
 
-from gymwire.sdk.conformance import ConformanceSetupError, check_environment, run_conformance
+from gymwire.sdk.conformance import QUICK_LIMITS, ConformanceSetupError, check_environment, run_conformance
+from gymwire.sdk.server import Limits
 from gymwire.sdk.registry import builtin_envs, resolve_env
 
 TOKEN = "conformance-test-token"
@@ -17,9 +18,14 @@ OPEN_OPTIONS = {"babyai": {"images": True}, "miniwob": {"images": True}}
 REPLY_TIMEOUT = {"sciworld": 60}
 
 
+# The heartbeat checks run in the next test; here a slow heartbeat keeps a loaded machine (a browser
+# starting for an open) from reaping the suite's connection as half-open between its pongs.
+BUILTIN_LIMITS = Limits(**{**QUICK_LIMITS, "heartbeat_interval_ms": 10_000})
+
+
 @pytest.mark.parametrize("name", sorted(builtin_envs()))
 async def test_builtin_env_conforms(name):
-    with serve([resolve_env(name)]) as url:
+    with serve([resolve_env(name)], limits=BUILTIN_LIMITS) as url:
         # max_wait=1 skips the checks that only wait for server timers (heartbeat, resume grace): they
         # do not depend on the environment and run once, in the next test.
         report = await run_conformance(url, env=name, options=OPEN_OPTIONS.get(name), max_wait=1, reply_timeout=REPLY_TIMEOUT.get(name, 10))
