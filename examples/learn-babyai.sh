@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# Behaviour cloning of SmolLM2-135M-Instruct on BabyAI, the recipe of docs/learning.md, on a CPU.
+# Behaviour cloning of SmolLM2-135M-Instruct on BabyAI, then a DAgger round: the recipe of
+# docs/learning.md, on a CPU.
 #   bash examples/learn-babyai.sh            # collect, clone, evaluate (figures in docs/learning.md)
 # Every step resumes or skips what is done: rerun it after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread: on a shared 2-core machine a second one mostly waits
 DATA=runs/data/babyai-expert-all.jsonl
 RUN=${RUN:-runs/babyai-bc}
+EVAL=(--turn-tokens 24 --episode-tokens 2048 --concurrency 45 --tasks 90 --no-progress)
 
 # 1. The expert on 3,000 train tasks (deterministic: the same file every time; ~4 min).
 gymwire collect babyai --tasks 0-2999 --output "$DATA" --no-progress
 
-# 2. Clone: a seeded 445 of its episodes of at most 6 turns (439 successful: the rows), the whole
-#    model, lr 1e-4; stopped and saved after 45 minutes of training (160 rows on this shared CPU).
-[ -f "$RUN/model/config.json" ] || gymwire learn sft "$DATA" --output "$RUN" --episodes 445 --max-episode-turns 6 \
-    --epochs 1 --lr 1e-4 --batch-rows 8 --threads 1 --time-limit 2700
+# 2. Clone, stage 1: a seeded 445 of its episodes of at most 6 turns (439 successful: the rows), the
+#    whole model, lr 1e-4; stopped and saved after 45 minutes of training.
+[ -f "$RUN/model/config.json" ] || OMP_NUM_THREADS=1 gymwire learn sft "$DATA" --output "$RUN" --episodes 445 \
+    --max-episode-turns 6 --epochs 1 --lr 1e-4 --batch-rows 8 --threads 1 --time-limit 2700
 
-# 3. The figure of record: greedy, the environment's 20 turns, at most 2,048 tokens an episode (~10
-#    BabyAI turns: what this CPU affords), all 90 test tasks.
-gymwire eval "$RUN/model" babyai --turn-tokens 24 --episode-tokens 2048 --concurrency 45 --tasks 90 \
-    --name smollm2-babyai-bc --output runs/eval/babyai-bc --no-progress
+# 3. Stage 2: from stage 1, another seeded 445 episodes (seed 1) of at most 10 turns, lr 5e-5, 55 minutes.
+[ -f "$RUN-more/model/config.json" ] || gymwire learn sft "$DATA" --model "$RUN/model" --output "$RUN-more" \
+    --episodes 445 --max-episode-turns 10 --seed 1 --epochs 1 --lr 5e-5 --batch-rows 8 --threads 2 --time-limit 3300
+
+# 4. The figure of record: greedy, the environment's 20 turns, at most 2,048 tokens an episode, all 90 test tasks.
+gymwire eval "$RUN-more/model" babyai "${EVAL[@]}" --name smollm2-babyai-bc --output runs/eval/babyai-bc
+
+# 5. DAgger: the stage-1 clone plays unseen train tasks greedily and the expert labels every state it
+#    reaches; from stage 2, learn on those labels with 40 expert episodes replayed (25 minutes).
+gymwire collect babyai --policy "$RUN/model" --label expert --tasks 3000-3049 --temperature 0 --turn-tokens 24 \
+    --episode-tokens 2048 --concurrency 50 --threads 1 --output runs/data/babyai-dagger.jsonl --no-progress
+[ -f "$RUN-dagger/model/config.json" ] || gymwire learn sft runs/data/babyai-dagger.jsonl "$DATA" --episodes 35,40 \
+    --max-episode-turns 20 --model "$RUN-more/model" --output "$RUN-dagger" --seed 2 --epochs 1 --lr 5e-5 \
+    --batch-rows 8 --threads 2 --time-limit 1500
+gymwire eval "$RUN-dagger/model" babyai "${EVAL[@]}" --name smollm2-babyai-dagger --output runs/eval/babyai-dagger
