@@ -63,12 +63,11 @@ def by_agent(url: str, policy, tokenizer, tasks: list[EnvTask], episode_tokens: 
     return asyncio.run(play_all())
 
 
-def same_episodes(played: list[Episode], expected: list[Episode]) -> bool:
+def assert_same_episodes(played: list[Episode], expected: list[Episode]) -> None:
     """Equal field for field; log-probs to float32 rounding (a CPU's thread count changes the last bits)."""
     for a, b in zip(played, expected, strict=True):
         assert dataclasses.replace(a, logprobs=[]) == dataclasses.replace(b, logprobs=[])
         assert a.logprobs == pytest.approx(b.logprobs, rel=1e-5, abs=1e-6)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +92,8 @@ def test_training_eval_and_the_openrlhf_agent_record_the_same_episodes(player, t
         trained = by_training(url, policy, tokenizer, tasks, episode_tokens)
         agent = by_agent(url, policy, tokenizer, tasks, episode_tokens)
     assert len(evaluated) == 8 and all(e.turns for e in evaluated)
-    assert same_episodes(trained, evaluated)
-    assert same_episodes(agent, evaluated)
+    assert_same_episodes(trained, evaluated)
+    assert_same_episodes(agent, evaluated)
     # Between them, the two players end episodes in every way play can end them.
     assert {e.finish for e in evaluated} == ({TERMINATED, TRUNCATED} if player == "bisection" else {TOKEN_BUDGET})
     if player == "bisection":
