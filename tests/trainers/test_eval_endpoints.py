@@ -13,6 +13,7 @@ from typing import Callable
 
 import pytest
 
+from gymwire.sdk.client import GymClient
 from gymwire.sdk.server import GymServer
 from gymwire.servers.guess import GuessEnv
 from gymwire.trainers.play import PromptConfig
@@ -209,6 +210,24 @@ async def test_finished_episodes_survive_failures_and_rerun_resumes(gym_url, tmp
     assert "(paper)" not in table  # the paper has no guess column
 
 
+async def test_a_task_range_plays_exactly_those_indices(gym_url, tmp_path):
+    """`--tasks A-B` picks indices (TextCraft's depth-1 test goals are 0-31), not a sample; a range
+    past the split is refused before anything is played."""
+    with Endpoint(lambda n: completion("Action: 50")) as endpoint:
+        stats, episodes = await run_eval(gym_url, endpoint.url, tmp_path, tasks=range(5, 8))
+        assert sorted(e.task.index for e in episodes) == [5, 6, 7] and stats["episodes"] == 3
+        assert json.loads((tmp_path / "run.json").read_text())["tasks"] == "5-7"
+        size = (await describe_guess(gym_url)).splits["test"]
+        with pytest.raises(ValueError, match=f"go past the split, which has {size}"):
+            await run_eval(gym_url, endpoint.url, tmp_path / "past", tasks=range(size - 1, size + 1))
+    assert not (tmp_path / "past" / "episodes" / "guess.jsonl").exists()
+
+
+async def describe_guess(gym_url):
+    async with GymClient(gym_url) as client:
+        return await client.describe("guess")
+
+
 async def test_prompt_config_system_examples_and_action_pattern(gym_url, tmp_path):
     prompt = PromptConfig(
         system="You play guessing games.",
@@ -245,9 +264,12 @@ def test_cli_errors_are_one_line(capsys):
     assert main(["eval", "smollm2", "guess", "--tasks", "some"]) == 2
     assert main(["eval", "smollm2", "nosuchenv"]) == 2
     assert main(["eval", "--compare", "/nonexistent"]) == 2
+    assert main(["eval", "smollm2", "guess", "--tasks", "9-3"]) == 2
+    assert main(["eval", "smollm2", "guess", "--tasks", "guess=1-x"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 4 and all(line.startswith("gymwire eval: ") for line in errors)
+    assert len(errors) == 6 and all(line.startswith("gymwire eval: ") for line in errors)
     assert "--base-url" in errors[0] and "--tasks" in errors[1] and "built-in ones" in errors[2] and "results.json" in errors[3]
+    assert "0 <= A <= B" in errors[4] and "A-B" in errors[5]
 
 
 def test_a_run_whose_every_episode_failed_exits_non_zero(tmp_path, capsys):

@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--retries", type=int, default=4, help="retries of a failed model request: connection, timeout, 429, 5xx (default 4)")
     parser.add_argument("--device", default="cpu", help="transformers: cpu, cuda or auto (default cpu)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--tasks", default="all", help="'all', N (a seeded sample of N tasks of the split) or ENV=N,ENV=N (default all)")
+    parser.add_argument("--tasks", default="all", help="'all', N (a seeded sample of N tasks of the split), A-B (the tasks of those indices, e.g. "
+                             "TextCraft's depth-1 test goals 0-31) or ENV=N,ENV=A-B (default all)")
     parser.add_argument("--max-turns", help="turn limit: N for every environment, 'paper' for the paper's, or ENV=N,ENV=N (default: each environment's)")
     parser.add_argument("--concurrency", type=int, default=16, help="episodes played at once (default 16)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -109,7 +110,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
     backend = args.backend or ("openai" if args.base_url else "transformers")
     if backend == "openai" and not args.base_url:
         raise UsageError("the openai backend needs --base-url, e.g. http://127.0.0.1:8080/v1")
-    task_counts = _per_env(args.tasks, "--tasks", allow="all")
+    task_counts = _per_env(args.tasks, "--tasks", allow="all", parse=_task_choice)
     tasks = task_counts.get("*")
     for name, value in (("--concurrency", args.concurrency), ("--turn-tokens", args.turn_tokens), ("--retries", args.retries + 1)):
         if value < 1:
@@ -354,20 +355,34 @@ def _positive(text: str, flag: str, what: str) -> int:
     return value
 
 
-def _per_env(text: str | None, flag: str, allow: str) -> dict[str, Any]:
-    """'12' -> {"*": 12}; the word `allow` ('paper' / 'all'); 'textcraft=20,babyai=10' per env.
-    'all' means no number (None)."""
-    what = f"N, '{allow}' or ENV=N,ENV=N"
+def _task_choice(text: str, flag: str, what: str) -> int | range:
+    """'40' -> 40 (a seeded sample); '0-31' -> range(0, 32) (those indices)."""
+    first, dash, last = text.partition("-")
+    if not dash:
+        return _positive(text, flag, what)
+    try:
+        start, stop = int(first), int(last) + 1
+    except ValueError:
+        raise UsageError(f"{flag} takes {what}, got {text!r}") from None
+    if start < 0 or stop <= start:
+        raise UsageError(f"{flag} {text}: a range A-B needs 0 <= A <= B")
+    return range(start, stop)
+
+
+def _per_env(text: str | None, flag: str, allow: str, parse: Any = _positive) -> dict[str, Any]:
+    """'12' -> {"*": 12}; the word `allow` ('paper' / 'all'); 'textcraft=20,babyai=10' per env;
+    each value read by `parse`. 'all' means no number (None)."""
+    what = f"N, A-B, '{allow}' or ENV=N,ENV=N" if parse is _task_choice else f"N, '{allow}' or ENV=N,ENV=N"
     if not text:
         return {}
     if text == allow:
         return {"*": None if allow == "all" else allow}
     if "=" not in text:
-        return {"*": _positive(text, flag, what)}
+        return {"*": parse(text, flag, what)}
     values: dict[str, Any] = {}
     for item in text.split(","):
         name, _, value = item.partition("=")
-        values[name.strip()] = _positive(value, flag, what)
+        values[name.strip()] = parse(value, flag, what)
     return values
 
 

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 from ..episode import ERROR, EnvTask, Episode, append_jsonl
 from ..play import ChatActor, GenerationBatcher, PlaySettings, PromptConfig, TokenActor, play_task
 from ..policy import PolicyBackend, Sampling
-from .run import FORMAT, run_record
+from .run import FORMAT, run_record, task_choice_text
 
 __all__ = [
     "EnvTarget",
@@ -78,7 +78,7 @@ class EnvTarget:
     options: dict[str, Any] = field(default_factory=dict)
     max_turns: int | None = None  # None: the environment's default
     prompt: PromptConfig = PromptConfig()
-    tasks: int | None = None  # None: EvalSettings.tasks
+    tasks: int | range | None = None  # None: EvalSettings.tasks
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class EvalSettings:
     model: str  # label in tables
     output: Path
     split: str = "test"
-    tasks: int | None = None  # None: the whole split; else a seeded sample of that many tasks
+    tasks: int | range | None = None  # None: the whole split; N: a seeded sample of N tasks; a range: those indices
     concurrency: int = 16
     sampling: Sampling = Sampling(temperature=0.0)
     turn_tokens: int = 128
@@ -176,9 +176,13 @@ def _recorded(path: Path) -> dict[EnvTask, Episode]:
     return found
 
 
-def _task_indices(size: int, tasks: int | None, seed: int) -> list[int]:
-    """The whole split, or a seeded sample of `tasks` of it in index order (the first N would be
-    biased where a split is sorted, e.g. TextCraft's by crafting depth)."""
+def _task_indices(size: int, tasks: int | range | None, seed: int) -> list[int]:
+    """The whole split, the indices of a range, or a seeded sample of `tasks` of it in index order
+    (the first N would be biased where a split is sorted, e.g. TextCraft's by crafting depth)."""
+    if isinstance(tasks, range):
+        if tasks.stop > size:
+            raise ValueError(f"tasks {task_choice_text(tasks)} go past the split, which has {size} (0-{size - 1})")
+        return list(tasks)
     if tasks is None or tasks >= size:
         return list(range(size))
     return sorted(random.Random(seed).sample(range(size), tasks))

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from gymwire.sdk.errors import UsageError
 
-__all__ = ["FORMAT", "run_record", "describe_versions", "file_digest", "check_output", "recorded_command"]
+__all__ = ["FORMAT", "run_record", "task_choice_text", "describe_versions", "file_digest", "check_output", "recorded_command"]
 
 FORMAT = "gymwire.eval/1"
 # Keys of run.json that may differ between the parts of one resumed run.
@@ -51,6 +51,13 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def task_choice_text(tasks: int | range | None) -> str | int:
+    """How run.json records a task choice: 'all', N, or 'A-B'."""
+    if isinstance(tasks, range):
+        return f"{tasks.start}-{tasks.stop - 1}"
+    return "all" if tasks is None else tasks
+
+
 def run_record(settings: Any) -> dict[str, Any]:
     """run.json's fields for EvalSettings `settings` (environments are added as they start)."""
     return {
@@ -58,7 +65,7 @@ def run_record(settings: Any) -> dict[str, Any]:
         "model": settings.model,
         **settings.run_info,
         "split": settings.split,
-        "tasks": settings.tasks if settings.tasks is not None else "all",
+        "tasks": task_choice_text(settings.tasks),
         "concurrency": settings.concurrency,
         "sampling": settings.sampling.parameters(),
         "turn_tokens": settings.turn_tokens,
