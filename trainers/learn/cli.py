@@ -206,6 +206,7 @@ def register_learn(subparsers: Any) -> None:
     evolve.add_argument("--options", default="{}", help="session options as YAML")
     evolve.add_argument("--turn-tokens", type=int, default=48)
     evolve.add_argument("--concurrency", type=int, default=8)
+    evolve.add_argument("--no-progress", action="store_true", help="no progress bar while exploring (one line per iteration)")
     evolve.set_defaults(handler=_evolve)
 
     convert = sub.add_parser("convert", help="trajectories to AgentTraj, or to the SFT / DPO rows TRL and OpenRLHF read")
@@ -361,7 +362,8 @@ def _evolve(args: argparse.Namespace) -> int:
 
     with env_server(args.env, args.server) as (url, name):
         settings.env = name
-        explore = collect_explorer(settings, url, args.concurrency, args.turn_tokens, args.threads)
+        explore = collect_explorer(settings, url, args.concurrency, args.turn_tokens, args.threads,
+                                   progress=not args.no_progress)
         final = agent_evol(args.model, base, args.output, settings, explore, learn)
     print(f"learn evolve: {args.iterations} iterations; last model {final}; per iteration: {args.output}/evolve.jsonl")
     return 0

@@ -103,7 +103,7 @@ def agent_evol(model: str, base: Sequence[Trajectory], output: str | Path, setti
 
 
 def collect_explorer(settings: EvolveSettings, url: str, concurrency: int = 8, turn_tokens: int = 48,
-                     threads: int | None = None) -> Callable[[str, list[int], Path], None]:
+                     threads: int | None = None, progress: bool = True) -> Callable[[str, list[int], Path], None]:
     """`explore` for agent_evol: the model plays through gymwire collect's ModelPlayer."""
     from .cli import make_player
     from .collect import CollectSettings, collect
@@ -112,7 +112,7 @@ def collect_explorer(settings: EvolveSettings, url: str, concurrency: int = 8, t
         player = make_player(model, None, settings.temperature, 1.0, turn_tokens, 4096, concurrency, threads=threads)
         collect_settings = CollectSettings(env=settings.env, indices=tasks, samples=settings.samples,
                                            options=settings.options, max_turns=settings.max_turns,
-                                           concurrency=concurrency, progress=False)
+                                           concurrency=concurrency, progress=progress)
         asyncio.run(collect(url, player, collect_settings, path))
 
     return explore
