@@ -11,7 +11,9 @@ Reward: ScienceWorld's score (0-100) as progress in [0, 1]; each step's reward i
 progress, so an episode's rewards add up to its final score / 100 (a step that undoes progress is
 rewarded negatively). The episode ends when the task is completed (success) or failed (the
 simulator's score goes negative, e.g. after focusing on the wrong object: score 0). Metrics:
-success, score (0-100), turns.
+success, score (the progress in [0, 1], as every environment's score is in its rewards' unit: an
+episode a client ends early, e.g. at its token budget, is scored by its rewards, and the two must
+agree), turns; `info["score"]` is the simulator's raw score (0-100, negative when failed).
 
 Tasks: see `tasks.py` (splits train, dev, test of 200, and `agentgym` indexed by AgentGym's
 data_idx). A seed picks a train task. The session option `profile: "agentgym"` plays as AgentGym's
@@ -150,7 +152,7 @@ class SciWorldEnv(Environment):
         reward, self._progress = progress - self._progress, progress
         success = outcome.completed and not failed
         return StepOutcome(
-            text, reward=reward, terminated=success or failed, success=success, score=float(score),
+            text, reward=reward, terminated=success or failed, success=success, score=progress,
             info={"score": outcome.score},
         )
 
@@ -183,4 +185,4 @@ class SciWorldEnv(Environment):
         raise ActionParseError(f"Your last action was ambiguous. Answer with the number of the one you mean:\n{listed}")
 
     def _unchanged(self, text: str) -> StepOutcome:
-        return StepOutcome(text, reward=0.0, success=False, score=self._progress * 100, info={"score": round(self._progress * 100)})
+        return StepOutcome(text, reward=0.0, success=False, score=self._progress, info={"score": round(self._progress * 100)})

@@ -62,7 +62,7 @@ async def solve(client: GymClient, split: str, index: int, pool: JavaPool) -> Ou
                 break
     metrics = result.metrics if result is not None else None
     outcome.success = bool(metrics and metrics.success)
-    outcome.score = metrics.score if metrics else float(result.info.get("score", 0)) if result else 0.0
+    outcome.score = float(result.info.get("score", 0)) if result else 0.0  # the simulator's own, 0-100
     if not outcome.success:
         last = result.observation.text.strip().replace("\n", " ")[:160] if result else "(no steps)"
         if result is not None and result.info.get("score", 0) < 0:

@@ -15,7 +15,8 @@ from gymwire.sdk.env_spec import EnvSpec
 from gymwire.sdk.registry import resolve_env
 from gymwire.sdk.server import GymServer
 from gymwire.servers.sciworld import SciWorldEnv
-from gymwire.servers.sciworld.solver import solve
+from gymwire.servers.sciworld import tasks
+from gymwire.servers.sciworld.solver import gold_actions, solve
 
 # Short test tasks from five task families (power, find, paint, lifespan, life stages); the whole
 # test split is `python -m gymwire.servers.sciworld.solver`.
@@ -42,6 +43,33 @@ async def test_gold_paths_reach_success_through_the_server():
 def java_process(server: GymServer, session_id: str):
     """The Java process hosting a session's simulator (the server runs in this test's loop)."""
     return server.sessions[session_id].runner.env._simulator.process
+
+
+async def test_the_score_is_in_the_rewards_unit():
+    """However an episode ends — the server's turn limit or success — its metric score is the sum of
+    its rewards (progress in [0, 1]), so an episode a client ends early, scored by its rewards, is
+    averaged in the same unit (an evaluation once mixed 17.0 with 0.17)."""
+    env = EnvSpec.of(SciWorldEnv, jvms=1)
+    gold_pool = SciWorldEnv(jvms=1).pool
+    index = SOLVER_TASKS[0]
+    try:
+        actions = await gold_actions(gold_pool, tasks.task_at("test", index))
+        async with GymServer([env], port=0) as server, GymClient(server.url) as client:
+            # The whole gold path (it ends in success), then the same cut by the turn limit one step short.
+            totals, steps = [], len(actions) + 1
+            for turns in (len(actions) + 1, None):
+                async with client.session("sciworld", split="test", index=index, max_turns=turns or steps - 1) as session:
+                    total, result, steps = 0.0, None, 0
+                    while not session.done:
+                        result = await session.step(actions[steps])
+                        total, steps = total + result.reward, steps + 1
+                    assert result.metrics is not None and result.metrics.success is (turns is not None)
+                    assert result.metrics.score == pytest.approx(total) and result.info["score"] == round(total * 100)
+                    totals.append(total)
+    finally:
+        env.make().pool.shutdown()
+        gold_pool.shutdown()
+    assert totals[0] == pytest.approx(1.0) and 0 < totals[1] < 1
 
 
 async def test_a_killed_java_process_crashes_only_its_sessions_and_is_replaced():
