@@ -32,3 +32,8 @@ gymwire collect babyai --policy "$RUN/model" --label expert --tasks 3000-3049 --
     --max-episode-turns 20 --model "$RUN-more/model" --output "$RUN-dagger" --seed 2 --epochs 1 --lr 5e-5 \
     --batch-rows 8 --threads 2 --time-limit 1500
 gymwire eval "$RUN-dagger/model" babyai "${EVAL[@]}" --name smollm2-babyai-dagger --output runs/eval/babyai-dagger
+
+# 6. Stage 3, tried and worse (36.7%): from stage 2, a seeded 445 episodes (seed 2) of at most 20 turns, 50 minutes.
+[ -f "$RUN-long/model/config.json" ] || gymwire learn sft "$DATA" --model "$RUN-more/model" --output "$RUN-long" \
+    --episodes 445 --max-episode-turns 20 --seed 2 --epochs 1 --lr 5e-5 --batch-rows 8 --threads 1 --time-limit 3000
+gymwire eval "$RUN-long/model" babyai "${EVAL[@]}" --name smollm2-babyai-bc-long --output runs/eval/babyai-bc-long
