@@ -21,3 +21,12 @@ gymwire eval "$RUN/model" textcraft --turn-tokens 48 --max-turns 10 --concurrenc
     --name smollm2-textcraft-bc-d1 --output runs/eval/textcraft-bc-d1 --no-progress
 gymwire eval "$RUN/model" textcraft --turn-tokens 48 --max-turns 10 --concurrency 40 --tasks 40 \
     --name smollm2-textcraft-bc --output runs/eval/textcraft-bc --no-progress
+
+# 4. A further round: GRPO from the clone on depth-1 train goals, ScalingInter-RL's horizon 4 then 8 turns,
+#    8 steps (15 minutes); then the same depth-1 evaluation of its last checkpoint.
+[ -f runs/textcraft-rl/learn.json ] || python bench/learn.py examples/smollm2-textcraft.yaml --set model.path="$RUN/model" \
+    --set model.threads=2 --set horizon=staged:4,8@3 --set rollout.tasks_per_step=6 --set rollout.group_size=4 \
+    --set rollout.temperature=0.8 --set train.eval_every=0 --set train.rollouts_every=1 \
+    --set algorithm.micro_batch_tokens=2048 --steps 8 --output-dir runs/textcraft-rl --time-limit 1440
+gymwire eval runs/textcraft-rl/checkpoints/step-000008 textcraft --turn-tokens 48 --max-turns 10 --concurrency 32 \
+    --tasks 0-31 --name smollm2-textcraft-rl-d1 --output runs/eval/textcraft-rl-d1 --no-progress
