@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from typing import Any
 
 import pytest
 
@@ -55,21 +56,26 @@ async def test_the_score_is_in_the_rewards_unit():
     try:
         actions = await gold_actions(gold_pool, tasks.task_at("test", index))
         async with GymServer([env], port=0) as server, GymClient(server.url) as client:
-            # The whole gold path (it ends in success), then the same cut by the turn limit one step short.
-            totals, steps = [], len(actions) + 1
-            for turns in (len(actions) + 1, None):
-                async with client.session("sciworld", split="test", index=index, max_turns=turns or steps - 1) as session:
-                    total, result, steps = 0.0, None, 0
+
+            async def play(max_turns: int) -> tuple[Any, float, int]:
+                """The gold path until the episode ends: its last result, total reward and steps."""
+                async with client.session("sciworld", split="test", index=index, max_turns=max_turns) as session:
+                    result, total, steps = None, 0.0, 0
                     while not session.done:
                         result = await session.step(actions[steps])
                         total, steps = total + result.reward, steps + 1
-                    assert result.metrics is not None and result.metrics.success is (turns is not None)
-                    assert result.metrics.score == pytest.approx(total) and result.info["score"] == round(total * 100)
-                    totals.append(total)
+                return result, total, steps
+
+            # The whole gold path (it ends in success), then the same cut by the turn limit one step short.
+            whole, whole_total, whole_steps = await play(len(actions) + 1)
+            cut, cut_total, _ = await play(whole_steps - 1)
     finally:
         env.make().pool.shutdown()
         gold_pool.shutdown()
-    assert totals[0] == pytest.approx(1.0) and 0 < totals[1] < 1
+    assert whole.metrics.success and not cut.metrics.success
+    for result, total in ((whole, whole_total), (cut, cut_total)):
+        assert result.metrics.score == pytest.approx(total) and result.info["score"] == round(total * 100)
+    assert whole_total == pytest.approx(1.0) and 0 < cut_total < 1
 
 
 async def test_a_killed_java_process_crashes_only_its_sessions_and_is_replaced():

@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
     backend = args.backend or ("openai" if args.base_url else "transformers")
     if backend == "openai" and not args.base_url:
         raise UsageError("the openai backend needs --base-url, e.g. http://127.0.0.1:8080/v1")
-    task_counts = _per_env(args.tasks, "--tasks", allow="all", parse=_task_choice)
+    task_counts = _per_env(args.tasks, "--tasks", allow="all", parse=_task_choice, forms="N, A-B")
     tasks = task_counts.get("*")
     for name, value in (("--concurrency", args.concurrency), ("--turn-tokens", args.turn_tokens), ("--retries", args.retries + 1)):
         if value < 1:
@@ -369,10 +369,10 @@ def _task_choice(text: str, flag: str, what: str) -> int | range:
     return range(start, stop)
 
 
-def _per_env(text: str | None, flag: str, allow: str, parse: Any = _positive) -> dict[str, Any]:
+def _per_env(text: str | None, flag: str, allow: str, parse: Any = _positive, forms: str = "N") -> dict[str, Any]:
     """'12' -> {"*": 12}; the word `allow` ('paper' / 'all'); 'textcraft=20,babyai=10' per env;
-    each value read by `parse`. 'all' means no number (None)."""
-    what = f"N, A-B, '{allow}' or ENV=N,ENV=N" if parse is _task_choice else f"N, '{allow}' or ENV=N,ENV=N"
+    each value read by `parse`, which takes the `forms` named in its error. 'all' means no number (None)."""
+    what = f"{forms}, '{allow}' or ENV=N,ENV=N"
     if not text:
         return {}
     if text == allow:
