@@ -122,6 +122,7 @@ def test_a_model_plays_through_the_episode_loop_and_is_recorded(url, tmp_path):
     (["collect", "nosuchenv", "--output", "x.jsonl"], "no expert for 'nosuchenv'"),
     (["collect", "babyai", "--label", "expert", "--output", "x.jsonl"], "nothing to relabel"),
     (["collect", "babyai", "--tasks", "one-two", "--output", "x.jsonl"], "--tasks"),
+    (["collect", "babyai", "--tasks", "0-3,9-5", "--output", "x.jsonl"], "the range 9-5 runs backwards; write it as 5-9"),
     (["collect", "babyai", "--options", "[1, 2]", "--output", "x.jsonl"], "--options"),
     (["learn", "sft", "missing.jsonl", "--output", "run"], "no such file"),
 ])

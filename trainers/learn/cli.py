@@ -22,12 +22,15 @@ def parse_indices(text: str, size: int | None = None) -> list[int]:
             raise UsageError("--tasks all needs the split's size")
         return list(range(size))
     chosen: list[int] = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.partition("-")
-            chosen.extend(range(int(first), int(last or first) + 1))
-    except ValueError:
-        raise UsageError(f"--tasks: write indices and ranges like 0-99,150 or all, got {text!r}") from None
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        try:
+            start, end = int(first), int(last or first)
+        except ValueError:
+            raise UsageError(f"--tasks: write indices and ranges like 0-99,150 or all, got {text!r}") from None
+        if end < start:  # else an empty range: nothing played, and no word of why
+            raise UsageError(f"--tasks: the range {part} runs backwards; write it as {end}-{start}")
+        chosen.extend(range(start, end + 1))
     return chosen
 
 
