@@ -12,7 +12,9 @@ import random
 import pytest
 import torch
 
+from gymwire.sdk.errors import UsageError
 from gymwire.trainers.chat import ChatFormat
+from gymwire.trainers.learn.cli import load_trajectories
 from gymwire.trainers.learn.evolve import EvolveSettings, agent_evol, rewarded, round_data
 from gymwire.trainers.learn.tokens import conversation_tokens, token_rows
 from gymwire.trainers.learn.trajectories import (
@@ -186,6 +188,43 @@ def test_a_relabelled_turn_is_learned_after_the_executed_history(smollm2_tokeniz
     assert relabel.endswith("assistant\nAction: turn left<|im_end|>") and "turn right" not in relabel
     in_sequence = next(text for text, learned in texts if learned == "Action: move forward<|im_end|>")
     assert "Action: turn right<|im_end|>" in in_sequence  # the executed history, not learned
+
+
+def test_a_state_met_again_with_the_same_history_is_learned_once(smollm2_tokenizer):
+    chat = ChatFormat(smollm2_tokenizer)
+    # The learner asks five times for a key it cannot see; the expert would turn each time.
+    refused = 'Invalid action "go to blue key 1": you see no blue key. Nothing changed.'
+    turns = [TrajectoryTurn(reply="Action: go to blue key 1", action="Action: go to blue key 1", observation=refused,
+                            reward=0.0, info={"valid": False}, label="Action: turn left") for _ in range(5)]
+    trajectory = Trajectory(env="babyai", split="train", index=7, instructions=INSTRUCTIONS,
+                            observation="Your goal: go to the blue key\nYou see a wall.", turns=turns, success=False,
+                            score=0.0, finish="truncated", policy="clone", sample=0)
+    rows = list(token_rows([trajectory], chat, max_tokens=4096, history=2, learn_replies=False))
+    # Contexts of 0, 1 and 2 refused turns differ; from the fourth turn on the last two are the same.
+    assert len(rows) == 3
+    assert len({tuple(r.input_ids) for r in rows}) == 3
+    assert [len(r.input_ids) for r in rows] == sorted(len(r.input_ids) for r in rows)
+    # Another episode meeting the same state is its own evidence: one row each.
+    twice = list(token_rows([trajectory, trajectory], chat, max_tokens=4096, history=2, learn_replies=False))
+    assert len(twice) == 6
+
+
+def test_turn_limits_and_sample_sizes_apply_per_file(tmp_path):
+    short = [episode(i, replies=("Action: turn left",)) for i in range(6)]
+    long = [episode(10 + i, replies=("Action: turn left",) * 4) for i in range(3)]
+    first = write_trajectories(tmp_path / "a.jsonl", short + long)
+    second = write_trajectories(tmp_path / "b.jsonl", short + long)
+    both = [str(first), str(second)]
+    # No limit on the first file, at most 2 turns in the second.
+    chosen = load_trajectories(both, max_turns="40,2")
+    assert len(chosen) == 9 + 6
+    assert load_trajectories(both, max_turns=2) == load_trajectories([str(first)], max_turns=2) * 2
+    sampled = load_trajectories(both, episodes="9,4", max_turns="40,2", seed=1)
+    assert len(sampled) == 9 + 4 and all(len(t.turns) == 1 for t in sampled[9:])
+    with pytest.raises(UsageError, match="--max-episode-turns gives 3 numbers for 2 files"):
+        load_trajectories(both, max_turns="1,2,3")
+    with pytest.raises(UsageError, match=r"--max-episode-turns is a number or one number per file \(e.g. 40,10\)"):
+        load_trajectories(both, max_turns="ten")
 
 
 # -- DPO ---------------------------------------------------------------------------------------------

@@ -229,7 +229,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="run folder: metrics.jsonl, config.json, model/")
     parser.add_argument("--max-tokens", type=int, default=1024, help="longest row; longer episodes go on in a next row (default 1024)")
     parser.add_argument("--history", type=int, default=2, help="turns of context a continued row or a relabelled turn keeps (default 2)")
-    parser.add_argument("--max-episode-turns", type=int, help="use only episodes of at most this many turns")
+    parser.add_argument("--max-episode-turns", help="use only episodes of at most this many turns; one number, or one per file: 40,10")
     parser.add_argument("--episodes", help="use at most this many episodes of each file (a seeded sample); one number, or one per file: 114,40")
     parser.add_argument("--instructions", default=None, help="AgentTraj files: the environment's instructions to split off the first turn")
 
@@ -245,25 +245,18 @@ def _training_arguments(parser: argparse.ArgumentParser, lr: float, epochs: floa
     parser.add_argument("--seed", type=int, default=0)
 
 
-def load_trajectories(paths: list[str], episodes: str | int | None = None, max_turns: int | None = None,
+def load_trajectories(paths: list[str], episodes: str | int | None = None, max_turns: str | int | None = None,
                       seed: int = 0, instructions: str = "") -> list[Any]:
     """Trajectories of every file (gymwire JSONL or AgentTraj by content), filtered and sampled:
-    `episodes` is a count for every file or a comma list, one count per file."""
+    `episodes` and `max_turns` are one number for every file or a comma list, one per file."""
     import random
 
     from .trajectories import FormatError, read_agenttraj, read_trajectories
 
-    counts: list[int | None] = [None] * len(paths)
-    if episodes is not None:
-        try:
-            given = [int(part) for part in str(episodes).split(",")]
-        except ValueError:
-            raise UsageError(f"--episodes is a number or one number per file (e.g. 114,40), got {episodes!r}") from None
-        if len(given) not in (1, len(paths)):
-            raise UsageError(f"--episodes gives {len(given)} counts for {len(paths)} files: give one, or one per file")
-        counts = given * len(paths) if len(given) == 1 else list(given)
+    counts = _per_file("--episodes", episodes, len(paths), "114,40")
+    turn_limits = _per_file("--max-episode-turns", max_turns, len(paths), "40,10")
     chosen: list[Any] = []
-    for path, episodes in zip(paths, counts):
+    for path, episodes, max_turns in zip(paths, counts, turn_limits):
         if not Path(path).exists():
             raise UsageError(f"no such file: {path}")
         try:
@@ -277,6 +270,19 @@ def load_trajectories(paths: list[str], episodes: str | int | None = None, max_t
             found = random.Random(seed).sample(found, episodes)
         chosen += found
     return chosen
+
+
+def _per_file(option: str, value: str | int | None, files: int, example: str) -> list[int | None]:
+    """An option that is one number for every file or a comma list of one number per file."""
+    if value is None:
+        return [None] * files
+    try:
+        given = [int(part) for part in str(value).split(",")]
+    except ValueError:
+        raise UsageError(f"{option} is a number or one number per file (e.g. {example}), got {value!r}") from None
+    if len(given) not in (1, files):
+        raise UsageError(f"{option} gives {len(given)} numbers for {files} files: give one, or one per file")
+    return given * files if len(given) == 1 else given
 
 
 def learnable(trajectories: list[Any]) -> list[Any]:

@@ -9,6 +9,8 @@ Rows are cut to `max_tokens`: an episode that does not fit goes on in a next row
 again from the first message (it states the goal) and the last `history` turns as context. A turn
 whose label differs from the reply executed (DAgger) cannot sit in the sequence (the observation
 after it followed the executed reply), so it becomes a row of its own: its context, then the label.
+A learner that repeats one refused action meets the same state with the same recent history many
+times; that row is learned once per episode, not once per repeat.
 """
 
 from __future__ import annotations
@@ -65,13 +67,16 @@ def token_rows(trajectories: Iterable[Trajectory], chat: Any, max_tokens: int = 
         ]
         row_start = 0
         tokens, mask = list(layout.head), [0] * len(layout.head)
+        relabelled: set[tuple[int, ...]] = set()
         for i, turn in enumerate(turns):
             if turn.label is not None and turn.label != turn.reply:
                 context = layout.context(max(0, i - history), i)
                 target = layout.targets[i]
                 assert target is not None
-                if len(context) + len(target) <= max_tokens:
-                    yield TokenRow(context + target, [0] * len(context) + [1] * len(target), trajectory.item_id)
+                row = tuple(context + target)
+                if len(row) <= max_tokens and row not in relabelled:
+                    relabelled.add(row)
+                    yield TokenRow(list(row), [0] * len(context) + [1] * len(target), trajectory.item_id)
             piece = layout.replies[i] + (layout.after[i] if i + 1 < len(turns) else [])
             if len(tokens) + len(piece) > max_tokens and i > row_start:
                 if any(mask):
