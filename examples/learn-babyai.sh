@@ -37,3 +37,13 @@ gymwire eval "$RUN-dagger/model" babyai "${EVAL[@]}" --name smollm2-babyai-dagge
 [ -f "$RUN-long/model/config.json" ] || gymwire learn sft "$DATA" --model "$RUN-more/model" --output "$RUN-long" \
     --episodes 445 --max-episode-turns 20 --seed 2 --epochs 1 --lr 5e-5 --batch-rows 8 --threads 1 --time-limit 3000
 gymwire eval "$RUN-long/model" babyai "${EVAL[@]}" --name smollm2-babyai-bc-long --output runs/eval/babyai-bc-long
+
+# 7. DAgger again, done as DAgger: stage 2 plays 120 unseen train tasks greedily, the expert labels
+#    every state (a state met again with the same two turns of history is learned once per episode);
+#    from stage 2, learn on all those labels with a seeded 200 expert episodes of at most 10 turns.
+gymwire collect babyai --policy "$RUN-more/model" --label expert --tasks 3200-3319 --temperature 0 --turn-tokens 24 \
+    --episode-tokens 1536 --concurrency 60 --threads 2 --output runs/data/babyai-dagger3.jsonl --no-progress
+[ -f "$RUN-dagger3/model/config.json" ] || gymwire learn sft runs/data/babyai-dagger3.jsonl "$DATA" --episodes 120,200 \
+    --max-episode-turns 40,10 --model "$RUN-more/model" --output "$RUN-dagger3" --seed 3 --epochs 1 --lr 3e-5 \
+    --batch-rows 8 --threads 2 --time-limit 2400
+gymwire eval "$RUN-dagger3/model" babyai "${EVAL[@]}" --name smollm2-babyai-dagger3 --output runs/eval/babyai-dagger3
