@@ -34,7 +34,7 @@ def test_the_expert_writes_rewarded_trajectories_and_a_second_run_resumes(url, t
     output = tmp_path / "textcraft.jsonl"
     settings = CollectSettings(env="textcraft", indices=range(4), progress=False)
     counts = run(url, ExpertPlayer(), settings, output)
-    assert counts == {"played": 4, "kept": 4, "successes": 4, "errors": 0, "skipped": 0}
+    assert counts == {"played": 4, "kept": 4, "successes": 4, "errors": 0, "skipped": 0, "first_error": None}
     trajectories = read_trajectories(output)
     assert sorted(t.index for t in trajectories) == [0, 1, 2, 3]
     for t in trajectories:
@@ -133,6 +133,20 @@ def test_collect_and_learn_errors_are_one_line(args, message, capsys, tmp_path, 
     assert error.count("\n") == 1 and message in error and "Traceback" not in error
 
 
+def test_a_collection_where_every_episode_errs_says_why_and_retries_them_next_time(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # The expert plays gymwire's own BabyAI text: under AgentGym's profile every episode is an error.
+    args = ["collect", "babyai", "--options", "{profile: agentgym}", "--tasks", "0-1", "--output", "x.jsonl", "--no-progress"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "2 errors (first: the BabyAI expert plays gymwire's own text, not profile 'agentgym')" in captured.out
+    assert captured.err.count("\n") == 1 and "every episode of babyai ended in an error" in captured.err
+    # Nothing is marked done: the same command, fixed, plays both tasks.
+    assert not (tmp_path / "x.jsonl.done").exists() or not (tmp_path / "x.jsonl.done").read_text().strip()
+    assert main(args[:2] + args[4:]) == 0
+    assert "played 2 episodes (0 already done), 2 successful, 0 errors;" in capsys.readouterr().out
+
+
 def test_convert_writes_agenttraj_and_openrlhf_rows(url, tmp_path, capsys):
     data = tmp_path / "t.jsonl"
     run(url, ExpertPlayer(), CollectSettings(env="textcraft", indices=[0, 1], progress=False), data)
@@ -189,7 +203,7 @@ def test_the_deep_search_expert_answers_the_built_in_questions(tmp_path):
     output = tmp_path / "deepsearch.jsonl"
     with GymServer([DeepSearchEnv], port=0).run_in_thread() as address:
         counts = run(address, ExpertPlayer(), CollectSettings(env="deepsearch", indices=range(3), progress=False), output)
-    assert counts == {"played": 3, "kept": 3, "successes": 3, "errors": 0, "skipped": 0}
+    assert counts == {"played": 3, "kept": 3, "successes": 3, "errors": 0, "skipped": 0, "first_error": None}
     for t in read_trajectories(output):
         assert t.turns[0].action.startswith("<search>") and t.turns[-1].action.startswith("<answer>")
         assert "correct" in t.turns[-1].observation

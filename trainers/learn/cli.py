@@ -150,8 +150,12 @@ def _collect(args: argparse.Namespace) -> int:
             raise SetupError(f"cannot reach the gym server: {exc}") from exc
         finally:
             shutdown()
+    first_error = f" (first: {counts['first_error']})" if counts["errors"] else ""
     print(f"collect {name}: played {counts['played']} episodes ({counts['skipped']} already done), "
-          f"{counts['successes']} successful, {counts['errors']} errors; kept {counts['kept']} in {args.output}")
+          f"{counts['successes']} successful, {counts['errors']} errors{first_error}; kept {counts['kept']} in {args.output}")
+    if counts["played"] and counts["errors"] == counts["played"]:
+        raise SetupError(f"every episode of {name} ended in an error (first: {counts['first_error']}); "
+                         "fix it and run the same command again")
     return 0
 
 

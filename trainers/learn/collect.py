@@ -200,14 +200,15 @@ def _key(split: str, index: int, sample: int) -> str:
 
 async def collect(url: str, player: Player, settings: CollectSettings, output: str | Path, token: str | None = None) -> dict[str, Any]:
     """Play every (task, sample) not yet recorded in `output`; append the kept trajectories.
-    Returns counts: played, kept, successes, errors, skipped (already done)."""
+    Returns counts: played, kept, successes, errors, skipped (already done), and the first error's
+    message (`first_error`, None without errors)."""
     from gymwire.sdk.client import GymClient
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     done = _done_keys(output)
     marks = output.with_name(output.name + ".done")
-    counts = {"played": 0, "kept": 0, "successes": 0, "errors": 0, "skipped": 0}
+    counts: dict[str, Any] = {"played": 0, "kept": 0, "successes": 0, "errors": 0, "skipped": 0, "first_error": None}
     slots = asyncio.Semaphore(settings.concurrency)
     bar = _bar(settings, len(settings.indices) * settings.samples)
     play = player.play_settings(PlaySettings(options=dict(settings.options), max_turns=settings.max_turns,
@@ -229,11 +230,14 @@ async def collect(url: str, player: Player, settings: CollectSettings, output: s
             counts["played"] += 1
             counts["successes"] += trajectory.success
             counts["errors"] += trajectory.finish == ERROR
+            if trajectory.finish == ERROR and counts["first_error"] is None:
+                counts["first_error"] = (trajectory.error or "unknown").splitlines()[0][:300]
             if settings.keep(trajectory):
                 append_trajectory(output, trajectory)
                 counts["kept"] += 1
-            with marks.open("a", encoding="utf-8") as out:
-                out.write(key + "\n")
+            if trajectory.finish != ERROR:  # an error is no result: the next run plays the task again
+                with marks.open("a", encoding="utf-8") as out:
+                    out.write(key + "\n")
             bar.update(1)
             bar.set_postfix(kept=counts["kept"], success=f"{counts['successes']}/{counts['played']}")
 
