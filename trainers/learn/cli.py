@@ -260,7 +260,7 @@ def load_trajectories(paths: list[str], episodes: str | int | None = None, max_t
     counts = _per_file("--episodes", episodes, len(paths), "114,40")
     turn_limits = _per_file("--max-episode-turns", max_turns, len(paths), "40,10")
     chosen: list[Any] = []
-    for path, episodes, max_turns in zip(paths, counts, turn_limits):
+    for path, count, turn_limit in zip(paths, counts, turn_limits):
         if not Path(path).exists():
             raise UsageError(f"no such file: {path}")
         try:
@@ -268,10 +268,10 @@ def load_trajectories(paths: list[str], episodes: str | int | None = None, max_t
             found = read_agenttraj(path, instructions) if head == "[" else read_trajectories(path)
         except FormatError as exc:
             raise UsageError(str(exc)) from exc
-        if max_turns is not None:
-            found = [t for t in found if len(t.turns) <= max_turns]
-        if episodes is not None and len(found) > episodes:
-            found = random.Random(seed).sample(found, episodes)
+        if turn_limit is not None:
+            found = [t for t in found if len(t.turns) <= turn_limit]
+        if count is not None and len(found) > count:
+            found = random.Random(seed).sample(found, count)
         chosen += found
     return chosen
 
