@@ -140,7 +140,7 @@ def test_a_collection_where_every_episode_errs_says_why_and_retries_them_next_ti
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "2 errors (first: the BabyAI expert plays gymwire's own text, not profile 'agentgym')" in captured.out
-    assert captured.err.count("\n") == 1 and "every episode of babyai ended in an error" in captured.err
+    assert captured.err.count("\n") == 1 and "every episode of babyai failed (" in captured.err
     # Nothing is marked done: the same command, fixed, plays both tasks.
     assert not (tmp_path / "x.jsonl.done").exists() or not (tmp_path / "x.jsonl.done").read_text().strip()
     assert main(args[:2] + args[4:]) == 0

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gymwire.sdk.errors import SetupError, UsageError
+from gymwire.sdk.errors import SetupError, UsageError, check_not_all_failed
 
 from ..models.backends import BACKENDS
 
@@ -208,15 +208,13 @@ def _run(args: argparse.Namespace, others: list[dict[str, Any]]) -> int:
 
 
 def _check_all_failed(results: dict[str, Any], output: Path) -> None:
-    """An environment whose every episode failed is no result: exit non-zero, saying why."""
     from .evaluate import _episodes_path, _recorded
 
     for env, figures in results["envs"].items():
         played = figures["episodes"]
         if played and figures["errors"]["mean"] == 1.0:
             errors = [e.error for e in _recorded(_episodes_path(output, env)).values() if e.error]
-            first = (errors[0] if errors else "unknown").splitlines()[0][:300]
-            raise SetupError(f"every episode of {env} failed ({played} of {played}; first error: {first}); fix it and run the same command again")
+            check_not_all_failed(env, played, played, errors[0] if errors else None)
 
 
 async def _check_targets(targets: list[Any], split: str, token: str | None) -> None:

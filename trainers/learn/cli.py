@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from gymwire.sdk.errors import SetupError, UsageError
+from gymwire.sdk.errors import SetupError, UsageError, check_not_all_failed
 
 __all__ = ["register_collect", "register_learn"]
 
@@ -153,9 +153,7 @@ def _collect(args: argparse.Namespace) -> int:
     first_error = f" (first: {counts['first_error']})" if counts["errors"] else ""
     print(f"collect {name}: played {counts['played']} episodes ({counts['skipped']} already done), "
           f"{counts['successes']} successful, {counts['errors']} errors{first_error}; kept {counts['kept']} in {args.output}")
-    if counts["played"] and counts["errors"] == counts["played"]:
-        raise SetupError(f"every episode of {name} ended in an error (first: {counts['first_error']}); "
-                         "fix it and run the same command again")
+    check_not_all_failed(name, counts["played"], counts["errors"], counts["first_error"])
     return 0
 
 
