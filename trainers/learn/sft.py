@@ -54,6 +54,10 @@ def trainer_arguments(output: Path, epochs: float, lr: float, batch_rows: int, m
         per_device_train_batch_size=1, gradient_accumulation_steps=batch_rows, logging_steps=logging_steps,
         save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
         seed=seed, max_length=None, dataloader_num_workers=0, disable_tqdm=True,
+        # TRL turns activation checkpointing on by default. On a CPU a small model's activations fit
+        # and recomputing the forward pass would cost about a quarter of the time; on a GPU, memory
+        # is what limits.
+        gradient_checkpointing=torch.cuda.is_available(),
     )
 
 
