@@ -171,15 +171,15 @@ def train_sft(model_spec: str, rows: Sequence[TokenRow], output: str | Path, set
                                  target_modules="all-linear", task_type="CAUSAL_LM")
     dataset = Dataset.from_list([{"input_ids": r.input_ids, "completion_mask": r.completion_mask} for r in rows])
     AgentTokenSFT = _agent_token_trainer(SFTTrainer)
-    config = SFTConfig(
+    config = SFTConfig(**{
         **trainer_arguments(output, settings.epochs, settings.lr, settings.batch_rows, settings.max_steps,
                             settings.logging_steps, settings.seed),
-        lr_scheduler_type="cosine",
-        warmup_steps=settings.warmup_ratio,
-        weight_decay=settings.weight_decay,
-        completion_only_loss=True,
-        **settings.extra,
-    )
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": settings.warmup_ratio,
+        "weight_decay": settings.weight_decay,
+        "completion_only_loss": True,
+        **settings.extra,  # the caller's own arguments win, gradient_checkpointing included
+    })
     if settings.train_layers is not None:
         freeze_below(model, settings.train_layers)
     trainer = AgentTokenSFT(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
