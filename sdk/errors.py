@@ -16,7 +16,7 @@ import errno
 import socket
 from typing import Iterable
 
-__all__ = ["UserError", "UsageError", "SetupError", "check_not_all_failed", "EXTRAS", "describe", "pip_line", "missing_extra", "port_number", "DEBUG_ENV_VAR"]
+__all__ = ["UserError", "UsageError", "SetupError", "check_not_all_failed", "first_line", "EXTRAS", "describe", "pip_line", "missing_extra", "port_number", "DEBUG_ENV_VAR"]
 
 DEBUG_ENV_VAR = "GYMWIRE_DEBUG"
 
@@ -38,12 +38,16 @@ class SetupError(UserError):
     exit_code = 1
 
 
+def first_line(message: str | None, limit: int = 300) -> str:
+    """An error message cut to its first line (at most `limit` characters), for a one-line report."""
+    return (message or "unknown").splitlines()[0][:limit]
+
+
 def check_not_all_failed(name: str, played: int, failed: int, first_error: str | None) -> None:
     """A run whose every episode of `name` failed is no result: raise SetupError naming the first
     error, so `eval` and `collect` exit non-zero with the same line."""
     if played and failed == played:
-        first = (first_error or "unknown").splitlines()[0][:300]
-        raise SetupError(f"every episode of {name} failed ({played} of {played}; first error: {first}); "
+        raise SetupError(f"every episode of {name} failed ({played} of {played}; first error: {first_line(first_error)}); "
                          "fix it and run the same command again")
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from gymwire.protocol import ProtocolError, StepResult
+from gymwire.sdk.errors import first_line
 from gymwire.trainers.episode import ERROR, EnvTask
 from gymwire.trainers.play import Actor, ChatActor, GenerationBatcher, PlaySettings, PromptConfig, ScriptedActor, TokenActor, open_session, play_episode
 from gymwire.trainers.policy import PolicyError, Sampling
@@ -231,7 +232,7 @@ async def collect(url: str, player: Player, settings: CollectSettings, output: s
             counts["successes"] += trajectory.success
             counts["errors"] += trajectory.finish == ERROR
             if trajectory.finish == ERROR and counts["first_error"] is None:
-                counts["first_error"] = (trajectory.error or "unknown").splitlines()[0][:300]
+                counts["first_error"] = first_line(trajectory.error)
             if settings.keep(trajectory):
                 append_trajectory(output, trajectory)
                 counts["kept"] += 1
