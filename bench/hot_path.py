@@ -49,11 +49,21 @@ class _Discard:
         self.last: Any = None
 
     async def send(self, frame: bytes | str) -> None:
+        self.send_now(frame)
+
+    def send_now(self, frame: bytes | str) -> bool:
         self.sent += 1
         self.last = frame
+        return True
 
     def welcomed(self, max_frame_bytes: int) -> None:
         pass
+
+
+async def _serve(conn: Connection, frame: bytes | str) -> None:
+    rest = conn._on_frame(frame)
+    if rest is not None:
+        await rest
 
 
 async def server_us_per_step(env: type, encoding: str, sessions: int, rounds: int) -> float:
@@ -65,9 +75,9 @@ async def server_us_per_step(env: type, encoding: str, sessions: int, rounds: in
     )
     sink = _Discard()
     conn = Connection(sink, rules, server._dispatch)
-    await conn._on_frame(ClientConnection(Codec(encoding), name="hot", url="hot://").hello())
+    await _serve(conn, ClientConnection(Codec(encoding), name="hot", url="hot://").hello())
     for i in range(sessions):
-        await conn._on_frame(codec.encode(Open(id=100 + i, env=env.name)))
+        await _serve(conn, codec.encode(Open(id=100 + i, env=env.name)))
     while sink.sent < sessions + 1:
         await asyncio.sleep(0.001)
     ids = list(server.sessions)
@@ -78,7 +88,7 @@ async def server_us_per_step(env: type, encoding: str, sessions: int, rounds: in
     started, before = time.process_time(), sink.sent
     for r, round_frames in enumerate(frames):
         for frame in round_frames:
-            await conn._on_frame(frame)
+            await _serve(conn, frame)
         while sink.sent < before + (r + 1) * sessions:
             await asyncio.sleep(0)
     took = time.process_time() - started
@@ -98,7 +108,11 @@ async def client_us_per_step(encoding: str, steps: int) -> float:
         lost = loop.create_future()
 
         async def send(self, frame: bytes | str) -> None:
+            self.send_now(frame)
+
+        def send_now(self, frame: bytes | str) -> bool:
             loop.call_soon(client._on_frame, self, answer(codec.decode(frame)))  # type: ignore[arg-type]
+            return True
 
     capabilities = ["batch", "resume", "cancel", "deadlines"]
     welcome = Welcome(id=1, version="1.0", server=PeerInfo(name="hot"), capabilities=capabilities, limits=Limits())
@@ -106,6 +120,7 @@ async def client_us_per_step(encoding: str, steps: int) -> float:
     client._ws = Answering()  # type: ignore[assignment]
     client._connected.set()
     client._slots = asyncio.Semaphore(1024)
+    client._loop = loop
     session = ClientSession(client, Opened(id=2, session=SESSION, resume_token="t", env="noop", max_turns=10**9))
     # What the stub's answers cost, taken off below.
     request = codec.encode(Step(id=1, session=SESSION, seq=1, action="x"))

@@ -137,6 +137,15 @@ class _PicowsEnd(WSListener):
         if not self.closed:
             self.ws.send(_BINARY if type(frame) is bytes else _TEXT, frame)
 
+    def send_now(self, frame: bytes | str) -> bool:
+        """`send` as a plain call while the buffer has room (True); False, with nothing sent, while it is full."""
+        if self.closed:
+            return True
+        if self._writable is not None:
+            return False
+        self.ws.send(_BINARY if type(frame) is bytes else _TEXT, frame)
+        return True
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with a closing handshake; drop the connection if the peer does not answer in time."""
         if self.ws is None or self.closed:
@@ -175,6 +184,8 @@ class PicowsServerTransport(_PicowsEnd):
         self._frames: collections.deque[bytes] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
+        # Set by the connection: serves a frame from picows' callback while the loop waits in recv.
+        self.serve_in_place: Callable[[bytes], bool] | None = None
 
     def on_ws_connected(self, ws: Any) -> None:
         super().on_ws_connected(ws)
@@ -183,6 +194,8 @@ class PicowsServerTransport(_PicowsEnd):
         self.on_connected(self)
 
     def deliver(self, message: bytes) -> None:
+        if self._waiter is not None and self.serve_in_place is not None and self.serve_in_place(message):
+            return
         self._frames.append(message)
         waiter = self._waiter
         if waiter is not None:

@@ -43,6 +43,10 @@ class EnvRunner:
     async def step(self, action: str) -> StepOutcome:
         raise NotImplementedError
 
+    def step_now(self, action: str) -> StepOutcome:
+        """The step of a runner that `steps_at_once`, as a plain call."""
+        raise NotImplementedError
+
     async def close(self) -> None:
         raise NotImplementedError
 
@@ -90,13 +94,21 @@ class InlineRunner(EnvRunner):
         return await self._call(self.env.reset, task)
 
     async def step(self, action: str) -> StepOutcome:
-        # The hot path of inline and async environments: the environment's own call (and its
-        # coroutine) in this frame, no second coroutine per step.
+        # The hot path of async environments: the environment's coroutine awaited in this frame,
+        # no second coroutine per step.
         try:
             result = self.env.step(action)
             if not self.steps_at_once:
                 result = await result
             return result  # type: ignore[no-any-return]
+        except TaskError:
+            raise
+        except Exception as exc:
+            raise env_crashed(exc) from exc
+
+    def step_now(self, action: str) -> StepOutcome:
+        try:
+            return self.env.step(action)  # type: ignore[no-any-return]
         except TaskError:
             raise
         except Exception as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Protocol
 
 # Imported by name: `websockets.X` goes through the package's lazy __getattr__ (~7 us a call, per frame).
 from websockets.asyncio.server import ServerConnection as WebSocket
@@ -111,6 +111,10 @@ class Transport(Protocol):
         """Send a frame; nothing when the peer has gone (the read loop learns it)."""
         ...
 
+    def send_now(self, frame: bytes | str) -> bool:
+        """`send` without a coroutine where it need not wait (True); False, with nothing sent: call `send`."""
+        ...
+
     async def close(self, code: int, reason: str) -> None: ...
 
     def abort(self) -> None:
@@ -144,6 +148,9 @@ class WebSocketTransport:
         except ConnectionClosed:
             pass
 
+    def send_now(self, frame: bytes | str) -> bool:
+        return False  # websockets' send is a coroutine
+
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code, reason)
 
@@ -174,8 +181,12 @@ class MemoryTransport:
         return frame  # type: ignore[return-value]
 
     async def send(self, frame: bytes | str) -> None:
+        self.send_now(frame)
+
+    def send_now(self, frame: bytes | str) -> bool:
         if not self.closed:
             self.outbox.put_nowait(frame)
+        return True
 
     async def close(self, code: int, reason: str) -> None:
         self.closed_with = (code, reason)
@@ -217,6 +228,12 @@ class Connection:
         self.closed = False
         self.peer = transport.peer
         self.awaiting_welcome = True
+        # The loop it is served on, kept: on Python 3.11 asyncio.get_running_loop() makes a getpid
+        # system call, and requests start their tasks with it.
+        self.loop = asyncio.get_running_loop()
+        # A frame served from the transport's callback whose answer had to wait (a full socket
+        # buffer): it finishes in this task, and the next frame waits for it.
+        self.unfinished: asyncio.Task[None] | None = None
 
     @property
     def inflight(self) -> dict[int, "Inflight"]:
@@ -226,7 +243,9 @@ class Connection:
     # ------------------------------------------------------------------ writing
 
     async def send(self, message: Message) -> None:
-        await self.transport.send(self.protocol.encode(message))
+        frame = self.protocol.encode(message)
+        if not self.transport.send_now(frame):
+            await self.transport.send(frame)
 
     async def send_error(self, error: ProtocolError) -> None:
         await self.transport.send(self.protocol.encode_error(error))
@@ -234,9 +253,17 @@ class Connection:
     async def send_frame(self, frame: bytes | str) -> None:
         await self.transport.send(frame)
 
-    async def flush(self) -> None:
-        """Send what the rules answered, then close if they say so (a failed handshake)."""
-        for frame in self.protocol.frames_to_send():
+    def _send_now(self, frames: list[bytes | str]) -> Coroutine[Any, Any, None] | None:
+        """Send `frames` as plain calls while the transport can, then close if the rules say so (a
+        failed handshake); what must wait (a full buffer, the close) comes back as a coroutine."""
+        transport = self.transport
+        for sent, frame in enumerate(frames):
+            if not transport.send_now(frame):
+                return self._send_then_close(frames[sent:])
+        return self._send_then_close([]) if self.protocol.close_with is not None else None
+
+    async def _send_then_close(self, frames: list[bytes | str]) -> None:
+        for frame in frames:
             await self.transport.send(frame)
         if self.protocol.close_with is not None:
             await self.transport.close(*self.protocol.close_with)
@@ -246,9 +273,16 @@ class Connection:
     async def serve(self) -> None:
         """Read and answer frames until the peer goes; then stop what has not reached an environment."""
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
+        if hasattr(self.transport, "serve_in_place"):
+            self.transport.serve_in_place = self._serve_in_place
         try:
             while True:
-                await self._on_frame(await self.transport.recv())
+                frame = await self.transport.recv()
+                if self.unfinished is not None:
+                    await self.unfinished
+                rest = self._on_frame(frame)
+                if rest is not None:
+                    await rest
         except TransportClosed:
             pass
         finally:
@@ -256,6 +290,29 @@ class Connection:
             heartbeat.cancel()
             for inflight in self.inflight.values():
                 inflight.stop_unstarted()
+
+    def _serve_in_place(self, frame: bytes) -> bool:
+        """Serve a frame from the transport's callback while this loop waits for one with nothing
+        queued: a step run in place is answered before the callback returns, with no wake-up of
+        this loop between (an event-loop iteration less a round trip). False, with nothing done,
+        while an earlier frame's answer still waits to be sent: the frame then goes through `recv`."""
+        if self.unfinished is not None:
+            return False
+        try:
+            rest = self._on_frame(frame)
+        except Exception:
+            log.exception("connection from %s: serving a frame failed; closing it", self.peer)
+            self.transport.abort()
+            return True
+        if rest is not None:
+            self.unfinished = self.loop.create_task(self._finish(rest))
+        return True
+
+    async def _finish(self, rest: Coroutine[Any, Any, None]) -> None:
+        try:
+            await rest
+        finally:
+            self.unfinished = None
 
     async def _heartbeat(self) -> None:
         protocol = self.protocol
@@ -281,11 +338,13 @@ class Connection:
                     self.transport.abort()
                     return
 
-    async def _on_frame(self, frame: bytes | str) -> None:
+    def _on_frame(self, frame: bytes | str) -> Coroutine[Any, Any, None] | None:
+        """Serve one frame as plain calls: the rules answer what they can, the dispatch the rest (a
+        step run in place answers at once; other requests start their task). What must wait to be
+        sent comes back as a coroutine for the caller to await, else None."""
         message = self.protocol.decode(frame, now())
         if message is None:
-            await self.flush()
-            return
+            return self._send_now(self.protocol.frames_to_send())
         try:
             request = self.protocol.receive(message)  # the rules answer what they can
             if self.awaiting_welcome and self.protocol.welcomed:
@@ -293,20 +352,19 @@ class Connection:
                 self.awaiting_welcome = False
                 self.transport.welcomed(2 * self.protocol.limits.max_frame_bytes)
             if request is None:
-                await self.flush()
-                return
+                return self._send_now(self.protocol.frames_to_send())
             reply = self.dispatch(self, request)
-            if reply is not None:
-                await self.send(reply)
+            if reply is None:
+                return None
+            return self._send_now([self.protocol.encode(reply)])
         except ProtocolError as exc:
             if exc.request_id is None:
                 exc.request_id = getattr(message, "id", None)
-            await self.send_error(exc)
+            return self._send_now([self.protocol.encode_error(exc)])
         except Exception as exc:  # a bug of ours: answer it, keep serving
             log.exception("internal error on %s", message.type)
-            await self.send_error(
-                ProtocolError(ErrorCode.INTERNAL, f"internal server error: {brief(exc)}", request_id=getattr(message, "id", None))
-            )
+            error = ProtocolError(ErrorCode.INTERNAL, f"internal server error: {brief(exc)}", request_id=getattr(message, "id", None))
+            return self._send_now([self.protocol.encode_error(error)])
 
 
 def brief(exc: BaseException) -> str:

@@ -14,12 +14,16 @@ class RequestLine:
 
     def __init__(self) -> None:
         self._tail: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() is a getpid call on 3.11
 
     def busy(self) -> bool:
         return self._tail is not None and not self._tail.done()
 
     def join(self) -> "LinePlace":
-        place = LinePlace(self._tail, asyncio.get_running_loop().create_future())
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        place = LinePlace(self._tail, loop.create_future())
         self._tail = place.finished
         return place
 

@@ -81,7 +81,7 @@ class Scheduling:
             inflight.places = [self._join_line(conn, message.session)]
         elif isinstance(message, StepBatch):
             inflight.places = [self._join_line(conn, item.session) for item in message.steps]
-        inflight.task = asyncio.get_running_loop().create_task(self._serve_request(conn, message))
+        inflight.task = conn.loop.create_task(self._serve_request(conn, message))
 
     def _join_line(self: "GymServer", conn: Connection, session_id: str) -> LinePlace | None:
         session = self.registry.sessions.get(session_id)
@@ -91,7 +91,7 @@ class Scheduling:
         inflight = conn.inflight[message.id]
         deadline = getattr(message, "deadline_ms", None)
         if deadline is not None:
-            inflight.deadline = asyncio.get_running_loop().call_later(
+            inflight.deadline = conn.loop.call_later(
                 deadline / 1000, self._deadline_passed, conn, message, inflight
             )
         try:

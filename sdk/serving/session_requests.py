@@ -1,15 +1,15 @@
 """The requests that reach an environment: open, reset, step, step_batch, close and resume.
 
-A step has one path, `_step_session`: check the action, take the session's place in line, ask the
-session machine (execute or replay), call the runner, record the answer. A runner whose steps never
-wait (`steps_at_once`) has that same path run in place, with no task, when nothing is queued
-(`_serve_step`). Every environment failure becomes ENV_CRASHED in one place, `_crash`.
+A step checks its action, takes the session's place in line (`_step_session`), asks the session
+machine (execute or replay), calls the runner and records the answer (`_step_answered`, shared by
+both paths). A runner whose steps never wait (`steps_at_once`) has its step run right in
+`_serve_step` as plain calls, with no task or coroutine, when nothing is queued. Every environment
+failure becomes ENV_CRASHED in one place, `_crash`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import secrets
@@ -50,10 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gymwire.server")
 
-# The place in line of a step run in place: nothing is queued and nothing can interleave with it.
-_NO_LINE = contextlib.nullcontext()
-
-
 def _task_text(task: TaskRef) -> str:
     return " ".join(f"{key}={value}" for key, value in task.model_dump(exclude_none=True).items()) or "of the env's choice"
 
@@ -67,16 +63,6 @@ def _crash(session: ServerSession, what: str, exc: BaseException, task: TaskRef 
         session.id, session.env_name, _task_text(task or session.task), what, exc_info=exc,
     )
     return ProtocolError(ErrorCode.ENV_CRASHED, f"{what} failed: {brief(exc)}", session=session.id)
-
-
-def _run_in_place(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine that never waits to its end, here, without a task."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    coro.close()
-    raise RuntimeError("a step of a runner with steps_at_once waited")
 
 
 class SessionRequests:
@@ -180,7 +166,7 @@ class SessionRequests:
 
     def _serve_step(self: "GymServer", conn: Connection, message: Step) -> StepResult | None:
         """A step of a session whose runner steps at once, with nothing queued and no deadline, runs
-        its path right here: nothing can interleave with it. Any other goes to a task (None)."""
+        here, as plain calls: nothing can interleave with it. Any other goes to a task (None)."""
         session = self.registry.sessions.get(message.session)
         if (
             session is not None
@@ -190,7 +176,16 @@ class SessionRequests:
             and not session.line.busy()
         ):
             session.last_active = now()
-            return _run_in_place(self._step_session(session, message.id, message.seq, message.action, None, _NO_LINE))
+            self._check_action_size(session, message.action)
+            started = now()
+            machine = session.machine
+            if machine.check_step(message.seq) is Decision.REPLAY:
+                return machine.replay(StepResult, message.id)  # type: ignore[no-any-return]
+            try:
+                result = session.runner.step_now(message.action)
+            except (EnvCrashed, TaskError) as exc:
+                raise _crash(session, "step", exc) from None
+            return self._step_answered(session, message.id, message.seq, result, started)
         self._spawn(conn, message, self._step)
         return None
 
@@ -205,38 +200,41 @@ class SessionRequests:
         request_id: int,
         seq: int,
         action: str,
-        inflight: Inflight | None,
-        place: LinePlace | contextlib.nullcontext[None] | None,
+        inflight: Inflight,
+        place: LinePlace | None,
     ) -> StepResult:
-        """The one step path (see the module doc)."""
+        """The one step path of a step that may wait (see the module doc)."""
         self._check_action_size(session, action)
         started = now()
         async with place or session.line.join():
             machine = session.machine
             if machine.check_step(seq) is Decision.REPLAY:
-                return machine.replay(StepResult, request_id)
-            if inflight is not None:
-                inflight.env_started = True
+                return machine.replay(StepResult, request_id)  # type: ignore[no-any-return]
+            inflight.env_started = True
             try:
                 result: Any = await session.runner.step(action)
             except (EnvCrashed, TaskError) as exc:
                 raise _crash(session, "step", exc) from None
-            try:
-                if not isinstance(result, StepOutcome):
-                    raise EnvCrashed(f"step must return gymwire.sdk.StepOutcome, got {type(result).__name__}")
-                observation = as_observation(result.observation)
-                reward = float(result.reward)
-                if not math.isfinite(reward) or (result.score is not None and not math.isfinite(float(result.score))):
-                    # JSON cannot carry them (GW-FRAME-9) and no trainer can use them.
-                    raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
-            except (EnvCrashed, TypeError, ValueError) as exc:
-                raise _crash(session, "step", exc) from None
-            reply = machine.finish_step(
-                request_id, seq, observation, reward, bool(result.terminated), bool(result.truncated), result.info,
-                result.success, result.score,
-            )
-            self.registry.metrics.step(session.env_name, now() - started)
-            return reply
+            return self._step_answered(session, request_id, seq, result, started)
+
+    def _step_answered(self: "GymServer", session: ServerSession, request_id: int, seq: int, result: Any, started: float) -> StepResult:
+        """Check what the environment's step returned and record the answer (either path)."""
+        try:
+            if not isinstance(result, StepOutcome):
+                raise EnvCrashed(f"step must return gymwire.sdk.StepOutcome, got {type(result).__name__}")
+            observation = as_observation(result.observation)
+            reward = float(result.reward)
+            if not math.isfinite(reward) or (result.score is not None and not math.isfinite(float(result.score))):
+                # JSON cannot carry them (GW-FRAME-9) and no trainer can use them.
+                raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
+        except (EnvCrashed, TypeError, ValueError) as exc:
+            raise _crash(session, "step", exc) from None
+        reply = session.machine.finish_step(
+            request_id, seq, observation, reward, bool(result.terminated), bool(result.truncated), result.info,
+            result.success, result.score,
+        )
+        self.registry.metrics.step(session.env_name, now() - started)
+        return reply
 
     def _check_action_size(self: "GymServer", session: ServerSession, action: str) -> None:
         if len(action.encode("utf-8", "surrogatepass")) > self.limits.max_action_bytes:

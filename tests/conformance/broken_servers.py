@@ -63,8 +63,12 @@ class SleepyEnv(Environment):
 
 
 class _LockstepConnection(Connection):
-    async def _on_frame(self, frame: bytes | str) -> None:
-        await super()._on_frame(frame)
+    def _on_frame(self, frame: bytes | str) -> Any:
+        return self._lockstep(super()._on_frame(frame))
+
+    async def _lockstep(self, rest: Any) -> None:
+        if rest is not None:
+            await rest
         running = [inflight.task for inflight in self.inflight.values()]
         if running:
             await asyncio.wait(running)
@@ -77,12 +81,12 @@ class LockstepServer(GymServer):
 
 
 class _CrashOnBadFrameConnection(Connection):
-    async def _on_frame(self, frame: bytes | str) -> None:
+    def _on_frame(self, frame: bytes | str) -> Any:
         try:
             self.codec.decode(frame)
         except ProtocolError as exc:
             raise RuntimeError(f"unhandled bad frame: {exc}") from exc
-        await super()._on_frame(frame)
+        return super()._on_frame(frame)
 
 
 class CrashOnBadFrameServer(GymServer):
@@ -94,11 +98,12 @@ class CrashOnBadFrameServer(GymServer):
 class DoubleStepServer(GymServer):
     """Forgets the recorded answer when a seq is re-sent, so the step runs a second time."""
 
-    async def _step_session(self, session: Any, request_id: int, seq: int, *args: Any, **kwargs: Any) -> Any:
-        machine = session.machine
-        if machine.last_reply is not None and seq == machine.last_seq:
+    def _serve_step(self, conn: Any, message: Any) -> Any:
+        session = self.registry.sessions.get(message.session)
+        machine = session.machine if session is not None else None
+        if machine is not None and machine.last_reply is not None and message.seq == machine.last_seq:
             machine.last_seq -= 1
-        return await super()._step_session(session, request_id, seq, *args, **kwargs)
+        return super()._serve_step(conn, message)
 
 
 class DeadlineIgnoringServer(GymServer):
@@ -151,7 +156,7 @@ class ControlIdReuseServer(GymServer):
 
 
 class _BytesKeyConnection(Connection):
-    async def _on_frame(self, frame: bytes | str) -> None:
+    def _on_frame(self, frame: bytes | str) -> Any:
         if isinstance(frame, bytes):
             try:
                 obj = msgpack.unpackb(frame, raw=False)
@@ -160,7 +165,7 @@ class _BytesKeyConnection(Connection):
             if isinstance(obj, dict):
                 keys = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
                 frame = msgpack.packb(keys, use_bin_type=True)
-        await super()._on_frame(frame)
+        return super()._on_frame(frame)
 
 
 class BytesKeyServer(GymServer):

@@ -76,3 +76,49 @@ async def test_a_refused_hello_is_answered_then_closed_by_the_connection():
     await asyncio.wait_for(serving, 5)
     assert server_end.closed_with == (1008, "unauthorized")  # policy violation, after the answer
     await server.stop(drain_timeout=0)
+
+
+async def test_frames_served_in_place_wait_behind_an_answer_that_waits_for_room():
+    """A transport that pushes frames (picows) has each served from its callback while the
+    connection's loop waits; when an answer cannot be sent at once (a full buffer), the frames
+    behind it are refused there and go through the loop, after it: the answers keep their order,
+    even for a frame that comes just as room is made, before the waiting answer has gone."""
+    server = GymServer([GuessEnv], port=0)
+    server_end, client_end = memory_transports()
+    room = asyncio.Event()
+    full = False
+    send_now = server_end.send_now
+
+    def squeezed_send_now(frame):
+        return False if full else send_now(frame)
+
+    async def send(frame):
+        await room.wait()
+        send_now(frame)
+
+    server_end.serve_in_place = None  # as a picows transport: the connection sets it
+    server_end.send_now, server_end.send = squeezed_send_now, send
+    serving = asyncio.ensure_future(server.serve_connection(server_end, "gymwire.v1+msgpack"))
+    client = MemoryClient(client_end, "msgpack")
+    await client.handshake()
+    opened = await client.ask(Open(id=client.rules.next_id(), env="guess", task=TaskRef(seed=1)))
+    second = await client.ask(Open(id=client.rules.next_id(), env="guess", task=TaskRef(seed=2)))
+    serve_in_place = server_end.serve_in_place
+    assert serve_in_place is not None
+
+    def step(session: str, request_id: int) -> bytes:
+        return client.rules.codec.encode(Step(id=request_id, session=session, seq=1, action="1"))
+
+    full = True
+    assert serve_in_place(step(opened.session, 101)) is True  # served; its answer waits for room
+    assert serve_in_place(step(second.session, 102)) is False  # behind it: left to the loop
+    server_end.inbox.put_nowait(step(second.session, 102))
+    full = False
+    room.set()
+    assert serve_in_place(client.rules.codec.encode(ListEnvs(id=103))) is False  # the first still waits
+    server_end.inbox.put_nowait(client.rules.codec.encode(ListEnvs(id=103)))
+    ids = [client.rules.codec.decode(await asyncio.wait_for(client_end.recv(), 5)).id for _ in range(3)]
+    assert ids == [101, 102, 103]
+    client_end.abort()
+    await asyncio.wait_for(serving, 5)
+    await server.stop(drain_timeout=0)

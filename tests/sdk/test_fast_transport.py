@@ -14,8 +14,10 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gymwire.protocol import ErrorCode, Limits, ProtocolError
+from gymwire.sdk import Environment, StepOutcome
 from gymwire.sdk.client import GymClient
 from gymwire.sdk.server import GymServer
+from gymwire.sdk.serving.connections import Connection
 from gymwire.servers.guess import GuessEnv
 
 TRANSPORTS = ["websockets", "picows"]
@@ -116,6 +118,52 @@ async def test_picows_frames_obey_the_servers_limits_before_and_after_the_welcom
         assert msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT)) == {"type": "pong", "id": 3}
         await ws.close()
         await silent.close()
+
+
+class LoudEnv(Environment):
+    """Answers every step with a megabyte of text, on the event loop: its steps run in place."""
+
+    name = "loud"
+    inline = True
+
+    def reset(self, task):  # noqa: ANN001
+        return "quiet"
+
+    def step(self, action: str) -> StepOutcome:
+        return StepOutcome(action * (1 << 20))
+
+
+async def test_picows_answers_in_order_while_its_send_buffer_is_full(monkeypatch):
+    """A picows server answers a step run in place from picows' callback; when the socket's buffer
+    is full the answer waits, and the frames behind it wait for it: every answer arrives, in order."""
+    waited = []
+    finish = Connection._finish
+
+    async def counting_finish(self, rest):  # noqa: ANN001
+        waited.append(1)
+        await finish(self, rest)
+
+    monkeypatch.setattr(Connection, "_finish", counting_finish)
+    async with GymServer([LoudEnv], port=0, transport="picows") as server:
+        ws = await websockets.connect(server.url, subprotocols=["gymwire.v1+msgpack"], max_size=None)
+        await ws.send(msgpack.packb({"type": "hello", "id": 1, "version": "1.0", "max_frame_bytes": 4 << 20}))
+        assert msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT))["type"] == "welcome"
+        sessions = []
+        for request_id in range(2, 10):
+            await ws.send(msgpack.packb({"type": "open", "id": request_id, "env": "loud"}))
+            sessions.append(msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT))["session"])
+        ws.transport.pause_reading()  # the server's answers pile up in its buffer
+        steps = [msgpack.packb({"type": "step", "id": 100 + i, "session": s, "seq": 1, "action": "ab"[i % 2]}) for i, s in enumerate(sessions)]
+        for frame in steps:
+            await ws.send(frame)
+        await ws.send(msgpack.packb({"type": "ping", "id": 99}))
+        await asyncio.sleep(0.5)
+        ws.transport.resume_reading()
+        answers = [msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT)) for _ in range(len(steps) + 1)]
+        assert [a["id"] for a in answers] == [100 + i for i in range(len(steps))] + [99]
+        assert all(a["observation"]["text"] == "ab"[i % 2] * (1 << 20) for i, a in enumerate(answers[:-1]))
+        assert waited, "no answer had to wait for room in the buffer: the test did not fill it"
+        await ws.close()
 
 
 async def test_a_half_open_picows_peer_is_closed_and_its_session_waits_for_a_resume():
