@@ -133,6 +133,9 @@ class GymClient:
         self._closed = False
         self.lost: ServerLost | None = None  # set when the client gives up on its server
         self._slots: asyncio.Semaphore | None = None  # max_inflight of the welcome (GW-LIMIT-6)
+        # The loop the client connected on, kept: on Python 3.11 asyncio.get_running_loop() makes a
+        # getpid system call, a sizeable part of a request's time.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -172,6 +175,7 @@ class GymClient:
         self.protocol.require(capability, instead)
 
     async def connect(self) -> "GymClient":
+        self._loop = asyncio.get_running_loop()
         await self._connect_once()
         self._slots = asyncio.Semaphore(self.limits.max_inflight)
         self._connected.set()
@@ -402,15 +406,15 @@ class GymClient:
         While disconnected the request waits for the reconnect and is then sent. Beyond the
         server's max_inflight, requests wait here for one in flight to be answered."""
         slots = self._slots
-        if slots is None:
-            return await self._request(message, timeout)
-        await slots.acquire()  # (cheaper than `async with`: this is every request's path)
+        if slots is not None:
+            await slots.acquire()  # (cheaper than `async with`: this is every request's path)
         try:
-            return await self._request(message, timeout)
+            return await self._send_and_wait(message, timeout)
         finally:
-            slots.release()
+            if slots is not None:
+                slots.release()
 
-    async def _request(self, message: Message, timeout: float | None) -> Message:
+    async def _send_and_wait(self, message: Message, timeout: float | None) -> Message:
         if self.lost is not None:
             raise self.lost
         if self._closed:
@@ -419,11 +423,12 @@ class GymClient:
             raise Disconnected(f"not connected to {self.url} and not reconnecting; make a new client")
         request_id = message.id  # type: ignore[attr-defined]
         frame = self.protocol.request_frame(message)
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Message] = (self._loop or asyncio.get_running_loop()).create_future()
         pending = self.protocol.pending
         pending[request_id] = (message, future)
-        if self._connected.is_set() and self._ws is not None:
-            await self._ws.send(frame)  # on a closed connection, nothing: the reconnect re-sends it
+        ws = self._ws
+        if ws is not None and self._connected.is_set() and not ws.send_now(frame):
+            await ws.send(frame)  # on a closed connection, nothing: the reconnect re-sends it
         timeout = timeout if timeout is not None else self.request_timeout
         try:
             return await (asyncio.wait_for(future, timeout) if timeout else future)  # an error answer raises

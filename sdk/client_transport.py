@@ -32,6 +32,10 @@ class ClientTransport(Protocol):
         """Send a frame; nothing once the connection is closed (a reconnect re-sends what is unanswered)."""
         ...
 
+    def send_now(self, frame: bytes | str) -> bool:
+        """`send` without a coroutine where it need not wait (True); False, with nothing sent: call `send`."""
+        ...
+
     async def close(self) -> None: ...
 
     def abort(self) -> None:
@@ -69,6 +73,9 @@ class WebSocketsClientTransport:
             await self.ws.send(frame)
         except ConnectionClosed:
             pass
+
+    def send_now(self, frame: bytes | str) -> bool:
+        return False  # websockets' send is a coroutine
 
     async def close(self) -> None:
         await self.ws.close()

@@ -50,7 +50,6 @@ class ClientSession:
     async def settle(self) -> None:
         """Before a request that takes a seq: after a TIMEOUT, CANCELLED or ANSWER_TOO_LARGE answer the
         server may have run the request; ask it (a resume) instead of guessing the seq."""
-        # After a TIMEOUT, CANCELLED or ANSWER_TOO_LARGE the server may have run the request: ask it.
         if not self.machine.uncertain:
             return
         self.client.require(
@@ -85,7 +84,8 @@ class ClientSession:
         if deadline_ms is not None:
             self.client.require("deadlines")  # before the seq is taken
         require_text_action(action)
-        await self.settle()
+        if self.machine.uncertain:
+            await self.settle()
         # Built before the seq is taken: a deadline_ms out of range fails here, with nothing sent.
         # (Validating these few fields costs a quarter of what pydantic's model_construct does.)
         message = Step(id=self.client.next_id(), session=self.id, seq=self.machine.seq + 1, action=action, deadline_ms=deadline_ms)
