@@ -106,11 +106,12 @@ def report(results: dict[str, Any]) -> str:
     ]
     lines.append("1. sequential step round trip (us)          p50      mean       p99")
     for label, row in results["roundtrip"].items():
-        if label != "ratios_p50":
+        if label not in ("ratios_p50", "placed"):
             lines.append(f"   {label:36} {row['p50_us']:>8} {row['mean_us']:>9} {row['p99_us']:>9}")
     for label, ratio in results["roundtrip"]["ratios_p50"].items():
         lines.append(f"   {label:48} {ratio}x")
     lines.append(roundtrip_ratio_line(results))
+    lines.extend(placed_lines(results))
     lines.append("\n2a. pipelined over one connection")
     for row in results["pipelined"]:
         lines.append(f"   {row['in_flight']:>6} in flight: {row['steps_per_s']:>8} steps/s")
@@ -170,12 +171,28 @@ def sessions_report(results: dict[str, Any]) -> str:
         if label in r:
             lines.append(f"   {label:40} {r[label]['p50_us']:>8} {r[label]['p99_us']:>8}")
     lines.append(roundtrip_ratio_line(results))
+    lines.extend(placed_lines(results))
     first = results.get("first_observation")
     if first:
         lines.append("\nconnect to first observation (us)              p50      p99")
         for label, row in first.items():
             lines.append(f"   {label:40} {row['p50_us']:>8} {row['p99_us']:>8}")
     return "\n".join(lines)
+
+
+def placed_lines(results: dict[str, Any]) -> list[str]:
+    """The fast transport's round trips pinned to one core and to two, each beside its own floor."""
+    placed = results["roundtrip"].get("placed") or {}
+    lines = []
+    for placement, row in placed.items():
+        ratios = row["ratios_p50"]
+        lines.append(
+            f"   pinned to {placement.replace('_', ' ')}: asyncio TCP floor {row['tcp_floor_asyncio']['p50_us']}, "
+            f"picows echo {row['picows_echo']['p50_us']}, gymwire msgpack {row['gymwire_picows_msgpack']['p50_us']} "
+            f"({ratios['gymwire_picows_msgpack_vs_tcp_floor_asyncio']}x the floor), json "
+            f"{row['gymwire_picows_json']['p50_us']} (msgpack/json {ratios['gymwire_picows_msgpack_vs_json']})"
+        )
+    return lines
 
 
 def roundtrip_ratio_line(results: dict[str, Any]) -> str:

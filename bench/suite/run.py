@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import platform
@@ -10,7 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,52 @@ def roundtrip(plan: Plan) -> dict[str, Any]:
             "http_vs_gymwire_picows_msgpack": round(out["http_fastapi"]["p50_us"] / out["gymwire_picows_msgpack"]["p50_us"], 2),
         })  # fmt: skip
     out["ratios_p50"] = ratios
+    out["placed"] = placed_roundtrips(plan)
+    return out
+
+
+@contextlib.contextmanager
+def _pinned(server: ServerProcess, server_core: int, client_core: int) -> Iterator[None]:
+    """The server's loop on one core and this process's (the client's) on another or the same one."""
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(server.process.pid, {server_core})
+    os.sched_setaffinity(0, {client_core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+
+
+def placed_roundtrips(plan: Plan) -> dict[str, Any]:
+    """The fast transport's round trip beside its floors with both processes pinned: on one core
+    (no wake-up crosses cores: the round trip is the CPU of both ends) and on two (each end wakes
+    on its own core, as an idle machine places them). Unpinned, the scheduler moves between these
+    two and the floor with it (on this kind of machine a wake-up across cores costs tens of µs);
+    pinned, each figure repeats. Empty without the fast transport or a second core."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) < 2 or not fast_transport_installed():
+        return {}
+    n = plan.roundtrips
+    out: dict[str, Any] = {}
+    for placement, (server_core, client_core) in (("one_core", (cores[0], cores[0])), ("two_cores", (cores[0], cores[1]))):
+        row: dict[str, Any] = {}
+        with ServerProcess.floor() as server, _pinned(server, server_core, client_core):
+            asyncio.run(floor.asyncio_pingpong(server.port, n // 10))
+            row["tcp_floor_asyncio"] = summary_us(asyncio.run(floor.asyncio_pingpong(server.port, n)))
+        with ServerProcess.floor("picows") as server, _pinned(server, server_core, client_core):
+            run_loop("picows", floor.picows_pingpong(server.port, n // 10))
+            row["picows_echo"] = summary_us(run_loop("picows", floor.picows_pingpong(server.port, n)))
+        with ServerProcess.gymwire(transport="picows") as server, _pinned(server, server_core, client_core):
+            run_loop("picows", _gymwire_sequential(server.url, "msgpack", "noop", n // 5, "picows"))
+            for label, encoding in (("gymwire_picows_msgpack", "msgpack"), ("gymwire_picows_json", "json")):
+                row[label] = summary_us(run_loop("picows", _gymwire_sequential(server.url, encoding, "noop", n, "picows")))
+        floor_p50 = row["tcp_floor_asyncio"]["p50_us"]
+        row["ratios_p50"] = {
+            "gymwire_picows_msgpack_vs_tcp_floor_asyncio": round(row["gymwire_picows_msgpack"]["p50_us"] / floor_p50, 2),
+            "gymwire_picows_json_vs_tcp_floor_asyncio": round(row["gymwire_picows_json"]["p50_us"] / floor_p50, 2),
+            "gymwire_picows_msgpack_vs_json": round(row["gymwire_picows_msgpack"]["p50_us"] / row["gymwire_picows_json"]["p50_us"], 2),
+        }
+        out[placement] = row
     return out
 
 

@@ -7,6 +7,7 @@ BENCHMARKS.md, not in assertions.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,16 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         assert roundtrip[label]["count"] == results["plan"]["roundtrips"]
         assert 0 < roundtrip[label]["p50_us"] <= roundtrip[label]["p99_us"]
     assert roundtrip["ratios_p50"]["gymwire_msgpack_vs_tcp_floor_asyncio"] > 0
+    # The fast transport pinned to one core and to two (CI installs gymwire[fast]; a one-core
+    # machine has only the first placement to offer, so none is measured there).
+    placements = {"one_core", "two_cores"} if len(os.sched_getaffinity(0)) >= 2 else set()
+    assert set(roundtrip["placed"]) == placements
+    for row in roundtrip["placed"].values():
+        for label in ("tcp_floor_asyncio", "picows_echo", "gymwire_picows_msgpack", "gymwire_picows_json"):
+            assert row[label]["count"] == results["plan"]["roundtrips"] and row[label]["p50_us"] > 0
+        assert row["ratios_p50"]["gymwire_picows_msgpack_vs_tcp_floor_asyncio"] > 0
+    if placements:
+        assert "pinned to two cores: asyncio TCP floor" in run.stdout
 
     for kind in ("gymwire", "gymwire_paced", "http"):
         rows = results["concurrency"][kind]
