@@ -31,7 +31,7 @@ from gymwire.protocol import (
     StepResult,
     Welcome,
 )
-from gymwire.sdk.client import GymClient
+from gymwire.sdk.client import GymClient, InflightSlots
 from gymwire.sdk.server import GymServer, tune_gc_for_serving
 from gymwire.sdk.serving.connections import Connection
 from gymwire.sdk.session import ClientSession
@@ -119,7 +119,7 @@ async def client_us_per_step(encoding: str, steps: int) -> float:
     client.protocol.welcomed(codec.encode(welcome), 0.0)
     client._ws = Answering()  # type: ignore[assignment]
     client._connected.set()
-    client._slots = asyncio.Semaphore(1024)
+    client._slots = InflightSlots(1024)
     client._loop = loop
     session = ClientSession(client, Opened(id=2, session=SESSION, resume_token="t", env="noop", max_turns=10**9))
     # What the stub's answers cost, taken off below.

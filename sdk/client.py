@@ -17,6 +17,7 @@ raises MissingCapability before anything is sent.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -73,6 +74,47 @@ class ServerLost(Disconnected):
     def __init__(self, url: str, why: str) -> None:
         super().__init__(f"{why}: server {url} lost with its sessions; open them elsewhere")
         self.url = url
+
+
+class InflightSlots:
+    """At most `size` requests in flight; the others wait for a slot in arrival order. (What
+    asyncio.Semaphore does, but a free slot is taken with a comparison: its acquire and release
+    cost a generator and four Python calls a request.)"""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take_now(self) -> bool:
+        """Take a free slot if one is there and nobody waits for it."""
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Wait for a slot: `release` hands its own to the first waiter."""
+        if self.take_now():
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting.append(granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release()  # handed a slot just as the caller gave up: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(granted)
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            granted = self._waiting.popleft()
+            if not granted.done():
+                granted.set_result(None)
+                return
+        self.free += 1
 
 
 class GymClient:
@@ -132,7 +174,7 @@ class GymClient:
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
         self.lost: ServerLost | None = None  # set when the client gives up on its server
-        self._slots: asyncio.Semaphore | None = None  # max_inflight of the welcome (GW-LIMIT-6)
+        self._slots: InflightSlots | None = None  # max_inflight of the welcome (GW-LIMIT-6)
         # The loop the client connected on, kept: on Python 3.11 asyncio.get_running_loop() makes a
         # getpid system call, a sizeable part of a request's time.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,7 +219,7 @@ class GymClient:
     async def connect(self) -> "GymClient":
         self._loop = asyncio.get_running_loop()
         await self._connect_once()
-        self._slots = asyncio.Semaphore(self.limits.max_inflight)
+        self._slots = InflightSlots(self.limits.max_inflight)
         self._connected.set()
         return self
 
@@ -406,34 +448,31 @@ class GymClient:
         While disconnected the request waits for the reconnect and is then sent. Beyond the
         server's max_inflight, requests wait here for one in flight to be answered."""
         slots = self._slots
-        if slots is not None:
-            await slots.acquire()  # (cheaper than `async with`: this is every request's path)
+        if slots is not None and not slots.take_now():
+            await slots.take()
         try:
-            return await self._send_and_wait(message, timeout)
+            if self.lost is not None:
+                raise self.lost
+            if self._closed:
+                raise Disconnected("client is closed")
+            if not self._connected.is_set() and (self._reconnecting is None or self._reconnecting.done()):
+                raise Disconnected(f"not connected to {self.url} and not reconnecting; make a new client")
+            request_id = message.id  # type: ignore[attr-defined]
+            frame = self.protocol.request_frame(message)
+            future: asyncio.Future[Message] = (self._loop or asyncio.get_running_loop()).create_future()
+            pending = self.protocol.pending
+            pending[request_id] = (message, future)
+            try:
+                ws = self._ws
+                if ws is not None and self._connected.is_set() and not ws.send_now(frame):
+                    await ws.send(frame)  # on a closed connection, nothing: the reconnect re-sends it
+                timeout = timeout if timeout is not None else self.request_timeout
+                return await (asyncio.wait_for(future, timeout) if timeout else future)  # an error answer raises
+            finally:
+                pending.pop(request_id, None)
         finally:
             if slots is not None:
                 slots.release()
-
-    async def _send_and_wait(self, message: Message, timeout: float | None) -> Message:
-        if self.lost is not None:
-            raise self.lost
-        if self._closed:
-            raise Disconnected("client is closed")
-        if not self._connected.is_set() and (self._reconnecting is None or self._reconnecting.done()):
-            raise Disconnected(f"not connected to {self.url} and not reconnecting; make a new client")
-        request_id = message.id  # type: ignore[attr-defined]
-        frame = self.protocol.request_frame(message)
-        future: asyncio.Future[Message] = (self._loop or asyncio.get_running_loop()).create_future()
-        pending = self.protocol.pending
-        pending[request_id] = (message, future)
-        ws = self._ws
-        if ws is not None and self._connected.is_set() and not ws.send_now(frame):
-            await ws.send(frame)  # on a closed connection, nothing: the reconnect re-sends it
-        timeout = timeout if timeout is not None else self.request_timeout
-        try:
-            return await (asyncio.wait_for(future, timeout) if timeout else future)  # an error answer raises
-        finally:
-            pending.pop(request_id, None)
 
     async def list_envs(self) -> list[EnvInfo]:
         return (await self.request(ListEnvs(id=self.next_id()))).envs  # type: ignore[attr-defined]

@@ -922,6 +922,30 @@ async def test_the_client_keeps_within_max_inflight(make_server):
         assert [r.observation.text for r in results] == ["step 1: sleep 0.02"] * 12
 
 
+async def test_inflight_slots_wait_in_order_and_a_cancelled_waiter_loses_no_slot():
+    from gymwire.sdk.client import InflightSlots
+
+    slots = InflightSlots(2)
+    assert slots.take_now() and slots.take_now() and not slots.take_now()
+    order: list[str] = []
+
+    async def wait(name: str) -> None:
+        await slots.take()
+        order.append(name)
+
+    first, gone, third = (asyncio.ensure_future(wait(name)) for name in ("first", "gone", "third"))
+    await asyncio.sleep(0)
+    gone.cancel()  # gives up while waiting: its place goes, no slot with it
+    slots.release()
+    await asyncio.sleep(0)
+    assert order == ["first"] and slots.free == 0
+    slots.release()
+    third.cancel()  # handed the slot, cancelled before it ran: the slot comes back
+    await asyncio.gather(first, third, return_exceptions=True)
+    assert gone.cancelled() and third.cancelled() and order == ["first"]
+    assert slots.free == 1 and slots.take_now() and not slots.take_now()
+
+
 async def test_a_timeout_at_the_per_connection_cap_does_not_break_the_session(make_server):
     # After TIMEOUT the client re-syncs with a resume on its own connection; at the cap that
     # resume was refused CAPACITY, as if it added a session.
