@@ -47,8 +47,8 @@ class SessionsPlan:
     def full(cls) -> "SessionsPlan":
         return cls(
             # From low: on a shared machine the first level may already be too many.
-            multiplexed_levels=(1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 15_000, 20_000, 25_000),
-            per_connection_levels=(500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000, 10_000, 12_000),
+            multiplexed_levels=(1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000),
+            per_connection_levels=(500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000, 10_000, 12_000, 16_000, 20_000),
         )
 
     @classmethod
