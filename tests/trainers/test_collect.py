@@ -123,6 +123,7 @@ def test_a_model_plays_through_the_episode_loop_and_is_recorded(url, tmp_path):
     (["collect", "babyai", "--label", "expert", "--output", "x.jsonl"], "nothing to relabel"),
     (["collect", "babyai", "--tasks", "one-two", "--output", "x.jsonl"], "--tasks"),
     (["collect", "babyai", "--tasks", "0-3,9-5", "--output", "x.jsonl"], "the range 9-5 runs backwards; write it as 5-9"),
+    (["collect", "babyai", "--tasks", "90", "--output", "x.jsonl"], "write 0-89 for the first 90 tasks, or 90-90 for task 90 alone"),
     (["collect", "babyai", "--options", "[1, 2]", "--output", "x.jsonl"], "--options"),
     (["learn", "sft", "missing.jsonl", "--output", "run"], "no such file"),
 ])

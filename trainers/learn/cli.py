@@ -16,7 +16,14 @@ __all__ = ["register_collect", "register_learn"]
 
 
 def parse_indices(text: str, size: int | None = None) -> list[int]:
-    """"0-99,150" -> indices; "all" -> every index of a split of `size`."""
+    """"0-99,150" -> indices; "all" -> every index of a split of `size`. A bare number is refused:
+    `gymwire eval --tasks N` plays a sample of N tasks, and here it would be the one task N."""
+    if text.isdigit():
+        first = f"0-{int(text) - 1} for the first {text} tasks, or " if int(text) > 0 else ""
+        raise UsageError(
+            f"--tasks {text}: a bare number is a sample of {text} tasks in gymwire eval, not an index here; "
+            f"write {first}{text}-{text} for task {text} alone"
+        )
     if text == "all":
         if size is None:
             raise UsageError("--tasks all needs the split's size")
@@ -93,7 +100,7 @@ def register_collect(subparsers: Any) -> None:
     parser.add_argument("--base-url", help="an OpenAI-compatible endpoint serving --policy")
     parser.add_argument("--server", help="a running gym server ws://host:port (default: ENV served in-process)")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--tasks", default="0-99", help="task indices: 0-99,150 or all (default 0-99)")
+    parser.add_argument("--tasks", default="0-99", help="task indices: ranges and lists like 0-99,150, or all (default 0-99)")
     parser.add_argument("--samples", type=int, default=1, help="episodes per task (default 1)")
     parser.add_argument("--label", choices=["expert"], help="DAgger: the expert labels every state the policy reaches")
     parser.add_argument("--success-only", action="store_true", help="keep only successful episodes")
