@@ -170,9 +170,11 @@ class _PicowsEnd(WSListener):
 
 
 class PicowsServerTransport(_PicowsEnd):
-    """One server connection over picows, as a `Transport`: picows pushes its frames, the
-    connection's loop reads them with `recv`. Until the hello is welcomed, frames are small and few
-    (as GymWebSocket keeps them); past QUEUED_FRAMES unread frames it stops reading from the socket."""
+    """One server connection over picows, as a `Transport`: picows pushes its frames; while the
+    connection's loop waits in `recv` with nothing queued, each is served right in picows' callback
+    (`serve_in_place`), else queued for the loop to read with `recv`. Until the hello is welcomed,
+    frames are small and few (as GymWebSocket keeps them); past QUEUED_FRAMES unread frames it stops
+    reading from the socket."""
 
     def __init__(self, unwelcomed: Unwelcomed, on_connected: Callable[["PicowsServerTransport"], None]) -> None:
         super().__init__()

@@ -2,9 +2,9 @@
 
 The server talks to every session through an `EnvRunner` with three coroutines (reset, step,
 close), so the transport never knows how the environment is isolated. Two properties tell the server
-what it may do besides: `steps_at_once` (step never waits, so the server runs it in place, with no
-task: the fast path of inline environments) and `interrupt()` (stop a call in progress now, for
-a session destroyed mid-step).
+what it may do besides: `steps_at_once` (step never waits: the server may call `step_now`, a plain
+call, in place, with no task or coroutine: the fast path of inline environments) and `interrupt()`
+(stop a call in progress now, for a session destroyed mid-step).
 
 - `InlineRunner`: async environments, and sync ones that declare `inline = True` (microsecond
   steps: a thread hop would cost more than the step).
@@ -94,8 +94,9 @@ class InlineRunner(EnvRunner):
         return await self._call(self.env.reset, task)
 
     async def step(self, action: str) -> StepOutcome:
-        # The hot path of async environments: the environment's coroutine awaited in this frame,
-        # no second coroutine per step.
+        # Async environments, and sync inline ones whose step must wait its turn (a deadline, a
+        # queued request): the environment's call (and its coroutine) in this frame, no second
+        # coroutine per step.
         try:
             result = self.env.step(action)
             if not self.steps_at_once:

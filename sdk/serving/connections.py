@@ -1,7 +1,8 @@
-"""A client connection that owns its loop: it reads frames from its transport, lets the
-connection's rules (`gymwire.protocol.ServerConnection`) answer what they can, hands each request
-they pass on to the server's one dispatch, writes the answers, and runs its heartbeat. The server
-only accepts connections and keeps the session registry (sdk/server.py).
+"""A client connection that owns its loop: it reads frames from its transport (or, from a
+transport that pushes them, serves each in the transport's callback while the loop waits with
+nothing queued), lets the connection's rules (`gymwire.protocol.ServerConnection`) answer what they
+can, hands each request they pass on to the server's one dispatch, writes the answers, and runs its
+heartbeat. The server only accepts connections and keeps the session registry (sdk/server.py).
 
 A transport is what a connection needs of its socket (`Transport`): a WebSocket in a server
 (`WebSocketTransport`), a pair of in-memory queues in tests (`memory_transports`).
@@ -287,6 +288,8 @@ class Connection:
             pass
         finally:
             self.closed = True
+            if hasattr(self.transport, "serve_in_place"):
+                self.transport.serve_in_place = None  # else transport and connection hold each other
             heartbeat.cancel()
             for inflight in self.inflight.values():
                 inflight.stop_unstarted()

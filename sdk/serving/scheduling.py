@@ -142,7 +142,7 @@ class Scheduling:
         if not inflight.stop_unstarted() and inflight.task is not None:
             self._abandoned.add(inflight.task)
             inflight.task.add_done_callback(self._abandoned.discard)
-        asyncio.get_running_loop().create_task(conn.send_error(error))  # (send_error counts it in the metrics)
+        conn.loop.create_task(conn.send_error(error))  # (send_error counts it in the metrics)
 
     async def _opened_or_too_large(self: "GymServer", conn: Connection, opened: Opened) -> Message:
         """An `opened` the client cannot take (a huge first observation) would leave a session
@@ -158,7 +158,9 @@ class Scheduling:
     def _cancel(self: "GymServer", conn: Connection, message: Cancel) -> CancelAck:
         inflight = conn.inflight.get(message.target)
         if inflight is not None:
-            # Sent after the cancel_ack, which the connection sends as soon as this returns.
+            # Sent after the cancel_ack, which the connection sends as soon as this returns, when
+            # the socket has room; with its buffer full the two may leave in either order, as the
+            # spec allows (GW-REQUEST-3).
             cancelled = ProtocolError(
                 ErrorCode.CANCELLED,
                 "cancelled by the client",

@@ -62,6 +62,12 @@ class SleepyEnv(Environment):
         return StepOutcome(f"you said {action[:40]!r}")
 
 
+class InlineSleepyEnv(SleepyEnv):
+    """SleepyEnv run on the event loop: its steps take the server's in-place path."""
+
+    inline = True
+
+
 class _LockstepConnection(Connection):
     def _on_frame(self, frame: bytes | str) -> Any:
         return self._lockstep(super()._on_frame(frame))
@@ -95,15 +101,28 @@ class CrashOnBadFrameServer(GymServer):
     connection_class = _CrashOnBadFrameConnection
 
 
+def _forget_the_answer_to(machine: Any, seq: int) -> None:
+    if machine.last_reply is not None and seq == machine.last_seq:
+        machine.last_seq -= 1
+
+
 class DoubleStepServer(GymServer):
-    """Forgets the recorded answer when a seq is re-sent, so the step runs a second time."""
+    """Forgets the recorded answer when a seq is re-sent, so the step runs a second time (both step
+    paths: in place, and as a task, batches included)."""
 
     def _serve_step(self, conn: Any, message: Any) -> Any:
         session = self.registry.sessions.get(message.session)
-        machine = session.machine if session is not None else None
-        if machine is not None and machine.last_reply is not None and message.seq == machine.last_seq:
-            machine.last_seq -= 1
+        runs_in_place = (
+            session is not None and session.runner.steps_at_once and session.owner is conn
+            and message.deadline_ms is None and not session.line.busy()
+        )  # (else the task path's _step_session below forgets it)
+        if runs_in_place:
+            _forget_the_answer_to(session.machine, message.seq)
         return super()._serve_step(conn, message)
+
+    async def _step_session(self, session: Any, request_id: int, seq: int, *args: Any, **kwargs: Any) -> Any:
+        _forget_the_answer_to(session.machine, seq)
+        return await super()._step_session(session, request_id, seq, *args, **kwargs)
 
 
 class DeadlineIgnoringServer(GymServer):
@@ -174,15 +193,29 @@ class BytesKeyServer(GymServer):
     connection_class = _BytesKeyConnection
 
 
+def _quote_seq_whole(exc: ProtocolError, seq: int, machine: Any) -> None:
+    if exc.code is ErrorCode.BAD_SEQUENCE:
+        exc.message = f"seq {seq} is out of order; send {machine.last_seq + 1}"
+
+
 class SeqEchoServer(GymServer):
-    """Quotes an out-of-order seq whole in BAD_SEQUENCE, however many digits it has."""
+    """Quotes an out-of-order seq whole in BAD_SEQUENCE, however many digits it has (both step
+    paths)."""
+
+    def _serve_step(self, conn: Any, message: Any) -> Any:
+        try:
+            return super()._serve_step(conn, message)
+        except ProtocolError as exc:
+            session = self.registry.sessions.get(message.session)
+            if session is not None:
+                _quote_seq_whole(exc, message.seq, session.machine)
+            raise
 
     async def _step_session(self, session: Any, request_id: int, seq: int, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super()._step_session(session, request_id, seq, *args, **kwargs)
         except ProtocolError as exc:
-            if exc.code is ErrorCode.BAD_SEQUENCE:
-                exc.message = f"seq {seq} is out of order; send {session.machine.last_seq + 1}"
+            _quote_seq_whole(exc, seq, session.machine)
             raise
 
 

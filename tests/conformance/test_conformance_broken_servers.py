@@ -10,6 +10,7 @@ from broken_servers import (
     CrashOnBadFrameServer,
     DeadlineIgnoringServer,
     DoubleStepServer,
+    InlineSleepyEnv,
     LockstepServer,
     NoDrainServer,
     SeqEchoServer,
@@ -58,6 +59,24 @@ async def test_broken_server_fails_with_the_right_ids(server_class):
         assert entry["evidence"][0]["wire"], "a failure must show what was sent and received"
     # The summary names the failing ids for a human reader.
     assert all(requirement in report.summary() for requirement in broken_ids)
+
+
+# The step-path breaks again, with an environment on the loop whose steps run in place, not as tasks.
+# (After the drop, the double step shows at the re-sent seq itself: GW-SESSION-5 in both checks.)
+BROKEN_IN_PLACE = {
+    DoubleStepServer: ({"replay-last-seq", "resume-after-drop"}, {"GW-SESSION-5"}),
+    SeqEchoServer: ({"bad-sequence"}, {"GW-ERROR-8"}),
+}
+
+
+@pytest.mark.parametrize("server_class", list(BROKEN_IN_PLACE), ids=lambda c: c.__name__)
+async def test_a_broken_step_path_fails_when_steps_run_in_place(server_class):
+    must_fail, broken_ids = BROKEN_IN_PLACE[server_class]
+    with serve([InlineSleepyEnv], server_class, token=TOKEN) as url:
+        report = await run_conformance(url, token=TOKEN, slow_action=SLOW_ACTION, slow_ms=SLOW_MS, max_wait=5,
+                                       checks=must_fail | CONTROLS)
+    assert {r.name for r in report.failures} == must_fail, report.summary()
+    assert broken_ids <= {i for r in report.failures for i in r.failed_requirements}, report.summary()
 
 
 # (error name, wrong entry) -> the check that provokes that error

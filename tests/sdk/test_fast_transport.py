@@ -5,8 +5,10 @@ the default transport. (Its conformance run is in tests/conformance/test_conform
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
+import weakref
 
 import msgpack
 import pytest
@@ -164,6 +166,26 @@ async def test_picows_answers_in_order_while_its_send_buffer_is_full(monkeypatch
         assert all(a["observation"]["text"] == "ab"[i % 2] * (1 << 20) for i, a in enumerate(answers[:-1]))
         assert waited, "no answer had to wait for room in the buffer: the test did not fill it"
         await ws.close()
+
+
+async def test_a_closed_picows_connection_is_freed_without_waiting_for_the_cycle_collector():
+    # A server's collector runs rarely (gymwire serve tunes it): a connection that outlives its
+    # socket through a reference cycle holds its buffers long after.
+    async with GymServer([GuessEnv], port=0, transport="picows") as server:
+        gc.disable()
+        try:
+            async with GymClient(server.url, transport="picows") as client:
+                await client.list_envs()
+                (connection,) = server.connections
+                freed = weakref.ref(connection)
+                del connection
+            for _ in range(100):
+                if server.stats()["connections"] == 0 and freed() is None:
+                    break
+                await asyncio.sleep(0.02)
+            assert freed() is None
+        finally:
+            gc.enable()
 
 
 async def test_a_half_open_picows_peer_is_closed_and_its_session_waits_for_a_resume():
