@@ -21,9 +21,6 @@ DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 _MAX_ERROR_DETAIL = 300
 
 
-_unpackb = msgpack.unpackb
-
-
 def _reject_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
@@ -120,22 +117,6 @@ class Codec:
         return pydantic_core.to_json(obj).decode()
 
     def decode(self, frame: bytes | str) -> Message:
-        if self.binary and type(frame) is bytes and len(frame) <= self.max_frame_bytes:
-            # The common case in one frame of Python (this runs for every frame both ends get):
-            # a well-formed map of a known type. Anything else takes the long way below, which
-            # says what is wrong.
-            try:
-                obj = _unpackb(frame, raw=False, strict_map_key=True, ext_hook=_reject_ext)
-            except Exception:
-                obj = None
-            if type(obj) is dict and len(frame.translate(None, _SUSPECT_BYTES)) == len(frame):
-                kind = obj.get("type")
-                validate = _VALIDATORS.get(kind) if type(kind) is str else None
-                if validate is not None:
-                    try:
-                        return validate(obj)  # type: ignore[no-any-return]
-                    except Exception:
-                        pass
         if isinstance(frame, str) and not self.binary:
             # max_frame_bytes counts UTF-8 bytes, not characters.
             frame = frame.encode("utf-8", "surrogatepass")
@@ -170,7 +151,7 @@ class Codec:
                     raise ProtocolError(ErrorCode.BAD_FRAME, "text frame on a msgpack connection; send binary frames")
                 if type(frame) is not bytes:
                     frame = bytes(frame)  # a memoryview cannot be searched
-                obj = _unpackb(frame, raw=False, strict_map_key=True, ext_hook=_reject_ext)
+                obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_reject_ext)
                 if len(frame.translate(None, _SUSPECT_BYTES)) != len(frame):
                     forbidden = _forbidden_content(obj)
                     if forbidden is not None:
