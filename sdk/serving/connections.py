@@ -273,8 +273,9 @@ class Connection:
 
     async def serve(self) -> None:
         """Read and answer frames until the peer goes; then stop what has not reached an environment."""
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
-        if hasattr(self.transport, "serve_in_place"):
+        heartbeat = self.loop.create_task(self._heartbeat())
+        pushes_frames = hasattr(self.transport, "serve_in_place")
+        if pushes_frames:
             self.transport.serve_in_place = self._serve_in_place
         try:
             while True:
@@ -288,7 +289,7 @@ class Connection:
             pass
         finally:
             self.closed = True
-            if hasattr(self.transport, "serve_in_place"):
+            if pushes_frames:
                 self.transport.serve_in_place = None  # else transport and connection hold each other
             heartbeat.cancel()
             for inflight in self.inflight.values():
