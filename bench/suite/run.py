@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import platform
@@ -152,44 +153,56 @@ def fast_transport_installed() -> bool:
     return all(importlib.util.find_spec(module) is not None for module in ("picows", "uvloop"))
 
 
-def _gymwire_series(transport: str, series: tuple[tuple[str, str, str], ...], count: int) -> dict[str, Any]:
+def _unplaced(server: ServerProcess) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+_PINGPONGS = {"asyncio": floor.asyncio_pingpong, "websockets": floor.ws_pingpong, "picows": floor.picows_pingpong}
+
+
+def _echo_series(kind: str, count: int, placed: Callable[[ServerProcess], Any] = _unplaced) -> dict[str, Any]:
+    """Round trips of an echo server of `kind` (floor.py), after a tenth as many to warm up; client
+    and server on that kind's loop (uvloop for picows)."""
+    pingpong = _PINGPONGS[kind]
+    with ServerProcess.floor(kind) as server, placed(server):
+        run_loop(kind, pingpong(server.port, count // 10))
+        return summary_us(run_loop(kind, pingpong(server.port, count)))
+
+
+def _gymwire_series(
+    transport: str, series: tuple[tuple[str, str, str], ...], count: int, placed: Callable[[ServerProcess], Any] = _unplaced
+) -> dict[str, Any]:
     """Round trips of each (label, encoding, env) on one server of `transport`, client and server on
     that transport's loop. The first connection to a fresh server pays one-off costs (lazy imports,
     first collections), so a throwaway one goes first."""
     out: dict[str, Any] = {}
-    with ServerProcess.gymwire(transport=transport) as server:
+    with ServerProcess.gymwire(transport=transport) as server, placed(server):
         run_loop(transport, _gymwire_sequential(server.url, series[0][1], series[0][2], count // 5, transport))
         for label, encoding, env in series:
             out[label] = summary_us(run_loop(transport, _gymwire_sequential(server.url, encoding, env, count, transport)))
     return out
 
 
+_PICOWS_SERIES = (("gymwire_picows_msgpack", "msgpack", "noop"), ("gymwire_picows_json", "json", "noop"))
+
+
 def roundtrip(plan: Plan) -> dict[str, Any]:
     n = plan.roundtrips
     fast = fast_transport_installed()
     out: dict[str, Any] = {}
-    with ServerProcess.floor() as server:
-        asyncio.run(floor.asyncio_pingpong(server.port, n // 10))
-        out["tcp_floor_asyncio"] = summary_us(asyncio.run(floor.asyncio_pingpong(server.port, n)))
+    out["tcp_floor_asyncio"] = _echo_series("asyncio", n)
     with ServerProcess.floor("blocking") as server:
         out["tcp_floor_blocking"] = summary_us(floor.blocking_pingpong(server.port, n))
-    with ServerProcess.floor("websockets") as server:
-        asyncio.run(floor.ws_pingpong(server.port, n // 10))
-        out["websockets_echo"] = summary_us(asyncio.run(floor.ws_pingpong(server.port, n)))
+    out["websockets_echo"] = _echo_series("websockets", n)
     if fast:
-        with ServerProcess.floor("picows") as server:
-            run_loop("picows", floor.picows_pingpong(server.port, n // 10))
-            out["picows_echo"] = summary_us(run_loop("picows", floor.picows_pingpong(server.port, n)))
+        out["picows_echo"] = _echo_series("picows", n)
     out.update(_gymwire_series("websockets", (
         ("gymwire_msgpack", "msgpack", "noop"),
         ("gymwire_json", "json", "noop"),
         ("gymwire_msgpack_async_env", "msgpack", "noop_async"),
     ), n))  # fmt: skip
     if fast:
-        out.update(_gymwire_series("picows", (
-            ("gymwire_picows_msgpack", "msgpack", "noop"),
-            ("gymwire_picows_json", "json", "noop"),
-        ), n))  # fmt: skip
+        out.update(_gymwire_series("picows", _PICOWS_SERIES, n))
     from .http_baseline import sequential_steps
 
     with ServerProcess.http() as server:
@@ -249,17 +262,12 @@ def placed_roundtrips(plan: Plan) -> dict[str, Any]:
     n = plan.roundtrips
     out: dict[str, Any] = {}
     for placement, (server_core, client_core) in (("one_core", (cores[0], cores[0])), ("two_cores", (cores[0], cores[1]))):
-        row: dict[str, Any] = {}
-        with ServerProcess.floor() as server, _pinned(server, server_core, client_core):
-            asyncio.run(floor.asyncio_pingpong(server.port, n // 10))
-            row["tcp_floor_asyncio"] = summary_us(asyncio.run(floor.asyncio_pingpong(server.port, n)))
-        with ServerProcess.floor("picows") as server, _pinned(server, server_core, client_core):
-            run_loop("picows", floor.picows_pingpong(server.port, n // 10))
-            row["picows_echo"] = summary_us(run_loop("picows", floor.picows_pingpong(server.port, n)))
-        with ServerProcess.gymwire(transport="picows") as server, _pinned(server, server_core, client_core):
-            run_loop("picows", _gymwire_sequential(server.url, "msgpack", "noop", n // 5, "picows"))
-            for label, encoding in (("gymwire_picows_msgpack", "msgpack"), ("gymwire_picows_json", "json")):
-                row[label] = summary_us(run_loop("picows", _gymwire_sequential(server.url, encoding, "noop", n, "picows")))
+        placed = functools.partial(_pinned, server_core=server_core, client_core=client_core)
+        row: dict[str, Any] = {
+            "tcp_floor_asyncio": _echo_series("asyncio", n, placed),
+            "picows_echo": _echo_series("picows", n, placed),
+            **_gymwire_series("picows", _PICOWS_SERIES, n, placed),
+        }
         floor_p50 = row["tcp_floor_asyncio"]["p50_us"]
         row["ratios_p50"] = {
             "gymwire_picows_msgpack_vs_tcp_floor_asyncio": round(row["gymwire_picows_msgpack"]["p50_us"] / floor_p50, 2),
