@@ -49,6 +49,11 @@ def _forbidden_content(obj: Any) -> str | None:
     return None
 
 
+def _holds_images(obj: dict[str, Any]) -> bool:
+    observation = obj.get("observation")
+    return observation is not None and observation.get("images") is not None
+
+
 def _request_id(obj: Any) -> int | None:
     if isinstance(obj, dict):
         rid = obj.get("id")
@@ -103,8 +108,19 @@ class Codec:
         self.binary = self.encoding is Encoding.MSGPACK
         self._pack = msgpack.Packer(use_bin_type=True).pack  # resets itself after each frame
 
-    def encode(self, message: Message) -> bytes | str:
-        """bytes for msgpack (a binary frame), str for JSON (a text frame)."""
+    def encode(self, message: Message | dict[str, Any]) -> bytes | str:
+        """bytes for msgpack (a binary frame), str for JSON (a text frame). A dict is a message as
+        the map it is sent as (a step's answer, see steps.py): the same bytes its model would give."""
+        if type(message) is dict:
+            try:
+                if self.binary:
+                    return self._pack(message)
+                if not _holds_images(message):
+                    return pydantic_core.to_json(message, inf_nan_mode="null").decode()
+            except (TypeError, ValueError, pydantic_core.PydanticSerializationError):
+                pass  # a value only the model's serializer turns into wire data (a dataclass in info, say)
+            # JSON carries image bytes as base64 text: the model knows how.
+            message = MESSAGE_TYPES[message["type"]].__pydantic_validator__.validate_python(message)
         # The model's serializer, called as is (model_dump and model_dump_json only wrap it).
         if self.binary:
             return self._pack(message.__pydantic_serializer__.to_python(message, exclude_none=True))
@@ -117,6 +133,10 @@ class Codec:
         return pydantic_core.to_json(obj).decode()
 
     def decode(self, frame: bytes | str) -> Message:
+        return message_from_object(self.decode_map(frame))
+
+    def decode_map(self, frame: bytes | str) -> Any:
+        """A frame within max_frame_bytes, decoded to plain Python objects (not validated)."""
         if isinstance(frame, str) and not self.binary:
             # max_frame_bytes counts UTF-8 bytes, not characters.
             frame = frame.encode("utf-8", "surrogatepass")
@@ -125,7 +145,7 @@ class Codec:
             raise ProtocolError(
                 ErrorCode.FRAME_TOO_LARGE, f"frame of {size} bytes exceeds max_frame_bytes={self.max_frame_bytes}"
             )
-        return message_from_object(self.decode_object(frame))
+        return self.decode_object(frame)
 
     def request_id_of(self, frame: bytes | str) -> int | None:
         """The top-level `id` of a frame that is not decoded (one too large to take), or None.

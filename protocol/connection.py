@@ -19,7 +19,7 @@ import itertools
 from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
-from .codec import Codec, error_from_message, error_message, size_over
+from .codec import Codec, error_from_message, error_message, message_from_object, size_over
 from .errors import ErrorCode, ProtocolError
 from .messages import (
     CAPABILITIES,
@@ -49,6 +49,7 @@ from .messages import (
     StepResult,
     Welcome,
 )
+from .steps import StepFields, plain_step, step_message
 from .version import PROTOCOL_VERSION, negotiate_version
 
 Handle = TypeVar("Handle")
@@ -192,10 +193,11 @@ def rebinding_refusal(host_header: str | None, listening_on: str) -> str | None:
 class ServerConnection(Generic[Handle]):
     """The server's side of one connection.
 
-    `receive_frame(frame, now)` (= `decode` then `receive`, for a runtime that looks at each
-    message between the two) returns the request the runtime must serve (open, reset, step,
+    `receive_frame(frame, now)` returns the request the runtime must serve (open, reset, step,
     step_batch, close, resume, cancel), or None when the frame was answered here (hello, ping,
-    list_envs, describe_env, every refusal): the answers wait in `frames_to_send()`. After a failed
+    list_envs, describe_env, every refusal): the answers wait in `frames_to_send()`. `read` is the
+    same but gives a well-formed step as its plain fields (steps.py), and `receive(message)` applies
+    the rules to a message decoded elsewhere. After a failed
     handshake `close_with` holds the close code and reason, to use once the frames are sent.
     `inflight` maps the ids of requests being served to the runtime's handles for them.
     """
@@ -235,29 +237,39 @@ class ServerConnection(Generic[Handle]):
     # -- frames in
 
     def receive_frame(self, frame: bytes | str, now: float) -> Message | None:
-        message = self.decode(frame, now)
-        return None if message is None else self.receive(message)
+        request = self.read(frame, now)
+        return step_message(request) if type(request) is tuple else request
 
-    def decode(self, frame: bytes | str, now: float) -> Message | None:
-        """The frame's message; None when it is undecodable (its error is then queued)."""
+    def read(self, frame: bytes | str, now: float) -> Message | StepFields | None:
+        """`receive_frame` for a runtime that serves steps as plain data: a step these rules admit
+        as it is comes back as its fields (see steps.py), not as a `Step`."""
         if self.heartbeat is not None:
             self.heartbeat.last_heard = now
         try:
-            return self.codec.decode(frame)
+            obj = self.codec.decode_map(frame)
         except ProtocolError as exc:
             self.send_error(exc)
-            if not self.welcomed and self._is_hello(frame):
-                # A hello that does not validate (a token that is not a string, say) ends the
-                # handshake as a refused one does: answered, then closed (GW-HANDSHAKE-3).
+            if not self.welcomed and self._frame_is_hello(frame):  # too large a hello, say
                 self.close_with = CLOSE_BAD_HELLO
             return None
-
-    def _is_hello(self, frame: bytes | str) -> bool:
+        if self.welcomed:
+            step = plain_step(obj)
+            if step is not None and step[0] not in self.inflight:
+                return step
         try:
-            decoded = self.codec.decode_object(frame)
+            message = message_from_object(obj)
+        except ProtocolError as exc:
+            self.send_error(exc)
+            if not self.welcomed and _is_hello(obj):
+                self.close_with = CLOSE_BAD_HELLO
+            return None
+        return self.receive(message)
+
+    def _frame_is_hello(self, frame: bytes | str) -> bool:
+        try:
+            return _is_hello(self.codec.decode_object(frame))
         except ProtocolError:
             return False
-        return isinstance(decoded, dict) and decoded.get("type") == Hello.TYPE
 
     def receive(self, message: Message) -> Message | None:
         try:
@@ -393,10 +405,11 @@ class ServerConnection(Generic[Handle]):
         self.on_error(error.code.name)
         return self.encode(error_message(error))
 
-    def encode(self, message: Message) -> bytes | str:
-        """The frame of an answer. Images go only to clients that asked for them in hello (they can
-        be large); data an environment returned that cannot be encoded becomes INTERNAL; an answer
-        larger than the client takes becomes ANSWER_TOO_LARGE (GW-LIMIT-7)."""
+    def encode(self, message: Message | dict[str, Any]) -> bytes | str:
+        """The frame of an answer (a model, or a step's answer as its wire map). Images go only to
+        clients that asked for them in hello (they can be large); data an environment returned that
+        cannot be encoded becomes INTERNAL; an answer larger than the client takes becomes
+        ANSWER_TOO_LARGE (GW-LIMIT-7)."""
         if not self.wants_images:
             message = without_images(message)
         try:
@@ -405,8 +418,8 @@ class ServerConnection(Generic[Handle]):
             unencodable = ProtocolError(
                 ErrorCode.INTERNAL,
                 f"the environment returned data that cannot be encoded: {exc}"[:500],
-                request_id=getattr(message, "id", None),
-                session=getattr(message, "session", None),
+                request_id=_field(message, "id"),
+                session=_field(message, "session"),
             )
             return self.codec.encode(error_message(unencodable))
         size = size_over(frame, self.peer_max_frame_bytes)
@@ -432,11 +445,11 @@ class ServerConnection(Generic[Handle]):
         """The size of `message`'s frame when the client cannot take it, else None."""
         return size_over(self.codec.encode(without_images(message) if not self.wants_images else message), self.peer_max_frame_bytes)
 
-    def answer_too_large(self, message: Message, size: int) -> ProtocolError:
+    def answer_too_large(self, message: Message | dict[str, Any], size: int) -> ProtocolError:
         """What the client gets instead of an answer it cannot take: the request was carried out
         and its session stays usable (a re-sent seq is answered the same way; `resume` tells
         where the session stands)."""
-        too_large = f"the {message.type} answer is {size} bytes, over your max_frame_bytes={self.peer_max_frame_bytes}"
+        too_large = f"the {_field(message, 'type')} answer is {size} bytes, over your max_frame_bytes={self.peer_max_frame_bytes}"
         if isinstance(message, Opened):
             # Nobody could use a session whose resume token never arrived: the server closes it.
             return ProtocolError(
@@ -445,12 +458,28 @@ class ServerConnection(Generic[Handle]):
         return ProtocolError(
             ErrorCode.ANSWER_TOO_LARGE,
             f"{too_large}; the request was carried out: resume the session to learn where it stands, or close it",
-            request_id=getattr(message, "id", None),
-            session=getattr(message, "session", None),
+            request_id=_field(message, "id"),
+            session=_field(message, "session"),
         )
 
 
+def _is_hello(obj: Any) -> bool:
+    """A hello that does not validate (a token that is not a string, say) ends the handshake as a
+    refused one does: answered, then closed (GW-HANDSHAKE-3)."""
+    return type(obj) is dict and obj.get("type") == Hello.TYPE
+
+
+def _field(message: Message | dict[str, Any], name: str) -> Any:
+    """A field of an answer, a model or a wire map (a step's answer)."""
+    return message.get(name) if type(message) is dict else getattr(message, name, None)
+
+
 def without_images(message: Any) -> Any:
+    if type(message) is dict:  # a step's answer as its wire map
+        observation = message["observation"]
+        if not observation.get("images"):
+            return message
+        return {**message, "observation": {key: value for key, value in observation.items() if key != "images"}}
     if isinstance(message, StepBatchResult):
         results = [without_images(result) for result in message.results]
         return message.model_copy(update={"results": results}) if results != message.results else message

@@ -20,7 +20,8 @@ import enum
 from typing import Any
 
 from .errors import ErrorCode, ProtocolError
-from .messages import EpisodeMetrics, Message, Observation, Resumed, StepResult
+from .messages import Resumed, StepResult
+from .steps import step_result_map
 
 
 class SessionState(str, enum.Enum):
@@ -102,16 +103,19 @@ class SessionMachine:
         if did_reset:
             self.state = SessionState.RUNNING
 
-    def replay(self, kind: type[Message], request_id: int) -> Any:
-        """The recorded answer to a re-sent seq (after check_* said REPLAY), under the new request's id."""
+    def replay(self, kind: str, request_id: int) -> Any:
+        """The recorded answer to a re-sent seq (after check_* said REPLAY), under the new request's
+        id. `kind` is the answer's type: a step's answer is kept as its wire map, a reset's as its model."""
         reply = self.last_reply
-        if not isinstance(reply, kind):
+        plain = isinstance(reply, dict)
+        answered_with = reply["type"] if plain else reply.type
+        if answered_with != kind:
             # The seq went to a reset and this is a step (or the reverse): not a retry of it.
             raise self._fail(
                 ErrorCode.BAD_SEQUENCE,
-                f"seq {self.last_seq} was answered with a {reply.type}, so this is no retry; send {self.last_seq + 1}",
+                f"seq {self.last_seq} was answered with a {answered_with}, so this is no retry; send {self.last_seq + 1}",
             )
-        return reply.model_copy(update={"id": request_id})
+        return {**reply, "id": request_id} if plain else reply.model_copy(update={"id": request_id})
 
     def reset_done(self, seq: int, reply: Any) -> None:
         self.state = SessionState.RUNNING
@@ -124,17 +128,18 @@ class SessionMachine:
         self,
         request_id: int,
         seq: int,
-        observation: Observation,
+        observation: dict[str, Any],
         reward: float,
         terminated: bool,
         truncated: bool,
         info: dict[str, Any],
         success: bool | None = None,
         score: float | None = None,
-    ) -> StepResult:
-        """Count an executed step and record its answer. The episode's metrics ride on the answer
-        that ends it (section 8): success and score as the environment last gave them, else
-        success = a positive reward on termination and score = the total reward."""
+    ) -> dict[str, Any]:
+        """Count an executed step and record its answer, the `step_result` as the map it is sent as
+        (see `steps.step_result_map`). The episode's metrics ride on the answer that ends it
+        (section 8): success and score as the environment last gave them, else success = a positive
+        reward on termination and score = the total reward."""
         truncated = self.step_done(reward, terminated, truncated)
         if success is not None:
             self.success = success
@@ -142,23 +147,13 @@ class SessionMachine:
             self.score = score
         metrics = None
         if terminated or truncated:
-            metrics = EpisodeMetrics(
-                success=self.success if self.success is not None else reward > 0 and terminated,
-                score=float(self.score if self.score is not None else self.total_reward),
-                turns=self.turns,
-                total_reward=self.total_reward,
-            )
-        reply = StepResult(
-            id=request_id,
-            session=self.session,
-            seq=seq,
-            observation=observation,
-            reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            info=info,
-            metrics=metrics,
-        )
+            metrics = {
+                "success": self.success if self.success is not None else reward > 0 and terminated,
+                "score": float(self.score if self.score is not None else self.total_reward),
+                "turns": self.turns,
+                "total_reward": self.total_reward,
+            }
+        reply = step_result_map(request_id, self.session, seq, observation, reward, terminated, truncated, info, metrics)
         self.record(seq, reply)
         return reply
 

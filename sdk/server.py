@@ -48,6 +48,7 @@ from gymwire.protocol import (
     select_subprotocol,
     server_capabilities,
 )
+from gymwire.protocol.steps import StepFields
 
 from .env_spec import EnvSpec
 from .environment import Environment, require_modules
@@ -61,6 +62,7 @@ from .serving.connections import (
     Transport,
     Unwelcomed,
     WebSocketTransport,
+    request_id_of,
     stopped_before_answering,
 )
 from .serving.gc_tuning import SERVING_GC_THRESHOLDS, tune_gc_for_serving
@@ -165,8 +167,10 @@ class GymServer(Scheduling, SessionRequests):
         self.capabilities = server_capabilities(auth=token is not None)
         # The one dispatch by message type, of each request the connection rules pass on: a step
         # may run in place (_serve_step) and a cancel is answered at once (both return the answer);
-        # the others run as tasks (_spawn) with the coroutine that serves them.
+        # the others run as tasks (_spawn) with the coroutine that serves them. A step the rules
+        # read as plain data comes as its fields, a tuple (gymwire.protocol.steps).
         self._serve_request_of: dict[type, Callable[[Connection, Any], Any]] = {
+            tuple: self._serve_step,
             Step: self._serve_step,
             Cancel: self._cancel,
             Open: functools.partial(self._spawn, execute=self._open),
@@ -210,10 +214,10 @@ class GymServer(Scheduling, SessionRequests):
             self.registry.detach_all(conn)
             log.info("connection from %s closed; %d session(s) detached", conn.peer, len(conn.sessions))
 
-    def _dispatch(self, conn: Connection, request: Message) -> Message | None:
+    def _dispatch(self, conn: Connection, request: Message | StepFields) -> Message | dict[str, Any] | None:
         """The one dispatch of a request the rules passed on, by its type."""
         if self.stopping:  # past the drain: answered at once, never left for a goodbye (GW-DRAIN-6)
-            raise stopped_before_answering(request.id)  # type: ignore[attr-defined]
+            raise stopped_before_answering(request_id_of(request))  # type: ignore[arg-type]
         return self._serve_request_of[type(request)](conn, request)
 
     @property

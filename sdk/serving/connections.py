@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection as WebSocket
 from websockets.exceptions import ConnectionClosed
 
 from gymwire.protocol import ErrorCode, Message, ProtocolError, ServerConnection, ServerTimer
+from gymwire.protocol.steps import StepFields
 from gymwire.protocol.connection import CLOSE_NO_HELLO
 
 from .sessions import now
@@ -210,10 +211,10 @@ def memory_transports() -> tuple[MemoryTransport, MemoryTransport]:
     return MemoryTransport(to_server, to_client, "memory-client"), MemoryTransport(to_client, to_server, "memory-server")
 
 
-# The server's one dispatch of a request the rules passed on: the answer when it has one at once
-# (a step run in place, a cancel), None when the request runs as a task that answers it; a
-# ProtocolError is sent as the request's error.
-Dispatch = Callable[["Connection", Message], "Message | None"]
+# The server's one dispatch of a request the rules passed on (a message, or a step as its plain
+# fields): the answer when it has one at once (a step run in place, as its wire map; a cancel), None
+# when the request runs as a task that answers it; a ProtocolError is sent as the request's error.
+Dispatch = Callable[["Connection", "Message | StepFields"], "Message | dict[str, Any] | None"]
 
 
 class Connection:
@@ -346,29 +347,32 @@ class Connection:
         """Serve one frame as plain calls: the rules answer what they can, the dispatch the rest (a
         step run in place answers at once; other requests start their task). What must wait to be
         sent comes back as a coroutine for the caller to await, else None."""
-        message = self.protocol.decode(frame, now())
-        if message is None:
-            return self._send_now(self.protocol.frames_to_send())
+        protocol = self.protocol
+        request = protocol.read(frame, now())  # the rules answer what they can
+        if self.awaiting_welcome and protocol.welcomed:
+            # Before the welcome is sent: the client may answer it at once.
+            self.awaiting_welcome = False
+            self.transport.welcomed(2 * protocol.limits.max_frame_bytes)
+        if request is None:
+            return self._send_now(protocol.frames_to_send())
         try:
-            request = self.protocol.receive(message)  # the rules answer what they can
-            if self.awaiting_welcome and self.protocol.welcomed:
-                # Before the welcome is sent: the client may answer it at once.
-                self.awaiting_welcome = False
-                self.transport.welcomed(2 * self.protocol.limits.max_frame_bytes)
-            if request is None:
-                return self._send_now(self.protocol.frames_to_send())
             reply = self.dispatch(self, request)
             if reply is None:
                 return None
-            return self._send_now([self.protocol.encode(reply)])
+            return self._send_now([protocol.encode(reply)])
         except ProtocolError as exc:
             if exc.request_id is None:
-                exc.request_id = getattr(message, "id", None)
-            return self._send_now([self.protocol.encode_error(exc)])
+                exc.request_id = request_id_of(request)
+            return self._send_now([protocol.encode_error(exc)])
         except Exception as exc:  # a bug of ours: answer it, keep serving
-            log.exception("internal error on %s", message.type)
-            error = ProtocolError(ErrorCode.INTERNAL, f"internal server error: {brief(exc)}", request_id=getattr(message, "id", None))
-            return self._send_now([self.protocol.encode_error(error)])
+            log.exception("internal error on %s", "step" if type(request) is tuple else request.type)
+            error = ProtocolError(ErrorCode.INTERNAL, f"internal server error: {brief(exc)}", request_id=request_id_of(request))
+            return self._send_now([protocol.encode_error(error)])
+
+
+def request_id_of(request: "Message | StepFields") -> int | None:
+    """The id of a request the rules passed on: a message, or a plain step's fields (id first)."""
+    return request[0] if type(request) is tuple else getattr(request, "id", None)
 
 
 def brief(exc: BaseException) -> str:

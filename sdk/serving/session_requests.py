@@ -36,9 +36,9 @@ from gymwire.protocol import (
     TaskRef,
     error_message,
 )
+from gymwire.protocol.steps import StepFields, observation_map, step_message
 
-from ..environment import StepOutcome
-from ..environment import Task, TaskError, as_observation
+from ..environment import StepOutcome, Task, TaskError, as_observation
 from ..runners import EnvCrashed, runner_for
 from .connections import Connection, brief
 from .request_line import LinePlace
@@ -148,7 +148,7 @@ class SessionRequests:
         session = self.registry.owned(conn, message.session)
         async with inflight.places[0] or session.line.join():
             if session.machine.check_reset(message.seq) is Decision.REPLAY:
-                return session.machine.replay(ResetResult, message.id)
+                return session.machine.replay(ResetResult.TYPE, message.id)
             task = session.task if message.task is None else message.task
             inflight.env_started = True
             try:
@@ -164,32 +164,41 @@ class SessionRequests:
 
     # ------------------------------------------------------------------ steps
 
-    def _serve_step(self: "GymServer", conn: Connection, message: Step) -> StepResult | None:
-        """A step of a session whose runner steps at once, with nothing queued and no deadline, runs
-        here, as plain calls: nothing can interleave with it. Any other goes to a task (None)."""
-        session = self.registry.sessions.get(message.session)
-        if (
-            session is not None
-            and session.runner.steps_at_once
-            and session.owner is conn
-            and message.deadline_ms is None
-            and not session.line.busy()
-        ):
-            session.last_active = now()
-            self._check_action_size(session, message.action)
-            started = now()
-            machine = session.machine
-            if machine.check_step(message.seq) is Decision.REPLAY:
-                return machine.replay(StepResult, message.id)  # type: ignore[no-any-return]
-            try:
-                result = session.runner.step_now(message.action)
-            except (EnvCrashed, TaskError) as exc:
-                raise _crash(session, "step", exc) from None
-            return self._step_answered(session, message.id, message.seq, result, started)
-        self._spawn(conn, message, self._step)
+    def _serve_step(self: "GymServer", conn: Connection, request: Step | StepFields) -> dict[str, Any] | None:
+        """A step, a `Step` or a plain step's fields: run in place when it can be (its answer), else
+        in a task (None)."""
+        if type(request) is tuple:
+            answer = self._step_in_place(conn, *request)
+            if answer is None:
+                self._spawn(conn, step_message(request), self._step)
+            return answer
+        if request.deadline_ms is None:
+            answer = self._step_in_place(conn, request.id, request.session, request.seq, request.action)
+            if answer is not None:
+                return answer
+        self._spawn(conn, request, self._step)
         return None
 
-    def _step(self: "GymServer", conn: Connection, message: Step, inflight: Inflight) -> Coroutine[Any, Any, StepResult]:
+    def _step_in_place(
+        self: "GymServer", conn: Connection, request_id: int, session_id: str, seq: int, action: str
+    ) -> dict[str, Any] | None:
+        """A step of a session whose runner steps at once, with nothing queued and no deadline, runs
+        here, as plain calls: nothing can interleave with it. None when it cannot."""
+        session = self.registry.sessions.get(session_id)
+        if session is None or not session.runner.steps_at_once or session.owner is not conn or session.line.busy():
+            return None
+        started = session.last_active = now()
+        self._check_action_size(session, action)
+        machine = session.machine
+        if machine.check_step(seq) is Decision.REPLAY:
+            return machine.replay(StepResult.TYPE, request_id)  # type: ignore[no-any-return]
+        try:
+            result = session.runner.step_now(action)
+        except (EnvCrashed, TaskError) as exc:
+            raise _crash(session, "step", exc) from None
+        return self._step_answered(session, request_id, seq, result, started)
+
+    def _step(self: "GymServer", conn: Connection, message: Step, inflight: Inflight) -> Coroutine[Any, Any, dict[str, Any]]:
         """The step path's coroutine itself (one frame less a step): its task awaits it."""
         session = self.registry.owned(conn, message.session)
         return self._step_session(session, message.id, message.seq, message.action, inflight, inflight.places[0])
@@ -202,14 +211,14 @@ class SessionRequests:
         action: str,
         inflight: Inflight,
         place: LinePlace | None,
-    ) -> StepResult:
+    ) -> dict[str, Any]:
         """The one step path of a step that may wait (see the module doc)."""
         self._check_action_size(session, action)
         started = now()
         async with place or session.line.join():
             machine = session.machine
             if machine.check_step(seq) is Decision.REPLAY:
-                return machine.replay(StepResult, request_id)  # type: ignore[no-any-return]
+                return machine.replay(StepResult.TYPE, request_id)  # type: ignore[no-any-return]
             inflight.env_started = True
             try:
                 result: Any = await session.runner.step(action)
@@ -217,21 +226,28 @@ class SessionRequests:
                 raise _crash(session, "step", exc) from None
             return self._step_answered(session, request_id, seq, result, started)
 
-    def _step_answered(self: "GymServer", session: ServerSession, request_id: int, seq: int, result: Any, started: float) -> StepResult:
-        """Check what the environment's step returned and record the answer (either path)."""
+    def _step_answered(
+        self: "GymServer", session: ServerSession, request_id: int, seq: int, result: Any, started: float
+    ) -> dict[str, Any]:
+        """Check what the environment's step returned and record the answer, as its wire map (either path)."""
         try:
             if not isinstance(result, StepOutcome):
                 raise EnvCrashed(f"step must return gymwire.sdk.StepOutcome, got {type(result).__name__}")
-            observation = as_observation(result.observation)
+            observation = observation_map(result.observation)
             reward = float(result.reward)
             if not math.isfinite(reward) or (result.score is not None and not math.isfinite(float(result.score))):
                 # JSON cannot carry them (GW-FRAME-9) and no trainer can use them.
                 raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
+            info = result.info
+            if not isinstance(info, dict) or (info and not all(isinstance(key, str) for key in info)):
+                raise EnvCrashed(f"step's info must be a dict with str keys, got {type(info).__name__} {str(info)[:80]}")
+            info = dict(info)  # the answer is kept for replay: an environment may reuse its dict
         except (EnvCrashed, TypeError, ValueError) as exc:
             raise _crash(session, "step", exc) from None
         reply = session.machine.finish_step(
-            request_id, seq, observation, reward, bool(result.terminated), bool(result.truncated), result.info,
-            result.success, result.score,
+            request_id, seq, observation, reward, bool(result.terminated), bool(result.truncated), info,
+            None if result.success is None else bool(result.success),
+            None if result.score is None else float(result.score),
         )
         self.registry.metrics.step(session.env_name, now() - started)
         return reply
@@ -251,7 +267,7 @@ class SessionRequests:
                 f"batch of {len(message.steps)} steps exceeds max_batch={self.limits.max_batch}; split it",
             )
 
-        async def one(item: Any, place: LinePlace | None) -> StepResult | Error:
+        async def one(item: Any, place: LinePlace | None) -> dict[str, Any] | Error:
             try:
                 session = self.registry.owned(conn, item.session)
                 return await self._step_session(session, message.id, item.seq, item.action, inflight, place)
@@ -261,7 +277,7 @@ class SessionRequests:
                 return error_message(exc)
 
         results = await asyncio.gather(*(one(item, place) for item, place in zip(message.steps, inflight.places)))
-        return StepBatchResult(id=message.id, results=list(results))
+        return StepBatchResult(id=message.id, results=list(results))  # the answers' wire maps become models here
 
     # ------------------------------------------------------------------ close, resume
 

@@ -110,15 +110,14 @@ class DoubleStepServer(GymServer):
     """Forgets the recorded answer when a seq is re-sent, so the step runs a second time (both step
     paths: in place, and as a task, batches included)."""
 
-    def _serve_step(self, conn: Any, message: Any) -> Any:
-        session = self.registry.sessions.get(message.session)
+    def _step_in_place(self, conn: Any, request_id: int, session_id: str, seq: int, action: str) -> Any:
+        session = self.registry.sessions.get(session_id)
         runs_in_place = (
-            session is not None and session.runner.steps_at_once and session.owner is conn
-            and message.deadline_ms is None and not session.line.busy()
+            session is not None and session.runner.steps_at_once and session.owner is conn and not session.line.busy()
         )  # (else the task path's _step_session below forgets it)
         if runs_in_place:
-            _forget_the_answer_to(session.machine, message.seq)
-        return super()._serve_step(conn, message)
+            _forget_the_answer_to(session.machine, seq)
+        return super()._step_in_place(conn, request_id, session_id, seq, action)
 
     async def _step_session(self, session: Any, request_id: int, seq: int, *args: Any, **kwargs: Any) -> Any:
         _forget_the_answer_to(session.machine, seq)
@@ -202,13 +201,13 @@ class SeqEchoServer(GymServer):
     """Quotes an out-of-order seq whole in BAD_SEQUENCE, however many digits it has (both step
     paths)."""
 
-    def _serve_step(self, conn: Any, message: Any) -> Any:
+    def _step_in_place(self, conn: Any, request_id: int, session_id: str, seq: int, action: str) -> Any:
         try:
-            return super()._serve_step(conn, message)
+            return super()._step_in_place(conn, request_id, session_id, seq, action)
         except ProtocolError as exc:
-            session = self.registry.sessions.get(message.session)
+            session = self.registry.sessions.get(session_id)
             if session is not None:
-                _quote_seq_whole(exc, message.seq, session.machine)
+                _quote_seq_whole(exc, seq, session.machine)
             raise
 
     async def _step_session(self, session: Any, request_id: int, seq: int, *args: Any, **kwargs: Any) -> Any:
