@@ -70,8 +70,10 @@ def server_capabilities(*, auth: bool) -> list[str]:
     return sorted(c for c in CAPABILITIES if c != "auth" or auth)
 
 
-def missing_capability(message: Message, offered: Iterable[str]) -> str | None:
+def missing_capability(message: Message | dict[str, Any], offered: Iterable[str]) -> str | None:
     """The capability `message` needs that `offered` lacks, or None."""
+    if type(message) is dict:  # a plain step (steps.step_map), which has no deadline: it needs none
+        return None
     capability = REQUEST_CAPABILITY.get(message.type)
     if capability is not None and capability not in offered:
         return capability
@@ -578,15 +580,16 @@ class ClientConnection(Generic[Handle]):
                 f"{instead or _INSTEAD[capability]}",
             )
 
-    def check_capabilities(self, message: Message) -> None:
+    def check_capabilities(self, message: Message | dict[str, Any]) -> None:
         capability = missing_capability(message, self.welcome.capabilities if self.welcome else ())
         if capability is not None:
             self.require(capability)
 
     # -- requests out
 
-    def request_frame(self, message: Message) -> bytes | str:
-        """The frame of a request the server can take; MissingCapability or FRAME_TOO_LARGE otherwise."""
+    def request_frame(self, message: Message | dict[str, Any]) -> bytes | str:
+        """The frame of a request the server can take (a model, or a step as its wire map:
+        steps.step_map); MissingCapability or FRAME_TOO_LARGE otherwise."""
         if self._lacking:
             self.check_capabilities(message)
         frame = self.codec.encode(message)
@@ -596,8 +599,8 @@ class ClientConnection(Generic[Handle]):
             # the request would wait forever: refuse it here (GW-LIMIT-6).
             raise ProtocolError(
                 ErrorCode.FRAME_TOO_LARGE,
-                f"{message.type} exceeds the server's max_frame_bytes={limit}; shorten the action or split the batch",
-                request_id=getattr(message, "id", None),
+                f"{_field(message, 'type')} exceeds the server's max_frame_bytes={limit}; shorten the action or split the batch",
+                request_id=_field(message, "id"),
             )
         return frame
 

@@ -39,6 +39,11 @@ def plain_step(obj: Any) -> StepFields | None:
     return None
 
 
+def step_map(request_id: int, session: str, seq: int, action: str) -> dict[str, Any]:
+    """A step without a deadline as the map its model would serialize to (the client's request)."""
+    return {"type": Step.TYPE, "id": request_id, "session": session, "seq": seq, "action": action}
+
+
 def step_message(step: StepFields) -> Step:
     """The `Step` model of a plain step (for the model way: a step that waits its turn in a task)."""
     request_id, session, seq, action = step

@@ -60,7 +60,7 @@ __all__ = ["ClientSession", "Disconnected", "GymClient", "MissingCapability", "S
 log = logging.getLogger("gymwire.client")
 
 # A request waiting for its answer: the request (re-sent after a reconnect) and where the answer goes.
-Pending = tuple[Message, "asyncio.Future[Message]"]
+Pending = tuple["Message | dict[str, Any]", "asyncio.Future[Message]"]
 
 
 class Disconnected(ConnectionError):
@@ -410,8 +410,9 @@ class GymClient:
             for request_id, (message, future) in unsent:
                 sent.add(request_id)
                 try:
-                    if getattr(message, "session", None) in lost:
-                        raise ProtocolError(ErrorCode.UNKNOWN_SESSION, why, session=message.session)  # type: ignore[attr-defined]
+                    session_id = message["session"] if type(message) is dict else getattr(message, "session", None)
+                    if session_id in lost:
+                        raise ProtocolError(ErrorCode.UNKNOWN_SESSION, why, session=session_id)
                     self.protocol.check_capabilities(message)  # the server now answering may offer less
                 except (ProtocolError, MissingCapability) as exc:
                     self._pending.pop(request_id, None)
@@ -442,8 +443,9 @@ class GymClient:
     def next_id(self) -> int:
         return self.protocol.next_id()
 
-    async def request(self, message: Message, timeout: float | None = None) -> Message:
-        """Send a request and wait for its answer; an error answer raises ProtocolError.
+    async def request(self, message: Message | dict[str, Any], timeout: float | None = None) -> Message:
+        """Send a request (a model, or a step as its wire map: gymwire.protocol.steps.step_map) and
+        wait for its answer; an error answer raises ProtocolError.
 
         While disconnected the request waits for the reconnect and is then sent. Beyond the
         server's max_inflight, requests wait here for one in flight to be answered."""
@@ -457,7 +459,7 @@ class GymClient:
                 raise Disconnected("client is closed")
             if not self._connected.is_set() and (self._reconnecting is None or self._reconnecting.done()):
                 raise Disconnected(f"not connected to {self.url} and not reconnecting; make a new client")
-            request_id = message.id  # type: ignore[attr-defined]
+            request_id = message["id"] if type(message) is dict else message.id  # type: ignore[attr-defined]
             frame = self.protocol.request_frame(message)
             future: asyncio.Future[Message] = (self._loop or asyncio.get_running_loop()).create_future()
             pending = self.protocol.pending

@@ -7,6 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from gymwire.protocol import ClientSessionMachine, Close, Message, Observation, ProtocolError, Reset, Resume, Step, StepResult, TaskRef
+from gymwire.protocol.steps import step_map
 
 if TYPE_CHECKING:
     from .client import GymClient
@@ -62,7 +63,7 @@ class ClientSession:
         )
         self.machine.resumed(resumed)  # type: ignore[arg-type]
 
-    async def request(self, message: Message) -> Message:
+    async def request(self, message: Message | dict[str, Any]) -> Message:
         """Send a request that took a seq, and keep the seq bookkeeping right however it ends."""
         try:
             return await self.client.request(message)
@@ -87,8 +88,12 @@ class ClientSession:
         if self.machine.uncertain:
             await self.settle()
         # Built before the seq is taken: a deadline_ms out of range fails here, with nothing sent.
-        # (Validating these few fields costs a quarter of what pydantic's model_construct does.)
-        message = Step(id=self.client.next_id(), session=self.id, seq=self.machine.seq + 1, action=action, deadline_ms=deadline_ms)
+        # Without one, every field is known good: the step goes as its wire map (steps.py).
+        seq = self.machine.seq + 1
+        if deadline_ms is None:
+            message: Step | dict[str, Any] = step_map(self.client.next_id(), self.id, seq, action)
+        else:
+            message = Step(id=self.client.next_id(), session=self.id, seq=seq, action=action, deadline_ms=deadline_ms)
         self.machine.take_seq()
         result = await self.request(message)
         self.step_answered(result)  # type: ignore[arg-type]
