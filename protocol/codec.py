@@ -116,7 +116,7 @@ class Codec:
                 if self.binary:
                     return self._pack(message)
                 if not _holds_images(message):
-                    return pydantic_core.to_json(message, inf_nan_mode="null").decode()
+                    return pydantic_core.to_json(message, inf_nan_mode="null", exclude_none=True).decode()
             except (TypeError, ValueError, pydantic_core.PydanticSerializationError):
                 pass  # a value only the model's serializer turns into wire data (a dataclass in info, say)
             # JSON carries image bytes as base64 text: the model knows how.

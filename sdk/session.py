@@ -16,8 +16,14 @@ __all__ = ["ClientSession", "closing_session", "require_text_action"]
 
 
 def require_text_action(action: Any) -> None:
+    """Refuse, before a seq is taken, an action no frame can carry."""
     if not isinstance(action, str):
         raise TypeError(f"an action is text, got {type(action).__name__}")
+    if not action.isascii():  # (a flag of the string: ASCII costs nothing more)
+        try:
+            action.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"an action is UTF-8 text; this one holds a lone surrogate at {exc.start}") from None
 
 
 class ClientSession:

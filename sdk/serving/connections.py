@@ -348,14 +348,15 @@ class Connection:
         step run in place answers at once; other requests start their task). What must wait to be
         sent comes back as a coroutine for the caller to await, else None."""
         protocol = self.protocol
-        request = protocol.read(frame, now())  # the rules answer what they can
-        if self.awaiting_welcome and protocol.welcomed:
-            # Before the welcome is sent: the client may answer it at once.
-            self.awaiting_welcome = False
-            self.transport.welcomed(2 * protocol.limits.max_frame_bytes)
-        if request is None:
-            return self._send_now(protocol.frames_to_send())
+        request: Message | StepFields | None = None
         try:
+            request = protocol.read(frame, now())  # the rules answer what they can
+            if self.awaiting_welcome and protocol.welcomed:
+                # Before the welcome is sent: the client may answer it at once.
+                self.awaiting_welcome = False
+                self.transport.welcomed(2 * protocol.limits.max_frame_bytes)
+            if request is None:
+                return self._send_now(protocol.frames_to_send())
             reply = self.dispatch(self, request)
             if reply is None:
                 return None
@@ -365,12 +366,12 @@ class Connection:
                 exc.request_id = request_id_of(request)
             return self._send_now([protocol.encode_error(exc)])
         except Exception as exc:  # a bug of ours: answer it, keep serving
-            log.exception("internal error on %s", "step" if type(request) is tuple else request.type)
+            log.exception("internal error on %s", "step" if type(request) is tuple else getattr(request, "type", "a frame"))
             error = ProtocolError(ErrorCode.INTERNAL, f"internal server error: {brief(exc)}", request_id=request_id_of(request))
             return self._send_now([protocol.encode_error(error)])
 
 
-def request_id_of(request: "Message | StepFields") -> int | None:
+def request_id_of(request: "Message | StepFields | None") -> int | None:
     """The id of a request the rules passed on: a message, or a plain step's fields (id first)."""
     return request[0] if type(request) is tuple else getattr(request, "id", None)
 

@@ -235,19 +235,23 @@ class SessionRequests:
                 raise EnvCrashed(f"step must return gymwire.sdk.StepOutcome, got {type(result).__name__}")
             observation = observation_map(result.observation)
             reward = float(result.reward)
-            if not math.isfinite(reward) or (result.score is not None and not math.isfinite(float(result.score))):
+            score = None if result.score is None else float(result.score)
+            if not math.isfinite(reward) or (score is not None and not math.isfinite(score)):
                 # JSON cannot carry them (GW-FRAME-9) and no trainer can use them.
-                raise EnvCrashed(f"step returned reward={reward}, score={result.score}; both must be finite numbers")
+                raise EnvCrashed(f"step returned reward={reward}, score={score}; both must be finite numbers")
+            success = result.success
+            if success is not None and success not in (True, False):  # numpy's bool_ and 0/1 are fine
+                raise EnvCrashed(f"step returned success={str(success)[:80]}; it must be a bool or None")
             info = result.info
             if not isinstance(info, dict) or (info and not all(isinstance(key, str) for key in info)):
                 raise EnvCrashed(f"step's info must be a dict with str keys, got {type(info).__name__} {str(info)[:80]}")
             info = dict(info)  # the answer is kept for replay: an environment may reuse its dict
+            terminated, truncated = bool(result.terminated), bool(result.truncated)
         except (EnvCrashed, TypeError, ValueError) as exc:
             raise _crash(session, "step", exc) from None
         reply = session.machine.finish_step(
-            request_id, seq, observation, reward, bool(result.terminated), bool(result.truncated), info,
-            None if result.success is None else bool(result.success),
-            None if result.score is None else float(result.score),
+            request_id, seq, observation, reward, terminated, truncated, info,
+            None if success is None else bool(success), score,
         )
         self.registry.metrics.step(session.env_name, now() - started)
         return reply

@@ -75,9 +75,27 @@ observations = st.one_of(
         ),
     ),
 )
+@dataclasses.dataclass
+class _Position:
+    x: int
+    y: int
+
+
+class _Place(pydantic.BaseModel):
+    """A model in info: its serializer drops its None fields (exclude_none), in JSON as in msgpack."""
+
+    x: int = 1
+    label: str | None = None
+
+
 infos = st.dictionaries(
     st.text(max_size=4),
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=4), st.lists(st.integers(-(2**63), 2**64 - 1), max_size=2)),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=4),
+        st.lists(st.integers(-(2**63), 2**64 - 1), max_size=2),
+        st.builds(_Place, x=st.integers(0, 9), label=st.one_of(st.none(), st.text(max_size=3))),
+        st.builds(lambda x, y: _Position(x, y), st.integers(0, 9), st.integers(0, 9)),
+    ),
     max_size=4,
 )
 metrics = st.one_of(
@@ -112,12 +130,6 @@ def test_a_step_answer_as_its_map_encodes_as_its_model(
         decoded = Codec(encoding).decode(rules.encode(answer))
         assert isinstance(decoded, StepResult) and decoded.id == request_id
         assert bool(decoded.observation.images) == bool(wants_images and model.observation.images)
-
-
-@dataclasses.dataclass
-class _Position:
-    x: int
-    y: int
 
 
 def test_an_answer_only_the_models_serializer_can_write_goes_the_model_way() -> None:

@@ -55,3 +55,17 @@ async def test_an_action_that_is_not_text_uses_no_seq():
         assert (a.seq, b.seq) == (0, 0)
         results = await client.step_batch([(a, "x"), (b, "y")])
         assert [r.observation.text for r in results] == ["step 1: x", "step 1: y"]
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+async def test_an_action_no_frame_can_carry_uses_no_seq(encoding):
+    # A lone surrogate is a Python str but no UTF-8: it used to fail while encoding, after the seq
+    # was taken, and the session's next step was refused BAD_SEQUENCE.
+    async with GymServer([CountingEnv], port=0) as server, GymClient(server.url, encoding=encoding) as client:
+        session = await client.open("counting", seed=9)
+        with pytest.raises(ValueError, match="lone surrogate at 2"):
+            await session.step("go\ud800")
+        with pytest.raises(ValueError, match="lone surrogate"):
+            await client.step_batch([(session, "\udfff")])
+        assert session.seq == 0
+        assert (await session.step("gö 北")).observation.text == "step 1: gö 北"

@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 import msgpack
+import numpy
 import pytest
 import websockets
 from gymwire.protocol import Codec, ErrorCode, Limits, Pong, ProtocolError, Step
@@ -285,6 +286,44 @@ async def test_a_non_finite_reward_is_a_typed_error_not_a_hang(make_server, enco
             assert info.value.code is ErrorCode.ENV_CRASHED and "finite" in info.value.message
         fine = await client.open("nan-reward")
         assert (await fine.step("0.5")).reward == 0.5
+
+
+class OddOutcomeEnv(Environment):
+    """Steps whose outcome no answer can hold as it is: the action says which part is wrong."""
+
+    name = "odd-outcome"
+    inline = True
+    steps = 0
+
+    def reset(self, task: Task) -> str:
+        return "ready"
+
+    def step(self, action: str) -> StepOutcome:
+        OddOutcomeEnv.steps += 1
+        odd = {
+            "success-array": {"success": numpy.array([True, False]), "terminated": True},
+            "success-text": {"success": "no", "terminated": True},
+            "terminated-array": {"terminated": numpy.array([1, 0])},
+            "info-int-keys": {"info": {1: "a"}},
+            "info-list": {"info": ["a"]},
+        }[action]
+        return StepOutcome("odd", **odd)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("odd", ["success-array", "success-text", "terminated-array", "info-int-keys", "info-list"])
+async def test_an_outcome_no_answer_can_hold_crashes_the_session_once(make_server, encoding, odd):
+    # Checked before the answer is recorded: ENV_CRASHED, and a re-sent seq does not run the step
+    # again (success's bool() used to raise after the step ran and before its answer was kept:
+    # INTERNAL, retryable, and the retry ran the environment a second time).
+    async with make_server(envs=[OddOutcomeEnv]) as server, GymClient(server.url, encoding=encoding) as client:
+        session = await client.open("odd-outcome")
+        OddOutcomeEnv.steps = 0
+        for _ in range(2):
+            with pytest.raises(ProtocolError) as info:
+                await client.request(Step(id=client.next_id(), session=session.id, seq=1, action=odd))
+            assert info.value.code is ErrorCode.ENV_CRASHED
+        assert OddOutcomeEnv.steps == 1
 
 
 async def test_client_fails_a_request_whose_answer_it_cannot_decode(make_server):
