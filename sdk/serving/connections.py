@@ -360,7 +360,9 @@ class Connection:
             reply = self.dispatch(self, request)
             if reply is None:
                 return None
-            return self._send_now([protocol.encode(reply)])
+            answer = protocol.encode(reply)
+            # (The rules close a connection only at its handshake, which the dispatch never sees.)
+            return None if self.transport.send_now(answer) else self._send_then_close([answer])
         except ProtocolError as exc:
             if exc.request_id is None:
                 exc.request_id = request_id_of(request)

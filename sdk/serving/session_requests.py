@@ -253,11 +253,15 @@ class SessionRequests:
             request_id, seq, observation, reward, terminated, truncated, info,
             None if success is None else bool(success), score,
         )
-        self.registry.metrics.step(session.env_name, now() - started)
+        metrics = self.registry.metrics
+        if metrics.enabled:
+            metrics.step(session.env_name, now() - started)
         return reply
 
     def _check_action_size(self: "GymServer", session: ServerSession, action: str) -> None:
-        if len(action.encode("utf-8", "surrogatepass")) > self.limits.max_action_bytes:
+        limit = self.limits.max_action_bytes
+        # UTF-8 takes at most 4 bytes a character: only long actions are worth encoding to measure.
+        if 4 * len(action) > limit and len(action.encode("utf-8", "surrogatepass")) > limit:
             raise ProtocolError(
                 ErrorCode.INVALID_ACTION,
                 f"action longer than max_action_bytes={self.limits.max_action_bytes}; shorten it",
