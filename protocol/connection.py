@@ -621,6 +621,9 @@ class ClientConnection(Generic[Handle]):
                 self.unmatched.append(error_message(exc))
                 return None
             return handle, exc
+        if type(message) is StepResult:  # the common answer: none of the checks below apply
+            handle = self.pending.pop(message.id, None)
+            return None if handle is None else (handle, message)
         if isinstance(message, Ping):
             self._outbox.append(self.codec.encode(Pong(id=message.id)))
             return None

@@ -93,14 +93,13 @@ class ClientSession:
         require_text_action(action)
         if self.machine.uncertain:
             await self.settle()
-        # Built before the seq is taken: a deadline_ms out of range fails here, with nothing sent.
-        # Without one, every field is known good: the step goes as its wire map (steps.py).
-        seq = self.machine.seq + 1
-        if deadline_ms is None:
-            message: Step | dict[str, Any] = step_map(self.client.next_id(), self.id, seq, action)
+        if deadline_ms is None:  # every field is known good: the step goes as its wire map (steps.py)
+            message: Step | dict[str, Any] = step_map(self.client.next_id(), self.id, self.machine.take_seq(), action)
         else:
+            # Built before the seq is taken: a deadline_ms out of range fails here, with nothing sent.
+            seq = self.machine.seq + 1
             message = Step(id=self.client.next_id(), session=self.id, seq=seq, action=action, deadline_ms=deadline_ms)
-        self.machine.take_seq()
+            self.machine.take_seq()
         result = await self.request(message)
         self.step_answered(result)  # type: ignore[arg-type]
         return result  # type: ignore[return-value]
