@@ -1,10 +1,10 @@
 """The requests that reach an environment: open, reset, step, step_batch, close and resume.
 
 A step checks its action, takes the session's place in line (`_step_session`), asks the session
-machine (execute or replay), calls the runner and records the answer (`_step_answered`, shared by
-both paths). A runner whose steps never wait (`steps_at_once`) has its step run right in
-`_serve_step` as plain calls, with no task or coroutine, when nothing is queued. Every environment
-failure becomes ENV_CRASHED in one place, `_crash`.
+machine (execute or replay), calls the runner and records the answer as its wire map
+(`_step_answered`, shared by both paths). A runner whose steps never wait (`steps_at_once`) has its
+step run right in `_step_in_place` as plain calls, with no task or coroutine, when nothing is queued.
+Every environment failure becomes ENV_CRASHED in one place, `_crash`.
 """
 
 from __future__ import annotations
