@@ -199,9 +199,9 @@ class ServerConnection(Generic[Handle]):
     step_batch, close, resume, cancel), or None when the frame was answered here (hello, ping,
     list_envs, describe_env, every refusal): the answers wait in `frames_to_send()`. `read` is the
     same but gives a well-formed step as its plain fields (steps.py), and `receive(message)` applies
-    the rules to a message decoded elsewhere. After a failed
-    handshake `close_with` holds the close code and reason, to use once the frames are sent.
-    `inflight` maps the ids of requests being served to the runtime's handles for them.
+    the rules to a message decoded elsewhere. After a failed handshake `close_with` holds the close
+    code and reason, to use once the frames are sent. `inflight` maps the ids of requests being
+    served to the runtime's handles for them.
     """
 
     def __init__(
