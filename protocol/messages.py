@@ -34,7 +34,8 @@ from .version import PROTOCOL_VERSION
 # Ids must survive a JSON round trip through peers whose numbers are doubles.
 MAX_ID = 2**53 - 1
 RequestId = Annotated[int, Field(ge=0, le=MAX_ID)]
-SessionId = Annotated[str, Field(min_length=1, max_length=128)]
+MAX_SESSION_CHARS = 128
+SessionId = Annotated[str, Field(min_length=1, max_length=MAX_SESSION_CHARS)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 # The smallest max_frame_bytes a peer may ask for: a frame must hold a hello or a welcome.
 MIN_FRAME_BYTES = 512

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .messages import MAX_ID, Observation, Step, StepResult
+from .messages import MAX_ID, MAX_SESSION_CHARS, Observation, Step, StepResult
 
 # (id, session, seq, action) of a step request.
 StepFields = tuple[int, str, int, str]
 
-_MAX_SESSION_CHARS = 128  # messages.SessionId
 _observation_to_python = Observation.__pydantic_serializer__.to_python
 
 
@@ -31,7 +30,7 @@ def plain_step(obj: Any) -> StepFields | None:
     action = obj.get("action")
     if (
         type(request_id) is int and 0 <= request_id <= MAX_ID
-        and type(session) is str and 0 < len(session) <= _MAX_SESSION_CHARS
+        and type(session) is str and 0 < len(session) <= MAX_SESSION_CHARS
         and type(seq) is int and seq >= 0
         and type(action) is str
     ):  # fmt: skip

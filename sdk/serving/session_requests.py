@@ -165,17 +165,15 @@ class SessionRequests:
     # ------------------------------------------------------------------ steps
 
     def _serve_step(self: "GymServer", conn: Connection, request: Step | StepFields) -> dict[str, Any] | None:
-        """A step, a `Step` or a plain step's fields: run in place when it can be (its answer), else
+        """A step, a plain step's fields or a `Step`: run in place when it can be (its answer), else
         in a task (None)."""
         if type(request) is tuple:
             answer = self._step_in_place(conn, *request)
-            if answer is None:
-                self._spawn(conn, step_message(request), self._step)
-            return answer
-        if request.deadline_ms is None:
-            answer = self._step_in_place(conn, request.id, request.session, request.seq, request.action)
             if answer is not None:
                 return answer
+            request = step_message(request)
+        # (A `Step` comes here only when the rules could not read it as plain fields: it has a
+        # deadline, which runs it in a task.)
         self._spawn(conn, request, self._step)
         return None
 
@@ -264,7 +262,7 @@ class SessionRequests:
         if 4 * len(action) > limit and len(action.encode("utf-8", "surrogatepass")) > limit:
             raise ProtocolError(
                 ErrorCode.INVALID_ACTION,
-                f"action longer than max_action_bytes={self.limits.max_action_bytes}; shorten it",
+                f"action longer than max_action_bytes={limit}; shorten it",
                 session=session.id,
             )
 
